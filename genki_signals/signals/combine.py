@@ -1,1 +1,70 @@
-"""combine operators."""
+"""Combine: a named sub-graph of operators used as one operator."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from genki_signals.errors import GraphError, OperatorError
+from genki_signals.signals.base import Operator
+
+__all__ = ["Combine"]
+
+
+class Combine(Operator):
+    """Run a small graph of operators as a single operator with one output.
+
+    ``inputs`` are the outer streams the sub-graph reads (in call order); ``output`` names the
+    inner stream returned (default: the last operator's). Inner names are private: only the
+    combined result appears in the outer graph, under this operator's ``name``::
+
+        s.Combine([s.Sum("a", "b", name="ab"), s.Scale("ab", factor=0.5, name="mean")],
+                  inputs=["a", "b"], name="mean_ab")
+
+    Why: a reusable block (a band-power estimate, a feature extractor) is named and serialised
+    as one unit. Operators on a new timeline are not allowed inside: the output must stay on the
+    inputs' timeline.
+    """
+
+    def __init__(self, operators: Sequence[Operator | Mapping[str, Any]], inputs: Sequence[str],
+                 output: str | None = None, name: str | None = None) -> None:
+        if isinstance(inputs, str) or not isinstance(inputs, Sequence) or not inputs:
+            raise OperatorError(f"Combine '{name}': field 'inputs' must be a non-empty list "
+                                f"of stream names, got {inputs!r}")
+        super().__init__(inputs, name)
+        from genki_signals.graph import SignalGraph  # here: graph imports the signals package
+
+        if isinstance(operators, (str, Mapping)) or not isinstance(operators, Sequence) \
+                or not operators:
+            raise self._fail("operators", "must be a non-empty list of operators")
+        ops = []
+        for i, op in enumerate(operators):
+            try:
+                ops.append(op if isinstance(op, Operator) else Operator.from_dict(op))
+            except OperatorError as exc:
+                raise self._fail("operators", f"item {i}: {exc}") from exc
+        try:
+            self._graph = SignalGraph(ops, source_keys=self.inputs)
+        except GraphError as exc:
+            raise self._fail("operators", f"do not form a valid graph over inputs "
+                                          f"{list(self.inputs)}: {exc}") from exc
+        bad = [o.describe() for o in ops if o.new_timeline]
+        if bad:
+            raise self._fail("operators", f"may not change the rate ({', '.join(bad)})")
+        self.operators = ops
+        self.output = output if output is not None else self._graph.operators[-1].name
+        if self.output not in self._graph:
+            raise self._fail("output", f"names no inner operator: {self.output!r} "
+                                       f"(have: {', '.join(self._graph.outputs)})")
+
+    def _step(self, *chunks: np.ndarray) -> np.ndarray:
+        values = dict(zip(self.inputs, chunks))
+        for op in self._graph.operators:
+            values[op.name] = op(*[values[k] for k in op.inputs])
+        return values[self.output]
+
+    def reset(self) -> None:
+        super().reset()
+        self._graph.reset()
