@@ -1,0 +1,292 @@
+"""Wire format of the bus: one frame <-> one ZeroMQ multipart message. Never pickle.
+
+Message layout (format version 1)::
+
+    part 0   topic     UTF-8 bytes; SUB sockets filter on its prefix
+    part 1   header    msgpack map, exactly these keys:
+               "v"       int     format version, currently 1
+               "node"    str     id of the publishing node (at most 256 characters)
+               "seq"     int     sequence number, uint64, per (node, topic), +1 per message
+               "kind"    str     "data" | "event" | "eos"
+               "t"       float   publish time, float64 seconds on the publisher's clock
+               "fields"  list    one entry per frame key: [name, dtype, shape, where]
+                                   name   str   the frame key, unique within the message
+                                   dtype  str   numpy ``dtype.str``, one of ALLOWED_DTYPES
+                                                (bool, int/uint 8-64, float 16-64, complex
+                                                64/128, either byte order): no object, void,
+                                                string or platform-dependent long double
+                                   shape  list  of non-negative ints, C order
+                                   where  bin   the raw C-order bytes, inline in the header,
+                                          | int or the index i of the part ``2 + i`` that holds them
+    part 2+  buffers   raw C-order bytes of the large fields, each referenced by exactly one field
+
+Why two places for array bytes: a separate part costs per-part overhead in ZeroMQ and pyzmq but
+avoids copies (sent with ``copy=False``, decoded with ``np.frombuffer`` on the received frame),
+while inline ``bin`` costs copies but no extra part. ``tools/bench_bus_codec.py`` measures
+encode + ipc send/recv + decode on this machine (2 cores, pyzmq 27, libzmq 4.3.5): inline is
+faster up to 16 KiB (about 25-35% below 4 KiB), zero-copy wins from 32 KiB on and is 2-6x faster
+from 1 MiB on. Hence ``INLINE_MAX_BYTES = 16 KiB``: a field whose ``nbytes`` is at most that
+travels inline.
+
+Decoding is defensive: the bytes may come from anywhere that can connect. Every malformation
+(bad msgpack, wrong types, missing or extra keys, unknown version or kind, a disallowed dtype,
+a shape that does not match its bytes, truncated or unreferenced parts, a message larger than
+``max_bytes``) raises ``DecodeError`` naming the fault, and no other exception escapes
+``decode``. Sizes are checked before any allocation. Decoded arrays are read-only views of the
+received buffers (copy them to write); they keep the underlying frame alive.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from genki_signals.errors import GenkiError
+
+VERSION = 1
+KINDS = frozenset({"data", "event", "eos"})
+INLINE_MAX_BYTES = 16 * 1024
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+MAX_NDIM = 32
+MAX_NODE_ID_LEN = 256
+
+_HEADER_KEYS = frozenset({"v", "node", "seq", "kind", "t", "fields"})
+_SEQ_LIMIT = 2**64
+
+
+def _allowed_dtypes() -> frozenset[str]:
+    codes = ["b1", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "c8", "c16"]
+    out = set()
+    for code in codes:
+        for order in "<>":
+            out.add(np.dtype(order + code).str)  # '|b1', '<f8', '>f8', ...
+    return frozenset(out)
+
+
+ALLOWED_DTYPES = _allowed_dtypes()
+
+
+class DecodeError(GenkiError, ValueError):
+    """Bytes received from the bus are not a valid message; the message says what is wrong."""
+
+
+class EncodeError(GenkiError, ValueError):
+    """A frame cannot be put on the wire (bad topic, kind, key or dtype)."""
+
+
+@dataclass(slots=True)
+class Message:
+    """A decoded bus message."""
+
+    topic: str
+    node_id: str
+    seq: int
+    kind: str
+    publish_time: float
+    frame: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+Part = bytes | memoryview | np.ndarray
+
+
+def encode(
+    topic: str,
+    frame: Mapping[str, Any],
+    *,
+    node_id: str,
+    seq: int,
+    kind: str = "data",
+    publish_time: float | None = None,
+    inline_max: int = INLINE_MAX_BYTES,
+) -> list[Part]:
+    """Encode one frame as the parts of a multipart message (see the module docstring).
+
+    Large fields are returned as 1-d uint8 views of the (C-contiguous) arrays, so sending them with
+    ``copy=False`` copies nothing. ``publish_time`` defaults to ``time.monotonic()``; the node
+    runner passes topology-clock time. ``inline_max`` exists for benchmarks.
+    """
+    if not isinstance(topic, str):
+        raise EncodeError(f"topic must be a str, got {type(topic).__name__}")
+    if kind not in KINDS:
+        raise EncodeError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
+    if not isinstance(node_id, str) or len(node_id) > MAX_NODE_ID_LEN:
+        raise EncodeError(f"node_id must be a str of at most {MAX_NODE_ID_LEN} characters")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < _SEQ_LIMIT:
+        raise EncodeError(f"seq must be an int in [0, 2**64), got {seq!r}")
+    t = time.monotonic() if publish_time is None else float(publish_time)
+    fields: list[list[Any]] = []
+    buffers: list[Part] = []
+    for name, value in frame.items():
+        if not isinstance(name, str):
+            raise EncodeError(f"frame keys must be str, got {name!r}")
+        arr = np.asarray(value)
+        if arr.dtype.str not in ALLOWED_DTYPES:
+            raise EncodeError(
+                f"field '{name}': dtype {arr.dtype.str!r} cannot go on the wire "
+                "(only bool, int, uint, float and complex)"
+            )
+        if not arr.flags.c_contiguous:
+            arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
+        shape = list(arr.shape)
+        if arr.nbytes <= inline_max:
+            where: bytes | int = arr.tobytes()
+        else:
+            where = len(buffers)
+            buffers.append(arr.reshape(-1).view(np.uint8))
+        fields.append([name, arr.dtype.str, shape, where])
+    header = {"v": VERSION, "node": node_id, "seq": seq, "kind": kind, "t": t, "fields": fields}
+    return [topic.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
+
+
+def encode_eos(topic: str, *, node_id: str, seq: int, publish_time: float | None = None) -> list[Part]:
+    """An end-of-stream message: no fields, kind ``eos``."""
+    return encode(topic, {}, node_id=node_id, seq=seq, kind="eos", publish_time=publish_time)
+
+
+def decode(parts: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
+    """Decode the parts of a received multipart message; raise only ``DecodeError``.
+
+    ``parts`` may hold ``bytes``, ``memoryview``, ``zmq.Frame`` (from ``copy=False`` receives;
+    not copied) or any object exposing a C-contiguous buffer.
+    """
+    try:
+        return _decode(parts, max_bytes)
+    except DecodeError:
+        raise
+    except Exception as exc:  # safety net: msgpack and numpy raise many types
+        raise DecodeError(f"malformed message ({type(exc).__name__}: {exc})") from exc
+
+
+def _as_bytes_view(part: Any, index: int) -> memoryview:
+    buf = getattr(part, "buffer", None)  # zmq.Frame
+    try:
+        view = buf if isinstance(buf, memoryview) else memoryview(part)
+    except TypeError:
+        raise DecodeError(f"part {index} is not a buffer ({type(part).__name__})") from None
+    if view.ndim != 1 or view.format not in ("B", "b", "c"):
+        if not view.c_contiguous:
+            raise DecodeError(f"part {index} is not a contiguous buffer")
+        view = view.cast("B")
+    return view
+
+
+def _decode(parts: Sequence[Any], max_bytes: int) -> Message:
+    if not isinstance(parts, Sequence) or isinstance(parts, (bytes, bytearray, str)):
+        raise DecodeError(f"expected a list of message parts, got {type(parts).__name__}")
+    if len(parts) < 2:
+        raise DecodeError(f"expected at least 2 parts (topic, header), got {len(parts)}")
+    views = [_as_bytes_view(p, i) for i, p in enumerate(parts)]
+    total = sum(v.nbytes for v in views)
+    if total > max_bytes:
+        raise DecodeError(f"message of {total} bytes exceeds the limit of {max_bytes} bytes")
+    try:
+        topic = bytes(views[0]).decode("utf-8")
+    except UnicodeDecodeError:
+        raise DecodeError("topic is not valid UTF-8") from None
+    try:
+        header = msgpack.unpackb(views[1], raw=False, use_list=True, strict_map_key=True)
+    except Exception as exc:
+        raise DecodeError(f"header is not valid msgpack ({type(exc).__name__}: {exc})") from None
+    _check_header(header)
+    buffers = views[2:]
+    used = [False] * len(buffers)
+    frame: dict[str, np.ndarray] = {}
+    for i, entry in enumerate(header["fields"]):
+        name, arr, index = _decode_field(i, entry, buffers, max_bytes)
+        if name in frame:
+            raise DecodeError(f"field '{name}' appears twice")
+        if index is not None:
+            if used[index]:
+                raise DecodeError(f"field '{name}': part {index + 2} is referenced twice")
+            used[index] = True
+        frame[name] = arr
+    unused = [i + 2 for i, u in enumerate(used) if not u]
+    if unused:
+        raise DecodeError(f"parts {unused} are not referenced by any field")
+    return Message(
+        topic=topic,
+        node_id=header["node"],
+        seq=header["seq"],
+        kind=header["kind"],
+        publish_time=float(header["t"]),
+        frame=frame,
+    )
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _check_header(header: Any) -> None:
+    if not isinstance(header, dict):
+        raise DecodeError(f"header must be a map, got {type(header).__name__}")
+    keys = set(header)
+    if "v" in header and header["v"] != VERSION:
+        raise DecodeError(f"unsupported wire format version {header['v']!r} (this build reads {VERSION})")
+    if keys != _HEADER_KEYS:
+        missing = ", ".join(sorted(_HEADER_KEYS - keys)) or "none"
+        extra = ", ".join(sorted(map(repr, keys - _HEADER_KEYS))) or "none"
+        raise DecodeError(f"header keys wrong: missing {missing}; unexpected {extra}")
+    if not _is_int(header["v"]):
+        raise DecodeError(f"version must be an int, got {header['v']!r}")
+    node = header["node"]
+    if not isinstance(node, str) or len(node) > MAX_NODE_ID_LEN:
+        raise DecodeError(f"node id must be a str of at most {MAX_NODE_ID_LEN} characters")
+    seq = header["seq"]
+    if not _is_int(seq) or not 0 <= seq < _SEQ_LIMIT:
+        raise DecodeError(f"sequence number must be a uint64, got {seq!r}")
+    if not isinstance(header["kind"], str) or header["kind"] not in KINDS:
+        raise DecodeError(f"unknown kind {header['kind']!r} (expected one of {sorted(KINDS)})")
+    t = header["t"]
+    if not isinstance(t, (float, int)) or isinstance(t, bool) or not math.isfinite(t):
+        raise DecodeError(f"publish time must be a finite number, got {t!r}")
+    if not isinstance(header["fields"], list):
+        raise DecodeError(f"fields must be a list, got {type(header['fields']).__name__}")
+
+
+def _decode_field(
+    i: int, entry: Any, buffers: list[memoryview], max_bytes: int
+) -> tuple[str, np.ndarray, int | None]:
+    if not isinstance(entry, list) or len(entry) != 4:
+        raise DecodeError(f"field {i}: expected [name, dtype, shape, where]")
+    name, dtype_str, shape, where = entry
+    if not isinstance(name, str):
+        raise DecodeError(f"field {i}: name must be a str, got {type(name).__name__}")
+    if not isinstance(dtype_str, str) or dtype_str not in ALLOWED_DTYPES:
+        raise DecodeError(
+            f"field '{name}': dtype {dtype_str!r} not allowed (only bool, int, uint, float, complex)"
+        )
+    dtype = np.dtype(dtype_str)
+    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_int(d) and d >= 0 for d in shape):
+        raise DecodeError(f"field '{name}': shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r}")
+    # Element counts in Python ints (no overflow); zero dims ignored so numpy never sees a
+    # shape whose other dims overflow.
+    bound = math.prod(d for d in shape if d) * dtype.itemsize
+    if bound > max_bytes:
+        raise DecodeError(f"field '{name}': shape {shape} of {dtype_str} exceeds the limit of {max_bytes} bytes")
+    nbytes = math.prod(shape) * dtype.itemsize
+    index: int | None = None
+    if isinstance(where, bytes):
+        buf: memoryview | bytes = where
+    elif _is_int(where):
+        if not 0 <= where < len(buffers):
+            raise DecodeError(f"field '{name}': refers to part {where + 2}, but the message has {len(buffers) + 2} parts")
+        index = where
+        buf = buffers[where]
+    else:
+        raise DecodeError(f"field '{name}': where must be bin or a part index, got {type(where).__name__}")
+    size = buf.nbytes if isinstance(buf, memoryview) else len(buf)
+    if size != nbytes:
+        raise DecodeError(f"field '{name}': shape {shape} of {dtype_str} needs {nbytes} bytes, got {size}")
+    if nbytes == 0:
+        arr = np.empty(shape, dtype=dtype)
+    else:
+        arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+    arr.flags.writeable = False
+    return name, arr, index

@@ -1,0 +1,423 @@
+"""Publisher and Subscriber: frames over ZeroMQ pub/sub, with a queue policy per input edge.
+
+Lossy and lossless edges. A publishing node binds up to two XPUB sockets:
+
+* ``endpoint``: lossy. When a subscriber's queue (its ``rcvhwm`` plus the publisher's ``sndhwm``
+  plus kernel buffers) is full, ZeroMQ drops new messages for that subscriber only; the publisher
+  never waits. Subscribers see the loss as sequence gaps.
+* ``lossless_endpoint`` (optional, bound when the launcher finds a ``lossless`` edge on this node):
+  ``ZMQ_XPUB_NODROP``. When any subscriber on it is full, ``publish`` waits until it has room.
+  A lossless edge can slow the publisher by design (recorders, replay); a slow lossless reader
+  stalls every reader of this node, lossy ones included.
+
+Two sockets, because with NODROP on a single socket a slow *lossy* reader would stall the
+publisher as well. A subscriber connects to the endpoint matching its edge's policy: ``latest``
+and ``drop_oldest`` to ``endpoint``, ``lossless`` to ``lossless_endpoint``; the launcher pairs
+them from the spec. Both are XPUB rather than PUB so that ``wait_for_subscribers`` can see who
+subscribed (a replay must not start before its recorder listens).
+
+Sequence numbers count per ``(node_id, topic)`` from 0, so a subscriber that takes only some of
+a node's topics sees no false gaps. The first message seen from an upstream starts its count
+(what was published before a subscriber joined is not a gap); a number that goes backwards is a
+reset (restarted publisher).
+
+Queue policies, applied by the Subscriber per connection (no threads: every ``recv`` first
+drains each readable socket without blocking, then applies the policy):
+
+* ``latest``: keep only the newest message per (topic, kind); the others count as drops (plots).
+  ZMQ_CONFLATE is not used: it does not support multipart messages.
+* ``drop_oldest`` (``maxlen``): keep the newest ``maxlen`` messages; older ones count as drops
+  (the live default). While the reader is busy, ZeroMQ queues up to ``rcvhwm`` messages and the
+  publisher drops newer ones (seen as gaps).
+* ``lossless``: read only as fast as the caller consumes, so ZeroMQ's high-water marks push back
+  on the publisher's lossless socket. Nothing is dropped.
+
+Large arrays are sent without copying: do not modify an array after publishing it. Publisher and
+Subscriber are not thread-safe; use each from one thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import zmq
+
+from genki_signals.bus.codec import DEFAULT_MAX_BYTES, DecodeError, Message, decode, encode
+from genki_signals.bus.endpoints import check_bind_endpoint
+from genki_signals.bus.stats import BusStats, UpstreamStats
+from genki_signals.errors import GenkiError
+
+log = logging.getLogger(__name__)
+
+POLICIES = ("latest", "drop_oldest", "lossless")
+DEFAULT_HWM = 1000
+DEFAULT_MAXLEN = 100
+LOSSLESS_BATCH = 64  # messages a lossless edge reads ahead of the caller
+_STALL_POLL_MS = 100
+
+
+class BusError(GenkiError, RuntimeError):
+    """A socket operation failed (bad policy, publisher stalled past its timeout)."""
+
+
+class BusStalledError(BusError):
+    """A lossless subscriber had no room for longer than the publisher's ``lossless_timeout``."""
+
+
+def _new_context(context: zmq.Context | None) -> tuple[zmq.Context, bool]:
+    return (zmq.Context(), True) if context is None else (context, False)
+
+
+class Publisher:
+    """Binds a node's lossy (and optionally lossless) endpoint and publishes frames on topics.
+
+    ``endpoint`` / ``lossless_endpoint`` may use port ``*`` (``tcp://127.0.0.1:*``); the
+    ``endpoint`` / ``lossless_endpoint`` attributes hold the addresses actually bound. Without a
+    ``context`` the Publisher owns one, and ``close`` waits up to ``linger`` seconds for queued
+    lossless messages to be delivered; with a caller's context that wait happens in its ``term()``.
+    ``lossless_timeout`` (seconds, None = forever) bounds how long ``publish`` waits for a full
+    lossless subscriber before raising ``BusStalledError`` (nothing is sent then).
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        node_id: str,
+        context: zmq.Context | None = None,
+        *,
+        lossless_endpoint: str | None = None,
+        sndhwm: int = DEFAULT_HWM,
+        allow_remote: bool = False,
+        clock: Callable[[], float] = time.monotonic,
+        linger: float = 5.0,
+        lossless_timeout: float | None = None,
+    ) -> None:
+        check_bind_endpoint(endpoint, allow_remote=allow_remote)
+        if lossless_endpoint is not None:
+            check_bind_endpoint(lossless_endpoint, allow_remote=allow_remote)
+        self.node_id = node_id
+        self.stats = BusStats()
+        self._clock = clock
+        self._lossless_timeout = lossless_timeout
+        self._seq: dict[str, int] = {}
+        self._ctx, self._own_ctx = _new_context(context)
+        self._subs: dict[zmq.Socket, collections.Counter[bytes]] = {}
+        self._lossy: zmq.Socket | None = None
+        self._lossless: zmq.Socket | None = None
+        try:
+            self._lossy = self._bind(endpoint, sndhwm, linger=0, nodrop=False)
+            self.endpoint: str = self._lossy.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.lossless_endpoint: str | None = None
+            if lossless_endpoint is not None:
+                self._lossless = self._bind(lossless_endpoint, sndhwm, linger=linger, nodrop=True)
+                self.lossless_endpoint = self._lossless.getsockopt_string(zmq.LAST_ENDPOINT)
+        except BaseException:
+            self.close()
+            raise
+
+    def _bind(self, endpoint: str, hwm: int, *, linger: float, nodrop: bool) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.XPUB)
+        self._subs[sock] = collections.Counter()
+        sock.setsockopt(zmq.LINGER, int(linger * 1000))
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # report every (un)subscription
+        if nodrop:
+            sock.setsockopt(zmq.XPUB_NODROP, 1)
+            sock.setsockopt(zmq.SNDTIMEO, _STALL_POLL_MS)
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise BusError(f"cannot bind {endpoint!r}: {exc}") from None
+        return sock
+
+    def publish(
+        self, topic: str, frame: Mapping[str, Any], kind: str = "data", *, publish_time: float | None = None
+    ) -> int:
+        """Send ``frame`` on ``topic``; return its sequence number.
+
+        May wait while a lossless subscriber is full (see the module docstring).
+        """
+        if self._lossy is None:
+            raise BusError(f"publisher '{self.node_id}' is closed")
+        seq = self._seq.get(topic, 0)
+        t = self._clock() if publish_time is None else publish_time
+        parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind, publish_time=t)
+        if self._lossless is not None:
+            self._send_lossless(parts, topic)
+        self._drain_subscriptions(self._lossy)
+        self._lossy.send_multipart(parts, copy=False)  # XPUB without NODROP never blocks
+        self._seq[topic] = seq + 1
+        self.stats.frames_out += 1
+        self.stats.bytes_out += sum(memoryview(p).nbytes for p in parts)
+        return seq
+
+    def publish_eos(self, topic: str) -> int:
+        """Send an end-of-stream message on ``topic``; return its sequence number."""
+        return self.publish(topic, {}, kind="eos")
+
+    def _send_lossless(self, parts: list[Any], topic: str) -> None:
+        sock = self._lossless
+        assert sock is not None
+        deadline = None if self._lossless_timeout is None else time.monotonic() + self._lossless_timeout
+        stalled = False
+        last = len(parts) - 1
+        for i, part in enumerate(parts):
+            while True:
+                if i == 0:
+                    self._drain_subscriptions(sock)
+                try:
+                    # Blocks up to SNDTIMEO, woken as soon as the full reader makes room.
+                    sock.send(part, zmq.SNDMORE if i < last else 0, copy=False)
+                    break
+                except zmq.Again:
+                    # Only the first part can find a pipe full (libzmq counts whole messages);
+                    # giving up after it was sent would leave a half-sent message.
+                    stalled = True
+                    if i == 0 and deadline is not None and time.monotonic() >= deadline:
+                        raise BusStalledError(
+                            f"publisher '{self.node_id}': lossless subscriber of topic '{topic}' "
+                            f"full for {self._lossless_timeout} s"
+                        ) from None
+        if stalled:
+            self.stats.stalls += 1
+
+    def _drain_subscriptions(self, sock: zmq.Socket) -> None:
+        counter = self._subs[sock]
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            msg = sock.recv()
+            if msg[:1] == b"\x01":
+                counter[msg[1:]] += 1
+            elif msg[:1] == b"\x00":
+                counter[msg[1:]] -= 1
+
+    def subscribers(self, topic: str, *, lossless: bool = False) -> int:
+        """Number of subscriptions (one per subscriber and matching prefix) that cover ``topic``."""
+        sock = self._lossless if lossless else self._lossy
+        if sock is None:
+            return 0
+        self._drain_subscriptions(sock)
+        key = topic.encode("utf-8")
+        return sum(n for prefix, n in self._subs[sock].items() if key.startswith(prefix))
+
+    def wait_for_subscribers(self, topic: str, *, count: int = 1, lossless: bool = False, timeout: float) -> bool:
+        """Wait until ``count`` subscriptions cover ``topic``; False on timeout."""
+        sock = self._lossless if lossless else self._lossy
+        if sock is None:
+            raise BusError(f"publisher '{self.node_id}' has no {'lossless' if lossless else 'lossy'} socket")
+        deadline = time.monotonic() + timeout
+        while self.subscribers(topic, lossless=lossless) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN)
+        return True
+
+    def close(self) -> None:
+        """Close the sockets (lossy at once, lossless after ``linger``; see the class docstring)."""
+        for sock in (self._lossy, self._lossless):
+            if sock is not None:
+                sock.close()
+        self._lossy = self._lossless = None
+        self._subs.clear()
+        if self._own_ctx and not self._ctx.closed:
+            self._ctx.term()
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _EdgeQueue:
+    """The messages of one input edge waiting for ``recv``, under the edge's policy."""
+
+    def __init__(self, policy: str, maxlen: int) -> None:
+        self.policy = policy
+        self._latest: dict[tuple[str, str], Message] = {}
+        self._fifo: collections.deque[Message] = collections.deque(
+            maxlen=maxlen if policy == "drop_oldest" else None
+        )
+
+    def __len__(self) -> int:
+        return len(self._latest) + len(self._fifo)
+
+    def room(self, budget: int) -> int:
+        """How many messages to read from the socket now."""
+        if self.policy == "lossless":
+            return LOSSLESS_BATCH if not self._fifo else 0
+        return budget
+
+    def push(self, msg: Message) -> Message | None:
+        """Queue ``msg``; return the message it displaced, if any."""
+        if self.policy == "latest":
+            key = (msg.topic, msg.kind)
+            old = self._latest.pop(key, None)  # re-insert: order follows arrival
+            self._latest[key] = msg
+            return old
+        dropped = self._fifo[0] if self._fifo.maxlen is not None and len(self._fifo) == self._fifo.maxlen else None
+        self._fifo.append(msg)
+        return dropped
+
+    def pop(self) -> Message | None:
+        if self._latest:
+            return self._latest.pop(next(iter(self._latest)))
+        return self._fifo.popleft() if self._fifo else None
+
+
+class _Edge:
+    def __init__(self, sock: zmq.Socket, endpoint: str, policy: str, maxlen: int, rcvhwm: int) -> None:
+        self.socket = sock
+        self.endpoint = endpoint
+        self.queue = _EdgeQueue(policy, maxlen)
+        # Read enough per drain to empty ZeroMQ's queue, bounded so a fast publisher cannot
+        # keep recv from returning.
+        self.budget = 2 * (rcvhwm + maxlen)
+
+
+class Subscriber:
+    """Receives frames from any number of upstream endpoints, one queue policy per connection.
+
+    Decode failures are counted in ``stats.decode_errors``, logged at debug level and skipped.
+    ``upstreams`` maps ``(node_id, topic)`` to its ``UpstreamStats``.
+    """
+
+    def __init__(self, context: zmq.Context | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self._ctx, self._own_ctx = _new_context(context)
+        self._max_bytes = max_bytes
+        self._edges: list[_Edge] = []
+        self._by_socket: dict[zmq.Socket, _Edge] = {}
+        self._poller = zmq.Poller()
+        self._next = 0
+        self.stats = BusStats()
+        self.upstreams: dict[tuple[str, str], UpstreamStats] = {}
+
+    def connect(
+        self,
+        endpoint: str,
+        topics: Iterable[str],
+        policy: str = "drop_oldest",
+        maxlen: int = DEFAULT_MAXLEN,
+        *,
+        rcvhwm: int = DEFAULT_HWM,
+    ) -> None:
+        """Subscribe to the topic prefixes ``topics`` (``[""]``: all) at ``endpoint``.
+
+        ``maxlen`` bounds the ``drop_oldest`` queue; a ``lossless`` edge must connect to the
+        publisher's ``lossless_endpoint``.
+        """
+        if policy not in POLICIES:
+            raise BusError(f"queue policy must be one of {POLICIES}, got {policy!r}")
+        if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 1:
+            raise BusError(f"maxlen must be a positive int, got {maxlen!r}")
+        topics = [topics] if isinstance(topics, str) else list(topics)
+        if not topics or not all(isinstance(t, str) for t in topics):
+            raise BusError(f"topics must be a non-empty list of str prefixes, got {topics!r}")
+        sock = self._ctx.socket(zmq.SUB)
+        try:
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RCVHWM, rcvhwm)
+            sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; larger ones disconnect
+            for topic in topics:
+                sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+            sock.connect(endpoint)
+        except zmq.ZMQError as exc:
+            sock.close(0)
+            raise BusError(f"cannot connect to {endpoint!r}: {exc}") from None
+        edge = _Edge(sock, endpoint, policy, maxlen, rcvhwm)
+        self._edges.append(edge)
+        self._by_socket[sock] = edge
+        self._poller.register(sock, zmq.POLLIN)
+
+    def recv(self, timeout: float | None) -> Message | None:
+        """The next message from any connection, or None after ``timeout`` seconds (None: wait)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        wait_ms: int | None = 0
+        while True:
+            for sock, _ in self._poller.poll(wait_ms):
+                self._fill(self._by_socket[sock])
+            msg = self._pop()
+            if msg is not None:
+                return msg
+            if deadline is None:
+                wait_ms = None
+            else:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                wait_ms = max(1, int(remaining * 1000))
+
+    def _pop(self) -> Message | None:
+        n = len(self._edges)
+        for k in range(n):  # round robin over connections
+            i = (self._next + k) % n
+            msg = self._edges[i].queue.pop()
+            if msg is not None:
+                self._next = (i + 1) % n
+                return msg
+        return None
+
+    def _fill(self, edge: _Edge) -> None:
+        queue = edge.queue
+        for _ in range(queue.room(edge.budget)):
+            try:
+                parts = edge.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            msg = self._accept(parts, edge)
+            if msg is None:
+                continue
+            dropped = queue.push(msg)
+            if dropped is not None:
+                self.stats.drops += 1
+                self.upstreams[(dropped.node_id, dropped.topic)].drops += 1
+
+    def _accept(self, parts: list[zmq.Frame], edge: _Edge) -> Message | None:
+        self.stats.bytes_in += sum(len(p) for p in parts)
+        try:
+            msg = decode(parts, max_bytes=self._max_bytes)
+        except DecodeError as exc:
+            self.stats.decode_errors += 1
+            log.debug("dropping undecodable message from %s: %s", edge.endpoint, exc)
+            return None
+        self.stats.frames_in += 1
+        key = (msg.node_id, msg.topic)
+        up = self.upstreams.get(key)
+        if up is None:
+            up = self.upstreams[key] = UpstreamStats(last_seq=msg.seq)
+        else:
+            missing = msg.seq - up.last_seq - 1
+            if missing > 0:
+                up.gaps += missing
+                self.stats.gaps += missing
+            elif missing < 0:
+                up.resets += 1
+                log.debug("sequence of %s went from %d to %d (reset)", key, up.last_seq, msg.seq)
+            up.last_seq = msg.seq
+        up.frames += 1
+        return msg
+
+    def pending(self) -> int:
+        """Messages received and queued but not yet returned by ``recv``."""
+        return sum(len(e.queue) for e in self._edges)
+
+    def close(self) -> None:
+        """Close every connection at once (linger 0)."""
+        for edge in self._edges:
+            self._poller.unregister(edge.socket)
+            edge.socket.close(0)
+        self._edges.clear()
+        self._by_socket.clear()
+        if self._own_ctx and not self._ctx.closed:
+            self._ctx.term()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+

@@ -1,0 +1,47 @@
+"""Bus counters that a node runner reports in its heartbeats."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+
+@dataclass(slots=True)
+class BusStats:
+    """Counters of one Publisher, one Subscriber, or their sum (``a + b``).
+
+    ``gaps`` are messages lost before they reached the subscriber (sequence jumps: publisher
+    queue full, peer restart window); ``drops`` are messages the subscriber received but discarded
+    by its queue policy. ``stalls`` counts publishes that waited for a lossless subscriber.
+    """
+
+    frames_in: int = 0
+    frames_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    gaps: int = 0
+    drops: int = 0
+    decode_errors: int = 0
+    stalls: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def __add__(self, other: BusStats) -> BusStats:
+        if not isinstance(other, BusStats):
+            return NotImplemented
+        return BusStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
+
+@dataclass(slots=True)
+class UpstreamStats:
+    """What a subscriber saw from one upstream ``(node_id, topic)``.
+
+    ``resets`` counts sequence numbers that went backwards (publisher restarted or duplicated);
+    the gap count restarts from the new number.
+    """
+
+    last_seq: int
+    frames: int = 0
+    gaps: int = 0
+    drops: int = 0
+    resets: int = 0

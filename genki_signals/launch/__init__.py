@@ -1,0 +1,1 @@
+"""Topology specs and the launcher that runs them as processes."""

@@ -1,0 +1,404 @@
+"""The launcher: start, supervise and stop one process per node of a validated topology.
+
+* Endpoints are resolved up front (``ipc://`` files in the run directory unless the spec names
+  one), every node gets a ``NodeConfig`` file and starts as ``python -m genki_signals.nodes`` in
+  its own process group (its own session), pinned to cores when the spec says so.
+* One ROUTER socket is the topology's *address*: nodes register, report ready, send heartbeats
+  and log records there; tools ask it for the directory (nodes, topics, endpoints, health).
+* Supervision: every exit gets a stated cause (exit code, signal name, killed after grace,
+  unresponsive, stderr tail); the restart policy (``never | on-failure | always``) restarts with
+  doubling backoff within a budget of restarts per time window.
+* Stopping (Ctrl-C, ``--duration``, or every node finished after end-of-stream): a stop request
+  to every node, a grace period, then SIGKILL to each node's whole process group: no orphans.
+"""
+
+from __future__ import annotations
+
+import collections
+import getpass
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import psutil
+import zmq
+
+from genki_signals.bus import control
+from genki_signals.bus.endpoints import ipc_endpoint
+from genki_signals.errors import GenkiError
+from genki_signals.launch.spec import NodeSpec, TopologySpec
+from genki_signals.nodes.config import InputEdge, NodeConfig, topic_for
+
+STDERR_TAIL_LINES = 8
+MAX_BACKOFF = 10.0
+
+
+class LaunchError(GenkiError, RuntimeError):
+    """The topology could not be started; the message says which node and why."""
+
+
+def default_run_dir(topology: str) -> Path:
+    """Where a topology's sockets and node configs live: ``$TMPDIR/genki-<user>/<name>``."""
+    return Path(tempfile.gettempdir()) / f"genki-{getpass.getuser()}" / topology
+
+
+def resolve_address(address: str) -> str:
+    """A control address from what a user typed: an endpoint, or a running topology's name."""
+    if "://" in address:
+        return address
+    return f"ipc://{default_run_dir(address) / 'control'}"
+
+
+@dataclass
+class NodeProcess:
+    """What the launcher knows about one node: its config, process and health."""
+
+    spec: NodeSpec
+    config: NodeConfig
+    proc: subprocess.Popen | None = None
+    state: str = "pending"  # pending starting ready exited failed stopped waiting-restart
+    incarnation: int = 0
+    restart_times: collections.deque = field(default_factory=collections.deque)
+    consecutive_failures: int = 0
+    next_start: float | None = None
+    last_heartbeat: float = 0.0
+    stats: dict[str, Any] = field(default_factory=dict)
+    stderr_tail: collections.deque = field(
+        default_factory=lambda: collections.deque(maxlen=STDERR_TAIL_LINES))
+    exit_cause: str = ""
+    kill_reason: str = ""  # set when the launcher killed it, to explain the exit
+    finished: bool = False  # said bye after end-of-stream or a stop request
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Launcher:
+    """Runs a topology. ``start()`` then ``run()``; ``stop()`` is always safe to call."""
+
+    def __init__(self, spec: TopologySpec, *, run_dir: str | Path | None = None,
+                 control_address: str | None = None, out: IO[str] | None = None,
+                 grace: float = 3.0, ready_timeout: float = 20.0,
+                 heartbeat_interval: float = 1.0) -> None:
+        self.spec = spec
+        self.run_dir = Path(run_dir) if run_dir else default_run_dir(spec.name)
+        self.address = control_address or f"ipc://{self.run_dir / 'control'}"
+        self.out = out or sys.stdout
+        self.grace = grace
+        self.ready_timeout = ready_timeout
+        self.heartbeat_interval = heartbeat_interval
+        self.clock_origin = time.monotonic()
+        self.wall_anchor = time.time()
+        self.nodes: dict[str, NodeProcess] = {}
+        self.context = zmq.Context.instance()
+        self.router: zmq.Socket | None = None
+        self._out_lock = threading.Lock()
+        self._stop_requested = False
+        self._stopped = False
+
+    # ------------------------------------------------------------------ output
+    def say(self, node: str, text: str) -> None:
+        """One line of output, the node id first (``launch`` for the launcher itself)."""
+        with self._out_lock:
+            print(f"[{node}] {text}", file=self.out, flush=True)
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        """Bind the control socket, start every node, wait until all are ready."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._check_not_running()
+        self.router = self.context.socket(zmq.ROUTER)
+        self.router.setsockopt(zmq.LINGER, 0)
+        self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self.router.bind(self.address)
+        self.say("launch", f"topology '{self.spec.name}': {len(self.spec.nodes)} nodes, "
+                           f"address {self.address}")
+        for node_spec, config in self._resolve().items():
+            self.nodes[node_spec] = NodeProcess(spec=self.spec.node(node_spec), config=config)
+        for node in self.nodes.values():
+            self._spawn(node)
+        deadline = time.monotonic() + self.ready_timeout
+        while not all(n.state == "ready" or n.finished for n in self.nodes.values()):
+            if self._stop_requested:
+                return
+            if time.monotonic() > deadline:
+                late = [n.spec.id for n in self.nodes.values() if n.state != "ready"]
+                self.stop()
+                raise LaunchError(f"nodes not ready after {self.ready_timeout:g} s: "
+                                  f"{', '.join(late)}")
+            failed = [n for n in self.nodes.values() if n.state == "failed"]
+            if failed:
+                causes = "; ".join(f"node '{n.spec.id}': {n.exit_cause}" for n in failed)
+                self.stop()
+                raise LaunchError(f"topology '{self.spec.name}' failed to start: {causes}")
+            self._service(0.05)
+        self.say("launch", "all nodes ready")
+
+    def _check_not_running(self) -> None:
+        sock_path = self.address[len("ipc://"):] if self.address.startswith("ipc://") else None
+        if sock_path and os.path.exists(sock_path):
+            try:
+                control.request(self.address, "directory", timeout=0.3)
+            except TimeoutError:
+                os.unlink(sock_path)  # stale socket of a run that died
+            else:
+                raise LaunchError(f"topology '{self.spec.name}' is already running at "
+                                  f"{self.address}")
+
+    def _resolve(self) -> dict[str, NodeConfig]:
+        """Endpoints and per-node configs, from the validated spec."""
+        publish: dict[str, str] = {}
+        lossless: dict[str, str] = {}
+        for node in self.spec.nodes:
+            if self.spec.downstream(node.id) or node.kind != "sink":
+                publish[node.id] = node.endpoint or ipc_endpoint(self.run_dir, node.id)
+        for node in self.spec.nodes:
+            for edge in node.inputs:
+                if edge.policy == "lossless" and edge.node not in lossless:
+                    lossless[edge.node] = ipc_endpoint(self.run_dir, f"{edge.node}-lossless")
+        configs = {}
+        spec_dir = str(self.spec.path.parent if self.spec.path else Path.cwd())
+        for node in self.spec.nodes:
+            inputs = tuple(
+                InputEdge(node=e.node,
+                          endpoint=(lossless[e.node] if e.policy == "lossless"
+                                    else publish[e.node]),
+                          topics=(f"{e.node}/",), policy=e.policy, maxlen=e.maxlen,
+                          streams=tuple(self.spec.output_streams(e.node)))
+                for e in node.inputs)
+            configs[node.id] = NodeConfig(
+                id=node.id, kind=node.kind, params=node.params,
+                control_endpoint=self.address, publish_endpoint=publish.get(node.id),
+                lossless_endpoint=lossless.get(node.id), inputs=inputs,
+                clock_origin=self.clock_origin, heartbeat_interval=self.heartbeat_interval,
+                spec_dir=spec_dir, topology=self.spec.name)
+        return configs
+
+    def _spawn(self, node: NodeProcess) -> None:
+        node.incarnation += 1
+        config = NodeConfig(**{**node.config.__dict__, "incarnation": node.incarnation})
+        path = self.run_dir / f"{node.spec.id}.json"
+        path.write_text(config.to_json(), encoding="utf-8")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        node.proc = subprocess.Popen(
+            [sys.executable, "-m", "genki_signals.nodes", "--config", str(path)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, bufsize=1, env=env, start_new_session=True)
+        node.state, node.finished, node.kill_reason = "starting", False, ""
+        node.last_heartbeat = time.monotonic()
+        node.stderr_tail.clear()
+        if node.spec.cpu:
+            try:
+                psutil.Process(node.proc.pid).cpu_affinity(list(node.spec.cpu))
+            except (psutil.Error, AttributeError) as exc:
+                self.say("launch", f"node '{node.spec.id}': cannot set CPU affinity: {exc}")
+        for stream, is_err in ((node.proc.stdout, False), (node.proc.stderr, True)):
+            threading.Thread(target=self._pump, args=(node, stream, is_err),
+                             daemon=True).start()
+        self.say("launch", f"started node '{node.spec.id}' ({node.spec.kind}) pid "
+                           f"{node.proc.pid}" + (f", restart {node.incarnation - 1}"
+                                                 if node.incarnation > 1 else ""))
+
+    def _pump(self, node: NodeProcess, stream: IO[str], is_err: bool) -> None:
+        for line in stream:
+            line = line.rstrip("\n")
+            if is_err:
+                node.stderr_tail.append(line)
+            self.say(node.spec.id, line)
+
+    # ------------------------------------------------------------------ run
+    def run(self, duration: float | None = None) -> int:
+        """Supervise until Ctrl-C, ``duration`` seconds, or every node has finished.
+
+        Returns 0 when the run ended as asked, 1 when a node failed for good.
+        """
+        end = None if duration is None else time.monotonic() + duration
+        previous = signal.signal(signal.SIGINT, self._on_sigint) \
+            if threading.current_thread() is threading.main_thread() else None
+        try:
+            while not self._stop_requested:
+                if end is not None and time.monotonic() >= end:
+                    self.say("launch", f"duration of {duration:g} s reached")
+                    break
+                self._service(0.05)
+                if all(not n.alive and n.next_start is None for n in self.nodes.values()):
+                    self.say("launch", "every node has finished")
+                    break
+        finally:
+            self.stop()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        failed = [n for n in self.nodes.values() if n.state == "failed"]
+        return 1 if failed else 0
+
+    def request_stop(self) -> None:
+        self._stop_requested = True
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:  # second Ctrl-C: no more grace
+            self.grace = 0.0
+        self._stop_requested = True
+
+    def _service(self, timeout: float) -> None:
+        """One round: control messages, exits, restarts, heartbeat checks."""
+        if self.router.poll(int(timeout * 1000)):
+            while self.router.poll(0):
+                frames = self.router.recv_multipart()
+                if len(frames) == 2:
+                    self._on_control(frames[0], frames[1])
+        now = time.monotonic()
+        for node in self.nodes.values():
+            if node.proc is not None and node.proc.poll() is not None and node.state not in (
+                    "exited", "failed", "stopped", "waiting-restart"):
+                self._on_exit(node)
+            if node.next_start is not None and now >= node.next_start and \
+                    not self._stop_requested:
+                node.next_start = None
+                self._spawn(node)
+            if node.alive and node.state == "ready" and \
+                    now - node.last_heartbeat > 3 * self.heartbeat_interval + self.grace:
+                node.kill_reason = (f"unresponsive: no heartbeat for "
+                                    f"{now - node.last_heartbeat:.1f} s")
+                self._kill_group(node)
+
+    def _on_control(self, identity: bytes, data: bytes) -> None:
+        msg = control.unpack(data)
+        if msg is None:
+            return
+        kind = msg["type"]
+        if kind == "directory":
+            self.router.send_multipart([identity, control.pack("directory", **self.directory())])
+            return
+        node = self.nodes.get(identity.decode(errors="replace"))
+        if node is None:
+            return
+        node.last_heartbeat = time.monotonic()
+        if kind == "ready":
+            node.state = "ready"
+            node.consecutive_failures = 0
+        elif kind == "heartbeat":
+            node.stats = msg.get("stats") or {}
+        elif kind == "log":
+            level = {10: "DEBUG", 20: "INFO", 30: "WARNING", 40: "ERROR", 50: "CRITICAL"}
+            text = str(msg.get("message", ""))
+            if level.get(msg.get("level"), "") in ("ERROR", "CRITICAL"):
+                node.stderr_tail.extend(text.splitlines()[-STDERR_TAIL_LINES:])
+            self.say(node.spec.id, f"{level.get(msg.get('level'), 'LOG')} {text}")
+        elif kind == "bye":
+            node.finished = True
+            node.state = "finishing"
+
+    # ------------------------------------------------------------------ exits
+    def _on_exit(self, node: NodeProcess) -> None:
+        code = node.proc.returncode
+        if node.kill_reason:
+            cause = node.kill_reason
+        elif code < 0:
+            cause = f"killed by signal {signal.Signals(-code).name}"
+        else:
+            cause = f"exited with code {code}"
+        failed = code != 0
+        if failed and node.stderr_tail and not node.kill_reason:
+            cause += "; stderr tail:\n    " + "\n    ".join(node.stderr_tail)
+        node.exit_cause = cause
+        policy = node.spec.restart
+        restart = not self._stop_requested and (
+            policy.policy == "always" or (policy.policy == "on-failure" and failed))
+        if restart:
+            now = time.monotonic()
+            while node.restart_times and now - node.restart_times[0] > policy.window:
+                node.restart_times.popleft()
+            if len(node.restart_times) >= policy.max_restarts:
+                node.state = "failed"
+                self.say("launch", f"node '{node.spec.id}' {cause}; restart budget of "
+                                   f"{policy.max_restarts} in {policy.window:g} s exhausted: "
+                                   f"giving up")
+                return
+            node.restart_times.append(now)
+            node.consecutive_failures += 1 if failed else 0
+            delay = min(policy.backoff * 2 ** max(node.consecutive_failures - 1, 0),
+                        MAX_BACKOFF)
+            node.next_start = now + delay
+            node.state = "waiting-restart"
+            self.say("launch", f"node '{node.spec.id}' {cause}; restarting in {delay:.2f} s "
+                               f"({policy.policy})")
+            return
+        node.state = "failed" if failed and not self._stop_requested else (
+            "stopped" if self._stop_requested else "exited")
+        self.say("launch", f"node '{node.spec.id}' {cause}")
+
+    def _kill_group(self, node: NodeProcess) -> None:
+        if node.proc is None:
+            return
+        try:
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    # ------------------------------------------------------------------ stop
+    def stop(self) -> None:
+        """Stop request to every node, wait ``grace`` seconds, SIGKILL what is left."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self._stop_requested = True
+        for node in self.nodes.values():
+            node.next_start = None
+            if node.alive and self.router is not None:
+                self.router.send_multipart([node.spec.id.encode(), control.pack("stop")])
+        deadline = time.monotonic() + self.grace
+        while any(n.alive for n in self.nodes.values()) and time.monotonic() < deadline:
+            self._service(0.05)
+        for node in self.nodes.values():
+            if node.alive:
+                node.kill_reason = f"killed after {self.grace:g} s grace (did not stop)"
+                self._kill_group(node)
+                try:
+                    node.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+            if node.proc is not None:
+                self._kill_group(node)  # whatever the node itself started
+                if node.proc.poll() is not None and node.state not in (
+                        "exited", "failed", "stopped"):
+                    self._on_exit(node)
+        if self.router is not None:
+            self.router.close(linger=0)
+            self.router = None
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.say("launch", "stopped")
+
+    # ------------------------------------------------------------------ directory
+    def directory(self) -> dict[str, Any]:
+        """What tools see: nodes, topics, endpoints and health (read-only)."""
+        now = time.monotonic()
+        nodes = []
+        topics: dict[str, dict[str, str | None]] = {}
+        for node in self.nodes.values():
+            cfg = node.config
+            published = node.stats.get("topics") or [topic_for(node.spec.id)]
+            if cfg.publish_endpoint:
+                for t in published:
+                    topics[t] = {"node": node.spec.id, "endpoint": cfg.publish_endpoint,
+                                 "lossless_endpoint": cfg.lossless_endpoint}
+            nodes.append({
+                "id": node.spec.id, "kind": node.spec.kind, "state": node.state,
+                "pid": node.proc.pid if node.proc else None,
+                "restarts": node.incarnation - 1 if node.incarnation else 0,
+                "endpoint": cfg.publish_endpoint, "lossless_endpoint": cfg.lossless_endpoint,
+                "inputs": [e.node for e in cfg.inputs], "topics": published,
+                "heartbeat_age": now - node.last_heartbeat if node.proc else None,
+                "exit_cause": node.exit_cause, "stats": node.stats,
+            })
+        return {"topology": self.spec.name, "address": self.address,
+                "clock_origin": self.clock_origin, "wall_anchor": self.wall_anchor,
+                "nodes": nodes, "topics": topics}

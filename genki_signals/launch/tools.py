@@ -1,0 +1,109 @@
+"""Tools that attach to a running topology by its address: topics, echo, top."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from typing import IO, Any
+
+import numpy as np
+
+from genki_signals.bus import control
+from genki_signals.errors import GenkiError
+from genki_signals.launch.launcher import resolve_address
+
+
+def directory(address: str, timeout: float = 2.0) -> dict[str, Any]:
+    """The launcher's directory (raises GenkiError when nothing answers)."""
+    try:
+        return control.request(resolve_address(address), "directory", timeout=timeout)
+    except TimeoutError as exc:
+        raise GenkiError(str(exc)) from exc
+
+
+def print_topics(address: str, out: IO[str] = sys.stdout) -> None:
+    d = directory(address)
+    print(f"topology '{d['topology']}' at {d['address']}", file=out)
+    for topic, where in sorted(d["topics"].items()):
+        print(f"  {topic:32s} {where['endpoint']}", file=out)
+
+
+def echo(address: str, topic: str, count: int | None = None, duration: float | None = None,
+         out: IO[str] = sys.stdout) -> int:
+    """Print decoded frames of ``topic`` (a prefix) with the measured frame and sample rate."""
+    from genki_signals.bus.sockets import Subscriber
+
+    d = directory(address)
+    matches = {t: w for t, w in d["topics"].items() if t.startswith(topic)}
+    if not matches:
+        raise GenkiError(f"no topic starts with {topic!r} (topics: "
+                         f"{', '.join(sorted(d['topics'])) or 'none'})")
+    sub = Subscriber()
+    for endpoint in sorted({w["endpoint"] for w in matches.values()}):
+        sub.connect(endpoint, [topic], policy="drop_oldest", maxlen=1000)
+    received = 0
+    start = time.monotonic()
+    samples = 0
+    try:
+        while count is None or received < count:
+            if duration is not None and time.monotonic() - start > duration:
+                break
+            msg = sub.recv(timeout=0.2)
+            if msg is None:
+                continue
+            received += 1
+            n = len(msg.frame.get("timestamp", ()))
+            samples += n
+            elapsed = max(time.monotonic() - start, 1e-9)
+            fields = "  ".join(f"{k}={_describe(v)}" for k, v in msg.frame.items()
+                               if k != "timestamp")
+            t = msg.frame["timestamp"][-1] if n else math.nan
+            print(f"{msg.topic} #{msg.seq} {msg.kind} t={t:.3f} n={n} "
+                  f"({received / elapsed:.1f} frames/s, {samples / elapsed:.1f} samples/s)  "
+                  f"{fields}", file=out, flush=True)
+            if msg.kind == "eos":
+                break
+    finally:
+        sub.close()
+    return received
+
+
+def top(address: str, interval: float = 1.0, iterations: int | None = None,
+        out: IO[str] = sys.stdout) -> None:
+    """A live per-node table: state, rate, latency, drops, gaps, errors, CPU, memory."""
+    i = 0
+    while iterations is None or i < iterations:
+        d = directory(address)
+        if out.isatty():
+            print("\x1b[2J\x1b[H", end="", file=out)
+        print(format_top(d), file=out, flush=True)
+        i += 1
+        if iterations is None or i < iterations:
+            time.sleep(interval)
+
+
+def format_top(d: dict[str, Any]) -> str:
+    head = (f"{'node':16s} {'kind':7s} {'state':10s} {'restarts':>8s} {'frames/s':>9s} "
+            f"{'latency ms':>10s} {'drops':>7s} {'gaps':>6s} {'errors':>6s} {'cpu %':>6s} "
+            f"{'mem MB':>7s}")
+    lines = [f"topology '{d['topology']}' at {d['address']}", head]
+    for n in d["nodes"]:
+        st = n.get("stats") or {}
+        latency = st.get("latency")
+        lat = f"{latency * 1000:10.1f}" if isinstance(latency, float) and \
+            math.isfinite(latency) else f"{'-':>10s}"
+        errors = st.get("decode_errors", 0) + st.get("frame_errors", 0)
+        lines.append(
+            f"{n['id']:16s} {n['kind']:7s} {n['state']:10s} {n['restarts']:8d} "
+            f"{st.get('rate_out', 0.0):9.1f} {lat} {st.get('drops', 0):7d} "
+            f"{st.get('gaps', 0):6d} {errors:6d} {st.get('cpu_percent', 0.0):6.1f} "
+            f"{st.get('rss_bytes', 0) / 1e6:7.1f}")
+    return "\n".join(lines)
+
+
+def _describe(value: np.ndarray) -> str:
+    arr = np.asarray(value)
+    if arr.ndim == 1 and arr.size:
+        return f"{arr[-1]:.4g}" if np.issubdtype(arr.dtype, np.number) else str(arr[-1])
+    return f"<{arr.dtype} {arr.shape}>"

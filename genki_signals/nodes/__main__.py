@@ -1,0 +1,32 @@
+"""Process entry point of a node: ``python -m genki_signals.nodes --config CONFIG.json``.
+
+Wiring only: read the config, build the node's logic, hand both to the runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from genki_signals.nodes.config import NodeConfig
+from genki_signals.nodes.kinds import build_logic
+from genki_signals.nodes.runner import NodeRunner
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m genki_signals.nodes")
+    parser.add_argument("--config", required=True, help="resolved node config (JSON file)")
+    args = parser.parse_args(argv)
+    config = NodeConfig.from_file(args.config)
+    try:
+        logic = build_logic(config)
+    except Exception as exc:  # a bad node fails loudly, with its id, before any socket opens
+        print(f"node '{config.id}': cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    return NodeRunner(config, logic).run()
+
+
+if __name__ == "__main__":
+    logging.captureWarnings(True)
+    sys.exit(main())

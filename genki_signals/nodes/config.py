@@ -1,0 +1,61 @@
+"""What the launcher tells a node process: its resolved runtime configuration (JSON).
+
+The launcher validates the topology spec, resolves every endpoint, and hands each node process
+one ``NodeConfig`` as a JSON file. The node needs nothing else to run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class InputEdge:
+    """One subscription: an upstream node's endpoint, the topics taken, and the queue policy."""
+
+    node: str
+    endpoint: str
+    topics: tuple[str, ...]
+    policy: str = "drop_oldest"
+    maxlen: int = 1000
+    streams: tuple[str, ...] = ()  # the upstream's stream names, from spec validation
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    id: str
+    kind: str
+    params: dict[str, Any]
+    control_endpoint: str
+    publish_endpoint: str | None = None
+    lossless_endpoint: str | None = None
+    inputs: tuple[InputEdge, ...] = ()
+    clock_origin: float = 0.0  # CLOCK_MONOTONIC seconds at which the topology clock reads 0
+    heartbeat_interval: float = 1.0
+    spec_dir: str = "."
+    incarnation: int = 0
+    topology: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "NodeConfig":
+        data = json.loads(text)
+        data["inputs"] = tuple(InputEdge(**{**e, "topics": tuple(e["topics"]),
+                                            "streams": tuple(e.get("streams", ()))})
+                               for e in data.get("inputs", ()))
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "NodeConfig":
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+def topic_for(node_id: str, timeline: str = "main") -> str:
+    """The topic a node publishes a timeline on: ``<node>/<timeline>``."""
+    return f"{node_id}/{timeline or 'main'}"

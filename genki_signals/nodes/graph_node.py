@@ -1,0 +1,87 @@
+"""Graph node logic: a SignalGraph over the frames of one or more input topics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from genki_signals.errors import GraphError
+from genki_signals.frames import TIMESTAMP, companion, split_timelines
+from genki_signals.graph import SignalGraph
+from genki_signals.nodes.logic import NodeLogic, Output
+from genki_signals.signals.base import Operator
+
+
+class GraphNodeLogic(NodeLogic):
+    """Runs operators on incoming frames and publishes the derived streams.
+
+    The runner delivers frames of several input topics in timestamp order. Each operator runs on the topic whose frames carry its inputs: the operators are split into
+    one sub-graph per topic when that topic's first frame arrives. An operator that reads only
+    ``timestamp`` runs on the first input topic. An operator combining streams of two topics is
+    an error here: joining timelines is the aligner's job.
+
+    Published: ``timestamp`` plus every derived stream; the main timeline of a single input goes
+    out as ``main``, of several inputs as ``<upstream node>``; a new timeline (windowed FFT
+    without upsampling) as its root operator's name.
+    """
+
+    def __init__(self, operators: Sequence[Operator | Mapping[str, Any]],
+                 upstreams: Mapping[str, Sequence[str]]) -> None:
+        """``upstreams``: input node id -> its stream names (empty when not known up front)."""
+        ops = [op if isinstance(op, Operator) else Operator.from_dict(op) for op in operators]
+        self._all = SignalGraph(ops)  # validates names and cycles up front
+        self._pending: list[Operator] = self._all.operators
+        self.upstreams = {k: list(v) for k, v in upstreams.items()}
+        self._primary = f"{next(iter(self.upstreams), '')}/main"
+        self._graphs: dict[str, SignalGraph] = {}
+        self._single = len(self.upstreams) <= 1
+        if not self._single and all(self.upstreams.values()):
+            self._check_no_mixing()
+
+    def _check_no_mixing(self) -> None:
+        origin: dict[str, set[str]] = {}
+        for node, streams in self.upstreams.items():
+            for name in streams:
+                if name != TIMESTAMP:
+                    origin.setdefault(name, set()).add(node)
+        mixed = []
+        for op in self._all.operators:
+            nodes = set().union(*(origin.get(i, set()) for i in op.inputs))
+            origin[op.name] = nodes
+            if len(nodes) > 1:
+                mixed.append(f"{op.describe()} reads {', '.join(sorted(nodes))}")
+        if mixed:
+            raise GraphError("operators combine streams from different inputs: "
+                             + "; ".join(mixed) + " (join them with an aligner first)")
+
+    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+                 ) -> list[Output]:
+        graph = self._graphs.get(input_name) or self._build(input_name, frame)
+        result = graph.process(frame)
+        derived = {TIMESTAMP: result[TIMESTAMP]}
+        for name in graph.outputs:
+            derived[name] = result[name]
+            if companion(name) in result:
+                derived[companion(name)] = result[companion(name)]
+        main_name = "main" if self._single else input_name.split("/")[0]
+        return [Output(timeline or main_name, part)
+                for timeline, part in split_timelines(derived).items()
+                if len(part) > 1 or timeline]  # skip a main frame without derived streams
+
+    def _build(self, topic: str, frame: Mapping[str, np.ndarray]) -> SignalGraph:
+        available = set(frame)
+        primary = topic == self._primary
+        mine, rest = [], []
+        for op in self._pending:
+            reads_only_time = set(op.inputs) <= {TIMESTAMP}
+            if all(i in available for i in op.inputs) and (primary or not reads_only_time):
+                mine.append(op)
+                available.add(op.name)
+            else:
+                rest.append(op)
+        self._pending = rest
+        graph = SignalGraph(mine, source_keys=frame.keys())
+        self._graphs[topic] = graph
+        return graph

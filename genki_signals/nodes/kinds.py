@@ -1,0 +1,58 @@
+"""Node kinds: how a node's resolved config becomes its logic object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from genki_signals.nodes.config import NodeConfig
+from genki_signals.nodes.logic import NodeLogic
+
+
+def _source(config: NodeConfig) -> NodeLogic:
+    from genki_signals.data_sources.registry import build_source
+    from genki_signals.nodes.source_node import SourceNodeLogic
+
+    params = dict(config.params)
+    update_rate = params.pop("update_rate", 25.0)
+    return SourceNodeLogic(build_source(params), update_rate=update_rate)
+
+
+def _graph(config: NodeConfig) -> NodeLogic:
+    from genki_signals.nodes.graph_node import GraphNodeLogic
+
+    return GraphNodeLogic(config.params["operators"],
+                          upstreams={e.node: list(e.streams) for e in config.inputs})
+
+
+def _sink(config: NodeConfig) -> NodeLogic:
+    from genki_signals.nodes import sinks
+
+    params = dict(config.params)
+    kind = params.pop("type")
+    if kind == "printer":
+        return sinks.PrinterSinkLogic(keys=params.get("keys"), every=params.get("every", 1))
+    if kind == "csv":
+        path = Path(params["path"])
+        if not path.is_absolute():
+            path = Path(config.spec_dir) / path
+        return sinks.CsvSinkLogic(path, keys=params.get("keys"))
+    if kind == "null":
+        return sinks.NullSinkLogic()
+    raise ValueError(f"node '{config.id}': unknown sink type {kind!r}")
+
+
+BUILDERS: dict[str, Callable[[NodeConfig], NodeLogic]] = {
+    "source": _source,
+    "graph": _graph,
+    "sink": _sink,
+}
+
+
+def build_logic(config: NodeConfig) -> NodeLogic:
+    """The logic object for a node's kind (raises ValueError for an unknown kind)."""
+    try:
+        builder = BUILDERS[config.kind]
+    except KeyError:
+        raise ValueError(f"node '{config.id}': unknown kind {config.kind!r}") from None
+    return builder(config)

@@ -1,0 +1,215 @@
+"""The node runner: the one place that owns a node process's lifecycle.
+
+It wires a ``NodeLogic`` to the bus and to the launcher: binds the publisher, subscribes to the
+inputs with their queue policies, registers with the launcher, reports ready, sends heartbeats
+with stats, forwards log records, merges inputs by timestamp, and stops cleanly on a ``stop``
+request or SIGTERM/SIGINT. A finite source's end, or the end of every input, sends ``eos``
+downstream and exits 0. A frame that cannot be processed is counted and skipped, never fatal.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from typing import Any
+
+import psutil
+import zmq
+
+from genki_signals.bus import control
+from genki_signals.bus.sockets import Publisher, Subscriber
+from genki_signals.nodes.config import NodeConfig, topic_for
+from genki_signals.nodes.logic import NodeLogic, Output
+from genki_signals.nodes.merge import TimestampMerger
+
+log = logging.getLogger(__name__)
+
+FRAME_ERROR_LOG_LIMIT = 5  # log the first few failing frames in full, then only count
+
+
+class ControlLogHandler(logging.Handler):
+    """Forwards log records to the launcher over the control socket."""
+
+    def __init__(self, sock: zmq.Socket, node_id: str) -> None:
+        super().__init__()
+        self.sock, self.node_id = sock, node_id
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.sock.send(control.pack("log", node=self.node_id, level=record.levelno,
+                                        logger=record.name, message=self.format(record),
+                                        time=record.created), flags=zmq.NOBLOCK)
+        except Exception:  # never let logging take the node down
+            pass
+
+
+class NodeRunner:
+    """Runs one node: ``NodeRunner(config, logic).run()`` returns the process exit code."""
+
+    def __init__(self, config: NodeConfig, logic: NodeLogic,
+                 context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.logic = logic
+        self.context = context or zmq.Context.instance()
+        self._stop_requested = False
+        self._published_topics: set[str] = set()
+        self.counters: dict[str, int] = {"frame_errors": 0, "control_errors": 0}
+        self._process = psutil.Process()
+        self._last_latency = float("nan")
+
+    # ------------------------------------------------------------------ clock
+    def now(self) -> float:
+        """Seconds on the topology clock (CLOCK_MONOTONIC minus the launcher's origin)."""
+        return time.monotonic() - self.config.clock_origin
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> int:
+        cfg = self.config
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.ctl = control.connect_dealer(self.context, cfg.control_endpoint, identity=cfg.id)
+        handler = ControlLogHandler(self.ctl, cfg.id)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        root = logging.getLogger()
+        root.addHandler(handler)
+        root.setLevel(logging.INFO)
+        self.publisher: Publisher | None = None
+        self.subscriber: Subscriber | None = None
+        try:
+            self._send("register", pid=os.getpid(), incarnation=cfg.incarnation)
+            if cfg.publish_endpoint:
+                self.publisher = Publisher(cfg.publish_endpoint, cfg.id, context=self.context,
+                                           lossless_endpoint=cfg.lossless_endpoint)
+            if cfg.inputs:
+                self.subscriber = Subscriber(context=self.context)
+                for edge in cfg.inputs:
+                    self.subscriber.connect(edge.endpoint, list(edge.topics),
+                                            policy=edge.policy, maxlen=edge.maxlen)
+            self.logic.start()
+            self._send("ready", topics=[topic_for(cfg.id)])
+            reason = self._loop()
+            self._send_eos()
+            self._send("bye", reason=reason)
+            return 0
+        except Exception:
+            log.exception("node %s failed", cfg.id)
+            return 1
+        finally:
+            root.removeHandler(handler)
+            try:
+                self.logic.close()
+            finally:
+                for sock in (self.publisher, self.subscriber):
+                    if sock is not None:
+                        sock.close()
+                self.ctl.close(linger=200)  # let the last control messages out
+                for sig, prev in previous.items():
+                    signal.signal(sig, prev)
+
+    def _loop(self) -> str:
+        cfg = self.config
+        timed = self.logic.update_rate is not None
+        period = 1.0 / self.logic.update_rate if timed else None
+        next_tick = time.monotonic()
+        next_beat = time.monotonic()
+        merger = TimestampMerger([e.node for e in cfg.inputs],
+                                 max_lag=cfg.extra.get("max_lag", 0.5))
+        self._stats_mark = (time.monotonic(), 0)
+        while True:
+            if self._stop_requested:
+                return "stopped"
+            mono = time.monotonic()
+            if mono >= next_beat:
+                self._heartbeat()
+                next_beat = mono + cfg.heartbeat_interval
+            if timed:
+                if mono >= next_tick:
+                    self._emit(self.logic.poll(self.now()))
+                    next_tick += period
+                    if next_tick < mono:  # fell behind (suspended): do not burst
+                        next_tick = mono + period
+                if self.logic.finished:
+                    self._emit(self.logic.poll(self.now()))  # drain what is left
+                    return "eos"
+                wait = max(0.0, min(next_tick, next_beat) - time.monotonic())
+                self._handle_control(timeout=wait)
+                continue
+            # reactive: frames drive the work; check control between them
+            msg = self.subscriber.recv(timeout=min(0.05, max(0.0, next_beat - mono)))
+            now = self.now()
+            if msg is not None:
+                upstream = msg.topic.split("/", 1)[0]
+                if msg.kind == "eos":
+                    merger.end(upstream)
+                elif msg.kind == "data":
+                    merger.push(upstream, msg.frame, arrival=now, tag=msg.topic)
+            for _, topic, frame in merger.pop_ready(now):
+                self._process_frame(topic, frame, now)
+            if merger.all_ended and len(merger) == 0:
+                return "eos"
+            self._handle_control(timeout=0)
+
+    # ------------------------------------------------------------------ helpers
+    def _process_frame(self, topic: str, frame: dict, now: float) -> None:
+        try:
+            ts = frame.get("timestamp")
+            if ts is not None and len(ts):
+                self._last_latency = now - float(ts[-1])
+            self._emit(self.logic.on_frame(topic, frame, now))
+        except Exception as exc:
+            self.counters["frame_errors"] += 1
+            if self.counters["frame_errors"] <= FRAME_ERROR_LOG_LIMIT:
+                log.warning("skipped a frame from %s: %s: %s", topic, type(exc).__name__, exc)
+
+    def _emit(self, outputs: list[Output]) -> None:
+        if not outputs or self.publisher is None:
+            return
+        for out in outputs:
+            topic = topic_for(self.config.id, out.timeline)
+            self._published_topics.add(topic)
+            self.publisher.publish(topic, out.frame, kind=out.kind)
+
+    def _send_eos(self) -> None:
+        if self.publisher is None:
+            return
+        for topic in sorted(self._published_topics or {topic_for(self.config.id)}):
+            self.publisher.publish_eos(topic)
+
+    def _handle_control(self, timeout: float) -> None:
+        if not self.ctl.poll(int(timeout * 1000)):
+            return
+        while self.ctl.poll(0):
+            msg = control.unpack(self.ctl.recv())
+            if msg is None:
+                self.counters["control_errors"] += 1
+            elif msg["type"] == "stop":
+                self._stop_requested = True
+
+    def _heartbeat(self) -> None:
+        self._send("heartbeat", stats=self.stats())
+
+    def stats(self) -> dict[str, Any]:
+        mono = time.monotonic()
+        out: dict[str, Any] = dict(self.counters)
+        for name, sock in (("out", self.publisher), ("in", self.subscriber)):
+            if sock is not None:
+                out.update({f"{k}": v for k, v in sock.stats.as_dict().items()})
+        frames_out = out.get("frames_out", 0)
+        t0, n0 = self._stats_mark
+        out["rate_out"] = (frames_out - n0) / max(mono - t0, 1e-9)
+        self._stats_mark = (mono, frames_out)
+        out["latency"] = self._last_latency
+        out["topics"] = sorted(self._published_topics)
+        with self._process.oneshot():
+            out["cpu_percent"] = self._process.cpu_percent()
+            out["rss_bytes"] = self._process.memory_info().rss
+        out.update(self.logic.stats())
+        return out
+
+    def _send(self, msg_type: str, **fields: Any) -> None:
+        self.ctl.send(control.pack(msg_type, node=self.config.id, **fields))
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stop_requested = True
