@@ -80,22 +80,28 @@ class Operator:
                 f"{self.describe()}: expected {len(self.inputs)} input chunk(s) "
                 f"({', '.join(self.inputs)}), got {len(chunks)}"
             )
-        arrays = [np.asarray(c) for c in chunks]
-        n = None
+        if len(chunks) == 1:  # the hot path: keep it to a type check and a dimension check
+            a = chunks[0]
+            if type(a) is not np.ndarray:
+                a = np.asarray(a)
+            if a.ndim == 0:
+                raise self._scalar_error(self.inputs[0])
+            return self._step(a)
+        arrays = [c if type(c) is np.ndarray else np.asarray(c) for c in chunks]
+        n = arrays[0].shape[0] if arrays[0].ndim else None
         for input_name, a in zip(self.inputs, arrays):
             if a.ndim == 0:
+                raise self._scalar_error(input_name)
+            if a.shape[0] != n:
+                counts = ", ".join(f"{k}: {x.shape[0] if x.ndim else 0}"
+                                   for k, x in zip(self.inputs, arrays))
                 raise OperatorError(
-                    f"{self.describe()}: input '{input_name}' must be time-first with shape "
-                    f"(n, ...), got a scalar"
-                )
-            if n is None:
-                n = a.shape[0]
-            elif a.shape[0] != n:
-                raise OperatorError(
-                    f"{self.describe()}: inputs have different numbers of samples "
-                    f"({', '.join(f'{k}: {x.shape[0]}' for k, x in zip(self.inputs, arrays))})"
-                )
+                    f"{self.describe()}: inputs have different numbers of samples ({counts})")
         return self._step(*arrays)
+
+    def _scalar_error(self, input_name: str) -> OperatorError:
+        return OperatorError(f"{self.describe()}: input '{input_name}' must be time-first with "
+                             f"shape (n, ...), got a scalar")
 
     def _step(self, *chunks: np.ndarray) -> np.ndarray:
         raise NotImplementedError
