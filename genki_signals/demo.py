@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import scipy.signal
 
 import genki_signals.signals as s
 from genki_signals.buffers import DataBuffer
@@ -41,9 +42,13 @@ def seed_derived_signals() -> list[Operator]:
 
 def spectrum_peaks(spectrum: np.ndarray, sample_rate: float, window_size: int,
                    count: int = 2) -> list[float]:
-    """Frequencies (Hz) of the ``count`` largest bins of one magnitude spectrum, ascending."""
+    """Frequencies (Hz) of the ``count`` highest local maxima of a magnitude spectrum, ascending.
+
+    Local maxima, not the largest bins: a strong peak between two bins fills both of them.
+    """
     freqs = np.fft.rfftfreq(window_size, 1.0 / sample_rate)
-    top = np.argsort(spectrum[1:])[-count:] + 1  # skip DC
+    peaks, props = scipy.signal.find_peaks(spectrum, height=0)
+    top = peaks[np.argsort(props["peak_heights"])[-count:]]
     return sorted(float(freqs[i]) for i in top)
 
 

@@ -146,7 +146,7 @@ def test_combine_hides_inner_names_and_validates():
     out = SignalGraph([c]).process(f)
     np.testing.assert_allclose(out["mean_ab"], (f["a"] + f["b"]) / 2)
     assert "ab" not in out and "mean" not in out
-    with pytest.raises(OperatorError, match="Combine 'bad': field 'operators'.*input 1 'zz'"):
+    with pytest.raises(OperatorError, match=r"(?s)Combine 'bad': field 'operators'.*input 1 'zz'"):
         s.Combine([s.Sum("a", "zz", name="ab")], inputs=["a"], name="bad")
     with pytest.raises(OperatorError, match="field 'output' names no inner operator"):
         s.Combine([s.Abs("a", name="x")], inputs=["a"], output="y", name="bad")

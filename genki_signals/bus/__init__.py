@@ -16,7 +16,12 @@ from genki_signals.bus.codec import (
     encode,
     encode_eos,
 )
-from genki_signals.bus.endpoints import EndpointError, check_bind_endpoint, free_tcp_endpoint, ipc_endpoint
+from genki_signals.bus.endpoints import (
+    EndpointError,
+    check_bind_endpoint,
+    free_tcp_endpoint,
+    ipc_endpoint,
+)
 from genki_signals.bus.sockets import POLICIES, BusError, BusStalledError, Publisher, Subscriber
 from genki_signals.bus.stats import BusStats, UpstreamStats
 

@@ -22,18 +22,21 @@ Message layout (format version 1)::
 
 Why two places for array bytes: a separate part costs per-part overhead in ZeroMQ and pyzmq but
 avoids copies (sent with ``copy=False``, decoded with ``np.frombuffer`` on the received frame),
-while inline ``bin`` costs copies but no extra part. ``tools/bench_bus_codec.py`` measures
-encode + ipc send/recv + decode on this machine (2 cores, pyzmq 27, libzmq 4.3.5): inline is
-faster up to 16 KiB (about 25-35% below 4 KiB), zero-copy wins from 32 KiB on and is 2-6x faster
-from 1 MiB on. Hence ``INLINE_MAX_BYTES = 16 KiB``: a field whose ``nbytes`` is at most that
-travels inline.
+while inline ``bin`` costs copies but no extra part. ``tools/bench_bus_codec.py`` times
+encode + ipc send/recv + decode on this machine (2 cores, pyzmq 27.3, libzmq 4.3.5): inline is
+20-35% faster up to 4 KiB (5-15% when the I/O-thread wake-up dominates the round trip), the two
+are even around 16-32 KiB, zero-copy wins from 64 KiB in most runs (from 32-128 KiB in all) and
+is 4-9x faster from 1 MiB. pyzmq copies parts under its ``copy_threshold`` (64 KiB) even with
+``copy=False``, which is why the crossover sits there. Hence ``INLINE_MAX_BYTES = 32 KiB``: a
+field whose ``nbytes`` is at most that travels inline.
 
 Decoding is defensive: the bytes may come from anywhere that can connect. Every malformation
 (bad msgpack, wrong types, missing or extra keys, unknown version or kind, a disallowed dtype,
 a shape that does not match its bytes, truncated or unreferenced parts, a message larger than
 ``max_bytes``) raises ``DecodeError`` naming the fault, and no other exception escapes
-``decode``. Sizes are checked before any allocation. Decoded arrays are read-only views of the
-received buffers (copy them to write); they keep the underlying frame alive.
+``decode``. Sizes are checked before any allocation. Decoded arrays are read-only views (of the
+received frames, or of the header's ``bin`` bytes): copy them to write. A view keeps its frame
+alive.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from genki_signals.errors import GenkiError
 
 VERSION = 1
 KINDS = frozenset({"data", "event", "eos"})
-INLINE_MAX_BYTES = 16 * 1024
+INLINE_MAX_BYTES = 32 * 1024
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 MAX_NDIM = 32
 MAX_NODE_ID_LEN = 256
@@ -144,7 +147,9 @@ def encode(
     return [topic.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
 
 
-def encode_eos(topic: str, *, node_id: str, seq: int, publish_time: float | None = None) -> list[Part]:
+def encode_eos(
+    topic: str, *, node_id: str, seq: int, publish_time: float | None = None
+) -> list[Part]:
     """An end-of-stream message: no fields, kind ``eos``."""
     return encode(topic, {}, node_id=node_id, seq=seq, kind="eos", publish_time=publish_time)
 
@@ -200,10 +205,10 @@ def _decode(parts: Sequence[Any], max_bytes: int) -> Message:
     for i, entry in enumerate(header["fields"]):
         name, arr, index = _decode_field(i, entry, buffers, max_bytes)
         if name in frame:
-            raise DecodeError(f"field '{name}' appears twice")
+            raise DecodeError(f"field {_short(name)} appears twice")
         if index is not None:
             if used[index]:
-                raise DecodeError(f"field '{name}': part {index + 2} is referenced twice")
+                raise DecodeError(f"field {_short(name)}: part {index + 2} is referenced twice")
             used[index] = True
         frame[name] = arr
     unused = [i + 2 for i, u in enumerate(used) if not u]
@@ -219,6 +224,12 @@ def _decode(parts: Sequence[Any], max_bytes: int) -> Message:
     )
 
 
+def _short(x: Any, limit: int = 60) -> str:
+    """repr of a received value, cut to ``limit`` characters for error messages."""
+    text = repr(x)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -228,24 +239,26 @@ def _check_header(header: Any) -> None:
         raise DecodeError(f"header must be a map, got {type(header).__name__}")
     keys = set(header)
     if "v" in header and header["v"] != VERSION:
-        raise DecodeError(f"unsupported wire format version {header['v']!r} (this build reads {VERSION})")
+        raise DecodeError(
+            f"unsupported wire format version {_short(header['v'])} (this build reads {VERSION})"
+        )
     if keys != _HEADER_KEYS:
         missing = ", ".join(sorted(_HEADER_KEYS - keys)) or "none"
-        extra = ", ".join(sorted(map(repr, keys - _HEADER_KEYS))) or "none"
+        extra = ", ".join(sorted(map(_short, keys - _HEADER_KEYS))) or "none"
         raise DecodeError(f"header keys wrong: missing {missing}; unexpected {extra}")
     if not _is_int(header["v"]):
-        raise DecodeError(f"version must be an int, got {header['v']!r}")
+        raise DecodeError(f"version must be an int, got {_short(header['v'])}")
     node = header["node"]
     if not isinstance(node, str) or len(node) > MAX_NODE_ID_LEN:
         raise DecodeError(f"node id must be a str of at most {MAX_NODE_ID_LEN} characters")
     seq = header["seq"]
     if not _is_int(seq) or not 0 <= seq < _SEQ_LIMIT:
-        raise DecodeError(f"sequence number must be a uint64, got {seq!r}")
+        raise DecodeError(f"sequence number must be a uint64, got {_short(seq)}")
     if not isinstance(header["kind"], str) or header["kind"] not in KINDS:
-        raise DecodeError(f"unknown kind {header['kind']!r} (expected one of {sorted(KINDS)})")
+        raise DecodeError(f"unknown kind {_short(header['kind'])} (expected one of {sorted(KINDS)})")
     t = header["t"]
     if not isinstance(t, (float, int)) or isinstance(t, bool) or not math.isfinite(t):
-        raise DecodeError(f"publish time must be a finite number, got {t!r}")
+        raise DecodeError(f"publish time must be a finite number, got {_short(t)}")
     if not isinstance(header["fields"], list):
         raise DecodeError(f"fields must be a list, got {type(header['fields']).__name__}")
 
@@ -253,40 +266,46 @@ def _check_header(header: Any) -> None:
 def _decode_field(
     i: int, entry: Any, buffers: list[memoryview], max_bytes: int
 ) -> tuple[str, np.ndarray, int | None]:
+    """Check one header field entry; return (name, array, index of the part used or None)."""
     if not isinstance(entry, list) or len(entry) != 4:
         raise DecodeError(f"field {i}: expected [name, dtype, shape, where]")
     name, dtype_str, shape, where = entry
     if not isinstance(name, str):
         raise DecodeError(f"field {i}: name must be a str, got {type(name).__name__}")
+    what = f"field {_short(name)}"
     if not isinstance(dtype_str, str) or dtype_str not in ALLOWED_DTYPES:
         raise DecodeError(
-            f"field '{name}': dtype {dtype_str!r} not allowed (only bool, int, uint, float, complex)"
+            f"{what}: dtype {_short(dtype_str)} not allowed (only bool, int, uint, float, complex)"
         )
     dtype = np.dtype(dtype_str)
-    if not isinstance(shape, list) or len(shape) > MAX_NDIM or not all(_is_int(d) and d >= 0 for d in shape):
-        raise DecodeError(f"field '{name}': shape must be a list of at most {MAX_NDIM} non-negative ints, got {shape!r}")
-    # Element counts in Python ints (no overflow); zero dims ignored so numpy never sees a
-    # shape whose other dims overflow.
-    bound = math.prod(d for d in shape if d) * dtype.itemsize
-    if bound > max_bytes:
-        raise DecodeError(f"field '{name}': shape {shape} of {dtype_str} exceeds the limit of {max_bytes} bytes")
+    if (
+        not isinstance(shape, list)
+        or len(shape) > MAX_NDIM
+        or not all(_is_int(d) and d >= 0 for d in shape)
+    ):
+        raise DecodeError(
+            f"{what}: shape must be a list of at most {MAX_NDIM} non-negative ints, got {_short(shape)}"
+        )
+    # Sizes in Python ints (no overflow) before any allocation; zero dims are left out of the
+    # bound so numpy never sees a shape whose other dims overflow.
+    if math.prod(d for d in shape if d) * dtype.itemsize > max_bytes:
+        raise DecodeError(f"{what}: shape {_short(shape)} of {dtype_str} exceeds the limit of {max_bytes} bytes")
     nbytes = math.prod(shape) * dtype.itemsize
     index: int | None = None
     if isinstance(where, bytes):
         buf: memoryview | bytes = where
     elif _is_int(where):
         if not 0 <= where < len(buffers):
-            raise DecodeError(f"field '{name}': refers to part {where + 2}, but the message has {len(buffers) + 2} parts")
+            raise DecodeError(
+                f"{what}: refers to part {where + 2}, but the message has {len(buffers) + 2} parts"
+            )
         index = where
         buf = buffers[where]
     else:
-        raise DecodeError(f"field '{name}': where must be bin or a part index, got {type(where).__name__}")
+        raise DecodeError(f"{what}: where must be bin or a part index, got {type(where).__name__}")
     size = buf.nbytes if isinstance(buf, memoryview) else len(buf)
     if size != nbytes:
-        raise DecodeError(f"field '{name}': shape {shape} of {dtype_str} needs {nbytes} bytes, got {size}")
-    if nbytes == 0:
-        arr = np.empty(shape, dtype=dtype)
-    else:
-        arr = np.frombuffer(buf, dtype=dtype).reshape(shape)
+        raise DecodeError(f"{what}: shape {shape} of {dtype_str} needs {nbytes} bytes, got {size}")
+    arr = np.empty(shape, dtype=dtype) if nbytes == 0 else np.frombuffer(buf, dtype=dtype).reshape(shape)
     arr.flags.writeable = False
     return name, arr, index

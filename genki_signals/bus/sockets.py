@@ -30,7 +30,13 @@ drains each readable socket without blocking, then applies the policy):
   (the live default). While the reader is busy, ZeroMQ queues up to ``rcvhwm`` messages and the
   publisher drops newer ones (seen as gaps).
 * ``lossless``: read only as fast as the caller consumes, so ZeroMQ's high-water marks push back
-  on the publisher's lossless socket. Nothing is dropped.
+  on the publisher's lossless socket. Nothing is dropped once the subscription is in place
+  (``Publisher.wait_for_subscribers(..., lossless=True)`` before the first frame).
+
+Ending a lossless stream: publish ``eos``, then ``Publisher.close()``, which waits (up to
+``close_timeout``) until the lossless subscribers have hung up; they close after reading ``eos``.
+ZMQ_LINGER alone loses the last queued messages of a slow reader (zeromq/libzmq#4660, reproduced
+here over ipc), so it is set to 0 and this handshake replaces it.
 
 Large arrays are sent without copying: do not modify an array after publishing it. Publisher and
 Subscriber are not thread-safe; use each from one thread.
@@ -68,6 +74,10 @@ class BusStalledError(BusError):
     """A lossless subscriber had no room for longer than the publisher's ``lossless_timeout``."""
 
 
+def _is_ipv6(endpoint: str) -> bool:
+    return endpoint.startswith("tcp://[")
+
+
 def _new_context(context: zmq.Context | None) -> tuple[zmq.Context, bool]:
     return (zmq.Context(), True) if context is None else (context, False)
 
@@ -77,10 +87,10 @@ class Publisher:
 
     ``endpoint`` / ``lossless_endpoint`` may use port ``*`` (``tcp://127.0.0.1:*``); the
     ``endpoint`` / ``lossless_endpoint`` attributes hold the addresses actually bound. Without a
-    ``context`` the Publisher owns one, and ``close`` waits up to ``linger`` seconds for queued
-    lossless messages to be delivered; with a caller's context that wait happens in its ``term()``.
+    ``context`` the Publisher makes its own and terminates it on ``close``.
     ``lossless_timeout`` (seconds, None = forever) bounds how long ``publish`` waits for a full
     lossless subscriber before raising ``BusStalledError`` (nothing is sent then).
+    ``close_timeout``: see ``close``.
     """
 
     def __init__(
@@ -93,7 +103,7 @@ class Publisher:
         sndhwm: int = DEFAULT_HWM,
         allow_remote: bool = False,
         clock: Callable[[], float] = time.monotonic,
-        linger: float = 5.0,
+        close_timeout: float = 5.0,
         lossless_timeout: float | None = None,
     ) -> None:
         check_bind_endpoint(endpoint, allow_remote=allow_remote)
@@ -103,43 +113,52 @@ class Publisher:
         self.stats = BusStats()
         self._clock = clock
         self._lossless_timeout = lossless_timeout
+        self._close_timeout = close_timeout
         self._seq: dict[str, int] = {}
         self._ctx, self._own_ctx = _new_context(context)
         self._subs: dict[zmq.Socket, collections.Counter[bytes]] = {}
         self._lossy: zmq.Socket | None = None
         self._lossless: zmq.Socket | None = None
         try:
-            self._lossy = self._bind(endpoint, sndhwm, linger=0, nodrop=False)
+            self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
             self.endpoint: str = self._lossy.getsockopt_string(zmq.LAST_ENDPOINT)
             self.lossless_endpoint: str | None = None
             if lossless_endpoint is not None:
-                self._lossless = self._bind(lossless_endpoint, sndhwm, linger=linger, nodrop=True)
+                self._lossless = self._bind(lossless_endpoint, sndhwm, nodrop=True)
                 self.lossless_endpoint = self._lossless.getsockopt_string(zmq.LAST_ENDPOINT)
         except BaseException:
             self.close()
             raise
 
-    def _bind(self, endpoint: str, hwm: int, *, linger: float, nodrop: bool) -> zmq.Socket:
+    def _bind(self, endpoint: str, hwm: int, *, nodrop: bool) -> zmq.Socket:
         sock = self._ctx.socket(zmq.XPUB)
         self._subs[sock] = collections.Counter()
-        sock.setsockopt(zmq.LINGER, int(linger * 1000))
+        sock.setsockopt(zmq.LINGER, 0)  # see close()
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # report every (un)subscription
         if nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
             sock.setsockopt(zmq.SNDTIMEO, _STALL_POLL_MS)
         try:
+            if _is_ipv6(endpoint):
+                sock.setsockopt(zmq.IPV6, 1)
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
             raise BusError(f"cannot bind {endpoint!r}: {exc}") from None
         return sock
 
     def publish(
-        self, topic: str, frame: Mapping[str, Any], kind: str = "data", *, publish_time: float | None = None
+        self,
+        topic: str,
+        frame: Mapping[str, Any],
+        kind: str = "data",
+        *,
+        publish_time: float | None = None,
     ) -> int:
         """Send ``frame`` on ``topic``; return its sequence number.
 
-        May wait while a lossless subscriber is full (see the module docstring).
+        May wait while a lossless subscriber is full (see the module docstring). Raises
+        ``EncodeError`` for a frame that cannot go on the wire (non-numeric dtype, bad kind).
         """
         if self._lossy is None:
             raise BusError(f"publisher '{self.node_id}' is closed")
@@ -162,7 +181,8 @@ class Publisher:
     def _send_lossless(self, parts: list[Any], topic: str) -> None:
         sock = self._lossless
         assert sock is not None
-        deadline = None if self._lossless_timeout is None else time.monotonic() + self._lossless_timeout
+        timeout = self._lossless_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         stalled = False
         last = len(parts) - 1
         for i, part in enumerate(parts):
@@ -180,7 +200,7 @@ class Publisher:
                     if i == 0 and deadline is not None and time.monotonic() >= deadline:
                         raise BusStalledError(
                             f"publisher '{self.node_id}': lossless subscriber of topic '{topic}' "
-                            f"full for {self._lossless_timeout} s"
+                            f"full for {timeout} s"
                         ) from None
         if stalled:
             self.stats.stalls += 1
@@ -203,11 +223,14 @@ class Publisher:
         key = topic.encode("utf-8")
         return sum(n for prefix, n in self._subs[sock].items() if key.startswith(prefix))
 
-    def wait_for_subscribers(self, topic: str, *, count: int = 1, lossless: bool = False, timeout: float) -> bool:
+    def wait_for_subscribers(
+        self, topic: str, *, count: int = 1, lossless: bool = False, timeout: float
+    ) -> bool:
         """Wait until ``count`` subscriptions cover ``topic``; False on timeout."""
         sock = self._lossless if lossless else self._lossy
         if sock is None:
-            raise BusError(f"publisher '{self.node_id}' has no {'lossless' if lossless else 'lossy'} socket")
+            which = "lossless" if lossless else "lossy"
+            raise BusError(f"publisher '{self.node_id}' has no {which} socket")
         deadline = time.monotonic() + timeout
         while self.subscribers(topic, lossless=lossless) < count:
             remaining = deadline - time.monotonic()
@@ -216,11 +239,28 @@ class Publisher:
             sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN)
         return True
 
-    def close(self) -> None:
-        """Close the sockets (lossy at once, lossless after ``linger``; see the class docstring)."""
-        for sock in (self._lossy, self._lossless):
-            if sock is not None:
-                sock.close()
+    def _wait_for_hangup(self, sock: zmq.Socket, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            self._drain_subscriptions(sock)
+            remaining = deadline - time.monotonic()
+            if sum(self._subs[sock].values()) <= 0 or remaining <= 0:
+                return
+            sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN)
+
+    def close(self, *, wait: bool = True) -> None:
+        """Close the sockets, first waiting up to ``close_timeout`` s for lossless readers to hang up.
+
+        ZMQ_LINGER cannot be trusted to deliver what is still queued for a slow reader when a
+        socket closes (zeromq/libzmq#4660: the last messages vanish), so a lossless publisher
+        waits until every lossless subscriber has disconnected (seen as unsubscriptions). A clean
+        end therefore publishes ``eos``; its lossless readers consume everything, then close.
+        ``wait=False`` (used when leaving a ``with`` block by an exception) skips the wait.
+        """
+        if wait and self._lossless is not None and self._close_timeout > 0:
+            self._wait_for_hangup(self._lossless, self._close_timeout)
+        for sock in self._subs:  # every socket made, bound or not
+            sock.close()
         self._lossy = self._lossless = None
         self._subs.clear()
         if self._own_ctx and not self._ctx.closed:
@@ -229,8 +269,8 @@ class Publisher:
     def __enter__(self) -> Publisher:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        self.close(wait=exc_type is None)
 
 
 class _EdgeQueue:
@@ -259,7 +299,8 @@ class _EdgeQueue:
             old = self._latest.pop(key, None)  # re-insert: order follows arrival
             self._latest[key] = msg
             return old
-        dropped = self._fifo[0] if self._fifo.maxlen is not None and len(self._fifo) == self._fifo.maxlen else None
+        full = self._fifo.maxlen is not None and len(self._fifo) == self._fifo.maxlen
+        dropped = self._fifo[0] if full else None
         self._fifo.append(msg)
         return dropped
 
@@ -270,7 +311,9 @@ class _EdgeQueue:
 
 
 class _Edge:
-    def __init__(self, sock: zmq.Socket, endpoint: str, policy: str, maxlen: int, rcvhwm: int) -> None:
+    def __init__(
+        self, sock: zmq.Socket, endpoint: str, policy: str, maxlen: int, rcvhwm: int
+    ) -> None:
         self.socket = sock
         self.endpoint = endpoint
         self.queue = _EdgeQueue(policy, maxlen)
@@ -286,7 +329,9 @@ class Subscriber:
     ``upstreams`` maps ``(node_id, topic)`` to its ``UpstreamStats``.
     """
 
-    def __init__(self, context: zmq.Context | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+    def __init__(
+        self, context: zmq.Context | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+    ) -> None:
         self._ctx, self._own_ctx = _new_context(context)
         self._max_bytes = max_bytes
         self._edges: list[_Edge] = []
@@ -322,6 +367,8 @@ class Subscriber:
             sock.setsockopt(zmq.LINGER, 0)
             sock.setsockopt(zmq.RCVHWM, rcvhwm)
             sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; larger ones disconnect
+            if _is_ipv6(endpoint):
+                sock.setsockopt(zmq.IPV6, 1)
             for topic in topics:
                 sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
             sock.connect(endpoint)
@@ -335,6 +382,8 @@ class Subscriber:
 
     def recv(self, timeout: float | None) -> Message | None:
         """The next message from any connection, or None after ``timeout`` seconds (None: wait)."""
+        if not self._edges and timeout is None:
+            raise BusError("recv(timeout=None) on a Subscriber with no connections would never return")
         deadline = None if timeout is None else time.monotonic() + timeout
         wait_ms: int | None = 0
         while True:

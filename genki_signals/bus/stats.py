@@ -29,7 +29,7 @@ class BusStats:
     def __add__(self, other: BusStats) -> BusStats:
         if not isinstance(other, BusStats):
             return NotImplemented
-        return BusStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+        return BusStats(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
 
 @dataclass(slots=True)

@@ -1,0 +1,48 @@
+"""Clock: the time base of every timestamp in genki_signals.
+
+Timestamps are float64 seconds on a monotonic clock (``time.perf_counter``) counted from the
+clock's ``start()``. Monotonic, so timestamps never jump back when the wall clock is adjusted;
+``wall_anchor`` (UTC epoch seconds read at ``start()``) converts them to wall time when needed.
+``DEFAULT_CLOCK`` is started at import and shared by every source that is not given a clock, so
+timestamps from different sources in one process are comparable.
+"""
+
+from __future__ import annotations
+
+import time
+
+__all__ = ["Clock", "DEFAULT_CLOCK", "default_clock"]
+
+
+class Clock:
+    """Monotonic seconds since ``start()``; a new clock is started on construction."""
+
+    def __init__(self) -> None:
+        self._t0 = 0.0
+        self.wall_anchor = 0.0
+        self.start()
+
+    def start(self) -> Clock:
+        """(Re)anchor the clock: ``now()`` restarts from 0. Call before anyone reads it."""
+        self._t0 = time.perf_counter()
+        self.wall_anchor = time.time()
+        return self
+
+    def now(self) -> float:
+        """Seconds since ``start()``, monotonic."""
+        return time.perf_counter() - self._t0
+
+    def to_wall(self, t: float) -> float:
+        """UTC epoch seconds of clock time ``t``."""
+        return self.wall_anchor + t
+
+    def __repr__(self) -> str:
+        return f"Clock(now={self.now():.6f}, wall_anchor={self.wall_anchor:.6f})"
+
+
+DEFAULT_CLOCK = Clock()
+
+
+def default_clock() -> Clock:
+    """The process-wide clock used when a source is given none."""
+    return DEFAULT_CLOCK

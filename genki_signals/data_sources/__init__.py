@@ -1,0 +1,21 @@
+"""In-process data sources.
+
+``Source`` is the interface (start / read frames / stop); ``Sampler`` samples functions of time
+(``SineWave``, ``RandomNoise``, a plain ``def f(t)``, input readers) at a fixed rate. Device
+sources (mouse, keyboard, microphone, Wave ring, replay) live in their own modules and are
+exported here as they are added.
+"""
+
+from genki_signals.data_sources.base import Source, SourceParameterError
+from genki_signals.data_sources.sampler import Sampler
+from genki_signals.data_sources.synthetic import RandomNoise, SineWave, SquareWave, TriangleWave
+
+__all__ = [
+    "Source",
+    "SourceParameterError",
+    "Sampler",
+    "SineWave",
+    "SquareWave",
+    "TriangleWave",
+    "RandomNoise",
+]
