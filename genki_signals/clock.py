@@ -1,7 +1,8 @@
 """Clock: the time base of every timestamp in genki_signals.
 
-Timestamps are float64 seconds on a monotonic clock (``time.perf_counter``) counted from the
-clock's ``start()``. Monotonic, so timestamps never jump back when the wall clock is adjusted;
+Timestamps are float64 seconds on a monotonic clock (``time.monotonic``, CLOCK_MONOTONIC: one
+clock for every process of the host) counted from the clock's ``start()``, or from an ``anchor()``
+given by a launcher so that every node of a topology counts from the same origin. Monotonic, so timestamps never jump back when the wall clock is adjusted;
 ``wall_anchor`` (UTC epoch seconds read at ``start()``) converts them to wall time when needed.
 ``DEFAULT_CLOCK`` is started at import and shared by every source that is not given a clock, so
 timestamps from different sources in one process are comparable.
@@ -24,13 +25,20 @@ class Clock:
 
     def start(self) -> Clock:
         """(Re)anchor the clock: ``now()`` restarts from 0. Call before anyone reads it."""
-        self._t0 = time.perf_counter()
+        self._t0 = time.monotonic()
         self.wall_anchor = time.time()
+        return self
+
+    def anchor(self, origin: float, wall_anchor: float | None = None) -> Clock:
+        """Count from ``origin`` (a ``time.monotonic()`` reading, e.g. the launcher's start)."""
+        self._t0 = origin
+        self.wall_anchor = wall_anchor if wall_anchor is not None else \
+            time.time() - (time.monotonic() - origin)
         return self
 
     def now(self) -> float:
         """Seconds since ``start()``, monotonic."""
-        return time.perf_counter() - self._t0
+        return time.monotonic() - self._t0
 
     def to_wall(self, t: float) -> float:
         """UTC epoch seconds of clock time ``t``."""

@@ -262,6 +262,32 @@ def test_lossless_waits_then_times_out_without_sending(ctx, closing):
 
 
 @pytest.mark.timeout(10)
+def test_close_waits_for_lossless_readers_to_hang_up(ctx, closing):
+    pub = Publisher("inproc://l", "src", ctx, lossless_endpoint="inproc://ll", close_timeout=5)
+    sub = Subscriber(ctx)
+    closing(sub)
+    sub.connect("inproc://ll", ["a"], "lossless")
+    assert pub.wait_for_subscribers("a", lossless=True, timeout=5)
+    pub.publish("a", _frame())
+    pub.publish_eos("a")
+    closed = threading.Event()
+    threading.Thread(target=lambda: (pub.close(), closed.set()), daemon=True).start()
+    assert not closed.wait(0.3), "close() did not wait for the lossless reader"
+    assert [sub.recv(1).kind, sub.recv(1).kind] == ["data", "eos"]
+    sub.close()
+    assert closed.wait(3)
+    # A reader that never hangs up delays close() by close_timeout only.
+    pub2 = Publisher("inproc://l2", "src", ctx, lossless_endpoint="inproc://ll2", close_timeout=0.2)
+    sub2 = Subscriber(ctx)
+    closing(sub2)
+    sub2.connect("inproc://ll2", ["a"], "lossless")
+    assert pub2.wait_for_subscribers("a", lossless=True, timeout=5)
+    t0 = time.monotonic()
+    pub2.close()
+    assert 0.15 < time.monotonic() - t0 < 2
+
+
+@pytest.mark.timeout(10)
 def test_round_robin_timeouts_and_errors(ctx, closing):
     pub1 = Publisher("inproc://one", "one", ctx)
     pub2 = Publisher("inproc://two", "two", ctx)

@@ -9,6 +9,7 @@ import argparse
 import logging
 import sys
 
+from genki_signals.clock import default_clock
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import build_logic
 from genki_signals.nodes.runner import NodeRunner
@@ -19,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="resolved node config (JSON file)")
     args = parser.parse_args(argv)
     config = NodeConfig.from_file(args.config)
+    default_clock().anchor(config.clock_origin)  # every node counts from the launcher's origin
     try:
         logic = build_logic(config)
     except Exception as exc:  # a bad node fails loudly, with its id, before any socket opens

@@ -42,7 +42,26 @@ def _sink(config: NodeConfig) -> NodeLogic:
     raise ValueError(f"node '{config.id}': unknown sink type {kind!r}")
 
 
+def load_logic_class(path: str) -> type[NodeLogic]:
+    """Import ``package.module:ClassName`` and check it is a NodeLogic subclass."""
+    import importlib
+
+    module_name, sep, class_name = path.partition(":")
+    if not sep or not module_name or not class_name:
+        raise ValueError(f"class must be 'package.module:ClassName', got {path!r}")
+    obj = getattr(importlib.import_module(module_name), class_name, None)
+    if not (isinstance(obj, type) and issubclass(obj, NodeLogic)):
+        raise ValueError(f"{path} is not a NodeLogic subclass")
+    return obj
+
+
+def _custom(config: NodeConfig) -> NodeLogic:
+    cls = load_logic_class(config.params["class"])
+    return cls(**config.params.get("args", {}))
+
+
 BUILDERS: dict[str, Callable[[NodeConfig], NodeLogic]] = {
+    "custom": _custom,
     "source": _source,
     "graph": _graph,
     "sink": _sink,

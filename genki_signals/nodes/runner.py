@@ -20,6 +20,7 @@ import zmq
 
 from genki_signals.bus import control
 from genki_signals.bus.sockets import Publisher, Subscriber
+from genki_signals.clock import default_clock
 from genki_signals.nodes.config import NodeConfig, topic_for
 from genki_signals.nodes.logic import NodeLogic, Output
 from genki_signals.nodes.merge import TimestampMerger
@@ -62,7 +63,7 @@ class NodeRunner:
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
         """Seconds on the topology clock (CLOCK_MONOTONIC minus the launcher's origin)."""
-        return time.monotonic() - self.config.clock_origin
+        return default_clock().now()
 
     # ------------------------------------------------------------------ main
     def run(self) -> int:

@@ -1,0 +1,37 @@
+"""Deliberately misbehaving node logics, run as `custom` nodes by the process tests."""
+
+import signal
+import time
+
+from genki_signals.nodes.logic import NodeLogic
+
+
+class IgnoresStop(NodeLogic):
+    """A timed node that blocks forever in poll() and ignores SIGTERM/SIGINT."""
+
+    update_rate = 10.0
+
+    def poll(self, now):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while True:
+            time.sleep(0.1)
+
+
+class CrashesInInit(NodeLogic):
+    def __init__(self, message: str = "boom"):
+        raise RuntimeError(message)
+
+
+class CrashesAfter(NodeLogic):
+    """Runs for a while, then raises (exit code 1)."""
+
+    update_rate = 20.0
+
+    def __init__(self, seconds: float = 0.5):
+        self.deadline = time.monotonic() + seconds
+
+    def poll(self, now):
+        if time.monotonic() > self.deadline:
+            raise RuntimeError("crashed on purpose")
+        return []
