@@ -150,8 +150,9 @@ def test_endpoint_helpers(tmp_path, closing):
     assert tcp.startswith("tcp://127.0.0.1:")
     for endpoint in (long_one, tcp):
         pub = Publisher(endpoint, "n")
-        closing(pub)
         assert pub.endpoint == endpoint
+        pub.close()
+    assert not os.path.exists(long_one[len("ipc://"):]), "close() left the socket file behind"
 
 
 def _raw_xpub(ctx, closing, topic=b"a"):

@@ -45,7 +45,9 @@ Subscriber are not thread-safe; use each from one thread.
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -117,6 +119,7 @@ class Publisher:
         self._seq: dict[str, int] = {}
         self._ctx, self._own_ctx = _new_context(context)
         self._subs: dict[zmq.Socket, collections.Counter[bytes]] = {}
+        self._ipc_files: list[str] = []
         self._lossy: zmq.Socket | None = None
         self._lossless: zmq.Socket | None = None
         try:
@@ -145,6 +148,8 @@ class Publisher:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
             raise BusError(f"cannot bind {endpoint!r}: {exc}") from None
+        if endpoint.startswith("ipc://"):
+            self._ipc_files.append(endpoint[len("ipc://"):])
         return sock
 
     def publish(
@@ -263,6 +268,10 @@ class Publisher:
             sock.close()
         self._lossy = self._lossless = None
         self._subs.clear()
+        for path in self._ipc_files:  # libzmq leaves the socket file behind
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._ipc_files.clear()
         if self._own_ctx and not self._ctx.closed:
             self._ctx.term()
 

@@ -179,6 +179,8 @@ class Launcher:
                 id=node.id, kind=node.kind, params=node.params,
                 control_endpoint=self.address, publish_endpoint=publish.get(node.id),
                 lossless_endpoint=lossless.get(node.id), inputs=inputs,
+                lossless_subscribers=sum(1 for d in self.spec.nodes for e in d.inputs
+                                         if e.node == node.id and e.policy == "lossless"),
                 clock_origin=self.clock_origin, heartbeat_interval=self.heartbeat_interval,
                 spec_dir=spec_dir, topology=self.spec.name)
         return configs

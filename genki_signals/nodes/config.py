@@ -32,6 +32,7 @@ class NodeConfig:
     control_endpoint: str
     publish_endpoint: str | None = None
     lossless_endpoint: str | None = None
+    lossless_subscribers: int = 0  # downstream lossless edges to wait for before publishing
     inputs: tuple[InputEdge, ...] = ()
     clock_origin: float = 0.0  # CLOCK_MONOTONIC seconds at which the topology clock reads 0
     heartbeat_interval: float = 1.0

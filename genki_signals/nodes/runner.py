@@ -88,6 +88,13 @@ class NodeRunner:
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
                                             policy=edge.policy, maxlen=edge.maxlen)
+            if self.publisher is not None and cfg.lossless_subscribers:
+                # a lossless reader must see the first frame: wait until it has subscribed
+                if not self.publisher.wait_for_subscribers(
+                        topic_for(cfg.id), count=cfg.lossless_subscribers, lossless=True,
+                        timeout=float(cfg.extra.get("subscriber_timeout", 15.0))):
+                    log.warning("starting without all %d lossless subscribers",
+                                cfg.lossless_subscribers)
             self.logic.start()
             self._send("ready", topics=[topic_for(cfg.id)])
             reason = self._loop()
@@ -102,7 +109,8 @@ class NodeRunner:
             try:
                 self.logic.close()
             finally:
-                for sock in (self.publisher, self.subscriber):
+                # readers first: an upstream lossless publisher waits for them to hang up
+                for sock in (self.subscriber, self.publisher):
                     if sock is not None:
                         sock.close()
                 self.ctl.close(linger=200)  # let the last control messages out
