@@ -24,6 +24,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, help="topology or signal-graph spec (YAML or JSON)")
     p.set_defaults(func=_cmd_validate)
 
+    p = verbs.add_parser("graph", help="print a topology as a Mermaid flowchart")
+    p.add_argument("spec", type=Path, help="topology spec (YAML or JSON)")
+    p.set_defaults(func=_cmd_graph)
+
     p = verbs.add_parser("demo", help="run the seed notebook's demo in-process and print it live")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
     p.set_defaults(func=_cmd_demo)
@@ -46,13 +50,51 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from genki_signals.specfile import load_spec_file
+    """A topology spec (top-level ``nodes``) or a bare signal-graph spec (``operators``)."""
+    from genki_signals.errors import GraphError
     from genki_signals.graph import SignalGraph
+    from genki_signals.launch.spec import parse_topology
+    from genki_signals.specfile import SpecError, load_spec_file
 
     data = load_spec_file(args.spec)
-    graph = SignalGraph.from_dict(data)
-    print(f"{args.spec}: ok ({len(graph)} operators: {', '.join(graph.outputs)})")
+    if isinstance(data, dict) and "nodes" in data:
+        try:
+            spec = parse_topology(data, path=args.spec)
+        except SpecError as exc:
+            return _print_problems(args.spec, exc)
+        nodes = ", ".join(f"{n.id} ({n.kind})" for n in spec.nodes)
+        print(f"{args.spec}: ok (topology '{spec.name}': {len(spec.nodes)} nodes: {nodes})")
+        return 0
+    if isinstance(data, dict) and "operators" in data:
+        try:
+            graph = SignalGraph.from_dict(data)
+        except GraphError as exc:
+            raise SpecError(f"{args.spec}: {exc}") from exc
+        print(f"{args.spec}: ok (signal graph: {len(graph)} operators: "
+              f"{', '.join(graph.outputs)})")
+        return 0
+    raise SpecError(f"{args.spec}: neither a topology spec (top-level 'nodes') nor a "
+                    f"signal-graph spec (top-level 'operators')")
+
+
+def _cmd_graph(args: argparse.Namespace) -> int:
+    from genki_signals.launch.spec import load_topology
+    from genki_signals.specfile import SpecError
+
+    try:
+        spec = load_topology(args.spec)
+    except SpecError as exc:
+        return _print_problems(args.spec, exc)
+    print(spec.mermaid(), end="")
     return 0
+
+
+def _print_problems(spec: Path, exc: Exception) -> int:
+    """Every problem on its own stderr line (each names file, node and field), then a count."""
+    problems = str(exc).splitlines()
+    print("\n".join(problems), file=sys.stderr)
+    print(f"genki: {spec}: {len(problems)} problem(s)", file=sys.stderr)
+    return 1
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

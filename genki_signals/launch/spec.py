@@ -294,9 +294,16 @@ def _check_graph(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
         k: v for k, v in origins.items() if k != TIMESTAMP and k not in ambiguous}
     index = {spec.get("name"): i for i, spec in enumerate(operators)
              if isinstance(spec, Mapping)}
+    single = len(ctx.upstreams) == 1
+
+    def line_of(where: set[tuple[str, str]]) -> str:
+        # With several inputs, each input's main timeline is published as '<input node>'.
+        node, line = sorted(where)[0] if where else first
+        return node if line == MAIN and not single else line
+
     outputs: dict[str, str] = {}
     for name, where in origins.items():
-        outputs[name] = MAIN if name == TIMESTAMP else sorted(where)[0][1]
+        outputs[name] = MAIN if name == TIMESTAMP else line_of(where)
     for op in graph.operators:
         where = set().union(*(op_origin.get(i, set()) for i in op.inputs if i != TIMESTAMP))
         if not where and all(i == TIMESTAMP for i in op.inputs):
@@ -309,8 +316,7 @@ def _check_graph(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
                                      f"join them with an aligner first"))
         op_origin[op.name] = where
         own = graph.timeline_of(op.name)
-        outputs[op.name] = own if own != GRAPH_MAIN else (
-            sorted(where)[0][1] if where else MAIN)
+        outputs[op.name] = own if own != GRAPH_MAIN else line_of(where)
     return problems, (None if problems else outputs)
 
 
