@@ -28,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, help="topology spec (YAML or JSON)")
     p.set_defaults(func=_cmd_graph)
 
+    from genki_signals.launch.commands import add_verbs
+
+    add_verbs(verbs)  # launch, topics, echo, top
+
     p = verbs.add_parser("demo", help="run the seed notebook's demo in-process and print it live")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
     p.set_defaults(func=_cmd_demo)

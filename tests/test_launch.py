@@ -78,8 +78,11 @@ def test_demo_topology_matches_in_process_system(tmp_path, launcher_factory):
     # the same graph in-process, over the recorded raw samples
     frame = {k: raw[k] for k in ("timestamp", "sine_0", "sine_1", "noise")}
     expected = SignalGraph(seed_derived_signals()).process(frame)
-    for key in ("composite_sine", "wave_with_noise", "sample_rate", "smooth_sample_rate"):
+    for key in ("composite_sine", "wave_with_noise", "sample_rate"):
         np.testing.assert_array_equal(derived[key], expected[key][:m], err_msg=key)
+    # a moving average's sums round differently by chunk (1e-14): equal within the contract
+    np.testing.assert_allclose(derived["smooth_sample_rate"], expected["smooth_sample_rate"][:m],
+                               rtol=1e-12)
     spectrum = np.stack([derived[f"wave_spectrum[{i}]"] for i in range(129)], axis=1)
     np.testing.assert_array_equal(spectrum, expected["wave_spectrum"][:m])
 

@@ -227,10 +227,11 @@ timeline), or None for the outputs when they cannot be known."""
 class NodeKind:
     """What validation knows about a node kind."""
 
-    takes_inputs: bool  # False: a producer (a source); True: at least one input is required
+    inputs: Literal["none", "required", "optional"]  # "none": a producer (a source)
     publishes: bool  # False: nothing may read from it and it binds no endpoint (a sink)
     check: KindCheck
     doc: str = ""
+    normalize: Callable[[Any], Any] | None = None  # params as written -> params as stored
 
 
 def _f(path: str, message: str) -> str:
@@ -289,11 +290,10 @@ def _check_graph(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
     if not known:
         return problems, None
     # Operators run per input topic: one combining two inputs (or two timelines) never runs.
-    first = (ctx.upstreams[0].node, MAIN)
+    first = (ctx.upstreams[0].node, MAIN)  # where timestamp-only operators run
     op_origin: dict[str, set[tuple[str, str]]] = {
         k: v for k, v in origins.items() if k != TIMESTAMP and k not in ambiguous}
-    index = {spec.get("name"): i for i, spec in enumerate(operators)
-             if isinstance(spec, Mapping)}
+    index = _operator_index(operators)
     single = len(ctx.upstreams) == 1
 
     def line_of(where: set[tuple[str, str]]) -> str:
@@ -301,9 +301,8 @@ def _check_graph(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
         node, line = sorted(where)[0] if where else first
         return node if line == MAIN and not single else line
 
-    outputs: dict[str, str] = {}
-    for name, where in origins.items():
-        outputs[name] = MAIN if name == TIMESTAMP else line_of(where)
+    # a graph node publishes ``timestamp`` and its operators' outputs, not its inputs
+    outputs: dict[str, str] = {TIMESTAMP: MAIN}
     for op in graph.operators:
         where = set().union(*(op_origin.get(i, set()) for i in op.inputs if i != TIMESTAMP))
         if not where and all(i == TIMESTAMP for i in op.inputs):
@@ -311,26 +310,35 @@ def _check_graph(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
         if len(where) > 1:
             path = f"params.operators[{index[op.name]}]" if op.name in index \
                 else "params.operators"
+            sources = ", ".join(f"{n}/{t}" for n, t in sorted(where))
             problems.append(_f(path, f"{op.describe()} combines streams from different inputs "
-                                     f"or timelines ({', '.join(f'{n}/{t}' for n, t in sorted(where))}); "
-                                     f"join them with an aligner first"))
+                                     f"or timelines ({sources}); join them with an aligner "
+                                     f"first"))
         op_origin[op.name] = where
         own = graph.timeline_of(op.name)
         outputs[op.name] = own if own != GRAPH_MAIN else line_of(where)
     return problems, (None if problems else outputs)
 
 
-def _graph_problems(exc: Exception, operators: list[Any]) -> list[str]:
-    """One problem per line of a GraphError, pointing at the operator when it can."""
+def _operator_index(operators: list[Any], last: bool = False) -> dict[str, int]:
+    """Operator output name (explicit or default) -> its first (or last) index in the list."""
     from genki_signals.errors import OperatorError
     from genki_signals.signals.base import Operator
 
     names: dict[str, int] = {}
     for i, spec in enumerate(operators):
         try:
-            names.setdefault(Operator.from_dict(spec).name, i)
+            name = Operator.from_dict(spec).name
         except (OperatorError, TypeError, ValueError):
-            pass
+            continue
+        if last or name not in names:
+            names[name] = i
+    return names
+
+
+def _graph_problems(exc: Exception, operators: list[Any]) -> list[str]:
+    """One problem per line of a GraphError, pointing at the operator when it can."""
+    names, later = _operator_index(operators), _operator_index(operators, last=True)
     lines = [ln.strip() for ln in str(exc).splitlines()]
     if len(lines) > 1 and lines[0].endswith(":"):
         lines = lines[1:]
@@ -341,7 +349,8 @@ def _graph_problems(exc: Exception, operators: list[Any]) -> list[str]:
             out.append(_f(f"params.operators[{m[1]}]", m[2]))
             continue
         m = re.match(r"\w+ '([A-Za-z_]\w*)'", line)
-        path = f"params.operators[{names[m[1]]}]" if m and m[1] in names else "params.operators"
+        index = later if m and ": duplicate name " in line else names  # blame the repeat
+        path = f"params.operators[{index[m[1]]}]" if m and m[1] in index else "params.operators"
         out.append(_f(path, line))
     return out
 
@@ -406,13 +415,60 @@ def _check_sink(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
     return problems, {}
 
 
+_CUSTOM_KEYS = ("class", "args")
+
+
+def _check_custom(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
+    """The class must import and accept ``args``; what it publishes is not known statically."""
+    import inspect
+
+    from genki_signals.nodes.kinds import load_logic_class
+
+    params = ctx.params
+    if not isinstance(params, Mapping):
+        return [_f("params", f"must be a mapping {{class: 'package.module:Class', args: {{}}}}, "
+                             f"got {params!r}")], None
+    problems = [_f(f"params.{k}", f"unknown field (allowed: {', '.join(_CUSTOM_KEYS)})")
+                for k in params if k not in _CUSTOM_KEYS]
+    args = params.get("args", {})
+    if not isinstance(args, Mapping) or not all(isinstance(k, str) for k in args):
+        problems.append(_f("params.args", f"must be a mapping of keyword arguments, "
+                                          f"got {args!r}"))
+        args = None
+    if "class" not in params:
+        return problems + [_f("params.class", "missing required field")], None
+    if not isinstance(params["class"], str):
+        return problems + [_f("params.class", f"must be 'package.module:Class', "
+                                              f"got {params['class']!r}")], None
+    try:  # imports the user's module: its top level runs now, in the validating process
+        cls = load_logic_class(params["class"])
+    except Exception as exc:  # noqa: BLE001 - any import failure is a problem to report
+        return problems + [_f("params.class", f"{type(exc).__name__}: {exc}")], None
+    if args is not None:
+        try:
+            inspect.signature(cls).bind(**args)
+        except TypeError as exc:
+            problems.append(_f("params.args", f"{params['class']}: {exc}"))
+    return problems, None
+
+
+def _normalize_sink(params: Any) -> Any:
+    # YAML reads a bare ``type: null`` as None; the user meant the null sink.
+    if isinstance(params, Mapping) and "type" in params and params["type"] is None:
+        return {**params, "type": "null"}
+    return params
+
+
 NODE_KINDS: dict[str, NodeKind] = {
-    "source": NodeKind(takes_inputs=False, publishes=True, check=_check_source,
+    "source": NodeKind(inputs="none", publishes=True, check=_check_source,
                        doc="produces frames (params.type names a source type)"),
-    "graph": NodeKind(takes_inputs=True, publishes=True, check=_check_graph,
+    "graph": NodeKind(inputs="required", publishes=True, check=_check_graph,
                       doc="runs a SignalGraph (params.operators) over its inputs"),
-    "sink": NodeKind(takes_inputs=True, publishes=False, check=_check_sink,
-                     doc="consumes frames (params.type: printer, csv, null)"),
+    "sink": NodeKind(inputs="required", publishes=False, check=_check_sink,
+                     doc="consumes frames (params.type: printer, csv, null)",
+                     normalize=_normalize_sink),
+    "custom": NodeKind(inputs="optional", publishes=True, check=_check_custom,
+                       doc="any NodeLogic subclass by import path (params.class, params.args)"),
 }
 """Node kinds a spec may name. Later: inference, replay, recorder, plot, aligner."""
 
@@ -431,7 +487,8 @@ class _Problems:
 
     def node(self, index: int, node_id: str | None, path: str, message: str) -> None:
         if node_id is None:  # no usable id: locate the node by its position
-            text = f"{self.file}: field 'nodes[{index}].{path}': {message}"
+            where = f"nodes[{index}].{path}" if path else f"nodes[{index}]"
+            text = f"{self.file}: field '{where}': {message}"
         else:
             text = f"{self.file}: node '{node_id}': field '{path}': {message}"
         self._items.append((index, len(self._items), text))
@@ -519,10 +576,9 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None) -> Top
 
 
 def _check_name(data: Mapping[str, Any], path: Path | None, problems: _Problems) -> str:
-    if "name" not in data:
-        stem = path.stem if path is not None else "topology"
-        return NAME_PATTERN.match(stem) and stem or re.sub(r"[^A-Za-z0-9_.-]", "_",
-                                                            stem).lstrip(".") or "topology"
+    if "name" not in data:  # the file's stem, made safe as a run-directory name
+        stem = re.sub(r"[^A-Za-z0-9_.-]", "_", path.stem if path is not None else "")
+        return stem if NAME_PATTERN.match(stem) else "topology"
     name = data["name"]
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         problems.top("name", f"must be a name of letters, digits, '_', '.', '-' (not starting "
@@ -559,17 +615,17 @@ def _check_node(index: int, raw: Any, problems: _Problems) -> _Draft:
         bad("kind", f"unknown kind {kind!r} (known: {', '.join(NODE_KINDS)})")
     else:
         d.kind = kind
+        if NODE_KINDS[kind].normalize is not None:
+            d.params = NODE_KINDS[kind].normalize(d.params)
     if "params" not in raw:
         bad("params", "missing required field")
     if "inputs" in raw:
         d.inputs, d.inputs_ok = _check_inputs(raw["inputs"], bad)
-    elif d.kind is not None and NODE_KINDS[d.kind].takes_inputs:
+    rule = NODE_KINDS[d.kind].inputs if d.kind is not None else "optional"
+    if rule == "none" and raw.get("inputs") not in (None, []):
+        bad("inputs", f"a {d.kind} node takes no inputs")
+    elif rule == "required" and raw.get("inputs") in (None, []):
         bad("inputs", f"a {d.kind} node needs at least one input")
-    if d.kind is not None and "inputs" in raw:
-        if not NODE_KINDS[d.kind].takes_inputs and raw["inputs"] not in (None, []):
-            bad("inputs", f"a {d.kind} node takes no inputs")
-        elif NODE_KINDS[d.kind].takes_inputs and raw["inputs"] in (None, []):
-            bad("inputs", f"a {d.kind} node needs at least one input")
     if "host" in raw:
         host = raw["host"]
         if not isinstance(host, str) or not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", host):
@@ -818,7 +874,8 @@ def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Dra
             outputs[d.id] = None  # type: ignore[index]
             continue
         upstreams = tuple(Upstream(e.node, outputs.get(e.node)) for e in d.inputs)
-        if not d.inputs_ok or any(e.node not in ids for e in d.inputs):
+        if not d.inputs_ok or any(e.node not in ids for e in d.inputs) or (
+                NODE_KINDS[d.kind].inputs == "required" and not d.inputs):
             # A broken or unknown input: nothing to check streams against.
             upstreams += (Upstream("?", None),)
         ctx = KindContext(d.id, d.params, upstreams, spec_dir)  # type: ignore[arg-type]

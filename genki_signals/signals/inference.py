@@ -1,0 +1,757 @@
+"""Model inference on ONNX Runtime, and an event trigger that turns class scores into events.
+
+Three operators (the seed notebook's "Model inference" section)::
+
+    s.Inference("mouse_velocity", "gru.onnx", stateful=True, name="gesture_probs")
+    s.WindowedInference("wave", "cnn.onnx", window_size=128, window_overlap=32, output_shape=(3,))
+    s.EventTrigger("gesture_probs", "timestamp", threshold=0.8, refractory=0.5,
+                   classes=["background", "square", "triangle", "circle"])
+
+Models. ``model`` is the path of an ``.onnx`` file. A relative path is resolved against
+``base_dir`` (the spec file's directory, set by whoever builds the operator from a spec) or, when
+``base_dir`` is None, the current directory at construction. ``base_dir`` is an ordinary
+parameter: it is serialised with ``model`` kept exactly as written, so ``to_dict`` round-trips
+and a spec stays relocatable when ``base_dir`` is left out of it and supplied by the loader.
+Each operator creates ONE ``onnxruntime.InferenceSession`` at construction (``threads`` intra-op
+threads, one inter-op thread, CPU provider), so a missing, corrupt or incompatible model is an
+``OperatorError`` when the operator is built, i.e. when a spec is validated. The per-sample
+feature shape can only be checked against the first chunk; that error names the model's input
+shape and the chunk's shape.
+
+Names and layouts come from the model's own signature unless given: the model's inputs and
+outputs are read from the session, and every model input must have a leading batch dimension
+that is dynamic or 1. Outputs have the same leading dimensions as the data input. Streams are
+cast to the model's float type (float64 -> float32); non-float streams are errors. Outputs keep
+the model's dtype (usually float32).
+
+onnxruntime is imported when the first model operator is built, so importing
+``genki_signals.signals`` stays light.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from genki_signals.errors import OperatorError
+from genki_signals.signals.base import NAME_PATTERN, Operator
+from genki_signals.signals.events import _forward_fill
+
+__all__ = ["Inference", "WindowedInference", "EventTrigger"]
+
+_NO_ROWS = np.empty(0, dtype=np.intp)
+
+# ONNX tensor types that streams are fed as (data inputs must be one of the float ones).
+_FLOAT_TYPES = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                "tensor(float16)": np.float16}
+_TYPES = {**_FLOAT_TYPES, "tensor(int64)": np.int64, "tensor(int32)": np.int32,
+          "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
+
+Dim = int | str | None  # an onnxruntime NodeArg dimension: int, symbolic name or unknown
+
+
+def _dynamic(d: Dim) -> bool:
+    return not isinstance(d, int) or d < 0
+
+
+def _fmt(shape: Sequence[Dim]) -> str:
+    """``(N, T, 2)``: symbolic dims by name, unknown ones as ``?``."""
+    dims = [str(d) if isinstance(d, int) and d >= 0 else (d if isinstance(d, str) and d else "?")
+            for d in shape]
+    return "(" + ", ".join(dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def _fits(shape: tuple[int, ...], model_shape: Sequence[Dim]) -> bool:
+    """Whether a concrete shape fits a model shape (dynamic dims accept any size)."""
+    return len(shape) == len(model_shape) and all(
+        _dynamic(m) or m == d for d, m in zip(shape, model_shape))
+
+
+def _seed_order(first: Any, second: Any) -> tuple[Any, Any]:
+    """Accept the seed's ``(model, input)`` order: a model path is never a valid stream name."""
+    if isinstance(first, str) and isinstance(second, str) and first.endswith(".onnx") \
+            and not NAME_PATTERN.match(first) and NAME_PATTERN.match(second):
+        return second, first
+    return first, second
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise OperatorError("model inference needs the 'onnxruntime' package "
+                            "(pip install onnxruntime)") from exc
+    return onnxruntime
+
+
+class _OnnxOperator(Operator, abstract=True):
+    """Shared model loading, name resolution and input checks of the model operators."""
+
+    input: str
+    model: str
+
+    # -------------------------------------------------------------- loading
+    def _load(self, model: Any, base_dir: Any, threads: Any) -> None:
+        """Validate the model parameters and create the session (sets ``model_path``)."""
+        if not isinstance(model, str) or not model:
+            raise self._fail("model", f"must be the path of an .onnx file, got {model!r}")
+        if base_dir is not None and (not isinstance(base_dir, str) or not base_dir):
+            raise self._fail("base_dir", f"must be a directory path or null, got {base_dir!r}")
+        self.model = model
+        self.base_dir = base_dir
+        self.threads = self.check_int("threads", threads, minimum=1)
+        path = Path(model).expanduser()
+        if not path.is_absolute():
+            path = Path(base_dir or ".").expanduser() / path
+        self.model_path: Path = path.resolve()
+        where = f"'{model}'" + (f" (resolved to '{self.model_path}')"
+                                if str(self.model_path) != model else "")
+        self._model_label = f"model '{model}'"
+        if not self.model_path.is_file():
+            raise OperatorError(f"{self.describe()}: model file {where} not found"
+                                + ("" if base_dir else " (relative paths are resolved against "
+                                   "base_dir, or the current directory when it is null)"))
+        ort = _onnxruntime()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = self.threads
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3  # errors only: we rewrap them with context
+        try:
+            self._session = ort.InferenceSession(str(self.model_path), sess_options=opts,
+                                                 providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types: rewrap with context
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise OperatorError(f"{self.describe()}: model file {where} is not a valid ONNX "
+                                f"model onnxruntime can load: {reason}") from None
+        self._inputs = {a.name: a for a in self._session.get_inputs()}
+        self._outputs = {a.name: a for a in self._session.get_outputs()}
+
+    def _model_fail(self, message: str) -> OperatorError:
+        return OperatorError(f"{self.describe()}: {self._model_label}: {message}")
+
+    def _pick(self, field: str, value: Any, names: Sequence[str], kind: str) -> str:
+        """Validate an explicit input/output name against the model's names."""
+        if not isinstance(value, str) or value not in names:
+            raise self._model_fail(f"field '{field}': no model {kind} named {value!r} "
+                                   f"(model {kind}s: {', '.join(names)})")
+        return value
+
+    def _pick_list(self, field: str, value: Any, names: Sequence[str], kind: str) -> list[str]:
+        if not isinstance(value, (list, tuple)) or len(set(value)) != len(value):
+            raise self._fail(field, f"must be a list of distinct model {kind} names, "
+                                    f"got {value!r}")
+        return [self._pick(field, v, names, kind) for v in value]
+
+    def _data_type(self, name: str) -> type:
+        """numpy dtype of a data input; only float model inputs can take a stream."""
+        onnx_type = self._inputs[name].type
+        if onnx_type not in _FLOAT_TYPES:
+            raise self._model_fail(f"input '{name}' has type {onnx_type}; a stream is fed as "
+                                   f"float ({', '.join(_FLOAT_TYPES)})")
+        return _FLOAT_TYPES[onnx_type]
+
+    # -------------------------------------------------------------- running
+    def _cast(self, x: np.ndarray) -> np.ndarray:
+        """``x`` as the model's float dtype; non-float streams are errors."""
+        if x.dtype.kind != "f":
+            raise OperatorError(
+                f"{self.describe()}: input '{self.input}' must be floating point for "
+                f"{self._model_label} (model input '{self._data_name}' is "
+                f"{self._inputs[self._data_name].type}), got dtype {x.dtype}")
+        return x.astype(self._dtype)
+
+    def _shape_error(self, x: np.ndarray, expected: tuple[Dim, ...]) -> OperatorError:
+        arg = self._inputs[self._data_name]
+        return OperatorError(
+            f"{self.describe()}: input '{self.input}' does not fit {self._model_label}: model "
+            f"input '{arg.name}' has shape {_fmt(arg.shape)}, so each sample must have shape "
+            f"{_fmt(expected)}; got a chunk of shape {x.shape} (samples of shape "
+            f"{_fmt(x.shape[1:])})")
+
+    def _run(self, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._session.run(self._fetch, feed)
+        except Exception as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            shapes = ", ".join(f"{k}: {v.shape}" for k, v in feed.items())
+            raise OperatorError(f"{self.describe()}: {self._model_label} failed on inputs "
+                                f"({shapes}): {reason}") from None
+
+
+class Inference(_OnnxOperator):
+    """Run an ONNX model on every sample of a stream, optionally carrying a recurrent state.
+
+    **Stateless** (``stateful=False``): the model maps a batch of samples ``(N, *S)`` to
+    ``(N, *O)``; output row ``i`` is the model applied to input row ``i``. With a dynamic batch
+    dimension the whole chunk runs in ONE ``run`` call; a model with a fixed batch of 1 is run
+    once per sample (correct, slower). The model must have exactly one input.
+
+    **Stateful** (``stateful=True``, RNN/GRU): the model takes the data input plus one or more
+    state inputs and returns the output plus the next states. Samples are fed in order and the
+    states carried across samples and chunks, so the output never depends on the chunking; the
+    states start at zeros of the state inputs' shapes (dynamic dims count as 1) or at
+    ``initial_state`` (one nested list per state input), and ``reset()`` restores them.
+    A data input of shape ``(1, T, *S)`` with a *dynamic* ``T`` runs a whole chunk as one
+    sequence in ONE call, starting from the carried state; this equals stepping sample by sample
+    for any recurrent model whose state output is the state after the last step (a GRU/LSTM's
+    ``Y_h``). Otherwise (``(1, 1, *S)`` or ``(1, *S)``), the model is run once per sample. The
+    test GRU (``make_gru``) has a dynamic ``T``, so it takes the one-call path.
+
+    Names default from the model's signature: stateful, the data input is ``input_name``, or the
+    one input not in ``state_inputs``, or else the model's FIRST input with all the others as
+    state inputs; the output is ``output_name`` or the first output not in ``state_outputs``;
+    state outputs pair with state inputs by order (``state_outputs``, or the remaining outputs
+    in model order, which must be as many as the state inputs).
+
+    The seed's ``Inference(model, input_signal=...)`` on a PyTorch object is not supported: the
+    model must be exported to ONNX. The seed's argument order ``(model_path, input)`` is
+    accepted (a path ending in ``.onnx`` is never a stream name) and serialised in contract order.
+    """
+
+    def __init__(self, input: str, model: str, name: str | None = None, *,
+                 stateful: bool = False, input_name: str | None = None,
+                 output_name: str | None = None, state_inputs: list[str] | None = None,
+                 state_outputs: list[str] | None = None,
+                 initial_state: list[Any] | None = None, threads: int = 1,
+                 base_dir: str | None = None) -> None:
+        input, model = _seed_order(input, model)
+        super().__init__([input], name)
+        self.input = input
+        self.stateful = self.check_bool("stateful", stateful)
+        self._load(model, base_dir, threads)
+        ins, outs = list(self._inputs), list(self._outputs)
+        if input_name is not None:
+            self._pick("input_name", input_name, ins, "input")
+        if output_name is not None:
+            self._pick("output_name", output_name, outs, "output")
+        if self.stateful:
+            data, states_in = self._state_inputs(ins, input_name, state_inputs)
+            out, states_out = self._state_outputs(outs, output_name, state_outputs, states_in)
+        else:
+            for field, value in (("state_inputs", state_inputs), ("state_outputs", state_outputs),
+                                 ("initial_state", initial_state)):
+                if value is not None:
+                    raise self._fail(field, "is only used with stateful=True")
+            data = input_name if input_name is not None else ins[0]
+            if len(ins) != 1:
+                raise self._model_fail(
+                    f"the model has {len(ins)} inputs ({', '.join(ins)}) but a stateless "
+                    f"Inference feeds exactly one; for a recurrent model with state inputs "
+                    f"pass stateful=True")
+            out, states_in, states_out = output_name if output_name else outs[0], [], []
+        self.input_name, self.output_name = input_name, output_name
+        self.state_inputs = None if state_inputs is None else list(state_inputs)
+        self.state_outputs = None if state_outputs is None else list(state_outputs)
+        self._data_name, self._out_name = data, out
+        self._state_in, self._state_out = states_in, states_out
+        self._fetch = [out, *states_out]
+        self._dtype = self._data_type(data)
+        self._plan_layout()
+        self.initial_state = self._initial_states(initial_state)
+        self.reset()
+
+    # ----------------------------------------------------------------- setup
+    def _state_inputs(self, ins: list[str], input_name: str | None,
+                      state_inputs: Any) -> tuple[str, list[str]]:
+        if state_inputs is not None:
+            states = self._pick_list("state_inputs", state_inputs, ins, "input")
+            rest = [i for i in ins if i not in states]
+            if input_name is not None:
+                data = input_name
+            elif len(rest) == 1:
+                data = rest[0]
+            else:
+                raise self._model_fail(f"cannot tell the data input among {', '.join(rest)}: "
+                                       f"set input_name")
+            if data in states:
+                raise self._fail("input_name", f"'{data}' is also listed in state_inputs")
+            unfed = [i for i in rest if i != data]
+            if unfed:
+                raise self._model_fail(f"model input(s) {', '.join(unfed)} would not be fed: "
+                                       f"list them in state_inputs")
+        else:
+            data = input_name if input_name is not None else ins[0]
+            states = [i for i in ins if i != data]
+        if not states:
+            raise self._model_fail(
+                f"stateful=True needs a state input, but the model's only input is "
+                f"'{data}' {_fmt(self._inputs[data].shape)}; export the RNN with its hidden "
+                f"state as an input and output, or use stateful=False")
+        return data, states
+
+    def _state_outputs(self, outs: list[str], output_name: str | None, state_outputs: Any,
+                       states_in: list[str]) -> tuple[str, list[str]]:
+        if state_outputs is not None:
+            states = self._pick_list("state_outputs", state_outputs, outs, "output")
+            if output_name in states:
+                raise self._fail("output_name", f"'{output_name}' is also in state_outputs")
+            out = output_name or next((o for o in outs if o not in states), None)
+            if out is None:
+                raise self._model_fail("every model output is a state output: none is left "
+                                       "for the prediction")
+        else:
+            out = output_name or outs[0]
+            states = [o for o in outs if o != out]
+        if len(states) != len(states_in):
+            raise self._model_fail(
+                f"{len(states_in)} state input(s) ({', '.join(states_in)}) but "
+                f"{len(states)} state output(s) ({', '.join(states) or 'none'}); "
+                f"set state_outputs to pair them")
+        for i_name, o_name in zip(states_in, states):
+            a, b = self._inputs[i_name].shape, self._outputs[o_name].shape
+            fixed = all(not _dynamic(d) for d in (*a, *b))
+            if fixed and tuple(a) != tuple(b):
+                raise self._model_fail(f"state input '{i_name}' {_fmt(a)} and its paired "
+                                       f"state output '{o_name}' {_fmt(b)} differ in shape")
+        return out, states
+
+    def _plan_layout(self) -> None:
+        """Decide the leading dims (batch[, time]) of the data input and how chunks are run."""
+        arg = self._inputs[self._data_name]
+        shape = list(arg.shape)
+        if not shape or (not _dynamic(shape[0]) and shape[0] != 1):
+            raise self._model_fail(f"input '{arg.name}' has shape {_fmt(shape)}; Inference "
+                                   f"needs a leading batch dimension that is dynamic or 1")
+        time_axis = self.stateful and len(shape) >= 3 and (_dynamic(shape[1]) or shape[1] == 1)
+        self._lead = 2 if time_axis else 1
+        # Stateless: batch the chunk when the batch dim is dynamic. Stateful: run the chunk as
+        # one sequence when the time dim is dynamic.
+        self._whole_chunk = _dynamic(shape[1]) if time_axis else \
+            (not self.stateful and _dynamic(shape[0]))
+        self._model_sample: tuple[Dim, ...] = tuple(shape[self._lead:])
+        out_shape = list(self._outputs[self._out_name].shape)
+        if len(out_shape) < self._lead:
+            raise self._model_fail(f"output '{self._out_name}' has shape {_fmt(out_shape)}; "
+                                   f"it must start with the input's batch"
+                                   f"{'/time' if self._lead == 2 else ''} dimension(s)")
+        self._out_sample: tuple[Dim, ...] = tuple(out_shape[self._lead:])
+
+    def _initial_states(self, initial_state: Any) -> list[Any] | None:
+        """Zeros of each state input's shape, or the given values (validated); sets ``_init``."""
+        self._init: list[np.ndarray] = []
+        if initial_state is not None and (not isinstance(initial_state, (list, tuple))
+                                          or len(initial_state) != len(self._state_in)):
+            raise self._fail("initial_state", f"must be a list with one array per state input "
+                                              f"({', '.join(self._state_in)}), got "
+                                              f"{initial_state!r:.80}")
+        for i, name in enumerate(self._state_in):
+            arg = self._inputs[name]
+            dtype = _TYPES.get(arg.type)
+            if dtype is None:
+                raise self._model_fail(f"state input '{name}' has unsupported type {arg.type}")
+            if initial_state is None:
+                state = np.zeros([1 if _dynamic(d) else d for d in arg.shape], dtype=dtype)
+            else:
+                state = np.asarray(initial_state[i], dtype=dtype)
+                if not _fits(state.shape, arg.shape):
+                    raise self._fail("initial_state", f"[{i}] has shape {state.shape} but state "
+                                                      f"input '{name}' has shape "
+                                                      f"{_fmt(arg.shape)}")
+            self._init.append(state)
+        return None if initial_state is None else [s.tolist() for s in self._init]
+
+    def reset(self) -> None:
+        super().reset()
+        self._state: list[np.ndarray] = [s.copy() for s in self._init]
+        self._sample: tuple[int, ...] | None = None  # per-sample shape, fixed by the first chunk
+        self._empty = np.empty((0, *[0 if _dynamic(d) else d for d in self._out_sample]),
+                               dtype=np.float32)
+        self._feed: dict[str, np.ndarray] = {}
+
+    # ----------------------------------------------------------------- running
+    def _check_sample(self, x: np.ndarray) -> bool:
+        """Fix the per-sample shape on the first non-empty chunk; False: empty, nothing known."""
+        if self._sample is None and x.shape[0] == 0:
+            return False
+        if self._sample is not None or not _fits(x.shape[1:], self._model_sample):
+            raise self._shape_error(x, self._model_sample if self._sample is None
+                                    else self._sample)
+        self._sample = x.shape[1:]
+        return True
+
+    def _step(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[1:] != self._sample and not self._check_sample(x):
+            return self._empty
+        n = x.shape[0]
+        if n == 0:
+            return self._empty
+        if x.dtype != self._dtype:
+            x = self._cast(x)
+        feed = self._feed
+        if not self.stateful:
+            if self._whole_chunk:
+                feed[self._data_name] = x
+                y = self._run(feed)[0]
+            else:
+                y = self._per_sample(x)
+        elif self._whole_chunk:
+            feed[self._data_name] = x[None]
+            for name, state in zip(self._state_in, self._state):
+                feed[name] = state
+            res = self._run(feed)
+            y = res[0][0]
+            self._state = res[1:]
+        else:
+            y = self._per_sample(x)
+        if y.shape[0] != n:
+            raise self._model_fail(f"output '{self._out_name}' has {y.shape[0]} rows for "
+                                   f"{n} input samples (shape {y.shape})")
+        if self._empty.shape[1:] != y.shape[1:]:
+            self._empty = np.empty((0, *y.shape[1:]), dtype=y.dtype)
+        return y
+
+    def _per_sample(self, x: np.ndarray) -> np.ndarray:
+        """One run per sample (fixed batch/time of 1), carrying the states if stateful."""
+        feed, data, lead = self._feed, self._data_name, self._lead
+        out: np.ndarray | None = None
+        for i in range(x.shape[0]):
+            feed[data] = x[None, i:i + 1] if lead == 2 else x[i:i + 1]
+            for name, state in zip(self._state_in, self._state):
+                feed[name] = state
+            res = self._run(feed)
+            if self.stateful:
+                self._state = res[1:]
+            y = res[0]
+            if y.shape[:lead] != (1,) * lead:
+                raise self._model_fail(f"output '{self._out_name}' has shape {y.shape} for one "
+                                       f"sample; expected leading dims {(1,) * lead}")
+            if out is None:
+                out = np.empty((x.shape[0], *y.shape[lead:]), dtype=y.dtype)
+            out[i] = y.reshape(y.shape[lead:])
+        assert out is not None
+        return out
+
+    @property
+    def state(self) -> list[np.ndarray]:
+        """The current recurrent state(s), one array per state input (copies)."""
+        return [s.copy() for s in self._state]
+
+
+class WindowedInference(_OnnxOperator):
+    """Run an ONNX model on sliding windows of a stream; the output is a new, slower stream.
+
+    With ``W = window_size`` and ``hop = W - window_overlap``, a window ends at every input sample
+    with global index ``e = W - 1 + m * hop`` (m = 0, 1, ...), exactly like ``FourierTransform``
+    without upsampling, and the model gets ``x[e - W + 1 : e + 1]`` as one batch row
+    ``(W, *S)`` (or ``(*S, W)`` with ``channels_first=True``, the layout of a PyTorch ``Conv1d``
+    export). ``new_timeline = True``: each call returns only the rows of the windows completed
+    in that chunk, and ``emitted`` holds the index in the chunk of each window's last sample, so
+    the graph stamps a prediction with the time of the last sample of its window.
+
+    All windows completed by one chunk run in ONE ``run`` call when the model's batch dimension
+    is dynamic, else one call per window. A static window dimension of the model must equal
+    ``window_size`` (checked at construction). ``output_shape`` reshapes each model output row
+    (``(N, *O)`` -> ``(N, *output_shape)``, the sizes must match); by default rows keep the
+    model's shape ``O``.
+
+    Streaming: the last ``W - 1`` samples and the hop phase are carried (in the model's dtype).
+    The seed's ``WindowedInference('model.onnx', 'model_input', ...)`` argument order is
+    accepted and serialised in contract order ``(input, model)``.
+    """
+
+    new_timeline = True
+
+    def __init__(self, input: str, model: str, name: str | None = None, *, window_size: int,
+                 window_overlap: int = 0, output_shape: list[int] | None = None,
+                 channels_first: bool = False, input_name: str | None = None,
+                 output_name: str | None = None, threads: int = 1,
+                 base_dir: str | None = None) -> None:
+        input, model = _seed_order(input, model)
+        super().__init__([input], name)
+        self.input = input
+        self.window_size = self.check_int("window_size", window_size, minimum=1)
+        self.window_overlap = self.check_int("window_overlap", window_overlap, minimum=0)
+        if self.window_overlap >= self.window_size:
+            raise self._fail("window_overlap", f"must be < window_size ({self.window_size}), "
+                                               f"got {window_overlap!r}")
+        self.channels_first = self.check_bool("channels_first", channels_first)
+        if output_shape is not None:
+            if not isinstance(output_shape, (list, tuple)) or not all(
+                    isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                    for d in output_shape):
+                raise self._fail("output_shape", f"must be a list of positive integers, "
+                                                 f"got {output_shape!r}")
+            output_shape = tuple(output_shape)
+        self.output_shape: tuple[int, ...] | None = output_shape
+        self.hop: int = self.window_size - self.window_overlap
+        self._load(model, base_dir, threads)
+        ins, outs = list(self._inputs), list(self._outputs)
+        data = self._pick("input_name", input_name, ins, "input") if input_name is not None \
+            else ins[0]
+        if len(ins) != 1:
+            raise self._model_fail(f"the model has {len(ins)} inputs ({', '.join(ins)}) but "
+                                   f"WindowedInference feeds exactly one")
+        out = self._pick("output_name", output_name, outs, "output") if output_name is not None \
+            else outs[0]
+        self.input_name, self.output_name = input_name, output_name
+        self._data_name, self._out_name, self._fetch = data, out, [out]
+        self._dtype = self._data_type(data)
+        self._plan_layout()
+        self.reset()
+
+    def _plan_layout(self) -> None:
+        shape = list(self._inputs[self._data_name].shape)
+        label = f"input '{self._data_name}' has shape {_fmt(shape)}"
+        if len(shape) < 2 or (not _dynamic(shape[0]) and shape[0] != 1):
+            raise self._model_fail(f"{label}; WindowedInference needs (batch, window, ...) with "
+                                   f"a batch dimension that is dynamic or 1")
+        if self.channels_first and len(shape) < 3:
+            raise self._model_fail(f"{label}; channels_first needs (batch, ..., window)")
+        t = len(shape) - 1 if self.channels_first else 1
+        if not _dynamic(shape[t]) and shape[t] != self.window_size:
+            raise self._model_fail(f"{label}, i.e. windows of {shape[t]} samples, but "
+                                   f"window_size is {self.window_size}")
+        self._batched = _dynamic(shape[0])
+        self._model_sample: tuple[Dim, ...] = tuple(shape[2:] if not self.channels_first
+                                                    else shape[1:-1])
+        out = list(self._outputs[self._out_name].shape)
+        if not out:
+            raise self._model_fail(f"output '{self._out_name}' is a scalar; it must start with "
+                                   f"the batch dimension")
+        self._out_model: tuple[Dim, ...] = tuple(out[1:])
+        if self.output_shape is not None and not any(_dynamic(d) for d in self._out_model):
+            self._reshape_check(tuple(int(d) for d in self._out_model))  # type: ignore[arg-type]
+
+    def _reshape_check(self, rows: tuple[int, ...]) -> None:
+        """Raise unless a model output row of shape ``rows`` can be reshaped to output_shape."""
+        assert self.output_shape is not None
+        if math.prod(rows) != math.prod(self.output_shape):
+            raise self._model_fail(
+                f"output '{self._out_name}' rows have shape {_fmt(rows)} "
+                f"({math.prod(rows)} values, model output shape "
+                f"{_fmt(self._outputs[self._out_name].shape)}), which cannot be reshaped to "
+                f"output_shape {_fmt(self.output_shape)} ({math.prod(self.output_shape)} values)")
+
+    def reset(self) -> None:
+        super().reset()
+        self._sample: tuple[int, ...] | None = None
+        self._buf: np.ndarray | None = None  # carried samples live in _buf[:_fill]
+        self._fill = 0
+        self._next = self.window_size        # samples still needed to complete a window
+        row = self.output_shape if self.output_shape is not None else tuple(
+            0 if _dynamic(d) else d for d in self._out_model)
+        self._empty = np.empty((0, *row), dtype=np.float32)
+        self._feed: dict[str, np.ndarray] = {}
+
+    def _setup(self, x: np.ndarray) -> bool:
+        """Fix the per-sample shape on the first non-empty chunk; False: empty, nothing known."""
+        if self._sample is None and x.shape[0] == 0:
+            return False
+        if self._sample is not None or not _fits(x.shape[1:], self._model_sample):
+            raise self._shape_error(x, self._model_sample if self._sample is None
+                                    else self._sample)
+        self._sample = x.shape[1:]
+        slack = min(1024, 65536 // max(1, math.prod(self._sample)))
+        self._capacity = self.window_size - 1 + self.hop + slack
+        self._buf = np.empty((self._capacity, *self._sample), dtype=self._dtype)
+        return True
+
+    def _step(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[1:] != self._sample and not self._setup(x):
+            self.emitted = _NO_ROWS
+            return self._empty
+        if x.dtype.kind != "f":
+            self._cast(x)  # raises the dtype error
+        n = x.shape[0]
+        if n < self._next:  # fast path: no window completes, just remember the samples
+            self._buf[self._fill:self._fill + n] = x  # type: ignore[index]
+            self._fill += n
+            self._next -= n
+            self.emitted = _NO_ROWS
+            return self._empty
+        return self._complete_windows(x)
+
+    def _complete_windows(self, x: np.ndarray) -> np.ndarray:
+        W, hop, buf, fill = self.window_size, self.hop, self._buf, self._fill
+        assert buf is not None
+        n = x.shape[0]
+        L = fill + n
+        if L <= self._capacity:
+            buf[fill:L] = x
+            data = buf[:L]
+        else:
+            data = np.concatenate([buf[:fill], x.astype(self._dtype, copy=False)])
+        first_end = fill + self._next - 1             # index in data of the next window's end
+        k = (L - 1 - first_end) // hop + 1            # windows completed by this chunk
+        last_end = first_end + (k - 1) * hop
+        start = first_end - W + 1
+        if k == 1:
+            frames = data[start:start + W][None]
+        else:
+            frames = np.moveaxis(
+                sliding_window_view(data, W, axis=0)[start:start + (k - 1) * hop + 1:hop], -1, 1)
+        if self.channels_first:
+            frames = np.moveaxis(frames, 1, -1)
+        y = self._infer(np.ascontiguousarray(frames))
+        # Carry the last W-1 samples (all a future window can need) and the hop phase (numpy
+        # handles the overlap when ``data`` is ``buf`` itself).
+        self._next = last_end + hop - (L - 1)
+        if W > 1:
+            buf[:W - 1] = data[L - W + 1:L]
+        self._fill = W - 1
+        first = first_end - fill
+        self.emitted = np.arange(first, first + (k - 1) * hop + 1, hop, dtype=np.intp)
+        return y
+
+    def _infer(self, frames: np.ndarray) -> np.ndarray:
+        """Model rows for windows ``(k, ...)``: one batched call, or one call per window."""
+        k, feed, data = frames.shape[0], self._feed, self._data_name
+        if self._batched:
+            feed[data] = frames
+            y = self._run(feed)[0]
+        else:
+            rows = []
+            for j in range(k):
+                feed[data] = frames[j:j + 1]
+                rows.append(self._run(feed)[0])
+            y = np.concatenate(rows)
+        if y.ndim == 0 or y.shape[0] != k:
+            raise self._model_fail(f"output '{self._out_name}' has shape {y.shape} for {k} "
+                                   f"window(s); expected {k} rows")
+        if self.output_shape is not None and y.shape[1:] != self.output_shape:
+            self._reshape_check(y.shape[1:])
+            y = y.reshape((k, *self.output_shape))
+        if self._empty.shape[1:] != y.shape[1:] or self._empty.dtype != y.dtype:
+            self._empty = np.empty((0, *y.shape[1:]), dtype=y.dtype)
+        return y
+
+
+class EventTrigger(Operator):
+    """Debounced events from class scores: per sample, the index of the class that fired, or -1.
+
+    Inputs: ``input``, class scores ``(n, C)`` (e.g. probabilities) or one score ``(n,)``
+    (treated as ``C = 1``); and ``timestamp`` (``(n,)`` seconds), needed only for the refractory
+    period. Output: ``(n,)`` int64, ``c`` at the sample where class ``c`` fired, else ``-1``.
+
+    Per class, an on/off state with hysteresis (like ``Threshold``): it turns on when
+    ``score > threshold``, off when ``score < release``, and holds otherwise (NaN holds too).
+    ``release`` defaults to ``threshold``; a lower value makes one noisy gesture one event. It
+    starts off, so a stream that begins above the threshold fires at its first sample. A class
+    *fires* when its state turns on, unless
+
+    * it is ignored (``ignore``: class names never reported; by default ``["background"]`` when
+      ``classes`` contains it, else none), or
+    * an event fired less than ``refractory`` seconds earlier (any class). A crossing suppressed
+      this way is consumed: the class must fall below ``release`` and rise again to fire.
+
+    When several classes turn on at the same sample, the one with the highest score fires. The
+    states and the time of the last event are carried across chunks. Vectorised: the hysteresis
+    states come from a forward fill; only the (rare) samples where some class turns on are
+    visited in Python.
+
+    ``timestamp=None`` drops the second input (a stream on a new timeline, e.g. a
+    ``WindowedInference`` output, has no nameable timestamp stream); then ``refractory`` must
+    be 0.
+
+    Turning the output into events (a sink or the bus): ``trigger.events(fired, scores,
+    timestamps)`` lists ``{"timestamp", "class", "class_index", "score"}`` for every sample with
+    ``fired >= 0``; class names come from ``classes`` (else the index as a string), and the
+    score is that class's score at the firing sample.
+    """
+
+    def __init__(self, input: str, timestamp: str | None = "timestamp", name: str | None = None,
+                 *, threshold: float = 0.5, release: float | None = None,
+                 refractory: float = 0.0, classes: list[str] | None = None,
+                 ignore: list[str] | None = None) -> None:
+        super().__init__([input] if timestamp is None else [input, timestamp],
+                         name if name is not None else f"event_trigger_{input}")
+        self.input, self.timestamp = input, timestamp
+        self.threshold = self.check_number("threshold", threshold)
+        if release is not None:
+            self.check_number("release", release)
+            if release > threshold:
+                raise self._fail("release", f"must be <= threshold ({threshold!r}), "
+                                            f"got {release!r}")
+        self.release = release
+        self.refractory = self.check_number("refractory", refractory, minimum=0)
+        if timestamp is None and self.refractory > 0:
+            raise self._fail("refractory", "needs a timestamp input (timestamp is null)")
+        if classes is not None:
+            if not isinstance(classes, (list, tuple)) or not classes or \
+                    not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(
+                    classes):
+                raise self._fail("classes", f"must be a non-empty list of distinct class "
+                                            f"names, got {classes!r}")
+            classes = list(classes)
+        self.classes = classes
+        if ignore is not None:
+            if not isinstance(ignore, (list, tuple)) or not all(isinstance(c, str)
+                                                                for c in ignore):
+                raise self._fail("ignore", f"must be a list of class names, got {ignore!r}")
+            unknown = [c for c in ignore if c not in (classes or [])]
+            if unknown:
+                raise self._fail("ignore", f"names {unknown!r} that are not in classes "
+                                           f"({classes!r})")
+            ignore = list(ignore)
+        self.ignore = ignore
+        ignored = ignore if ignore is not None else (
+            ["background"] if classes and "background" in classes else [])
+        self._ignored = [classes.index(c) for c in ignored] if classes else []
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self._on: np.ndarray | None = None  # (C,) int8 hysteresis states; C fixed by 1st chunk
+        self._last_time = -math.inf
+
+    def _step(self, scores: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
+        s = scores[:, None] if scores.ndim == 1 else scores
+        n = s.shape[0]
+        if s.ndim != 2 or (self._on is not None and s.shape[1] != self._on.shape[0]) or (
+                self.classes is not None and s.shape[1] != len(self.classes)):
+            want = len(self.classes) if self.classes is not None else (
+                self._on.shape[0] if self._on is not None else "C")
+            raise OperatorError(f"{self.describe()}: input '{self.input}' must have shape "
+                                f"(n, {want}) (class scores) or (n,) (one score), got "
+                                f"{scores.shape}")
+        if t is not None and t.ndim != 1:
+            raise OperatorError(f"{self.describe()}: input '{self.timestamp}' must have shape "
+                                f"(n,), got {t.shape}")
+        if n == 0:
+            return np.full(0, -1, dtype=np.int64)
+        if s.dtype.kind not in "fiub":
+            raise OperatorError(f"{self.describe()}: input '{self.input}' must be real numbers, "
+                                f"got dtype {s.dtype}")
+        if self._on is None:
+            self._on = np.zeros(s.shape[1], dtype=np.int8)
+        release = self.threshold if self.release is None else self.release
+        # -1: hold; 1: on; 0: off. Row 0 is the state carried from the previous chunk.
+        trig = np.empty((n + 1, s.shape[1]), dtype=np.int8)
+        trig[0] = self._on
+        trig[1:] = np.where(s > self.threshold, 1, np.where(s < release, 0, -1))
+        state = _forward_fill(trig, trig >= 0)
+        self._on = state[-1].copy()
+        rising = (state[1:] == 1) & (state[:-1] == 0)
+        if self._ignored:
+            rising[:, self._ignored] = False
+        out = np.full(n, -1, dtype=np.int64)
+        for i in np.flatnonzero(rising.any(axis=1)):   # rare: only where some class turns on
+            if t is not None:
+                if self.refractory > 0 and t[i] - self._last_time < self.refractory:
+                    continue
+                self._last_time = float(t[i])
+            out[i] = int(np.argmax(np.where(rising[i], s[i], -np.inf)))
+        return out
+
+    def events(self, fired: np.ndarray, scores: np.ndarray,
+               timestamps: np.ndarray) -> list[dict[str, Any]]:
+        """The events in one chunk of output: ``{"timestamp", "class", "class_index", "score"}``.
+
+        ``fired`` is this operator's output for the chunk, ``scores`` and ``timestamps`` its
+        inputs (or the stream's timestamps) for the same samples.
+        """
+        s = np.asarray(scores)
+        s = s[:, None] if s.ndim == 1 else s
+        out = []
+        for i in np.flatnonzero(np.asarray(fired) >= 0):
+            c = int(fired[i])
+            out.append({"timestamp": float(timestamps[i]),
+                        "class": self.classes[c] if self.classes else str(c),
+                        "class_index": c, "score": float(s[i, c])})
+        return out
