@@ -190,3 +190,35 @@ def test_restart_budget_is_enforced(tmp_path, launcher_factory):
     assert out.count("node 'flaky' exited with code 1") >= 3
     assert "restart budget of 2 in 60 s exhausted: giving up" in out
     assert "RuntimeError: crashed on purpose" in out
+
+
+def test_attach_tools_see_the_running_topology(tmp_path, launcher_factory, capsys):
+    from genki_signals.cli import main
+
+    lp = launcher_factory(REPO / "specs" / "demo.yaml")
+    lp.wait_ready()
+    lp.wait_for(lambda d: "derived/main" in d["topics"], 15, "derived/main published")
+    assert main(["topics", lp.address]) == 0
+    out = capsys.readouterr().out
+    assert "signals/main" in out and "derived/main" in out
+    assert main(["echo", lp.address, "derived/main", "-n", "3"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("derived/main")]
+    assert len(lines) == 3 and "wave_with_noise=" in lines[0] and "frames/s" in lines[0]
+    lp.wait_for(lambda d: all(n["stats"].get("rate_out") is not None for n in d["nodes"]
+                              if n["kind"] != "sink"), 10, "heartbeats")
+    assert main(["top", lp.address, "-n", "1"]) == 0
+    table = capsys.readouterr().out
+    for node in ("signals", "derived", "printer"):
+        assert node in table
+    assert "frames/s" in table and "cpu %" in table
+    assert main(["echo", lp.address, "nope/"]) == 1
+    assert "no topic starts with 'nope/'" in capsys.readouterr().err
+
+
+def test_graph_verb_prints_mermaid(capsys):
+    from genki_signals.cli import main
+
+    assert main(["graph", str(REPO / "specs" / "demo.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("flowchart LR")
+    assert "signals" in out and "derived" in out and "lossless" in out
