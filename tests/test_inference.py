@@ -208,6 +208,17 @@ def test_windowed_cnn_matches_windows_by_hand(models, overlap, model):
     assert out.shape == (len(ends), 3)
 
 
+def test_windowed_long_stream_wraps_its_buffer(models):
+    # 9000 samples: chunked feeding refills (compacts) the 4096-row window buffer, and the
+    # one-batch chunking takes the concatenating path.
+    x = np.random.default_rng(8).normal(size=(9000, 3))
+    frames, ends = windows_by_hand(x, 16, 6)
+    assert_streams_like_batch(
+        lambda: WindowedInference("x", path(models, "cnn.onnx"), window_size=16,
+                                  window_overlap=6),
+        [x], cnn_reference(frames, models["cnn_w"]), expected_emitted=ends, **TOL)
+
+
 def test_windowed_timestamps_through_the_graph(models):
     x = np.random.default_rng(5).normal(size=(100, 3))
     ts = np.arange(100) / 100
@@ -339,7 +350,8 @@ def test_wrong_input_shape_names_operator_model_and_shapes(models):
     assert "Inference 'clf'" in msg and "mlp.onnx" in msg
     assert "(N, 4)" in msg and "(4,)" in msg and "(10, 3)" in msg
     gru = Inference("v", path(models, "gru.onnx"), stateful=True, name="rnn")
-    with pytest.raises(OperatorError, match=r"Inference 'rnn'.*gru\.onnx.*\(1, T, 2\).*\(5, 2, 1\)"):
+    with pytest.raises(OperatorError,
+                       match=r"Inference 'rnn'.*gru\.onnx.*\(1, T, 2\).*\(5, 2, 1\)"):
         gru(np.zeros((5, 2, 1)))
     win = WindowedInference("x", path(models, "cnn.onnx"), name="w", window_size=16)
     win(np.zeros((4, 3)))

@@ -222,3 +222,27 @@ def test_graph_verb_prints_mermaid(capsys):
     out = capsys.readouterr().out
     assert out.startswith("flowchart LR")
     assert "signals" in out and "derived" in out and "lossless" in out
+
+
+def test_cpu_affinity_from_the_spec_is_applied(tmp_path, launcher_factory):
+    import psutil
+
+    spec = write_spec(tmp_path, """
+        name: affinity_test
+        nodes:
+          - id: signals
+            kind: source
+            cpu: [0]
+            params: {type: Sampler, sample_rate: 50, sources: {x: {type: SineWave}}}
+          - id: out
+            kind: sink
+            inputs: [signals]
+            params: {type: "null"}
+    """)
+    lp = launcher_factory(spec)
+    d = lp.wait_ready()
+    pids = {n["id"]: n["pid"] for n in d["nodes"]}
+    assert psutil.Process(pids["signals"]).cpu_affinity() == [0]
+    assert len(psutil.Process(pids["out"]).cpu_affinity()) == psutil.cpu_count()
+    lp.interrupt()
+    assert lp.wait_exit(timeout=30) == 0

@@ -8,9 +8,9 @@ can compute the same function independently in numpy::
 
 Models (``N`` = dynamic batch, ``T`` = dynamic time):
 
-* ``make_gru``: ``x (1, T, F)`` + state ``h (1, 1, H)`` -> ``probs (1, T, C)`` + ``h_out (1, 1, H)``;
-  an ONNX ``GRU`` followed by ``softmax(y @ W_out + b_out)`` at every step. ``dynamic_time=False``
-  fixes ``T = 1`` (a model that must be stepped sample by sample).
+* ``make_gru``: ``x (1, T, F)`` + state ``h (1, 1, H)`` -> ``probs (1, T, C)`` +
+  ``h_out (1, 1, H)``; an ONNX ``GRU`` followed by ``softmax(y @ W_out + b_out)`` at every
+  step. ``dynamic_time=False`` fixes ``T = 1`` (a model that must be stepped sample by sample).
 * ``make_cnn``: ``x (N, W, F)`` -> ``probs (N, C)``: Conv1d (no padding) + Relu + global average
   pool over time + Gemm + Softmax. ``channels_first=True`` takes ``x (N, F, W)`` instead (the
   layout a PyTorch ``Conv1d`` export has).

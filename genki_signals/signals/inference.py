@@ -358,11 +358,14 @@ class Inference(_OnnxOperator):
 
     def reset(self) -> None:
         super().reset()
-        self._state: list[np.ndarray] = [s.copy() for s in self._init]
+        # The feed dict persists across runs; the carried states live in it, under their input
+        # names, so the hot path only swaps the data array and the returned states.
+        self._feed: dict[str, np.ndarray] = dict(zip(self._state_in,
+                                                     (s.copy() for s in self._init)))
         self._sample: tuple[int, ...] | None = None  # per-sample shape, fixed by the first chunk
         self._empty = np.empty((0, *[0 if _dynamic(d) else d for d in self._out_sample]),
                                dtype=np.float32)
-        self._feed: dict[str, np.ndarray] = {}
+        self._out_known = False  # whether _empty has the real output row shape and dtype
 
     # ----------------------------------------------------------------- running
     def _check_sample(self, x: np.ndarray) -> bool:
@@ -383,54 +386,52 @@ class Inference(_OnnxOperator):
             return self._empty
         if x.dtype != self._dtype:
             x = self._cast(x)
-        feed = self._feed
-        if not self.stateful:
-            if self._whole_chunk:
-                feed[self._data_name] = x
-                y = self._run(feed)[0]
-            else:
-                y = self._per_sample(x)
-        elif self._whole_chunk:
-            feed[self._data_name] = x[None]
-            for name, state in zip(self._state_in, self._state):
-                feed[name] = state
-            res = self._run(feed)
-            y = res[0][0]
-            self._state = res[1:]
-        else:
+        if not self._whole_chunk:
             y = self._per_sample(x)
+        elif self.stateful:  # the chunk as one sequence (1, n, *S), from the carried state
+            feed = self._feed
+            feed[self._data_name] = x[None]
+            res = self._run(feed)
+            for name, state in zip(self._state_in, res[1:]):
+                feed[name] = state
+            y = res[0][0]
+        else:                # the chunk as one batch (n, *S)
+            self._feed[self._data_name] = x
+            y = self._run(self._feed)[0]
+        if y.shape[0] != n or not self._out_known:
+            self._check_output(y, n)
+        return y
+
+    def _check_output(self, y: np.ndarray, n: int) -> None:
         if y.shape[0] != n:
             raise self._model_fail(f"output '{self._out_name}' has {y.shape[0]} rows for "
                                    f"{n} input samples (shape {y.shape})")
-        if self._empty.shape[1:] != y.shape[1:]:
-            self._empty = np.empty((0, *y.shape[1:]), dtype=y.dtype)
-        return y
+        self._empty = np.empty((0, *y.shape[1:]), dtype=y.dtype)
+        self._out_known = True
 
     def _per_sample(self, x: np.ndarray) -> np.ndarray:
         """One run per sample (fixed batch/time of 1), carrying the states if stateful."""
-        feed, data, lead = self._feed, self._data_name, self._lead
+        feed, data, lead, states = self._feed, self._data_name, self._lead, self._state_in
         out: np.ndarray | None = None
         for i in range(x.shape[0]):
             feed[data] = x[None, i:i + 1] if lead == 2 else x[i:i + 1]
-            for name, state in zip(self._state_in, self._state):
-                feed[name] = state
             res = self._run(feed)
-            if self.stateful:
-                self._state = res[1:]
+            for name, state in zip(states, res[1:]):
+                feed[name] = state
             y = res[0]
-            if y.shape[:lead] != (1,) * lead:
-                raise self._model_fail(f"output '{self._out_name}' has shape {y.shape} for one "
-                                       f"sample; expected leading dims {(1,) * lead}")
             if out is None:
+                if y.shape[:lead] != (1,) * lead:
+                    raise self._model_fail(f"output '{self._out_name}' has shape {y.shape} for "
+                                           f"one sample; expected leading dims {(1,) * lead}")
                 out = np.empty((x.shape[0], *y.shape[lead:]), dtype=y.dtype)
-            out[i] = y.reshape(y.shape[lead:])
+            out[i] = y.reshape(out.shape[1:])
         assert out is not None
         return out
 
     @property
     def state(self) -> list[np.ndarray]:
         """The current recurrent state(s), one array per state input (copies)."""
-        return [s.copy() for s in self._state]
+        return [self._feed[name].copy() for name in self._state_in]
 
 
 class WindowedInference(_OnnxOperator):
@@ -531,12 +532,13 @@ class WindowedInference(_OnnxOperator):
     def reset(self) -> None:
         super().reset()
         self._sample: tuple[int, ...] | None = None
-        self._buf: np.ndarray | None = None  # carried samples live in _buf[:_fill]
+        self._buf: np.ndarray | None = None  # samples live in _buf[:_fill]; the last W-1 matter
         self._fill = 0
         self._next = self.window_size        # samples still needed to complete a window
         row = self.output_shape if self.output_shape is not None else tuple(
             0 if _dynamic(d) else d for d in self._out_model)
         self._empty = np.empty((0, *row), dtype=np.float32)
+        self._out_known = False
         self._feed: dict[str, np.ndarray] = {}
 
     def _setup(self, x: np.ndarray) -> bool:
@@ -547,9 +549,11 @@ class WindowedInference(_OnnxOperator):
             raise self._shape_error(x, self._model_sample if self._sample is None
                                     else self._sample)
         self._sample = x.shape[1:]
-        slack = min(1024, 65536 // max(1, math.prod(self._sample)))
-        self._capacity = self.window_size - 1 + self.hop + slack
-        self._buf = np.empty((self._capacity, *self._sample), dtype=self._dtype)
+        # Room for many hops: the carried W-1 samples are moved to the front only when the
+        # buffer is full, not after every window (about 1 MiB at most, 4096 rows at most).
+        W, hop = self.window_size, self.hop
+        rows = max(4 * (W + hop), min(4096, (1 << 18) // max(1, math.prod(self._sample))))
+        self._buf = np.empty((rows, *self._sample), dtype=self._dtype)
         return True
 
     def _step(self, x: np.ndarray) -> np.ndarray:
@@ -559,49 +563,54 @@ class WindowedInference(_OnnxOperator):
         if x.dtype.kind != "f":
             self._cast(x)  # raises the dtype error
         n = x.shape[0]
-        if n < self._next:  # fast path: no window completes, just remember the samples
-            self._buf[self._fill:self._fill + n] = x  # type: ignore[index]
-            self._fill += n
+        buf, fill = self._buf, self._fill
+        assert buf is not None
+        if fill + n > buf.shape[0]:             # full: keep only what a window can still need
+            keep = min(fill, self.window_size - 1)
+            buf[:keep] = buf[fill - keep:fill]
+            fill = self._fill = keep
+            if fill + n > buf.shape[0]:         # a huge chunk: window a concatenated copy
+                return self._complete_windows(
+                    np.concatenate([buf[:fill], x.astype(self._dtype, copy=False)]), fill)
+        buf[fill:fill + n] = x
+        if n < self._next:                      # fast path: no window completes
+            self._fill = fill + n
             self._next -= n
             self.emitted = _NO_ROWS
             return self._empty
-        return self._complete_windows(x)
+        return self._complete_windows(buf, fill, fill + n)
 
-    def _complete_windows(self, x: np.ndarray) -> np.ndarray:
-        W, hop, buf, fill = self.window_size, self.hop, self._buf, self._fill
-        assert buf is not None
-        n = x.shape[0]
-        L = fill + n
-        if L <= self._capacity:
-            buf[fill:L] = x
-            data = buf[:L]
-        else:
-            data = np.concatenate([buf[:fill], x.astype(self._dtype, copy=False)])
-        first_end = fill + self._next - 1             # index in data of the next window's end
-        k = (L - 1 - first_end) // hop + 1            # windows completed by this chunk
-        last_end = first_end + (k - 1) * hop
+    def _complete_windows(self, data: np.ndarray, fill: int, end: int | None = None
+                          ) -> np.ndarray:
+        """Run the windows completed in ``data[:end]``, whose first ``fill`` rows are carried."""
+        W, hop = self.window_size, self.hop
+        L = len(data) if end is None else end
+        first_end = fill + self._next - 1       # index in data of the next window's end
+        k = (L - 1 - first_end) // hop + 1      # windows completed by this chunk
         start = first_end - W + 1
-        if k == 1:
+        if k == 1:                              # the usual streaming case: a contiguous slice
             frames = data[start:start + W][None]
         else:
             frames = np.moveaxis(
-                sliding_window_view(data, W, axis=0)[start:start + (k - 1) * hop + 1:hop], -1, 1)
+                sliding_window_view(data[:L], W, axis=0)[start:start + (k - 1) * hop + 1:hop],
+                -1, 1)
         if self.channels_first:
             frames = np.moveaxis(frames, 1, -1)
-        y = self._infer(np.ascontiguousarray(frames))
-        # Carry the last W-1 samples (all a future window can need) and the hop phase (numpy
-        # handles the overlap when ``data`` is ``buf`` itself).
-        self._next = last_end + hop - (L - 1)
-        if W > 1:
-            buf[:W - 1] = data[L - W + 1:L]
-        self._fill = W - 1
+        y = self._infer(frames, k)
+        self._next = first_end + k * hop - (L - 1)
+        if end is None:                         # concatenated: carry the last W-1 samples
+            keep = min(L, W - 1)
+            self._buf[:keep] = data[L - keep:L]  # type: ignore[index]
+            self._fill = keep
+        else:
+            self._fill = L
         first = first_end - fill
         self.emitted = np.arange(first, first + (k - 1) * hop + 1, hop, dtype=np.intp)
         return y
 
-    def _infer(self, frames: np.ndarray) -> np.ndarray:
-        """Model rows for windows ``(k, ...)``: one batched call, or one call per window."""
-        k, feed, data = frames.shape[0], self._feed, self._data_name
+    def _infer(self, frames: np.ndarray, k: int) -> np.ndarray:
+        """Model rows for ``k`` windows: one batched call, or one call per window."""
+        feed, data = self._feed, self._data_name
         if self._batched:
             feed[data] = frames
             y = self._run(feed)[0]
@@ -611,15 +620,22 @@ class WindowedInference(_OnnxOperator):
                 feed[data] = frames[j:j + 1]
                 rows.append(self._run(feed)[0])
             y = np.concatenate(rows)
+        if not self._out_known or y.shape[0] != k:
+            self._check_output(y, k)
+        if self.output_shape is not None:
+            y = y.reshape((k, *self.output_shape))
+        return y
+
+    def _check_output(self, y: np.ndarray, k: int) -> None:
         if y.ndim == 0 or y.shape[0] != k:
             raise self._model_fail(f"output '{self._out_name}' has shape {y.shape} for {k} "
                                    f"window(s); expected {k} rows")
-        if self.output_shape is not None and y.shape[1:] != self.output_shape:
-            self._reshape_check(y.shape[1:])
-            y = y.reshape((k, *self.output_shape))
-        if self._empty.shape[1:] != y.shape[1:] or self._empty.dtype != y.dtype:
-            self._empty = np.empty((0, *y.shape[1:]), dtype=y.dtype)
-        return y
+        row = y.shape[1:]
+        if self.output_shape is not None:
+            self._reshape_check(row)
+            row = self.output_shape
+        self._empty = np.empty((0, *row), dtype=y.dtype)
+        self._out_known = True
 
 
 class EventTrigger(Operator):

@@ -1,0 +1,145 @@
+"""Node logic classes without any process or socket: set inputs, call, check outputs."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+import pytest
+
+import genki_signals.signals as s
+from genki_signals.data_sources import Sampler, SineWave
+from genki_signals.errors import GraphError
+from genki_signals.graph import SignalGraph
+from genki_signals.nodes.graph_node import GraphNodeLogic
+from genki_signals.nodes.merge import TimestampMerger
+from genki_signals.nodes.sinks import BufferSinkLogic, CsvSinkLogic, NullSinkLogic, \
+    PrinterSinkLogic
+from genki_signals.nodes.source_node import SourceNodeLogic
+
+
+def frames(n_frames=10, size=4, rate=100.0, t0=0.0, seed=0, keys=("x",)):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n_frames):
+        ts = t0 + (i * size + np.arange(size)) / rate
+        out.append({"timestamp": ts, **{k: rng.normal(size=size) for k in keys}})
+    return out
+
+
+def test_merger_releases_in_timestamp_order_whatever_the_arrival_order():
+    a = frames(20, t0=0.0, seed=1)
+    b = frames(20, t0=0.013, seed=2)
+    expected = sorted([("a", f) for f in a] + [("b", f) for f in b],
+                      key=lambda x: x[1]["timestamp"][-1])
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        # arrival: each input in its own order, interleaved at random
+        queue_a, queue_b, released = list(a), list(b), []
+        merger = TimestampMerger(["a", "b"], max_lag=None)
+        while queue_a or queue_b:
+            take_a = queue_a and (not queue_b or rng.random() < 0.5)
+            name, q = ("a", queue_a) if take_a else ("b", queue_b)
+            merger.push(name, q.pop(0))
+            released += [(n, f) for n, _, f in merger.pop_ready()]
+        merger.end("a")
+        merger.end("b")
+        released += [(n, f) for n, _, f in merger.pop_ready()]
+        assert [(n, f["timestamp"][-1]) for n, f in released] == \
+            [(n, f["timestamp"][-1]) for n, f in expected]
+
+
+def test_merger_live_releases_a_silent_input_after_max_lag_and_counts_it():
+    merger = TimestampMerger(["a", "b"], max_lag=0.5)
+    merger.push("a", frames(1)[0], arrival=10.0)
+    assert merger.pop_ready(now=10.2) == []  # b might still deliver something earlier
+    assert len(merger.pop_ready(now=10.6)) == 1
+    assert merger.late_releases == 1
+
+
+def test_source_logic_publishes_what_the_source_produced():
+    logic = SourceNodeLogic(Sampler({"x": SineWave(frequency=2)}, sample_rate=200),
+                            update_rate=50)
+    logic.start()
+    try:
+        import time
+        time.sleep(0.1)
+        outs = logic.poll(now=0.0)
+    finally:
+        logic.close()
+    assert len(outs) == 1 and outs[0].timeline == "main"
+    f = outs[0].frame
+    assert len(f["timestamp"]) >= 10
+    np.testing.assert_allclose(f["x"], np.sin(2 * np.pi * 2 * f["timestamp"]), atol=1e-12)
+    assert not logic.finished  # a live sampler never ends
+
+
+def test_graph_logic_equals_signal_graph_and_publishes_derived_streams_only():
+    ops = [s.Sum("x", "y", name="xy"), s.MovingAverage("xy", length=3, name="smooth"),
+           s.FourierTransform("x", name="spec", window_size=8, window_overlap=4,
+                              upsample=False)]
+    logic = GraphNodeLogic([op.to_dict() for op in ops], upstreams={"src": ["timestamp", "x",
+                                                                              "y"]})
+    reference = SignalGraph([type(op).from_dict(op.to_dict()) for op in ops])
+    got_main, got_spec = [], []
+    for f in frames(10, keys=("x", "y")):
+        expected = reference.process(f)
+        for out in logic.on_frame("src/main", f, now=0.0):
+            (got_main if out.timeline == "main" else got_spec).append((out, expected))
+    for out, expected in got_main:
+        assert set(out.frame) == {"timestamp", "xy", "smooth"}
+        np.testing.assert_array_equal(out.frame["smooth"], expected["smooth"])
+    assert got_spec and all(o.timeline == "spec" for o, _ in got_spec)
+    for out, expected in got_spec:
+        np.testing.assert_array_equal(out.frame["timestamp"], expected["spec.timestamp"])
+
+
+def test_graph_logic_rejects_operators_mixing_two_inputs():
+    with pytest.raises(GraphError, match="Sum 'ab' reads a, b"):
+        GraphNodeLogic([s.Sum("x", "y", name="ab").to_dict()],
+                       upstreams={"a": ["timestamp", "x"], "b": ["timestamp", "y"]})
+
+
+def test_graph_logic_with_two_inputs_runs_each_operator_on_its_input():
+    logic = GraphNodeLogic([s.Abs("x", name="ax").to_dict(), s.Abs("y", name="ay").to_dict()],
+                           upstreams={"a": ["timestamp", "x"], "b": ["timestamp", "y"]})
+    fa, fb = frames(1, keys=("x",))[0], frames(1, keys=("y",), seed=3)[0]
+    out_a = logic.on_frame("a/main", fa, now=0.0)
+    out_b = logic.on_frame("b/main", fb, now=0.0)
+    assert [o.timeline for o in out_a] == ["a"] and [o.timeline for o in out_b] == ["b"]
+    np.testing.assert_array_equal(out_a[0].frame["ax"], np.abs(fa["x"]))
+    np.testing.assert_array_equal(out_b[0].frame["ay"], np.abs(fb["y"]))
+
+
+def test_printer_prints_every_nth_frame():
+    buf = io.StringIO()
+    logic = PrinterSinkLogic(keys=["x"], every=3, stream=buf)
+    for f in frames(7):
+        logic.on_frame("src/main", f, now=0.0)
+    lines = buf.getvalue().splitlines()
+    assert len(lines) == 3 and all(ln.startswith("src/main t=") and "x=" in ln for ln in lines)
+
+
+def test_csv_sink_writes_every_sample_with_nd_columns(tmp_path):
+    logic = CsvSinkLogic(tmp_path / "out.csv")
+    logic.start()
+    fs = frames(3, keys=("x",))
+    for f in fs:
+        f["v"] = np.stack([f["x"], -f["x"]], axis=1)
+        logic.on_frame("src/main", f, now=0.0)
+    logic.close()
+    rows = list(csv.reader((tmp_path / "out.csv").open()))
+    assert rows[0] == ["topic", "timestamp", "x", "v[0]", "v[1]"]
+    values = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    np.testing.assert_array_equal(values[:, 0], np.concatenate([f["timestamp"] for f in fs]))
+    np.testing.assert_array_equal(values[:, 3], -values[:, 2])
+
+
+def test_null_and_buffer_sinks_count_and_keep():
+    null, buf = NullSinkLogic(), BufferSinkLogic(maxlen=6)
+    for f in frames(3):
+        null.on_frame("src/main", f, now=0.0)
+        buf.on_frame("src/main", f, now=0.0)
+    assert null.stats() == {"samples": 12}
+    assert len(buf.buffers["src/main"]) == 6
