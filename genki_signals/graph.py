@@ -204,6 +204,7 @@ class SignalGraph:
                     problems.append(f"{op.describe()}: output name '{name}' clashes with a "
                                     f"source key")
         known = set(ops) | (source_keys or set())
+        known |= {companion(n) for n, o in ops.items() if o.new_timeline}
         if source_keys is not None:
             for op in ops.values():
                 for i, input_name in enumerate(op.inputs):
@@ -212,7 +213,7 @@ class SignalGraph:
                             f"{op.describe()}: input {i} '{input_name}' is neither a source key "
                             f"nor an operator output (available: {', '.join(sorted(known))})")
         sorter = graphlib.TopologicalSorter(
-            {name: [i for i in op.inputs if i in ops] for name, op in ops.items()})
+            {name: [_base(i) for i in op.inputs if _base(i) in ops] for name, op in ops.items()})
         try:
             order = list(sorter.static_order())
         except graphlib.CycleError as exc:
@@ -224,7 +225,7 @@ class SignalGraph:
         steps: list[_Step] = []
         for name in order:
             op = ops[name]
-            input_lines = {i: timelines.get(i, MAIN) for i in op.inputs}
+            input_lines = {i: timelines.get(_base(i), MAIN) for i in op.inputs}
             distinct = set(input_lines.values())
             if len(distinct) > 1:
                 problems.append(
@@ -239,3 +240,8 @@ class SignalGraph:
         if problems:
             raise GraphError("invalid signal graph:\n  " + "\n  ".join(problems))
         return steps
+
+
+def _base(name: str) -> str:
+    """The stream a name refers to: ``K`` for ``K.timestamp``."""
+    return name[: -len(".timestamp")] if is_companion(name) else name

@@ -177,11 +177,19 @@ def _with_field(parts, index, entry):
     return [parts[0], msgpack.packb(header), *parts[2:]]
 
 
-@pytest.mark.parametrize("dtype", ["|O", "|V8", "<U4", "|S3", "<M8[s]", "<f16", "i8", "float64", "<f8,<i4", 3])
+@pytest.mark.parametrize("dtype", ["|O", "|V8", "<U4", "|S0", "|S99999", "<S3", "<M8[s]", "<f16",
+                                   "i8", "float64", "<f8,<i4", 3])
 def test_decode_rejects_bad_dtypes(dtype):
     parts = _with_field(_valid({"x": np.zeros(2)}), 0, ["x", dtype, [2], b"\0" * 16])
     with pytest.raises(DecodeError, match="not allowed"):
         decode(parts)
+
+
+def test_fixed_width_bytes_round_trip_for_event_labels():
+    frame = {"timestamp": np.array([1.0, 2.0]), "class": np.array([b"circle", b"square"])}
+    got = decode(_valid(frame)).frame
+    assert got["class"].dtype == np.dtype("S6")
+    assert got["class"].tolist() == [b"circle", b"square"]
 
 
 def test_decode_rejects_shape_mismatch_and_bad_shapes():

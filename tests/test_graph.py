@@ -150,3 +150,15 @@ def test_combine_hides_inner_names_and_validates():
         s.Combine([s.Sum("a", "zz", name="ab")], inputs=["a"], name="bad")
     with pytest.raises(OperatorError, match="field 'output' names no inner operator"):
         s.Combine([s.Abs("a", name="x")], inputs=["a"], output="y", name="bad")
+
+
+def test_an_operator_can_read_a_new_timelines_own_timestamps():
+    g = SignalGraph([
+        s.FourierTransform("a", name="spec", window_size=8, window_overlap=4, upsample=False),
+        s.SampleRate("spec.timestamp", name="spec_rate"),
+    ])
+    out = g.process(frame(n=40))
+    np.testing.assert_allclose(out["spec_rate"][1:], 25.0)  # one spectrum every 4 samples
+    np.testing.assert_array_equal(out["spec_rate.timestamp"], out["spec.timestamp"])
+    with pytest.raises(OperatorError, match="input 0 must be a stream name"):
+        s.Abs("spec.other", name="x")

@@ -14,7 +14,9 @@ Message layout (format version 1)::
                                    dtype  str   numpy ``dtype.str``, one of ALLOWED_DTYPES
                                                 (bool, int/uint 8-64, float 16-64, complex
                                                 64/128, either byte order): no object, void,
-                                                string or platform-dependent long double
+                                                unicode or platform-dependent long double;
+                                                fixed-width bytes ``|S<n>`` (n <= 9999) carry
+                                                short labels such as event class names
                                    shape  list  of non-negative ints, C order
                                    where  bin   the raw C-order bytes, inline in the header,
                                           | int or the index i of the part ``2 + i`` that holds them
@@ -42,6 +44,7 @@ alive.
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +76,13 @@ def _allowed_dtypes() -> frozenset[str]:
 
 
 ALLOWED_DTYPES = _allowed_dtypes()
+_BYTES_DTYPE = re.compile(r"\|S([1-9][0-9]{0,3})")  # fixed-width bytes up to 9999 (event labels)
+
+
+def dtype_allowed(dtype_str: object) -> bool:
+    """Plain numeric/bool dtypes, or fixed-width bytes ``|S<n>`` (class names of events)."""
+    return isinstance(dtype_str, str) and (dtype_str in ALLOWED_DTYPES
+                                           or _BYTES_DTYPE.fullmatch(dtype_str) is not None)
 
 
 class DecodeError(GenkiError, ValueError):
@@ -129,7 +139,7 @@ def encode(
         if not isinstance(name, str):
             raise EncodeError(f"frame keys must be str, got {name!r}")
         arr = np.asarray(value)
-        if arr.dtype.str not in ALLOWED_DTYPES:
+        if not dtype_allowed(arr.dtype.str):
             raise EncodeError(
                 f"field '{name}': dtype {arr.dtype.str!r} cannot go on the wire "
                 "(only bool, int, uint, float and complex)"
@@ -273,9 +283,9 @@ def _decode_field(
     if not isinstance(name, str):
         raise DecodeError(f"field {i}: name must be a str, got {type(name).__name__}")
     what = f"field {_short(name)}"
-    if not isinstance(dtype_str, str) or dtype_str not in ALLOWED_DTYPES:
+    if not dtype_allowed(dtype_str):
         raise DecodeError(
-            f"{what}: dtype {_short(dtype_str)} not allowed (only bool, int, uint, float, complex)"
+            f"{what}: dtype {_short(dtype_str)} not allowed (only bool, int, uint, float, complex, |S<n>)"
         )
     dtype = np.dtype(dtype_str)
     if (

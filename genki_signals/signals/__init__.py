@@ -16,5 +16,6 @@ from genki_signals.signals.shape import *  # noqa: F401,F403
 from genki_signals.signals.orientation import *  # noqa: F401,F403
 from genki_signals.signals.events import *  # noqa: F401,F403
 from genki_signals.signals.combine import *  # noqa: F401,F403
+from genki_signals.signals.inference import *  # noqa: F401,F403
 
 __all__ = ["OPERATORS", "Operator", *sorted(OPERATORS)]

@@ -37,6 +37,8 @@ OPERATORS: dict[str, type["Operator"]] = {}
 """Registry of operator types by name: what ``from_dict`` and spec validation look up."""
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+INPUT_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.timestamp)?$")
+"""An input may also name a stream's own timestamps, ``K.timestamp`` (see frames.py)."""
 
 
 class Operator:
@@ -58,10 +60,10 @@ class Operator:
     def __init__(self, inputs: Sequence[str], name: str | None) -> None:
         self.inputs: tuple[str, ...] = tuple(inputs)
         for i, input_name in enumerate(self.inputs):
-            if not isinstance(input_name, str) or not NAME_PATTERN.match(input_name):
+            if not isinstance(input_name, str) or not INPUT_PATTERN.match(input_name):
                 raise OperatorError(
                     f"{type(self).__name__}: input {i} must be a stream name "
-                    f"(letters, digits, underscore), got {input_name!r}"
+                    f"(letters, digits, underscore; or NAME.timestamp), got {input_name!r}"
                 )
         if name is None:
             name = f"{_snake(type(self).__name__)}_{'_'.join(self.inputs)}"
