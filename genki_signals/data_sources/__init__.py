@@ -9,6 +9,7 @@ exported here as they are added.
 from genki_signals.data_sources.base import Source, SourceParameterError
 from genki_signals.data_sources.sampler import Sampler
 from genki_signals.data_sources.synthetic import RandomNoise, SineWave, SquareWave, TriangleWave
+from genki_signals.data_sources.trajectory import GestureScript
 
 __all__ = [
     "Source",
@@ -18,4 +19,5 @@ __all__ = [
     "SquareWave",
     "TriangleWave",
     "RandomNoise",
+    "GestureScript",
 ]

@@ -51,6 +51,7 @@ SAMPLER_FUNCTIONS: dict[str, str] = {
     "SquareWave": "genki_signals.data_sources.synthetic:SquareWave",
     "TriangleWave": "genki_signals.data_sources.synthetic:TriangleWave",
     "RandomNoise": "genki_signals.data_sources.synthetic:RandomNoise",
+    "GestureScript": "genki_signals.data_sources.trajectory:GestureScript",
 }
 """Functions of time a ``Sampler`` entry may name: ``type`` -> ``module:class``."""
 

@@ -254,15 +254,24 @@ def _check_source(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
     return problems, (None if problems else {n: MAIN for n in names})
 
 
-def _check_graph(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
+def _check_inference(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
+    return _check_graph(ctx, inference=True)
+
+
+def _check_graph(ctx: KindContext, inference: bool = False
+                 ) -> tuple[list[str], dict[str, str] | None]:
     from genki_signals.errors import GraphError
     from genki_signals.graph import MAIN as GRAPH_MAIN, SignalGraph
 
     params = ctx.params
     if not isinstance(params, Mapping):
         return [_f("params", f"must be a mapping {{operators: [...]}}, got {params!r}")], None
-    problems = [_f(f"params.{k}", "unknown field (allowed: operators)")
-                for k in params if k != "operators"]
+    allowed = ("operators", "threads") if inference else ("operators",)
+    problems = [_f(f"params.{k}", f"unknown field (allowed: {', '.join(allowed)})")
+                for k in params if k not in allowed]
+    threads = params.get("threads")
+    if "threads" in params and (not _is_int(threads) or threads < 1):
+        problems.append(_f("params.threads", f"must be an integer >= 1, got {threads!r}"))
     operators = params.get("operators")
     if "operators" not in params:
         return problems + [_f("params.operators", "missing required field")], None
@@ -283,6 +292,11 @@ def _check_graph(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
                 problems.append(_f("inputs", f"stream '{name}' is provided by several inputs "
                                              f"({', '.join(nodes)}): ambiguous"))
     try:
+        from genki_signals.signals.inference import with_model_defaults
+
+        base_dir = str(ctx.spec_dir) if ctx.spec_dir is not None else None
+        operators = [with_model_defaults(op, None, base_dir) if isinstance(op, Mapping) else op
+                     for op in operators]
         graph = SignalGraph.from_dict({"operators": operators},
                                       source_keys=list(origins) if known else None)
     except GraphError as exc:
@@ -467,6 +481,10 @@ NODE_KINDS: dict[str, NodeKind] = {
     "sink": NodeKind(inputs="required", publishes=False, check=_check_sink,
                      doc="consumes frames (params.type: printer, csv, null)",
                      normalize=_normalize_sink),
+    "inference": NodeKind(inputs="required", publishes=True, check=_check_inference,
+                          doc="a graph of model operators (params.operators) with "
+                              "params.threads ONNX Runtime threads per model; publishes "
+                              "EventTrigger events on <id>/events"),
     "custom": NodeKind(inputs="optional", publishes=True, check=_check_custom,
                        doc="any NodeLogic subclass by import path (params.class, params.args)"),
 }

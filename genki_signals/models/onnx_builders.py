@@ -30,7 +30,7 @@ import numpy as np
 OPSET = 17
 IR_VERSION = 8
 
-__all__ = ["make_gru", "make_cnn", "make_mlp", "write_all"]
+__all__ = ["make_gru", "make_cnn", "make_mlp", "make_motion_gru", "MOTION_CLASSES", "write_all"]
 
 
 def _onnx():
@@ -185,6 +185,25 @@ def make_mlp(path, features: int = 4, hidden: int = 16, classes: int = 3, seed: 
     return w
 
 
+MOTION_CLASSES = ["background", "motion"]
+
+
+def make_motion_gru(path) -> dict[str, np.ndarray]:
+    """A hand-made stateful GRU that detects motion from speed (px/s): the gesture demo's model.
+
+    One input feature (speed), one hidden unit, classes ``MOTION_CLASSES``. The update gate is
+    fixed at sigmoid(2.2) = 0.9, so the state is an exponential average (about 10 samples) of
+    ``tanh(0.02 * speed - 3)``: about -1 at rest, about +1 above 250 px/s. The output is
+    ``softmax([0, 6 h])``: p(motion) is 0.0025 at rest and 0.9975 while drawing a 100 px shape
+    in a second. A stand-in for a trained gesture model with the same interface (stateful,
+    per-sample class probabilities), whose behaviour is known, so tests can expect events.
+    """
+    return make_gru(path, features=1, hidden=1, classes=2, weights={
+        "W": [[0.0], [0.0], [0.02]], "R": [[0.0], [0.0], [0.0]],
+        "Wb": [2.2, 0.0, -3.0], "Rb": [0.0, 0.0, 0.0],
+        "W_out": [[0.0, 6.0]], "b_out": [0.0, 0.0]})
+
+
 def write_all(directory, seed: int = 0) -> dict[str, Path]:
     """Write the demo models (``gru.onnx``, ``cnn.onnx``, ``mlp.onnx``) to ``directory``.
 
@@ -193,7 +212,9 @@ def write_all(directory, seed: int = 0) -> dict[str, Path]:
     scores 3 classes, like the seed's swipe model.
     """
     d = Path(directory)
-    paths = {"gru": d / "gru.onnx", "cnn": d / "cnn.onnx", "mlp": d / "mlp.onnx"}
+    paths = {"gru": d / "gru.onnx", "cnn": d / "cnn.onnx", "mlp": d / "mlp.onnx",
+             "motion_gru": d / "motion_gru.onnx"}
+    make_motion_gru(paths["motion_gru"])
     make_gru(paths["gru"], features=2, hidden=16, classes=4, seed=seed)
     make_cnn(paths["cnn"], window=128, features=3, channels=8, kernel=5, classes=3, seed=seed)
     make_mlp(paths["mlp"], features=4, hidden=16, classes=3, seed=seed)

@@ -8,10 +8,21 @@ from typing import Any
 import numpy as np
 
 from genki_signals.errors import GraphError
-from genki_signals.frames import TIMESTAMP, companion, split_timelines
+from genki_signals.frames import TIMESTAMP, companion, split_timelines, timestamps_of
 from genki_signals.graph import SignalGraph
 from genki_signals.nodes.logic import NodeLogic, Output
 from genki_signals.signals.base import Operator
+from genki_signals.signals.inference import EventTrigger, with_model_defaults
+
+def events_frame(trigger: str, events: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """An ``event`` frame: one row per event (time, trigger, class name and index, score)."""
+    return {
+        TIMESTAMP: np.array([e["timestamp"] for e in events], dtype=np.float64),
+        "trigger": np.array([trigger.encode()] * len(events)),
+        "class": np.array([str(e["class"]).encode() for e in events]),
+        "class_index": np.array([e["class_index"] for e in events], dtype=np.int64),
+        "score": np.array([e["score"] for e in events], dtype=np.float64),
+    }
 
 
 class GraphNodeLogic(NodeLogic):
@@ -28,9 +39,16 @@ class GraphNodeLogic(NodeLogic):
     """
 
     def __init__(self, operators: Sequence[Operator | Mapping[str, Any]],
-                 upstreams: Mapping[str, Sequence[str]]) -> None:
-        """``upstreams``: input node id -> its stream names (empty when not known up front)."""
-        ops = [op if isinstance(op, Operator) else Operator.from_dict(op) for op in operators]
+                 upstreams: Mapping[str, Sequence[str]], *, threads: int | None = None,
+                 base_dir: str | None = None) -> None:
+        """``upstreams``: input node id -> its stream names (empty when not known up front).
+
+        ``threads`` and ``base_dir`` fill the ONNX Runtime thread count and the directory that
+        relative model paths resolve against, for model operators that do not set them.
+        """
+        ops = [op if isinstance(op, Operator) else
+               Operator.from_dict(with_model_defaults(op, threads, base_dir))
+               for op in operators]
         self._all = SignalGraph(ops)  # validates names and cycles up front
         self._pending: list[Operator] = self._all.operators
         self.upstreams = {k: list(v) for k, v in upstreams.items()}
@@ -66,9 +84,16 @@ class GraphNodeLogic(NodeLogic):
             if companion(name) in result:
                 derived[companion(name)] = result[companion(name)]
         main_name = "main" if self._single else input_name.split("/")[0]
-        return [Output(timeline or main_name, part)
-                for timeline, part in split_timelines(derived).items()
-                if len(part) > 1 or timeline]  # skip a main frame without derived streams
+        outputs = [Output(timeline or main_name, part)
+                   for timeline, part in split_timelines(derived).items()
+                   if len(part) > 1 or timeline]  # skip a main frame without derived streams
+        for op in graph.operators:
+            if isinstance(op, EventTrigger):
+                events = op.events(result[op.name], result[op.inputs[0]],
+                                   timestamps_of(result, op.name))
+                if events:
+                    outputs.append(Output("events", events_frame(op.name, events), "event"))
+        return outputs
 
     def _build(self, topic: str, frame: Mapping[str, np.ndarray]) -> SignalGraph:
         available = set(frame)

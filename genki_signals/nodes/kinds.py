@@ -22,7 +22,8 @@ def _graph(config: NodeConfig) -> NodeLogic:
     from genki_signals.nodes.graph_node import GraphNodeLogic
 
     return GraphNodeLogic(config.params["operators"],
-                          upstreams={e.node: list(e.streams) for e in config.inputs})
+                          upstreams={e.node: list(e.streams) for e in config.inputs},
+                          threads=config.params.get("threads"), base_dir=config.spec_dir)
 
 
 def _sink(config: NodeConfig) -> NodeLogic:
@@ -64,6 +65,7 @@ BUILDERS: dict[str, Callable[[NodeConfig], NodeLogic]] = {
     "custom": _custom,
     "source": _source,
     "graph": _graph,
+    "inference": _graph,  # a graph node whose model operators get params.threads
     "sink": _sink,
 }
 

@@ -4,7 +4,8 @@ A node's logic never touches sockets, signals or the launcher. The runner calls 
 
 * ``start()`` once, then for a *timed* node (a source) ``poll(now)`` every ``1/update_rate``
   seconds, or for a *reactive* node ``on_frame(input, frame, now)`` for each received data frame
-  and ``on_eos(input, now)`` when an input ends;
+  ``on_event(input, frame, now)`` for each event frame, and ``on_eos(input, now)`` when an
+  input ends;
 * ``finished`` tells the runner to send end-of-stream downstream and exit;
 * ``close()`` once at the end (flush files, stop threads), also after an error.
 
@@ -41,6 +42,11 @@ class NodeLogic:
 
     def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
+        return []
+
+    def on_event(self, input_name: str, frame: dict[str, np.ndarray], now: float
+                 ) -> list[Output]:
+        """An ``event`` frame (e.g. a detected gesture); ignored unless a node wants them."""
         return []
 
     def on_eos(self, input_name: str, now: float) -> list[Output]:

@@ -152,17 +152,20 @@ class NodeRunner:
                 upstream = msg.topic.split("/", 1)[0]
                 if msg.kind == "eos":
                     merger.end(upstream)
-                elif msg.kind == "data":
-                    merger.push(upstream, msg.frame, arrival=now, tag=msg.topic)
-            for _, topic, frame in merger.pop_ready(now):
-                self._process_frame(topic, frame, now)
+                else:  # data and events, merged by timestamp alike
+                    merger.push(upstream, msg.frame, arrival=now, tag=(msg.topic, msg.kind))
+            for _, (topic, kind), frame in merger.pop_ready(now):
+                self._process_frame(topic, kind, frame, now)
             if merger.all_ended and len(merger) == 0:
                 return "eos"
             self._handle_control(timeout=0)
 
     # ------------------------------------------------------------------ helpers
-    def _process_frame(self, topic: str, frame: dict, now: float) -> None:
+    def _process_frame(self, topic: str, kind: str, frame: dict, now: float) -> None:
         try:
+            if kind == "event":
+                self._emit(self.logic.on_event(topic, frame, now))
+                return
             ts = frame.get("timestamp")
             if ts is not None and len(ts):
                 self._last_latency = now - float(ts[-1])

@@ -38,6 +38,15 @@ class PrinterSinkLogic(NodeLogic):
               file=self.stream or sys.stdout, flush=True)
         return []
 
+    def on_event(self, input_name: str, frame: dict[str, np.ndarray], now: float
+                 ) -> list[Output]:
+        """Every event is printed, one line each (``every`` applies to data frames only)."""
+        for i in range(frame_length(frame)):
+            fields = "  ".join(f"{k}={_short(v[i])}" for k, v in frame.items() if k != TIMESTAMP)
+            print(f"EVENT {input_name} t={frame[TIMESTAMP][i]:.3f}  {fields}",
+                  file=self.stream or sys.stdout, flush=True)
+        return []
+
 
 class CsvSinkLogic(NodeLogic):
     """Appends every sample of the chosen keys to a CSV file (N-d fields flattened).
@@ -117,9 +126,13 @@ class BufferSinkLogic(NodeLogic):
         buf.extend(frame)
         return []
 
+    on_event = on_frame  # events land in their own buffer, under their own topic
+
 
 def _short(value: Any) -> str:
     arr = np.asarray(value)
+    if arr.dtype.kind == "S":
+        return arr.item().decode(errors="replace") if arr.ndim == 0 else str(arr.tolist())
     if arr.ndim == 0:
         return f"{arr.item():.4g}" if np.issubdtype(arr.dtype, np.number) else str(arr.item())
     if arr.size <= 4:

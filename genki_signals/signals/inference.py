@@ -31,7 +31,7 @@ onnxruntime is imported when the first model operator is built, so importing
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -771,3 +771,19 @@ class EventTrigger(Operator):
                         "class": self.classes[c] if self.classes else str(c),
                         "class_index": c, "score": float(s[i, c])})
         return out
+
+
+MODEL_OPERATORS = ("Inference", "WindowedInference")
+
+
+def with_model_defaults(spec: Mapping[str, Any], threads: int | None,
+                        base_dir: str | None) -> dict[str, Any]:
+    """A copy of an operator spec where model operators get ``threads`` and ``base_dir`` (the
+    directory relative model paths resolve against) unless the spec sets them."""
+    spec = dict(spec)
+    if spec.get("type") in MODEL_OPERATORS:
+        if threads is not None:
+            spec.setdefault("threads", threads)
+        if base_dir is not None and spec.get("base_dir") is None:
+            spec["base_dir"] = base_dir
+    return spec
