@@ -29,6 +29,14 @@ class _SOSFilter(_Stateful, abstract=True):
     _sos: np.ndarray
     _zi_unit: np.ndarray  # (sections, 2): the steady state for a constant input of 1
 
+    def _setup(self, input: str, name: str | None, sample_rate: float, order: int) -> None:
+        """What every Butterworth filter validates and stores before its band edges."""
+        super().__init__([input], name)
+        self.input = input
+        self.sample_rate = self.check_number("sample_rate", sample_rate, minimum=0,
+                                             strict_min=True)
+        self.order = self.check_int("order", order, minimum=1)
+
     def _design(self, btype: str, frequencies: float | list[float]) -> None:
         self._sos = scipy.signal.butter(self.order, frequencies, btype=btype,
                                         fs=float(self.sample_rate), output="sos")
@@ -69,12 +77,8 @@ class LowPass(_SOSFilter):
 
     def __init__(self, input: str, name: str | None = None, *, cutoff: float,
                  sample_rate: float, order: int = 4) -> None:
-        super().__init__([input], name)
-        self.input = input
-        self.sample_rate = self.check_number("sample_rate", sample_rate, minimum=0,
-                                             strict_min=True)
+        self._setup(input, name, sample_rate, order)
         self.cutoff = self._check_frequency("cutoff", cutoff)
-        self.order = self.check_int("order", order, minimum=1)
         self._design("lowpass", self.cutoff)
         self.reset()
 
@@ -87,12 +91,8 @@ class HighPass(_SOSFilter):
 
     def __init__(self, input: str, name: str | None = None, *, cutoff: float,
                  sample_rate: float, order: int = 4) -> None:
-        super().__init__([input], name)
-        self.input = input
-        self.sample_rate = self.check_number("sample_rate", sample_rate, minimum=0,
-                                             strict_min=True)
+        self._setup(input, name, sample_rate, order)
         self.cutoff = self._check_frequency("cutoff", cutoff)
-        self.order = self.check_int("order", order, minimum=1)
         self._design("highpass", self.cutoff)
         self.reset()
 
@@ -106,15 +106,11 @@ class BandPass(_SOSFilter):
 
     def __init__(self, input: str, name: str | None = None, *, low: float, high: float,
                  sample_rate: float, order: int = 4) -> None:
-        super().__init__([input], name)
-        self.input = input
-        self.sample_rate = self.check_number("sample_rate", sample_rate, minimum=0,
-                                             strict_min=True)
+        self._setup(input, name, sample_rate, order)
         self.low = self._check_frequency("low", low)
         self.high = self._check_frequency("high", high)
         if self.low >= self.high:
             raise self._fail("low", f"must be below high ({high!r}), got {low!r}")
-        self.order = self.check_int("order", order, minimum=1)
         self._design("bandpass", [self.low, self.high])
         self.reset()
 
