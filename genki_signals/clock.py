@@ -6,11 +6,16 @@ given by a launcher so that every node of a topology counts from the same origin
 ``wall_anchor`` (UTC epoch seconds read at ``start()``) converts them to wall time when needed.
 ``DEFAULT_CLOCK`` is started at import and shared by every source that is not given a clock, so
 timestamps from different sources in one process are comparable.
+
+In a topology node the default clock *follows* the node's estimate of the clock leader's time
+(``follow``, set up by ``genki_signals.clocksync``): every source of the process then stamps its
+samples in leader time without knowing about clock synchronisation.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 __all__ = ["Clock", "DEFAULT_CLOCK", "default_clock"]
 
@@ -21,6 +26,7 @@ class Clock:
     def __init__(self) -> None:
         self._t0 = 0.0
         self.wall_anchor = 0.0
+        self._source: Callable[[], float] | None = None
         self.start()
 
     def start(self) -> Clock:
@@ -36,8 +42,16 @@ class Clock:
             time.time() - (time.monotonic() - origin)
         return self
 
+    def follow(self, source: Callable[[], float] | None) -> Clock:
+        """Read ``now()`` from ``source`` (e.g. a leader-time estimate); None: back to local."""
+        self._source = source
+        return self
+
     def now(self) -> float:
-        """Seconds since ``start()``, monotonic."""
+        """Seconds since ``start()``, monotonic (or what the followed source says)."""
+        source = self._source
+        if source is not None:
+            return source()
         return time.monotonic() - self._t0
 
     def to_wall(self, t: float) -> float:

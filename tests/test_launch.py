@@ -246,3 +246,13 @@ def test_cpu_affinity_from_the_spec_is_applied(tmp_path, launcher_factory):
     assert len(psutil.Process(pids["out"]).cpu_affinity()) == psutil.cpu_count()
     lp.interrupt()
     assert lp.wait_exit(timeout=30) == 0
+
+
+def test_heartbeats_report_rates_of_nodes_that_both_read_and_publish(tmp_path, launcher_factory):
+    lp = launcher_factory(REPO / "specs" / "demo.yaml")
+    lp.wait_ready()
+    d = lp.wait_for(lambda d: d if next(n for n in d["nodes"] if n["id"] == "derived")
+                    ["stats"].get("frames_in", 0) > 20 else None, 20, "derived heartbeat")
+    stats = next(n for n in d["nodes"] if n["id"] == "derived")["stats"]
+    assert stats["frames_out"] > 0 and stats["rate_out"] > 0
+    assert stats["frames_in"] >= stats["frames_out"] // 2

@@ -87,3 +87,49 @@ def machine_info() -> str:
         pass
     parts.append(f"numpy {np.__version__}")
     return ", ".join(parts)
+
+
+class CpuAccount:
+    """How much CPU other processes used between ``start`` and ``stop`` (Linux ``/proc/stat``).
+
+    Busy time of the whole machine minus the CPU time of this process and its reaped children:
+    what was left is background load that competed with the benchmark. Call ``stop`` after the
+    benchmark's child processes were joined, so that their CPU time is counted as ours.
+    """
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+        self._busy0 = self._busy()
+        self._own0 = self._own()
+        self.other_cores = float("nan")  # set by stop()
+
+    @staticmethod
+    def _busy() -> float | None:
+        try:
+            with open("/proc/stat") as f:
+                vals = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+        total = sum(vals[:8])  # user nice system idle iowait irq softirq steal (not guest)
+        return (total - idle) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _own() -> float:
+        import resource
+
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def stop(self) -> str:
+        wall = time.monotonic() - self._t0
+        busy1 = self._busy()
+        if self._busy0 is None or busy1 is None or wall <= 0:
+            return "background CPU load: unknown (no /proc/stat)"
+        other = max(0.0, (busy1 - self._busy0) - (self._own() - self._own0))
+        self.other_cores = other / wall
+        cpus = os.cpu_count() or 1
+        return (f"background CPU load during the run: {other / wall:.2f} cores "
+                f"({other / wall / cpus:.0%} of {cpus}) used by other processes; "
+                f"load average now {os.getloadavg()[0]:.2f}")

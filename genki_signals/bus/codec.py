@@ -103,6 +103,8 @@ class Message:
     kind: str
     publish_time: float
     frame: dict[str, np.ndarray] = field(default_factory=dict)
+    parts: list[Any] | None = field(default=None, repr=False, compare=False)
+    """The received multipart parts, when the receiver kept them (recorders store them as is)."""
 
 
 Part = bytes | memoryview | np.ndarray

@@ -13,7 +13,12 @@ Node -> launcher
 Launcher -> node
     ``stop``      {}                              finish cleanly (flush, close) and exit 0
 Tool -> launcher -> tool
-    ``directory`` {} -> {type: directory, topology, address, nodes: [...], topics: {...}}
+    ``directory`` {} -> {type: directory, topology, address, nodes: [...], topics: {...},
+                         clock_origin, wall_anchor, clock: {leader, endpoint, origin, wall_anchor}}
+
+Time probes (``time_probe {id}`` -> ``time_reply {id, t}``, same message format) do not use this
+socket: the clock leader answers them on the topology's clock endpoint (``clock.endpoint`` in
+the directory) from a dedicated thread; see ``genki_signals.clocksync.sync``.
 
 Decoding is defensive: anything malformed becomes ``None`` and is counted by the caller.
 """

@@ -335,14 +335,17 @@ class Subscriber:
     """Receives frames from any number of upstream endpoints, one queue policy per connection.
 
     Decode failures are counted in ``stats.decode_errors``, logged at debug level and skipped.
-    ``upstreams`` maps ``(node_id, topic)`` to its ``UpstreamStats``.
+    ``upstreams`` maps ``(node_id, topic)`` to its ``UpstreamStats``. ``keep_parts``: each
+    ``Message`` also keeps the received parts (``Message.parts``), for recorders.
     """
 
     def __init__(
-        self, context: zmq.Context | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES
+        self, context: zmq.Context | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
+        keep_parts: bool = False,
     ) -> None:
         self._ctx, self._own_ctx = _new_context(context)
         self._max_bytes = max_bytes
+        self._keep_parts = keep_parts
         self._edges: list[_Edge] = []
         self._by_socket: dict[zmq.Socket, _Edge] = {}
         self._poller = zmq.Poller()
@@ -442,6 +445,8 @@ class Subscriber:
             self.stats.decode_errors += 1
             log.debug("dropping undecodable message from %s: %s", edge.endpoint, exc)
             return None
+        if self._keep_parts:
+            msg.parts = parts
         self.stats.frames_in += 1
         key = (msg.node_id, msg.topic)
         up = self.upstreams.get(key)

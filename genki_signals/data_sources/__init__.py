@@ -10,6 +10,7 @@ from genki_signals.data_sources.base import Source, SourceParameterError
 from genki_signals.data_sources.sampler import Sampler
 from genki_signals.data_sources.synthetic import RandomNoise, SineWave, SquareWave, TriangleWave
 from genki_signals.data_sources.trajectory import GestureScript
+from genki_signals.data_sources.replay import ReplaySource
 
 __all__ = [
     "Source",
@@ -20,4 +21,5 @@ __all__ = [
     "TriangleWave",
     "RandomNoise",
     "GestureScript",
+    "ReplaySource",
 ]

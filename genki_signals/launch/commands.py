@@ -1,4 +1,5 @@
-"""``genki`` verbs that run or attach to a topology: launch, topics, echo, top."""
+"""``genki`` verbs that run or attach to a topology: launch, topics, echo, top (and the
+recording verbs of ``genki_signals.record.commands``: record, replay, inspect, export)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=1.0)
     p.add_argument("-n", "--iterations", type=int, help="print this many tables, then exit")
     p.set_defaults(func=cmd_top)
+
+    from genki_signals.record.commands import add_verbs as add_record_verbs
+
+    add_record_verbs(verbs)  # record, replay, inspect, export
 
 
 def cmd_launch(args: argparse.Namespace) -> int:

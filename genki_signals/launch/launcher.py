@@ -33,8 +33,9 @@ import zmq
 
 from genki_signals.bus import control
 from genki_signals.bus.endpoints import ipc_endpoint
+from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
-from genki_signals.launch.spec import NodeSpec, TopologySpec
+from genki_signals.launch.spec import NODE_KINDS, NodeSpec, TopologySpec
 from genki_signals.nodes.config import InputEdge, NodeConfig, topic_for
 
 STDERR_TAIL_LINES = 8
@@ -88,8 +89,12 @@ class Launcher:
     def __init__(self, spec: TopologySpec, *, run_dir: str | Path | None = None,
                  control_address: str | None = None, out: IO[str] | None = None,
                  grace: float = 3.0, ready_timeout: float = 20.0,
-                 heartbeat_interval: float = 1.0) -> None:
+                 heartbeat_interval: float = 1.0,
+                 node_extra: dict[str, dict[str, Any]] | None = None) -> None:
+        """``node_extra``: node id -> ``NodeConfig.extra`` (e.g. ``{"max_lag": None}`` so a
+        replay's downstream merges by timestamp alone, see ``record.replace``)."""
         self.spec = spec
+        self.node_extra = node_extra or {}
         self.run_dir = Path(run_dir) if run_dir else default_run_dir(spec.name)
         self.address = control_address or f"ipc://{self.run_dir / 'control'}"
         self.out = out or sys.stdout
@@ -97,7 +102,12 @@ class Launcher:
         self.ready_timeout = ready_timeout
         self.heartbeat_interval = heartbeat_interval
         self.clock_origin = time.monotonic()
-        self.wall_anchor = time.time()
+        self.wall_anchor = time.time()  # UTC at leader time 0 (same host as the leader)
+        # Leader time: the clock leader's monotonic seconds since clock_origin. The leader
+        # (this launcher by default, or the node named clock_leader) answers time probes here.
+        self.clock_leader = spec.clock_leader or "launcher"
+        self.clock_endpoint = ipc_endpoint(self.run_dir, "clock.time")  # never a node id
+        self.time_server: TimeServer | None = None
         self.nodes: dict[str, NodeProcess] = {}
         self.context = zmq.Context.instance()
         self.router: zmq.Socket | None = None
@@ -120,6 +130,10 @@ class Launcher:
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
         self.router.bind(self.address)
+        if self.clock_leader == "launcher":
+            self.time_server = TimeServer(
+                self.clock_endpoint, local_clock(self.clock_origin, injected_skew("launcher")),
+                self.context).start()
         self.say("launch", f"topology '{self.spec.name}': {len(self.spec.nodes)} nodes, "
                            f"address {self.address}")
         for node_spec, config in self._resolve().items():
@@ -159,7 +173,7 @@ class Launcher:
         publish: dict[str, str] = {}
         lossless: dict[str, str] = {}
         for node in self.spec.nodes:
-            if self.spec.downstream(node.id) or node.kind != "sink":
+            if self.spec.downstream(node.id) or NODE_KINDS[node.kind].publishes:
                 publish[node.id] = node.endpoint or ipc_endpoint(self.run_dir, node.id)
         for node in self.spec.nodes:
             for edge in node.inputs:
@@ -182,7 +196,9 @@ class Launcher:
                 lossless_subscribers=sum(1 for d in self.spec.nodes for e in d.inputs
                                          if e.node == node.id and e.policy == "lossless"),
                 clock_origin=self.clock_origin, heartbeat_interval=self.heartbeat_interval,
-                spec_dir=spec_dir, topology=self.spec.name)
+                clock_leader=self.clock_leader, clock_endpoint=self.clock_endpoint,
+                spec_dir=spec_dir, topology=self.spec.name,
+                extra=dict(self.node_extra.get(node.id, {})))
         return configs
 
     def _spawn(self, node: NodeProcess) -> None:
@@ -376,6 +392,9 @@ class Launcher:
         if self.router is not None:
             self.router.close(linger=0)
             self.router = None
+        if self.time_server is not None:
+            self.time_server.close()
+            self.time_server = None
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.say("launch", "stopped")
 
@@ -402,5 +421,8 @@ class Launcher:
                 "exit_cause": node.exit_cause, "stats": node.stats,
             })
         return {"topology": self.spec.name, "address": self.address,
+                "spec": self.spec.to_dict(),  # recorders store it with the frames
                 "clock_origin": self.clock_origin, "wall_anchor": self.wall_anchor,
+                "clock": {"leader": self.clock_leader, "endpoint": self.clock_endpoint,
+                          "origin": self.clock_origin, "wall_anchor": self.wall_anchor},
                 "nodes": nodes, "topics": topics}

@@ -129,7 +129,7 @@ class TopologySpec:
     name: str
     nodes: tuple[NodeSpec, ...]
     path: Path | None = None
-    clock_leader: str | None = None  # a node id or 'launcher' (reserved; clock sync is later)
+    clock_leader: str | None = None  # a node id or 'launcher' (None: the launcher leads)
     streams: Mapping[str, Mapping[str, str]] = field(
         default_factory=dict, compare=False, hash=False, repr=False)
     """Per node: each output stream -> its timeline (``main`` or the root operator's name)."""
@@ -232,6 +232,7 @@ class NodeKind:
     check: KindCheck
     doc: str = ""
     normalize: Callable[[Any], Any] | None = None  # params as written -> params as stored
+    default_policy: Policy = DEFAULT_POLICY  # an input edge's policy when the spec names none
 
 
 def _f(path: str, message: str) -> str:
@@ -466,6 +467,24 @@ def _check_custom(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
     return problems, None
 
 
+def _check_recorder(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
+    from genki_signals.record.spec_checks import check_recorder
+
+    return check_recorder(ctx)
+
+
+def _check_replay(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
+    from genki_signals.record.spec_checks import check_replay
+
+    return check_replay(ctx)
+
+
+def _check_aligner(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
+    from genki_signals.nodes.aligner_node import check_aligner_params
+
+    return check_aligner_params(ctx)
+
+
 def _normalize_sink(params: Any) -> Any:
     # YAML reads a bare ``type: null`` as None; the user meant the null sink.
     if isinstance(params, Mapping) and "type" in params and params["type"] is None:
@@ -487,6 +506,16 @@ NODE_KINDS: dict[str, NodeKind] = {
                               "EventTrigger events on <id>/events"),
     "custom": NodeKind(inputs="optional", publishes=True, check=_check_custom,
                        doc="any NodeLogic subclass by import path (params.class, params.args)"),
+    "aligner": NodeKind(inputs="required", publishes=True, check=_check_aligner,
+                        doc="joins follower inputs onto the leader input's timestamps "
+                            "(params.leader, followers: hold | linear, max_lag)"),
+    "recorder": NodeKind(inputs="required", publishes=False, check=_check_recorder,
+                         doc="stores its inputs' messages as they crossed the bus in an MCAP "
+                             "recording (params.path); inputs lossless unless stated",
+                         default_policy="lossless"),
+    "replay": NodeKind(inputs="none", publishes=True, check=_check_replay,
+                       doc="publishes a recorded node's frames (params.path, node, speed, "
+                           "start, loop)"),
 }
 """Node kinds a spec may name. Later: inference, replay, recorder, plot, aligner."""
 
@@ -638,7 +667,9 @@ def _check_node(index: int, raw: Any, problems: _Problems) -> _Draft:
     if "params" not in raw:
         bad("params", "missing required field")
     if "inputs" in raw:
-        d.inputs, d.inputs_ok = _check_inputs(raw["inputs"], bad)
+        d.inputs, d.inputs_ok = _check_inputs(
+            raw["inputs"], bad,
+            NODE_KINDS[d.kind].default_policy if d.kind is not None else DEFAULT_POLICY)
     rule = NODE_KINDS[d.kind].inputs if d.kind is not None else "optional"
     if rule == "none" and raw.get("inputs") not in (None, []):
         bad("inputs", f"a {d.kind} node takes no inputs")
@@ -661,7 +692,8 @@ def _check_node(index: int, raw: Any, problems: _Problems) -> _Draft:
     return d
 
 
-def _check_inputs(raw: Any, bad: Callable[[str, str], None]) -> tuple[list[InputSpec], bool]:
+def _check_inputs(raw: Any, bad: Callable[[str, str], None],
+                  default_policy: str = DEFAULT_POLICY) -> tuple[list[InputSpec], bool]:
     """The valid input edges, and whether every entry was valid."""
     if raw is None:
         return [], True
@@ -693,7 +725,7 @@ def _check_inputs(raw: Any, bad: Callable[[str, str], None]) -> tuple[list[Input
         elif node in seen:
             bad(f"{where}.node", f"node '{node}' is already an input")
             ok = False
-        policy = item.get("policy", DEFAULT_POLICY)
+        policy = item.get("policy", default_policy)
         if policy not in POLICIES:
             bad(f"{where}.policy", f"must be one of {', '.join(POLICIES)}, got {policy!r}")
             ok = False

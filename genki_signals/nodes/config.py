@@ -35,6 +35,8 @@ class NodeConfig:
     lossless_subscribers: int = 0  # downstream lossless edges to wait for before publishing
     inputs: tuple[InputEdge, ...] = ()
     clock_origin: float = 0.0  # CLOCK_MONOTONIC seconds at which the topology clock reads 0
+    clock_leader: str = "launcher"  # the node id (or 'launcher') whose clock is leader time
+    clock_endpoint: str | None = None  # where the leader answers time probes (None: no sync)
     heartbeat_interval: float = 1.0
     spec_dir: str = "."
     incarnation: int = 0

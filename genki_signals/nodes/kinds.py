@@ -61,12 +61,33 @@ def _custom(config: NodeConfig) -> NodeLogic:
     return cls(**config.params.get("args", {}))
 
 
+def _recorder(config: NodeConfig) -> NodeLogic:
+    from genki_signals.nodes.recorder_node import build_recorder
+
+    return build_recorder(config)
+
+
+def _replay(config: NodeConfig) -> NodeLogic:
+    from genki_signals.nodes.replay_node import build_replay
+
+    return build_replay(config)
+
+
+def _aligner(config: NodeConfig) -> NodeLogic:
+    from genki_signals.nodes.aligner_node import build_aligner
+
+    return build_aligner(config)
+
+
 BUILDERS: dict[str, Callable[[NodeConfig], NodeLogic]] = {
     "custom": _custom,
+    "aligner": _aligner,  # leader/follower alignment (genki_signals.signals.align)
     "source": _source,
     "graph": _graph,
     "inference": _graph,  # a graph node whose model operators get params.threads
     "sink": _sink,
+    "recorder": _recorder,  # genki_signals.record: MCAP recordings of raw bus messages
+    "replay": _replay,
 }
 
 

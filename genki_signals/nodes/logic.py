@@ -33,6 +33,12 @@ class NodeLogic:
     """Base class: what a node computes. Defaults do nothing."""
 
     update_rate: float | None = None  # set for timed nodes (sources)
+    merge_inputs: bool = True
+    """False: frames come as they arrive, not merged by timestamp; then ``on_eos`` is called per
+    topic and ``tick(now)`` at least every 50 ms (an aligner orders by timestamp itself)."""
+    raw_messages: bool = False
+    """True (recorders): ``on_message(message, now)`` gets every received ``bus.codec.Message``
+    (data, event, eos) in arrival order, with its raw ``parts``, instead of merged frames."""
 
     def start(self) -> None:
         pass
@@ -50,6 +56,14 @@ class NodeLogic:
         return []
 
     def on_eos(self, input_name: str, now: float) -> list[Output]:
+        return []
+
+    def on_message(self, message: Any, now: float) -> list[Output]:
+        """Every received message, for ``raw_messages = True`` nodes (recorders)."""
+        return []
+
+    def tick(self, now: float) -> list[Output]:
+        """Periodic call for ``merge_inputs = False`` nodes (live timeouts)."""
         return []
 
     @property

@@ -10,6 +10,7 @@ downstream and exits 0. A frame that cannot be processed is counted and skipped,
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import time
@@ -21,6 +22,7 @@ import zmq
 from genki_signals.bus import control
 from genki_signals.bus.sockets import Publisher, Subscriber
 from genki_signals.clock import default_clock
+from genki_signals.clocksync.node import start_node_clock, stop_node_clock
 from genki_signals.nodes.config import NodeConfig, topic_for
 from genki_signals.nodes.logic import NodeLogic, Output
 from genki_signals.nodes.merge import TimestampMerger
@@ -62,7 +64,7 @@ class NodeRunner:
 
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
-        """Seconds on the topology clock (CLOCK_MONOTONIC minus the launcher's origin)."""
+        """Seconds on the topology clock: the clock leader's time (see genki_signals.clocksync)."""
         return default_clock().now()
 
     # ------------------------------------------------------------------ main
@@ -80,11 +82,18 @@ class NodeRunner:
         self.subscriber: Subscriber | None = None
         try:
             self._send("register", pid=os.getpid(), incarnation=cfg.incarnation)
+            # leader time before anything is stamped (a follower probes the leader first)
+            self._clock_service = start_node_clock(
+                cfg.id, cfg.clock_origin, cfg.clock_leader, cfg.clock_endpoint, self.context,
+                **cfg.extra.get("clock_sync", {}))
             if cfg.publish_endpoint:
                 self.publisher = Publisher(cfg.publish_endpoint, cfg.id, context=self.context,
-                                           lossless_endpoint=cfg.lossless_endpoint)
+                                           lossless_endpoint=cfg.lossless_endpoint,
+                                           clock=self.now)
             if cfg.inputs:
-                self.subscriber = Subscriber(context=self.context)
+                # a recorder (``raw_messages``) stores the received parts as they are
+                self.subscriber = Subscriber(
+                    context=self.context, keep_parts=getattr(self.logic, "raw_messages", False))
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
                                             policy=edge.policy, maxlen=edge.maxlen)
@@ -99,6 +108,8 @@ class NodeRunner:
             self._send("ready", topics=[topic_for(cfg.id)])
             reason = self._loop()
             self._send_eos()
+            if reason == "eos":
+                self._wait_for_lossless_readers()
             self._send("bye", reason=reason)
             return 0
         except Exception:
@@ -114,6 +125,7 @@ class NodeRunner:
                     if sock is not None:
                         sock.close()
                 self.ctl.close(linger=200)  # let the last control messages out
+                stop_node_clock()
                 for sig, prev in previous.items():
                     signal.signal(sig, prev)
 
@@ -126,6 +138,8 @@ class NodeRunner:
         merger = TimestampMerger([e.node for e in cfg.inputs],
                                  max_lag=cfg.extra.get("max_lag", 0.5))
         self._stats_mark = (time.monotonic(), 0)
+        raw = bool(getattr(self.logic, "raw_messages", False))
+        merged = getattr(self.logic, "merge_inputs", True)  # False: orders by timestamp itself
         while True:
             if self._stop_requested:
                 return "stopped"
@@ -150,17 +164,44 @@ class NodeRunner:
             now = self.now()
             if msg is not None:
                 upstream = msg.topic.split("/", 1)[0]
+                if raw:  # a recorder: every message as it arrived, unmerged
+                    self._process_message(msg, now)
                 if msg.kind == "eos":
                     merger.end(upstream)
-                else:  # data and events, merged by timestamp alike
+                    if not merged:
+                        self._call(self.logic.on_eos, msg.topic, now)
+                elif not merged and not raw:  # e.g. an aligner: every frame at once, no wait
+                    self._process_frame(msg.topic, msg.kind, msg.frame, now)
+                elif not raw:  # data and events, merged by timestamp alike
                     merger.push(upstream, msg.frame, arrival=now, tag=(msg.topic, msg.kind))
             for _, (topic, kind), frame in merger.pop_ready(now):
                 self._process_frame(topic, kind, frame, now)
+            if not merged:
+                self._call(self.logic.tick, now)
             if merger.all_ended and len(merger) == 0:
                 return "eos"
             self._handle_control(timeout=0)
 
     # ------------------------------------------------------------------ helpers
+    def _process_message(self, msg: Any, now: float) -> None:
+        """A recorder's input: the message itself, unmerged (see ``RecorderNodeLogic``)."""
+        try:
+            self._emit(self.logic.on_message(msg, now))
+        except Exception as exc:
+            self.counters["frame_errors"] += 1
+            if self.counters["frame_errors"] <= FRAME_ERROR_LOG_LIMIT:
+                log.warning("skipped a message of %s: %s: %s", msg.topic, type(exc).__name__,
+                            exc)
+
+    def _call(self, method: Any, *args: Any) -> None:
+        """Call a logic hook and publish its outputs; an error is counted, never fatal."""
+        try:
+            self._emit(method(*args))
+        except Exception as exc:
+            self.counters["frame_errors"] += 1
+            if self.counters["frame_errors"] <= FRAME_ERROR_LOG_LIMIT:
+                log.warning("%s failed: %s: %s", method.__name__, type(exc).__name__, exc)
+
     def _process_frame(self, topic: str, kind: str, frame: dict, now: float) -> None:
         try:
             if kind == "event":
@@ -183,6 +224,27 @@ class NodeRunner:
             self._published_topics.add(topic)
             self.publisher.publish(topic, out.frame, kind=out.kind)
 
+    def _wait_for_lossless_readers(self) -> None:
+        """After a natural end: wait until every lossless reader has read ``eos`` and hung up.
+
+        A lossless reader may be thousands of frames behind (a replay at full speed feeding a
+        slow graph); closing before it is done would drop the queued tail and its ``eos``
+        (zeromq/libzmq#4660), and it would wait forever. So wait as long as it takes, still
+        answering stop requests and sending heartbeats. (``Publisher.close``'s own timeout
+        remains for ends by a stop request.)
+        """
+        pub = self.publisher
+        if pub is None or pub.lossless_endpoint is None:
+            return
+        topics = sorted(self._published_topics or {topic_for(self.config.id)})
+        next_beat = time.monotonic()
+        while not self._stop_requested and any(pub.subscribers(t, lossless=True)
+                                               for t in topics):
+            if time.monotonic() >= next_beat:
+                self._heartbeat()
+                next_beat = time.monotonic() + self.config.heartbeat_interval
+            self._handle_control(timeout=0.02)
+
     def _send_eos(self) -> None:
         if self.publisher is None:
             return
@@ -190,7 +252,8 @@ class NodeRunner:
             self.publisher.publish_eos(topic)
 
     def _handle_control(self, timeout: float) -> None:
-        if not self.ctl.poll(int(timeout * 1000)):
+        # round up: poll(0) for a sub-millisecond wait would busy-spin a 1 kHz source
+        if not self.ctl.poll(math.ceil(timeout * 1000)):
             return
         while self.ctl.poll(0):
             msg = control.unpack(self.ctl.recv())
@@ -205,14 +268,18 @@ class NodeRunner:
     def stats(self) -> dict[str, Any]:
         mono = time.monotonic()
         out: dict[str, Any] = dict(self.counters)
-        for name, sock in (("out", self.publisher), ("in", self.subscriber)):
+        for sock in (self.publisher, self.subscriber):  # each counts its own direction
             if sock is not None:
-                out.update({f"{k}": v for k, v in sock.stats.as_dict().items()})
+                for key, value in sock.stats.as_dict().items():
+                    out[key] = out.get(key, 0) + value
         frames_out = out.get("frames_out", 0)
         t0, n0 = self._stats_mark
         out["rate_out"] = (frames_out - n0) / max(mono - t0, 1e-9)
         self._stats_mark = (mono, frames_out)
         out["latency"] = self._last_latency
+        clock_service = getattr(self, "_clock_service", None)
+        if clock_service is not None:
+            out.update(clock_service.stats())
         out["topics"] = sorted(self._published_topics)
         with self._process.oneshot():
             out["cpu_percent"] = self._process.cpu_percent()

@@ -1,0 +1,217 @@
+"""Benchmark: replay speed through the processes, and record throughput.
+
+1. **Replay.** Writes a 1-hour recording of the demo's raw topic (``signals/main``: 100 Hz,
+   4 samples per frame at 25 frames/s as the demo source publishes them, 90,000 frames), then
+   runs ``specs/demo.yaml`` with ``signals`` replaced by a replay node as fast as possible
+   (exactly what ``genki replay REC specs/demo.yaml --replace signals`` does: lossless edges
+   downstream, the derived graph and the printer as their own processes) and times it: end to
+   end (launcher start to every process gone) and the replay phase alone (all nodes ready to
+   every node finished). It checks the printer saw the last derived sample.
+2. **Record throughput.** A source node publishes pre-built frames as fast as it can on a
+   lossless edge to a ``recorder`` node (two processes); frames/s and MB/s of payload over the
+   recorder's first-to-last receive time. Also the recorder alone, in-process (no bus). For
+   64 B frames (timestamp + 7 float64) and 1 MiB frames (timestamp + 131,072 float64 of noise,
+   incompressible), with each compression.
+
+    python tools/bench_replay.py [--hours 1] [--repeats 3] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))  # node processes import Blaster from this file
+
+from genki_signals.bus.codec import encode  # noqa: E402
+from genki_signals.nodes.logic import NodeLogic, Output  # noqa: E402
+
+
+# ====================================================================== a fast source
+class Blaster(NodeLogic):
+    """Publishes ``count`` copies of one frame as fast as the lossless edge takes them."""
+
+    update_rate = 1e9
+
+    def __init__(self, count: int, width: int, seed: int = 0) -> None:
+        self.count = count
+        rng = np.random.default_rng(seed)
+        self.values = rng.normal(size=(1, width))
+        self.sent = 0
+
+    def poll(self, now: float) -> list[Output]:
+        out = []
+        for _ in range(min(64, self.count - self.sent)):
+            out.append(Output("main", {"timestamp": np.array([float(self.sent)]),
+                                       "x": self.values}))
+            self.sent += 1
+        return out
+
+    @property
+    def finished(self) -> bool:
+        return self.sent >= self.count
+
+
+# ====================================================================== replay
+def write_hour(path: Path, hours: float) -> int:
+    """The demo's raw topic for ``hours`` (frames as the demo source publishes them)."""
+    from genki_signals.record import Recorder
+
+    frames = int(round(hours * 3600 * 25))
+    rng = np.random.default_rng(1)
+    with Recorder(path, wall_anchor=time.time()) as rec:
+        for i in range(frames):
+            ts = (np.arange(4) + 4 * i) / 100.0
+            frame = {"timestamp": ts, "sine_0": 5 * np.sin(2 * np.pi * 3 * ts),
+                     "sine_1": 2 * np.sin(2 * np.pi * 7 * ts), "noise": rng.normal(size=4)}
+            rec.record_frame("signals/main", frame, node_id="signals", publish_time=ts[-1],
+                             log_time=ts[-1])
+    return frames
+
+
+def replay_once(recording: Path, workdir: Path, tag: str) -> dict[str, float]:
+    from genki_signals.launch.launcher import Launcher
+    from genki_signals.launch.spec import load_topology
+    from genki_signals.record.replace import replay_topology
+
+    spec = load_topology(REPO / "specs" / "demo.yaml")
+    plan = replay_topology(spec, recording, ["signals"], name=f"bench_replay_{tag}")
+    out = io.StringIO()
+    t0 = time.perf_counter()
+    launcher = Launcher(plan.spec, run_dir=workdir / f"run_{tag}", out=out,
+                        node_extra=plan.node_extra)
+    try:
+        launcher.start()
+        t1 = time.perf_counter()
+        code = launcher.run()
+        t2 = time.perf_counter()
+    finally:
+        launcher.stop()
+    t3 = time.perf_counter()
+    text = out.getvalue()
+    if code != 0 or "every node has finished" not in text:
+        raise SystemExit(f"replay failed ({code}):\n{text[-3000:]}")
+    printed = [ln for ln in text.splitlines() if ln.startswith("[printer] derived/main")]
+    last_t = float(printed[-1].split(" t=")[1].split()[0]) if printed else float("nan")
+    replayed = [ln for ln in text.splitlines() if "replayed " in ln]
+    return {"end_to_end": t3 - t0, "replay_phase": t2 - t1, "last_t": last_t,
+            "printed": len(printed), "log": replayed[-1] if replayed else ""}
+
+
+# ====================================================================== record
+def record_through_processes(workdir: Path, frames: int, width: int, compression: str,
+                             tag: str) -> dict[str, float]:
+    from genki_signals.launch.launcher import Launcher
+    from genki_signals.launch.spec import parse_topology
+    from genki_signals.record import Recording
+
+    out_file = workdir / f"rec_{tag}.mcap"
+    spec = parse_topology({"name": f"bench_record_{tag}", "nodes": [
+        {"id": "blaster", "kind": "custom",
+         "params": {"class": "bench_replay:Blaster", "args": {"count": frames, "width": width}}},
+        {"id": "rec", "kind": "recorder", "inputs": ["blaster"],
+         "params": {"path": str(out_file), "compression": compression}}]})
+    out = io.StringIO()
+    launcher = Launcher(spec, run_dir=workdir / f"run_rec_{tag}", out=out)
+    try:
+        launcher.start()
+        code = launcher.run()
+    finally:
+        launcher.stop()
+    if code != 0:
+        raise SystemExit(f"record run failed:\n{out.getvalue()[-3000:]}")
+    with Recording(out_file) as rec:
+        times = [stored.log_time for stored, msg in rec.decoded() if msg.kind == "data"]
+    span = (max(times) - min(times)) / 1e9
+    n_data = len(times)
+    payload = (width + 1) * 8
+    size = out_file.stat().st_size
+    out_file.unlink()
+    return {"frames": n_data, "seconds": span, "frames_per_s": (n_data - 1) / span,
+            "mb_per_s": (n_data - 1) * payload / span / 1e6, "file_mb": size / 1e6}
+
+
+def record_in_process(workdir: Path, frames: int, width: int, compression: str
+                      ) -> dict[str, float]:
+    from genki_signals.record import Recorder
+
+    values = np.random.default_rng(0).normal(size=(1, width))
+    parts = [encode("b/main", {"timestamp": np.array([float(i)]), "x": values}, node_id="b",
+                    seq=i) for i in range(64)]
+    path = workdir / "inproc.mcap"
+    t0 = time.perf_counter()
+    with Recorder(path, compression=compression) as rec:
+        for i in range(frames):
+            rec.record_parts(parts[i % 64], log_time=i * 1e-6)
+    dt = time.perf_counter() - t0
+    path.unlink()
+    payload = (width + 1) * 8
+    return {"frames_per_s": frames / dt, "mb_per_s": frames * payload / dt / 1e6}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hours", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
+    parser.add_argument("--skip-replay", action="store_true")
+    parser.add_argument("--skip-record", action="store_true")
+    args = parser.parse_args()
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))
+    hours = 0.05 if args.quick else args.hours
+    with tempfile.TemporaryDirectory(prefix="genki-bench-replay-") as tmp:
+        workdir = Path(tmp)
+        if not args.skip_replay:
+            recording = workdir / "hour.mcap"
+            t0 = time.perf_counter()
+            frames = write_hour(recording, hours)
+            t_write = time.perf_counter() - t0
+            seconds = hours * 3600
+            print(f"recording: {seconds:.0f} s of 100 Hz demo data, {frames} frames, "
+                  f"{recording.stat().st_size / 1e6:.1f} MB, written in {t_write:.1f} s")
+            runs = [replay_once(recording, workdir, str(i)) for i in range(args.repeats)]
+            for r in runs:
+                print(f"  replay: end to end {r['end_to_end']:.2f} s "
+                      f"({seconds / r['end_to_end']:.0f}x real time), replay phase "
+                      f"{r['replay_phase']:.2f} s ({seconds / r['replay_phase']:.0f}x); printer "
+                      f"lines {r['printed']}, last t={r['last_t']:.2f}")
+            e2e = statistics.median(r["end_to_end"] for r in runs)
+            phase = statistics.median(r["replay_phase"] for r in runs)
+            print(f"replay through demo graph, median of {len(runs)}: end to end {e2e:.2f} s = "
+                  f"{seconds / e2e:.0f}x real time; replay phase {phase:.2f} s = "
+                  f"{seconds / phase:.0f}x ({frames / phase:.0f} frames/s per hop)")
+        if not args.skip_record:
+            cases = [("64 B", 7, 20_000 if args.quick else 200_000),
+                     ("1 MiB", 131_072, 50 if args.quick else 500)]
+            print("record throughput (payload = timestamp + x, float64):")
+            for label, width, frames in cases:
+                for compression in ("none", "lz4", "zstd"):
+                    procs = [record_through_processes(workdir, frames, width, compression,
+                                                      f"{width}_{compression}_{i}")
+                             for i in range(args.repeats)]
+                    inproc = [record_in_process(workdir, frames, width, compression)
+                              for _ in range(args.repeats)]
+                    fps = statistics.median(p["frames_per_s"] for p in procs)
+                    mbs = statistics.median(p["mb_per_s"] for p in procs)
+                    ifps = statistics.median(p["frames_per_s"] for p in inproc)
+                    imbs = statistics.median(p["mb_per_s"] for p in inproc)
+                    print(f"  {label:6s} {compression:5s} through processes: {fps:10,.0f} "
+                          f"frames/s {mbs:8.1f} MB/s | recorder alone: {ifps:10,.0f} frames/s "
+                          f"{imbs:8.1f} MB/s  (file {procs[0]['file_mb']:.1f} MB, "
+                          f"{procs[0]['frames']} frames)")
+
+
+if __name__ == "__main__":
+    main()
