@@ -322,5 +322,16 @@ class DataBuffer:
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys())
 
+    def plot(self, key: str, plot_type: str = "line", **params):
+        """A live bqplot Figure of ``key`` that updates as the buffer fills.
+
+        ``plot_type``: ``line``, ``spectrogram``, ``trace2D`` or ``histogram``; ``params`` as in
+        ``genki_signals.plot.notebook.live_plot`` (e.g. ``sample_rate=100, window_size=256``,
+        ``class_names=[...]``, ``fps=15``). Needs ``pip install 'genki-signals[plot]'``.
+        """
+        from genki_signals.plot.notebook import live_plot
+
+        return live_plot(self, key, plot_type, **params)
+
     def __repr__(self) -> str:
         return f"DataBuffer(maxlen={self._maxlen}, len={len(self)}, keys={list(self.keys())})"

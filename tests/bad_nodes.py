@@ -36,19 +36,3 @@ class CrashesAfter(NodeLogic):
             raise RuntimeError("crashed on purpose")
         return []
 
-
-class SlowSink(NodeLogic):
-    """Takes ``delay`` seconds per frame and prints how many samples it saw when its inputs end
-    (a lossless reader far behind its publisher)."""
-
-    def __init__(self, delay: float = 0.004) -> None:
-        self.delay = delay
-        self.samples = 0
-
-    def on_frame(self, input_name, frame, now):
-        time.sleep(self.delay)
-        self.samples += len(frame.get("timestamp", ()))
-        return []
-
-    def close(self):
-        print(f"slow sink saw {self.samples} samples", flush=True)

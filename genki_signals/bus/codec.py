@@ -52,6 +52,8 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import zmq
+from msgpack import packb, unpackb
 
 from genki_signals.errors import GenkiError
 
@@ -83,6 +85,36 @@ def dtype_allowed(dtype_str: object) -> bool:
     """Plain numeric/bool dtypes, or fixed-width bytes ``|S<n>`` (class names of events)."""
     return isinstance(dtype_str, str) and (dtype_str in ALLOWED_DTYPES
                                            or _BYTES_DTYPE.fullmatch(dtype_str) is not None)
+
+
+# Hot-path caches. Decoding: allowed dtype string -> np.dtype (|S<n> entries are added on first
+# use, at most 9999 of them). Encoding: np.dtype -> its wire string, only for allowed dtypes
+# (bounded: a dtype carrying metadata is a distinct key, hence the cap).
+_DTYPES: dict[str, np.dtype] = {s: np.dtype(s) for s in ALLOWED_DTYPES}
+_WIRE_STR: dict[np.dtype, str] = {}
+_WIRE_STR_CAP = 4096
+
+
+def _dtype_str(dtype: np.dtype) -> str | None:
+    """``dtype.str`` if that dtype may go on the wire, else None (cached per dtype)."""
+    s = _WIRE_STR.get(dtype)
+    if s is None:
+        s = dtype.str
+        if not dtype_allowed(s):
+            return None
+        if len(_WIRE_STR) < _WIRE_STR_CAP:
+            _WIRE_STR[dtype] = s
+    return s
+
+
+def _dtype_of(dtype_str: object) -> np.dtype | None:
+    """The np.dtype of an allowed wire dtype string, else None (never raises)."""
+    if type(dtype_str) is not str:
+        return None
+    dt = _DTYPES.get(dtype_str)
+    if dt is None and _BYTES_DTYPE.fullmatch(dtype_str) is not None:
+        dt = _DTYPES[dtype_str] = np.dtype(dtype_str)
+    return dt
 
 
 class DecodeError(GenkiError, ValueError):
@@ -132,31 +164,33 @@ def encode(
         raise EncodeError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     if not isinstance(node_id, str) or len(node_id) > MAX_NODE_ID_LEN:
         raise EncodeError(f"node_id must be a str of at most {MAX_NODE_ID_LEN} characters")
-    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq < _SEQ_LIMIT:
+    if (type(seq) is not int and (isinstance(seq, bool) or not isinstance(seq, int))) or not (
+        0 <= seq < _SEQ_LIMIT
+    ):
         raise EncodeError(f"seq must be an int in [0, 2**64), got {seq!r}")
     t = time.monotonic() if publish_time is None else float(publish_time)
     fields: list[list[Any]] = []
     buffers: list[Part] = []
     for name, value in frame.items():
-        if not isinstance(name, str):
+        if type(name) is not str and not isinstance(name, str):
             raise EncodeError(f"frame keys must be str, got {name!r}")
-        arr = np.asarray(value)
-        if not dtype_allowed(arr.dtype.str):
+        arr = value if type(value) is np.ndarray else np.asarray(value)
+        dtype_str = _dtype_str(arr.dtype)
+        if dtype_str is None:
             raise EncodeError(
                 f"field '{name}': dtype {arr.dtype.str!r} cannot go on the wire "
                 "(only bool, int, uint, float and complex)"
             )
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
-        shape = list(arr.shape)
         if arr.nbytes <= inline_max:
             where: bytes | int = arr.tobytes()
         else:
             where = len(buffers)
             buffers.append(arr.reshape(-1).view(np.uint8))
-        fields.append([name, arr.dtype.str, shape, where])
+        fields.append([name, dtype_str, list(arr.shape), where])
     header = {"v": VERSION, "node": node_id, "seq": seq, "kind": kind, "t": t, "fields": fields}
-    return [topic.encode("utf-8"), msgpack.packb(header, use_bin_type=True), *buffers]
+    return [topic.encode("utf-8"), packb(header, use_bin_type=True), *buffers]
 
 
 def encode_eos(
@@ -172,6 +206,12 @@ def decode(parts: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Messa
     ``parts`` may hold ``bytes``, ``memoryview``, ``zmq.Frame`` (from ``copy=False`` receives;
     not copied) or any object exposing a C-contiguous buffer.
     """
+    try:
+        msg = _decode_fast(parts, max_bytes)
+    except Exception:  # never trusted: the careful path below names the fault
+        msg = None
+    if msg is not None:
+        return msg
     try:
         return _decode(parts, max_bytes)
     except DecodeError:
@@ -191,6 +231,101 @@ def _as_bytes_view(part: Any, index: int) -> memoryview:
             raise DecodeError(f"part {index} is not a contiguous buffer")
         view = view.cast("B")
     return view
+
+
+_Frame = zmq.Frame
+
+
+def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
+    """Decode a well-formed message quickly; None on any anomaly (then ``_decode`` reports it).
+
+    Accepts exactly what ``_decode`` accepts and returns the same result, with exact type checks
+    and no error text built; anything unusual (int publish time, empty arrays, duplicate or
+    unreferenced parts, oversized messages, ...) is left to the careful path.
+    """
+    if type(parts) is not list or len(parts) < 2:
+        return None
+    views = []
+    total = 0
+    for p in parts:
+        if type(p) is _Frame:
+            v = p.buffer
+        elif type(p) is bytes:
+            v = memoryview(p)
+        else:
+            return None
+        total += v.nbytes
+        views.append(v)
+    if total > max_bytes:
+        return None
+    header = unpackb(views[1], raw=False, use_list=True, strict_map_key=True)
+    if type(header) is not dict or len(header) != 6:
+        return None
+    # Six entries and all six keys present: the key set is exactly _HEADER_KEYS.
+    v = header["v"]
+    node = header["node"]
+    seq = header["seq"]
+    kind = header["kind"]
+    t = header["t"]
+    fields = header["fields"]
+    if not (
+        type(v) is int and v == VERSION
+        and type(node) is str and len(node) <= MAX_NODE_ID_LEN
+        and type(seq) is int and 0 <= seq < _SEQ_LIMIT
+        and type(kind) is str and kind in KINDS
+        and type(t) is float and _isfinite(t)
+        and type(fields) is list
+    ):
+        return None
+    nbuf = len(views) - 2
+    used = 0
+    frame: dict[str, np.ndarray] = {}
+    for entry in fields:
+        if type(entry) is not list or len(entry) != 4:
+            return None
+        name, dtype_str, shape, where = entry
+        if type(name) is not str or name in frame:
+            return None
+        dtype = _DTYPES.get(dtype_str) if type(dtype_str) is str else None
+        if dtype is None:
+            dtype = _dtype_of(dtype_str)  # |S<n> not seen yet, or not allowed
+        if dtype is None or type(shape) is not list or len(shape) > MAX_NDIM:
+            return None
+        n = 1
+        for d in shape:
+            if type(d) is not int or d <= 0:  # 0: empty arrays take the careful path
+                return None
+            n *= d
+        nbytes = n * dtype.itemsize
+        if nbytes > max_bytes:
+            return None
+        if type(where) is bytes:
+            if len(where) != nbytes:
+                return None
+            arr = _frombuffer(where, dtype=dtype)
+        elif type(where) is int and 0 <= where < nbuf:
+            bit = 1 << where
+            if used & bit:
+                return None
+            used |= bit
+            buf = views[where + 2]
+            if buf.nbytes != nbytes:
+                return None
+            arr = _frombuffer(buf, dtype=dtype)
+        else:
+            return None
+        if len(shape) != 1:
+            arr = arr.reshape(shape)
+        arr.flags.writeable = False
+        frame[name] = arr
+    if used != (1 << nbuf) - 1:
+        return None
+    return Message(topic=str(views[0], "utf-8"), node_id=node, seq=seq, kind=kind,
+                   publish_time=t, frame=frame)
+
+
+_isfinite = math.isfinite
+_frombuffer = np.frombuffer
 
 
 def _decode(parts: Sequence[Any], max_bytes: int) -> Message:

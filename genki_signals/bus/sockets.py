@@ -66,6 +66,14 @@ DEFAULT_HWM = 1000
 DEFAULT_MAXLEN = 100
 LOSSLESS_BATCH = 64  # messages a lossless edge reads ahead of the caller
 _STALL_POLL_MS = 100
+DRAIN_INTERVAL = 0.01  # s between reads of the XPUB subscription messages while publishing
+
+# pyzmq's constants are enum members; their attribute lookups cost more than the calls on the hot
+# paths, so those use plain ints.
+_NOBLOCK = int(zmq.NOBLOCK)
+_SNDMORE = int(zmq.SNDMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class BusError(GenkiError, RuntimeError):
@@ -122,6 +130,8 @@ class Publisher:
         self._ipc_files: list[str] = []
         self._lossy: zmq.Socket | None = None
         self._lossless: zmq.Socket | None = None
+        self._lossy_live = False  # the lossy socket has a subscription (as of the last drain)
+        self._next_drain = 0.0  # time.monotonic() of the next drain in publish
         try:
             self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
             self.endpoint: str = self._lossy.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -170,13 +180,26 @@ class Publisher:
         seq = self._seq.get(topic, 0)
         t = self._clock() if publish_time is None else publish_time
         parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind, publish_time=t)
+        # Subscription messages are read every DRAIN_INTERVAL, not per publish: checking costs
+        # about as much as sending a small message. A lossy subscriber that joined since the last
+        # drain may miss up to that long of messages (a late join; not counted as a gap).
+        now = time.monotonic()
+        if now >= self._next_drain:
+            self._next_drain = now + DRAIN_INTERVAL
+            self._drain_subscriptions(self._lossy)
+            if self._lossless is not None:
+                self._drain_subscriptions(self._lossless)
         if self._lossless is not None:
             self._send_lossless(parts, topic)
-        self._drain_subscriptions(self._lossy)
-        self._lossy.send_multipart(parts, copy=False)  # XPUB without NODROP never blocks
+        if self._lossy_live:  # nobody subscribed: XPUB would filter everything out anyway
+            _send_parts(self._lossy, parts, 0)  # XPUB without NODROP never blocks
         self._seq[topic] = seq + 1
-        self.stats.frames_out += 1
-        self.stats.bytes_out += sum(memoryview(p).nbytes for p in parts)
+        stats = self.stats
+        stats.frames_out += 1
+        nbytes = len(parts[0]) + len(parts[1])
+        for i in range(2, len(parts)):
+            nbytes += parts[i].nbytes  # 1-d uint8 arrays (see encode)
+        stats.bytes_out += nbytes
         return seq
 
     def publish_eos(self, topic: str) -> int:
@@ -186,9 +209,16 @@ class Publisher:
     def _send_lossless(self, parts: list[Any], topic: str) -> None:
         sock = self._lossless
         assert sock is not None
+        try:  # the common case: there is room, send without waiting
+            _send_parts(sock, parts, _NOBLOCK)
+            return
+        except zmq.Again:
+            pass
+        # A subscriber is full (libzmq counts whole messages and checks room when the first part
+        # is sent, so the Again came from part 0 and nothing was sent): wait for room.
+        self.stats.stalls += 1
         timeout = self._lossless_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
-        stalled = False
         last = len(parts) - 1
         for i, part in enumerate(parts):
             while True:
@@ -196,28 +226,28 @@ class Publisher:
                     self._drain_subscriptions(sock)
                 try:
                     # Blocks up to SNDTIMEO, woken as soon as the full reader makes room.
-                    sock.send(part, zmq.SNDMORE if i < last else 0, copy=False)
+                    sock.send(part, _SNDMORE if i < last else 0, copy=False)
                     break
                 except zmq.Again:
-                    # Only the first part can find a pipe full (libzmq counts whole messages);
-                    # giving up after it was sent would leave a half-sent message.
-                    stalled = True
+                    # Giving up after part 0 was sent would leave a half-sent message.
                     if i == 0 and deadline is not None and time.monotonic() >= deadline:
                         raise BusStalledError(
                             f"publisher '{self.node_id}': lossless subscriber of topic '{topic}' "
                             f"full for {timeout} s"
                         ) from None
-        if stalled:
-            self.stats.stalls += 1
 
     def _drain_subscriptions(self, sock: zmq.Socket) -> None:
         counter = self._subs[sock]
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        changed = False
+        while sock.getsockopt(_EVENTS) & _POLLIN:
             msg = sock.recv()
             if msg[:1] == b"\x01":
                 counter[msg[1:]] += 1
             elif msg[:1] == b"\x00":
                 counter[msg[1:]] -= 1
+            changed = True
+        if changed and sock is self._lossy:
+            self._lossy_live = any(n > 0 for n in counter.values())
 
     def subscribers(self, topic: str, *, lossless: bool = False) -> int:
         """Number of subscriptions (one per subscriber and matching prefix) that cover ``topic``."""
@@ -280,6 +310,29 @@ class Publisher:
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
         self.close(wait=exc_type is None)
+
+
+def _send_parts(sock: zmq.Socket, parts: list[Any], flags: int) -> None:
+    """``sock.send_multipart(parts, flags, copy=False)`` without its per-call overhead.
+
+    With NOBLOCK on an XPUB, only part 0 can raise ``zmq.Again`` (room is checked per message).
+    """
+    send = sock.send
+    last = len(parts) - 1
+    for i in range(last):
+        send(parts[i], flags | _SNDMORE, copy=False)
+    send(parts[last], flags, copy=False)
+
+
+def _recv_parts(sock: zmq.Socket) -> list[zmq.Frame]:
+    """``sock.recv_multipart(zmq.NOBLOCK, copy=False)``, cheaper (``Frame.more``, no getsockopt)."""
+    recv = sock.recv
+    frame = recv(_NOBLOCK, copy=False)
+    parts = [frame]
+    while frame.more:
+        frame = recv(_NOBLOCK, copy=False)
+        parts.append(frame)
+    return parts
 
 
 class _EdgeQueue:
@@ -350,6 +403,7 @@ class Subscriber:
         self._by_socket: dict[zmq.Socket, _Edge] = {}
         self._poller = zmq.Poller()
         self._next = 0
+        self._all_lossless = False  # every edge lossless: recv may return queued messages first
         self.stats = BusStats()
         self.upstreams: dict[tuple[str, str], UpstreamStats] = {}
 
@@ -391,11 +445,18 @@ class Subscriber:
         self._edges.append(edge)
         self._by_socket[sock] = edge
         self._poller.register(sock, zmq.POLLIN)
+        self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
 
     def recv(self, timeout: float | None) -> Message | None:
         """The next message from any connection, or None after ``timeout`` seconds (None: wait)."""
         if not self._edges and timeout is None:
             raise BusError("recv(timeout=None) on a Subscriber with no connections would never return")
+        if self._all_lossless:
+            # Lossless queues hold what was read ahead of the caller; draining the sockets first
+            # gains nothing (no policy to apply), so hand out what is queued.
+            msg = self._pop()
+            if msg is not None:
+                return msg
         deadline = None if timeout is None else time.monotonic() + timeout
         wait_ms: int | None = 0
         while True:
@@ -423,10 +484,15 @@ class Subscriber:
         return None
 
     def _fill(self, edge: _Edge) -> None:
+        """Read up to the queue's room from a socket that polled readable."""
         queue = edge.queue
-        for _ in range(queue.room(edge.budget)):
+        sock = edge.socket
+        room = queue.room(edge.budget)
+        for k in range(room):
+            if k == 1 and not sock.getsockopt(_EVENTS) & _POLLIN:
+                return  # often just one message: cheaper than ending on zmq.Again
             try:
-                parts = edge.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = _recv_parts(sock)
             except zmq.Again:
                 return
             msg = self._accept(parts, edge)

@@ -11,7 +11,8 @@ class BusStats:
 
     ``gaps`` are messages lost before they reached the subscriber (sequence jumps: publisher
     queue full, peer restart window); ``drops`` are messages the subscriber received but discarded
-    by its queue policy. ``stalls`` counts publishes that waited for a lossless subscriber.
+    by its queue policy. ``stalls`` counts publishes that found a lossless subscriber full and so
+    waited for it (however briefly).
     """
 
     frames_in: int = 0

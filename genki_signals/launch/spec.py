@@ -377,6 +377,14 @@ class SinkType:
     fields: tuple[str, ...]
     required: tuple[str, ...] = ()
     doc: str = ""
+    check: Callable[[Mapping[str, Any], list[str] | None], list[str]] | None = None
+    """Type-specific checks: (params, input streams or None) -> problems."""
+
+
+def _check_plot_sink(params: Mapping[str, Any], available: list[str] | None) -> list[str]:
+    from genki_signals.plot.node import check_plot_params
+
+    return check_plot_params(params, available)
 
 
 SINK_TYPES: dict[str, SinkType] = {
@@ -384,6 +392,9 @@ SINK_TYPES: dict[str, SinkType] = {
     "csv": SinkType(("path", "keys"), ("path",),
                     doc="appends every sample to a CSV file (relative to the spec's directory)"),
     "null": SinkType((), doc="discards everything (benchmarks)"),
+    "plot": SinkType(("panels", "keys", "host", "port", "fps", "history", "title"),
+                     doc="serves a live browser dashboard of its inputs (genki_signals.plot)",
+                     check=_check_plot_sink),
 }
 
 
@@ -427,6 +438,8 @@ def _check_sink(ctx: KindContext) -> tuple[list[str], dict[str, str] | None]:
                     problems.append(_f(f"params.keys[{i}]", (
                         f"stream '{key}' is not published upstream "
                         f"(available: {', '.join(available)})")))
+    if sink.check is not None:
+        problems += sink.check(params, list(ctx.available()) if ctx.streams_known else None)
     return problems, {}
 
 
@@ -498,7 +511,7 @@ NODE_KINDS: dict[str, NodeKind] = {
     "graph": NodeKind(inputs="required", publishes=True, check=_check_graph,
                       doc="runs a SignalGraph (params.operators) over its inputs"),
     "sink": NodeKind(inputs="required", publishes=False, check=_check_sink,
-                     doc="consumes frames (params.type: printer, csv, null)",
+                     doc="consumes frames (params.type: printer, csv, null, plot)",
                      normalize=_normalize_sink),
     "inference": NodeKind(inputs="required", publishes=True, check=_check_inference,
                           doc="a graph of model operators (params.operators) with "

@@ -40,6 +40,10 @@ def _sink(config: NodeConfig) -> NodeLogic:
         return sinks.CsvSinkLogic(path, keys=params.get("keys"))
     if kind == "null":
         return sinks.NullSinkLogic()
+    if kind == "plot":  # a live browser dashboard (genki_signals.plot.node)
+        from genki_signals.plot.node import build_plot_sink
+
+        return build_plot_sink(config.id, params, config.topology)
     raise ValueError(f"node '{config.id}': unknown sink type {kind!r}")
 
 

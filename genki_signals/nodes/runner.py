@@ -99,9 +99,8 @@ class NodeRunner:
                                             policy=edge.policy, maxlen=edge.maxlen)
             if self.publisher is not None and cfg.lossless_subscribers:
                 # a lossless reader must see the first frame: wait until it has subscribed
-                if not self.publisher.wait_for_subscribers(
-                        topic_for(cfg.id), count=cfg.lossless_subscribers, lossless=True,
-                        timeout=float(cfg.extra.get("subscriber_timeout", 15.0))):
+                if not self._wait_for_first_subscribers(
+                        float(cfg.extra.get("subscriber_timeout", 15.0))):
                     log.warning("starting without all %d lossless subscribers",
                                 cfg.lossless_subscribers)
             self.logic.start()
@@ -116,10 +115,10 @@ class NodeRunner:
             log.exception("node %s failed", cfg.id)
             return 1
         finally:
-            root.removeHandler(handler)
             try:
-                self.logic.close()
+                self.logic.close()  # its log lines still reach the launcher
             finally:
+                root.removeHandler(handler)
                 # readers first: an upstream lossless publisher waits for them to hang up
                 for sock in (self.subscriber, self.publisher):
                     if sock is not None:
@@ -128,6 +127,17 @@ class NodeRunner:
                 stop_node_clock()
                 for sig, prev in previous.items():
                     signal.signal(sig, prev)
+
+    def _wait_for_first_subscribers(self, timeout: float) -> bool:
+        """Wait for the downstream lossless readers to subscribe; a stop request ends it."""
+        deadline = time.monotonic() + timeout
+        while not self._stop_requested and time.monotonic() < deadline:
+            if self.publisher.wait_for_subscribers(
+                    topic_for(self.config.id), count=self.config.lossless_subscribers,
+                    lossless=True, timeout=0.1):
+                return True
+            self._handle_control(timeout=0)
+        return False
 
     def _loop(self) -> str:
         cfg = self.config
