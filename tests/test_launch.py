@@ -19,20 +19,6 @@ from proc_helpers import REPO, LauncherProcess
 pytestmark = pytest.mark.timeout(90)
 
 
-@pytest.fixture
-def launcher_factory(tmp_path):
-    started: list[LauncherProcess] = []
-
-    def start(spec: Path, *args: str) -> LauncherProcess:
-        lp = LauncherProcess(spec, tmp_path / f"run{len(started)}", *args)
-        started.append(lp)
-        return lp
-
-    yield start
-    for lp in started:
-        lp.kill_all()
-
-
 def demo_with_csv_sinks(tmp_path: Path) -> Path:
     """The shipped demo spec plus lossless CSV recorders of the raw and derived topics."""
     spec = yaml.safe_load((REPO / "specs" / "demo.yaml").read_text())

@@ -497,20 +497,6 @@ def test_replace_rewrites_edges_and_guards_the_recording(tmp_path):
 
 
 # ====================================================================== processes
-@pytest.fixture
-def launcher_factory(tmp_path):
-    started: list[LauncherProcess] = []
-
-    def start(spec: Path, *args: str) -> LauncherProcess:
-        lp = LauncherProcess(spec, tmp_path / f"run{len(started)}", *args)
-        started.append(lp)
-        return lp
-
-    yield start
-    for lp in started:
-        lp.kill_all()
-
-
 def run_cli(*args: str, timeout: float = 45) -> subprocess.CompletedProcess:
     proc = subprocess.Popen([sys.executable, "-m", "genki_signals.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
