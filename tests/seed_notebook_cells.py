@@ -1,8 +1,9 @@
 """The seed notebook's non-hardware cells, in order, with the plots left out.
 
 Source: ../shared/seed/genki-signals-notebook.txt. Changes from the notebook, and only these:
-`os.chdir`, `%autoreload`, `buffer.plot(...)` and the ipywidgets sliders are left out (plots come
-with the plotting issue; a slider is replaced by setting the same attribute), hardware sources
+`os.chdir`, `%autoreload`, `buffer.plot(...)` and the ipywidgets sliders are left out (the plot
+cells run as a real notebook in tests/test_plot_notebook.py; a slider is replaced by setting the
+same attribute), hardware sources
 (mouse, keyboard, microphone, Wave ring, the ONNX model) are left out, and each `while True`
 polling thread is bounded by a few seconds so the script ends. The microphone cell that adds a
 derived signal to a running system runs on the synthetic source instead.

@@ -484,7 +484,7 @@ def test_replace_rewrites_edges_and_guards_the_recording(tmp_path):
     assert new.name == "demo-replay" and new.node("signals").kind == "replay"
     assert new.node("printer").inputs[0].policy == "lossless"  # downstream at full speed
     assert plan.node_extra == {"derived": {"max_lag": None}, "printer": {"max_lag": None},
-                               "rec": {"max_lag": None}}
+                               "dashboard": {"max_lag": None}, "rec": {"max_lag": None}}
     assert {e.node for e in new.node("replay_recorder").inputs} == {"signals", "derived"}
     paced = replay_topology(spec, rec_path, ["signals"], speed=1.0)
     assert paced.spec.node("derived").inputs[0].policy == "lossless"  # fed by the replay

@@ -110,7 +110,7 @@ def test_demo_yaml_and_json_are_the_same_topology() -> None:
     json_spec = load_topology(REPO / "specs" / "demo.json")
     assert yaml_spec.to_dict() == json_spec.to_dict()
     assert yaml_spec.name == "demo"
-    assert [n.id for n in yaml_spec.nodes] == ["signals", "derived", "printer"]
+    assert [n.id for n in yaml_spec.nodes] == ["signals", "derived", "printer", "dashboard"]
     assert yaml_spec.output_streams("signals") == ["timestamp", "sine_0", "sine_1", "noise"]
     derived = yaml_spec.output_streams("derived")
     for name in ("composite_sine", "wave_with_noise", "wave_spectrum", "sample_rate",
@@ -118,7 +118,7 @@ def test_demo_yaml_and_json_are_the_same_topology() -> None:
         assert name in derived
     assert yaml_spec.node("derived").inputs == (InputSpec("signals", "lossless", 1000),)
     assert yaml_spec.node("printer").inputs == (InputSpec("derived"),)
-    assert [n.id for n in yaml_spec.downstream("signals")] == ["derived"]
+    assert [n.id for n in yaml_spec.downstream("signals")] == ["derived", "dashboard"]
     assert yaml_spec.downstream("printer") == ()
 
 
@@ -168,8 +168,11 @@ def test_mermaid() -> None:
         '    n_signals["signals<br/>source"]',
         '    n_derived["derived<br/>graph"]',
         '    n_printer["printer<br/>sink"]',
+        '    n_dashboard["dashboard<br/>sink"]',
         "    n_signals -->|lossless| n_derived",
         "    n_derived -->|drop_oldest| n_printer",
+        "    n_signals -->|drop_oldest| n_dashboard",
+        "    n_derived -->|drop_oldest| n_dashboard",
     ]
 
 
@@ -293,8 +296,8 @@ def test_build_source_makes_a_sampler_without_starting_it() -> None:
 def test_cli_validate_topology(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(REPO / "specs" / "demo.yaml")]) == 0
     out, err = capsys.readouterr()
-    assert out.strip().endswith("demo.yaml: ok (topology 'demo': 3 nodes: signals (source), "
-                                "derived (graph), printer (sink))")
+    assert out.strip().endswith("demo.yaml: ok (topology 'demo': 4 nodes: signals (source), "
+                                "derived (graph), printer (sink), dashboard (sink))")
     assert err == ""
 
 

@@ -1,5 +1,6 @@
 """``genki`` verbs that run or attach to a topology: launch, topics, echo, top (and the
-recording verbs of ``genki_signals.record.commands``: record, replay, inspect, export)."""
+recording verbs of ``genki_signals.record.commands``: record, replay, inspect, export, and
+``genki_signals.plot.cli``'s plot)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,10 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     from genki_signals.record.commands import add_verbs as add_record_verbs
 
     add_record_verbs(verbs)  # record, replay, inspect, export
+
+    from genki_signals.plot.cli import add_verb as add_plot_verb
+
+    add_plot_verb(verbs)  # plot: a live browser dashboard (genki_signals.plot)
 
 
 def cmd_launch(args: argparse.Namespace) -> int:

@@ -30,7 +30,7 @@ def add_verb(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to serve on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=0, help="HTTP port (default 0: any free port)")
-    p.add_argument("--fps", type=float, default=20.0, help="display rate (default 20)")
+    p.add_argument("--fps", type=float, default=30.0, help="display rate (default 30)")
     p.add_argument("--history", type=int, default=10_000,
                    help="samples kept per timeline (default 10000)")
     p.add_argument("--policy", choices=("drop_oldest", "latest"), default="drop_oldest",
@@ -73,7 +73,7 @@ def spectrogram_hints(spec: Mapping[str, Any] | None) -> dict[str, PanelSpec]:
 
 
 def run_plot(address: str, topics: list[str] | None = None, *, panels: list[str] | None = None,
-             host: str = "127.0.0.1", port: int = 0, fps: float = 20.0, history: int = 10_000,
+             host: str = "127.0.0.1", port: int = 0, fps: float = 30.0, history: int = 10_000,
              policy: str = "drop_oldest", duration: float | None = None,
              open_browser: bool = False, out: IO[str] | None = None) -> int:
     from genki_signals.plot.dashboard import Dashboard

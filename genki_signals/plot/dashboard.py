@@ -27,6 +27,7 @@ JSON with the server side (sessions, updates, seconds spent drawing) and the fee
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import logging
@@ -50,21 +51,32 @@ from genki_signals.plot.views import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FPS = 20.0
+DEFAULT_FPS = 30.0
+DEFAULT_WINDOW = 5.0  # seconds of history a line panel shows unless its spec says
 DEFAULT_HOST = "127.0.0.1"
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
           "#7f7f7f", "#bcbd22", "#17becf"]
 
-# Counts animation frames that painted new data (see the module docstring).
+# Counts, per panel, the animation frames that painted new data of that panel (several updates
+# arriving within one frame are one frame); ``fps`` is the busiest panel's (see module doc).
 _FPS_JS = """
 if (!window.genki) {
-  const g = window.genki = {changes: 0, frames: 0, pending: false, fps: 0, started: performance.now()};
-  let last = performance.now(), lastFrames = 0;
+  const g = window.genki = {changes: 0, frames: 0, fps: 0, pending: {}, counts: {},
+                            panel_fps: {}};
+  let last = performance.now(), before = {}, lastFrames = 0;
   const loop = (now) => {
-    if (g.pending) { g.frames += 1; g.pending = false; }
+    const names = Object.keys(g.pending);
+    if (names.length) {
+      g.frames += 1;
+      for (const name of names) g.counts[name] = (g.counts[name] || 0) + 1;
+      g.pending = {};
+    }
     if (now - last >= 1000) {
-      g.fps = (g.frames - lastFrames) * 1000 / (now - last);
-      lastFrames = g.frames; last = now;
+      const dt = (now - last) / 1000;
+      for (const name of Object.keys(g.counts))
+        g.panel_fps[name] = (g.counts[name] - (before[name] || 0)) / dt;
+      g.fps = Math.max(0, ...Object.values(g.panel_fps));
+      before = Object.assign({}, g.counts); last = now;
       div.text = g.fps.toFixed(1) + " frames/s in this browser";
     }
     requestAnimationFrame(loop);
@@ -72,7 +84,7 @@ if (!window.genki) {
   requestAnimationFrame(loop);
 }
 """
-_CHANGE_JS = "if (window.genki) { window.genki.changes += 1; window.genki.pending = true; }"
+_CHANGE_JS = "if (window.genki) { window.genki.changes += 1; window.genki.pending[name] = true; }"
 
 
 def _bokeh() -> Any:
@@ -89,7 +101,8 @@ class Dashboard:
     ``panels``: PanelSpecs, keys, ``KEY:TYPE`` strings or mappings; None or empty: one panel per
     key of the buffer, chosen by ``guess(key, sample_shape)`` (default: a long vector becomes a
     spectrogram, anything else a line), panels being added as keys appear. ``port`` 0 picks a free port; a busy port falls back to a free one
-    (``port_fallback``). ``feed_stats`` adds counters (frames, drops, gaps) to ``stats()``.
+    (``port_fallback``). Line and trace panels without a ``window`` show the last ``window``
+    seconds. ``feed_stats`` adds counters (frames, drops, gaps) to ``stats()``.
     """
 
     def __init__(self, buffer: Any, panels: Iterable[Any] | None = None, *,
@@ -97,12 +110,14 @@ class Dashboard:
                  title: str = "genki-signals", ncols: int = 2, panel_width: int = 620,
                  panel_height: int = 280, feed_stats: Callable[[], dict[str, Any]] | None = None,
                  port_fallback: bool = True, subtitle: str = "",
-                 guess: Callable[[str, tuple[int, ...]], PanelSpec] = guess_panel) -> None:
+                 guess: Callable[[str, tuple[int, ...]], PanelSpec] = guess_panel,
+                 window: float = DEFAULT_WINDOW) -> None:
         _bokeh()
         if not fps or fps <= 0:
             raise ValueError(f"dashboard: fps must be > 0, got {fps!r}")
         self.buffer = buffer
-        self.panels = [PanelSpec.parse(p) for p in panels or []]
+        self.window = window
+        self.panels = [self._windowed(PanelSpec.parse(p)) for p in panels or []]
         self.auto = not self.panels
         self.host, self.requested_port, self.port_fallback = host, int(port), port_fallback
         self.port: int | None = None
@@ -115,11 +130,18 @@ class Dashboard:
         self.draw_seconds = 0.0
         self.errors = 0
         self.sessions = 0
+        self.panel_keys: list[str] = []  # the panels shown (the latest session's)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
         self._loop: Any = None
         self._server: Any = None
+
+    def _windowed(self, spec: PanelSpec) -> PanelSpec:
+        """A line or trace without a ``window`` shows the last ``self.window`` seconds."""
+        if spec.window is None and spec.type in ("line", "trace2D"):
+            return dataclasses.replace(spec, window=self.window)
+        return spec
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -209,6 +231,7 @@ class Dashboard:
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {"url": self.url, "sessions": self.sessions,
+                               "panels": list(self.panel_keys),
                                "updates": self.updates, "ticks": self.ticks,
                                "draw_seconds": round(self.draw_seconds, 4),
                                "errors": self.errors, "fps": self.fps}
@@ -231,8 +254,7 @@ class Dashboard:
         box = column(children=[], name="panels")
         doc.add_root(column(row(header, fps_div, stats_div), box, name="dashboard"))
         doc.js_on_event(DocumentReady, CustomJS(args={"div": fps_div}, code=_FPS_JS))
-        change = CustomJS(code=_CHANGE_JS)
-        session = _Session(self, box, change)
+        session = _Session(self, box)
 
         def tick() -> None:
             session.tick()
@@ -253,10 +275,9 @@ class Dashboard:
 class _Session:
     """The panels of one browser session and their redraw."""
 
-    def __init__(self, dashboard: Dashboard, box: Any, change_js: Any) -> None:
+    def __init__(self, dashboard: Dashboard, box: Any) -> None:
         self.d = dashboard
         self.box = box
-        self.change_js = change_js
         self.panels: list[_BokehPanel] = []
         self.keys: set[str] = set()
         if not dashboard.auto:
@@ -264,9 +285,10 @@ class _Session:
                 self._add(spec)
 
     def _add(self, spec: PanelSpec) -> None:
-        panel = _BokehPanel(spec, self.d.panel_width, self.d.panel_height, self.change_js)
+        panel = _BokehPanel(spec, self.d.panel_width, self.d.panel_height)
         self.panels.append(panel)
         self.keys.add(spec.key)
+        self.d.panel_keys = [p.spec.key for p in self.panels]
         self._layout()
 
     def _layout(self) -> None:
@@ -282,7 +304,7 @@ class _Session:
             if key == "timestamp" or key in self.keys:
                 continue
             sample = buffer[key]
-            self._add(self.d.guess(key, tuple(sample.shape[1:])))
+            self._add(self.d._windowed(self.d.guess(key, tuple(sample.shape[1:]))))
 
     def tick(self) -> None:
         d = self.d
@@ -306,8 +328,8 @@ class _Session:
 class _BokehPanel:
     """One Bokeh figure, its data source and how to redraw it from a view."""
 
-    def __init__(self, spec: PanelSpec, width: int, height: int, change_js: Any) -> None:
-        from bokeh.models import ColumnDataSource
+    def __init__(self, spec: PanelSpec, width: int, height: int) -> None:
+        from bokeh.models import ColumnDataSource, CustomJS
         from bokeh.plotting import figure
 
         self.spec = spec
@@ -355,7 +377,10 @@ class _BokehPanel:
             fig = figure(x_range=self.factors, y_axis_label=ylabel, **common)
             fig.vbar(x="name", top="height", width=0.8, source=self.source, color=COLORS[0])
             fig.y_range.start = 0
+        fig.title.text = f"{spec.title or spec.key} (waiting for data)"
+        self.title = spec.title or spec.key
         self.figure = fig
+        change_js = CustomJS(args={"name": spec.key}, code=_CHANGE_JS)
         for src in (self.source, getattr(self, "head", None)):
             if src is not None:
                 src.js_on_change("data", change_js)
@@ -367,6 +392,8 @@ class _BokehPanel:
         if data is None:
             return False
         getattr(self, f"_draw_{self.spec.type.lower()}")(data)
+        if self.figure.title.text != self.title and not self.error_shown:
+            self.figure.title.text = self.title
         return True
 
     def show_error(self, exc: Exception) -> None:
@@ -395,13 +422,13 @@ class _BokehPanel:
 
     def _draw_spectrogram(self, data: SpectrogramData) -> None:
         times, freqs = data.times, data.freqs
-        t0 = float(times[0])
-        t1 = float(times[-1]) if len(times) > 1 else t0 + 1e-3
-        f0, f1 = float(freqs[0]), float(freqs[-1])
-        # one image row per frequency bin, one column per spectrum
+        # one image row per frequency bin, one column per spectrum; a column covers the time
+        # up to its spectrum's timestamp, a row the band around its bin's frequency
+        df = float(freqs[1] - freqs[0]) if len(freqs) > 1 else 1.0
+        x0 = float(times[0]) - data.dt
         self.source.data = {"image": [np.ascontiguousarray(data.db.T, dtype=np.float32)],
-                            "x": [t0], "y": [f0], "dw": [max(t1 - t0, 1e-3)],
-                            "dh": [max(f1 - f0, 1e-9)]}
+                            "x": [x0], "y": [float(freqs[0]) - df / 2],
+                            "dw": [float(times[-1]) - x0], "dh": [df * len(freqs)]}
         if (self.mapper.low, self.mapper.high) != (data.low, data.high):
             self.mapper.update(low=data.low, high=data.high)
         if self.figure.yaxis[0].axis_label != data.freq_label:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import json
 import os
@@ -72,6 +73,7 @@ class Chromium:
         self._loop = asyncio.new_event_loop()
         self._ws: Any = None
         self._next_id = 0
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=20_000)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Chromium:
@@ -172,6 +174,9 @@ class Chromium:
             if raw is None:
                 raise BrowserError("the browser closed the DevTools connection")
             reply = json.loads(raw)
+            if "method" in reply:  # an event (Network.requestWillBeSent, ...): kept for callers
+                self.events.append(reply)
+                continue
             if reply.get("id") == msg_id:
                 if "error" in reply:
                     raise BrowserError(f"{method}: {reply['error']}")
@@ -182,6 +187,17 @@ class Chromium:
 
     def open(self, url: str) -> None:
         self.call("Page.navigate", url=url)
+
+    def requested_urls(self) -> list[str]:
+        """Every URL the page asked for so far (``record_network()`` first)."""
+        self.evaluate("0")  # collect the events that arrived meanwhile
+        return [e["params"]["request"]["url"] for e in self.events
+                if e.get("method") == "Network.requestWillBeSent"] + \
+            [e["params"]["url"] for e in self.events
+             if e.get("method") == "Network.webSocketCreated"]
+
+    def record_network(self) -> None:
+        self.call("Network.enable")
 
     def evaluate(self, expression: str) -> Any:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
@@ -218,24 +234,31 @@ class Chromium:
             f"return {{x: r.x, y: r.y, width: r.width, height: r.height}}; }})()")
 
 
-# JS: the bounding box of the Bokeh figure named ``panel-<key>`` (views live in shadow DOM).
+# JS: where the Bokeh figure named ``panel-<key>`` is, and its plotting frame (the area inside
+# the axes), in page pixels. Views live in shadow DOM, so walk the view tree from the roots.
 PANEL_BOX_JS = """
 (() => {
   if (!window.Bokeh || !Bokeh.documents || !Bokeh.documents.length) return null;
-  const doc = Bokeh.documents[0];
-  const model = doc.get_model_by_name(%s);
+  const model = Bokeh.documents[0].get_model_by_name(%s);
   if (!model) return null;
-  for (const root of Bokeh.index.roots || []) {
-    for (const view of root.owner ? root.owner.query_one ? [] : [] : []) {}
+  const find = (view) => {
+    if (view.model === model) return view;
+    for (const child of (view.child_views || [])) {
+      const found = find(child);
+      if (found) return found;
+    }
+    return null;
+  };
+  for (const root of Bokeh.index.roots) {
+    const view = find(root);
+    if (view) {
+      const r = view.el.getBoundingClientRect();
+      const f = view.frame.bbox;
+      return {x: r.x, y: r.y, width: r.width, height: r.height,
+              frame: {x: r.x + f.x, y: r.y + f.y, width: f.width, height: f.height}};
+    }
   }
-  const views = [...(Bokeh.index.all_views ? Bokeh.index.all_views() : [])];
-  const view = views.find(v => v.model === model) ||
-    (Bokeh.index.find_one_by_id ? Bokeh.index.find_one_by_id(model.id) : null);
-  if (!view || !view.el) return null;
-  const r = view.el.getBoundingClientRect();
-  const f = view.frame ? view.frame.bbox : null;
-  return {x: r.x, y: r.y, width: r.width, height: r.height,
-          frame: f ? {x: r.x + f.x, y: r.y + f.y, width: f.width, height: f.height} : null};
+  return null;
 })()
 """
 

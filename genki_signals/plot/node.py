@@ -12,7 +12,7 @@ In a spec::
           - {key: wave_spectrum, type: spectrogram, sample_rate: 100, window_size: 256}
         port: 5006                   # 0: any free port; a busy port falls back to a free one
         host: 127.0.0.1              # loopback unless stated
-        fps: 20
+        fps: 30                      # display rate (frames/s)
         history: 10000               # samples kept per timeline
 
 The node's logic only appends received frames to a DataBuffer (``TopicMux``: one timeline per
@@ -49,7 +49,7 @@ class PlotSinkLogic(NodeLogic):
     merge_inputs = False  # frames as they arrive: a plot needs no cross-input ordering or wait
 
     def __init__(self, panels: Sequence[Any] | None = None, *, host: str = "127.0.0.1",
-                 port: int = DEFAULT_PORT, fps: float = 20.0, history: int = DEFAULT_HISTORY,
+                 port: int = DEFAULT_PORT, fps: float = 30.0, history: int = DEFAULT_HISTORY,
                  title: str = "genki-signals", subtitle: str = "") -> None:
         self.panels = [PanelSpec.parse(p) for p in panels or []]
         self.host, self.port, self.fps, self.title = host, int(port), float(fps), title
@@ -100,7 +100,7 @@ def build_plot_sink(node_id: str, params: Mapping[str, Any], topology: str = "")
     panels += [{"key": k} for k in params.get("keys") or []
                if k not in {PanelSpec.parse(p).key for p in panels}]
     return PlotSinkLogic(panels, host=params.get("host", "127.0.0.1"),
-                         port=params.get("port", DEFAULT_PORT), fps=params.get("fps", 20.0),
+                         port=params.get("port", DEFAULT_PORT), fps=params.get("fps", 30.0),
                          history=params.get("history", DEFAULT_HISTORY),
                          title=params.get("title") or f"{topology or 'genki-signals'}",
                          subtitle=f"node '{node_id}'")

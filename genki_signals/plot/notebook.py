@@ -68,7 +68,11 @@ def live_plot(buffer: Any, key: str, plot_type: str = "line", *, fps: float = DE
     figure = _FIGURES[spec.type](_bqplot(), spec)
     live = LivePlot(buffer, spec, figure, fps)
     figure.live = live
-    live.refresh()  # draw what is there now
+    try:
+        live.refresh()  # draw what is there now; a key that cannot be drawn so fails here
+    except Exception:
+        live.close()
+        raise
     ANIMATOR.add(live)
     return figure
 
@@ -221,7 +225,7 @@ def _line_figure(bq: Any, spec: PanelSpec) -> Any:
     lines = bq.Lines(x=np.zeros(0), y=np.zeros(0), scales={"x": xs, "y": ys}, colors=COLORS,
                      labels=[spec.key], display_legend=False)
     axes = [bq.Axis(label="t (s)", scale=xs),
-            bq.Axis(label=spec.label, scale=ys, orientation="vertical")]
+            bq.Axis(label=spec.label, scale=ys, side="left")]
     return bq.Figure(marks=[lines], axes=axes, title=spec.title or spec.key, **_layout(bq))
 
 
@@ -246,8 +250,8 @@ def _spectrogram_figure(bq: Any, spec: PanelSpec) -> Any:
     heat = bq.HeatMap(x=np.arange(2.0), y=np.arange(2.0), color=np.zeros((2, 2)),
                       scales={"x": xs, "y": ys, "color": cs})
     axes = [bq.Axis(label="t (s)", scale=xs),
-            bq.Axis(label="Hz", scale=ys, orientation="vertical"),
-            bq.ColorAxis(label="dB", scale=cs, orientation="vertical", side="right")]
+            bq.Axis(label="Hz", scale=ys, side="left"),
+            bq.ColorAxis(label="dB", scale=cs, side="right")]
     return bq.Figure(marks=[heat], axes=axes, title=spec.title or spec.key, **_layout(bq))
 
 
@@ -258,7 +262,7 @@ def _update_spectrogram(fig: Any, spec: PanelSpec, data: SpectrogramData) -> Non
     cs = mark.scales["color"]
     times, db = data.times, data.db
     if len(times) == 1:  # one spectrum so far: two columns, or bqplot squeezes it to 1-D
-        times, db = np.array([times[0] - 1e-3, times[0]]), np.repeat(db, 2, axis=0)
+        times, db = np.array([times[0] - data.dt, times[0]]), np.repeat(db, 2, axis=0)
     with mark.hold_sync():
         mark.x = times
         mark.y = data.freqs
@@ -274,7 +278,7 @@ def _trace_figure(bq: Any, spec: PanelSpec) -> Any:
                       colors=[COLORS[3]], default_size=48)
     unit = f" ({spec.unit})" if spec.unit else ""
     axes = [bq.Axis(label=f"x{unit}", scale=xs),
-            bq.Axis(label=f"y{unit}", scale=ys, orientation="vertical")]
+            bq.Axis(label=f"y{unit}", scale=ys, side="left")]
     return bq.Figure(marks=[path, head], axes=axes, title=spec.title or spec.key, **_layout(bq))
 
 
@@ -293,7 +297,7 @@ def _histogram_figure(bq: Any, spec: PanelSpec) -> Any:
     bars = bq.Bars(x=list(spec.class_names or []), y=np.zeros(len(spec.class_names or [])),
                    scales={"x": xs, "y": ys}, colors=COLORS[:1], padding=0.2)
     ylabel = spec.unit or ("Probability" if spec.class_names else spec.key)
-    axes = [bq.Axis(scale=xs), bq.Axis(label=ylabel, scale=ys, orientation="vertical")]
+    axes = [bq.Axis(scale=xs), bq.Axis(label=ylabel, scale=ys, side="left")]
     return bq.Figure(marks=[bars], axes=axes, title=spec.title or spec.key, **_layout(bq))
 
 

@@ -315,6 +315,7 @@ class SpectrogramData:
     low: float
     high: float
     freq_label: str
+    dt: float  # the time one spectrum (image column) covers, up to its timestamp
 
 
 class SpectrogramHistory:
@@ -326,6 +327,7 @@ class SpectrogramHistory:
         self._rows: np.ndarray | None = None  # (rows, bins) dB
         self._last_t = -math.inf
         self._last_row: np.ndarray | None = None
+        self.revision = 0  # counts the spectra added
 
     def update(self, buffer: Any) -> SpectrogramData | None:
         snap = _snapshot(buffer, self.spec.key)
@@ -366,6 +368,7 @@ class SpectrogramHistory:
             self._times = np.concatenate([self._times, times])
         limit = self.spec.rows
         self._rows, self._times = self._rows[-limit:], self._times[-limit:]
+        self.revision += len(times)
 
     def _data(self, buffer: Any) -> SpectrogramData:
         rows = self._rows
@@ -382,8 +385,12 @@ class SpectrogramHistory:
         finite = rows[np.isfinite(rows)]
         high = float(finite.max()) if finite.size else 0.0
         low = high - self.spec.dynamic_range
+        if len(self._times) > 1:
+            dt = float(np.median(np.diff(self._times)))
+        else:  # one spectrum so far: as wide as its window
+            dt = window_size / rate if rate else 1.0
         return SpectrogramData(self._times.copy(), freqs, np.maximum(rows, low), low, high,
-                               label)
+                               label, dt if dt > 0 else 1.0)
 
 
 def estimate_rate(buffer: Any) -> float | None:
@@ -428,11 +435,18 @@ class PanelState:
         return True
 
     def view(self, buffer: Any) -> Any:
+        """What to draw now; None when there is nothing (new) to draw."""
         kind = self.spec.type
         if kind == "line":
             return line_view(buffer, self.spec)
-        if kind == "spectrogram":
-            return self.history.update(buffer)
+        if kind == "spectrogram":  # an upsampled FFT repeats itself: redraw new spectra only
+            seen = self.history.revision
+            data = self.history.update(buffer)
+            if data is not None and self.history.revision == seen and \
+                    self.extra.get("drawn"):
+                return None
+            self.extra["drawn"] = data is not None
+            return data
         if kind == "trace2D":
             return trace2d_view(buffer, self.spec)
         return histogram_view(buffer, self.spec)
