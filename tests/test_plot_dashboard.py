@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 import socket
@@ -18,7 +19,7 @@ import psutil
 import pytest
 
 from genki_signals.buffers import DataBuffer
-from proc_helpers import REPO, LauncherProcess
+from proc_helpers import REPO
 
 pytest.importorskip("bokeh", reason="the plot extra (bokeh) is not installed")
 
@@ -116,20 +117,6 @@ def _trace_mask(png: bytes, box: dict) -> np.ndarray:
     return np.abs(frame - LINE_BLUE).sum(axis=2) < 90
 
 
-@pytest.fixture
-def launcher_factory(tmp_path):
-    started: list[LauncherProcess] = []
-
-    def start(spec: Path, *args: str) -> LauncherProcess:
-        lp = LauncherProcess(spec, tmp_path / f"run{len(started)}", *args)
-        started.append(lp)
-        return lp
-
-    yield start
-    for lp in started:
-        lp.kill_all()
-
-
 @pytest.mark.timeout(90)
 def test_demo_spec_dashboard_in_headless_chromium(tmp_path, launcher_factory):
     pytest.importorskip("PIL", reason="Pillow is needed to read the screenshots")
@@ -155,8 +142,8 @@ def test_demo_spec_dashboard_in_headless_chromium(tmp_path, launcher_factory):
         second = browser.screenshot(tmp_path / "dashboard-2.png")
         frames1 = browser.evaluate("window.genki.frames")
         requested = browser.requested_urls()
-    shot_dir = Path(__import__("os").environ.get("GENKI_SCREENSHOTS", "")) or None
-    if shot_dir:
+    if os.environ.get("GENKI_SCREENSHOTS"):  # keep them to look at
+        shot_dir = Path(os.environ["GENKI_SCREENSHOTS"])
         shot_dir.mkdir(parents=True, exist_ok=True)
         shutil.copy(tmp_path / "dashboard-1.png", shot_dir / "dashboard-1.png")
         shutil.copy(tmp_path / "dashboard-2.png", shot_dir / "dashboard-2.png")
