@@ -89,7 +89,9 @@ def test_remote_buffer_fills_from_the_bus_plots_and_detaches(topology) -> None:
         assert buf.wait_for(["x", "xy", "spec"], timeout=10), buf
         time.sleep(0.5)
         ts = buf.timestamps("x")
-        np.testing.assert_allclose(np.diff(ts), 1 / RATE, atol=1e-9)  # nothing lost, in order
+        steps = np.diff(ts) * RATE  # in order, on the source's grid; lossy, so maybe a gap
+        assert np.all(steps > 0.5) and np.allclose(steps, np.round(steps), atol=1e-6)
+        assert np.mean(np.round(steps) == 1) > 0.9
         assert buf.has_own_timeline("spec")  # the FFT's own (slower) timeline
         assert np.all(np.diff(buf.timestamps("spec")) > 0.05)
         fig = buf.plot("x", fps=30)

@@ -121,6 +121,7 @@ def test_panel_strings_and_checks() -> None:
 def test_topic_mux_keeps_each_topic_on_its_own_timeline() -> None:
     buf = DataBuffer(maxlen=100)
     mux = TopicMux(buf)
+    mux.extend("derived/spec", {"timestamp": np.array([0.1]), "s": np.ones((1, 4))})
     for i in range(3):
         mux.extend("signals/main", {"timestamp": np.array([i, i + 0.5]),
                                     "x": np.array([1.0, 2.0])})
@@ -129,7 +130,10 @@ def test_topic_mux_keeps_each_topic_on_its_own_timeline() -> None:
     assert buf.timestamps("x").tolist() == [0, 0.5, 1, 1.5, 2, 2.5]
     assert buf.timestamps("y").tolist() == [0.25, 1.25, 2.25]
     assert buf["derived/x"].tolist() == [9.0] * 3  # same name, other node: prefixed
-    assert mux.frames == 6 and mux.samples == 9
+    # the first main topic is the main timeline, even when another topic came first
+    assert buf.timestamps().tolist() == [0, 0.5, 1, 1.5, 2, 2.5]
+    assert buf.has_own_timeline("s") and not buf.has_own_timeline("x")
+    assert mux.primary == "signals/main" and mux.frames == 7 and mux.samples == 10
 
 
 SPEC = {"name": "p", "nodes": [

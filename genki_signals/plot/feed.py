@@ -1,7 +1,9 @@
 """Frames from several bus topics into one DataBuffer, each key on its own topic's timeline.
 
-Every topic is a single-rate stream with its own ``timestamp``. The first topic that delivers a
-frame becomes the buffer's main timeline; the keys of every other topic are written with a
+Every topic is a single-rate stream with its own ``timestamp``. The first *main* topic
+(``<node>/main``, a node's main timeline) that delivers a frame becomes the buffer's main
+timeline, whatever arrived before it (so ``buffer.timestamps()`` is a sample-rate timeline, not a
+windowed FFT's, however the frames raced); the keys of every other topic are written with a
 ``K.timestamp`` companion (``genki_signals.frames``) and an empty main timeline, so no key ever
 borrows another topic's timestamps. A key name that a second topic also publishes is stored as
 ``<node>/<key>`` (``/`` never appears in a stream name, so this cannot clash).
@@ -37,7 +39,7 @@ class TopicMux:
         n = frame_length(frame)
         if n == 0 or TIMESTAMP not in frame:
             return
-        if self.primary is None:
+        if self.primary is None and topic.endswith("/main"):
             self.primary = topic
         ts = np.asarray(frame[TIMESTAMP], dtype=np.float64)
         out: dict[str, np.ndarray] = {}
