@@ -266,25 +266,17 @@ class Recording:
             op, length = _REC.unpack_from(mm, pos)
             end = pos + 9 + length
             if op not in KNOWN_OPS or end > size:
-                nxt = self._resync(pos + 1)
-                if nxt is None:
-                    report.truncated_bytes += size - pos
+                pos = self._skip_damage(pos, size, report)
+                if pos is None:
                     return
-                report.resyncs += 1
-                report.skipped_bytes += nxt - pos
-                pos = nxt
                 continue
             if op == OP_CHUNK:
                 try:
                     body = self._chunk_body(pos + 9, end, start_ns)
                 except _Broken:
-                    nxt = self._resync(pos + 1)
-                    if nxt is None:
-                        report.truncated_bytes += size - pos
+                    pos = self._skip_damage(pos, size, report)
+                    if pos is None:
                         return
-                    report.resyncs += 1
-                    report.skipped_bytes += nxt - pos
-                    pos = nxt
                     continue
                 except _Damaged:
                     report.corrupt_chunks += 1
@@ -315,6 +307,16 @@ class Recording:
             except _Broken:
                 report.corrupt_records += 1
             pos = end
+
+    def _skip_damage(self, pos: int, size: int, report) -> int | None:
+        """Skip a broken record: the next good record's position (counted), or None at the end."""
+        nxt = self._resync(pos + 1)
+        if nxt is None:
+            report.truncated_bytes += size - pos
+            return None
+        report.resyncs += 1
+        report.skipped_bytes += nxt - pos
+        return nxt
 
     def _resync(self, start: int) -> int | None:
         """Offset of the next well-formed chunk record at or after ``start``, or None."""
