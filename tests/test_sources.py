@@ -26,6 +26,28 @@ from genki_signals.data_sources import (
 from genki_signals.errors import SourceError
 
 
+
+class ToggleSource(Source):
+    """A minimal Source for tests: active between start() and stop(), reads nothing."""
+
+    def __init__(self):
+        super().__init__()
+        self.active = False
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    def read(self):
+        return {}
+
+    @property
+    def is_active(self):
+        return self.active
+
+
 def _collect(sampler: Sampler, seconds: float, every: float = 0.02) -> dict[str, np.ndarray]:
     """Run ``sampler`` for ``seconds``, reading every ``every`` s; all reads concatenated."""
     buf = DataBuffer()
@@ -55,25 +77,8 @@ def test_source_is_abstract_and_a_context_manager():
     with pytest.raises(TypeError):
         Source()
 
-    class Counter(Source):
+    class Counter(ToggleSource):
         finite = True
-
-        def __init__(self):
-            super().__init__()
-            self.active = False
-
-        def start(self):
-            self.active = True
-
-        def stop(self):
-            self.active = False
-
-        def read(self):
-            return {}
-
-        @property
-        def is_active(self):
-            return self.active
 
     src = Counter()
     assert src.clock is DEFAULT_CLOCK and src.sample_rate is None and src.finite
@@ -252,23 +257,7 @@ def test_error_on_the_first_tick_surfaces_on_read():
 
 @pytest.mark.timeout(30)
 def test_sub_sources_are_started_and_stopped():
-    class Follower(Source):
-        def __init__(self):
-            super().__init__()
-            self.active = False
-
-        def start(self):
-            self.active = True
-
-        def stop(self):
-            self.active = False
-
-        def read(self):
-            return {}
-
-        @property
-        def is_active(self):
-            return self.active
+    class Follower(ToggleSource):
 
         def __call__(self, t):
             return 1.0 if self.active else 0.0
