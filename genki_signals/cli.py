@@ -14,8 +14,15 @@ import genki_signals
 from genki_signals.errors import GenkiError
 
 
+DESCRIPTION = (
+    "Genki Signals: real-time signal processing and machine learning on live sensor streams. "
+    "Validate and launch a topology of sources, signal graphs, models and sinks (each its own "
+    "process), attach to a running one to watch, plot or record it, and replay recordings.")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="genki", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="genki", description=DESCRIPTION,
+                                     epilog="Run `genki VERB --help` for a verb's options.")
     parser.add_argument("--version", action="version",
                         version=f"genki-signals {genki_signals.__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB")

@@ -219,6 +219,7 @@ def read_csv(path):
             if name != "topic"}
 
 
+@pytest.mark.process
 @pytest.mark.timeout(90)
 def test_live_aligner_node_equals_the_same_frames_in_shuffled_order(tmp_path):
     """The shipped example with lossless edges (so the aligner waits for data) and CSV

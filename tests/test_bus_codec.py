@@ -266,9 +266,8 @@ msgpack_values = st.recursive(
 )
 
 
-@FAST
-@given(st.data())
-def test_mutated_valid_messages(data):
+def _mutated_parts(data) -> list[bytes]:
+    """A valid message's parts, then one random mutation of them (Hypothesis draws)."""
     frame = {
         "timestamp": np.arange(5.0),
         "acc": np.ones((5, 3), dtype=np.float32),
@@ -307,7 +306,62 @@ def test_mutated_valid_messages(data):
             entry = header["fields"][data.draw(st.integers(0, len(header["fields"]) - 1))]
             entry[data.draw(st.integers(0, 3))] = data.draw(msgpack_values)
         parts[1] = msgpack.packb(header)
-    _decode_or_decode_error(parts)
+    return parts
+
+
+@FAST
+@given(st.data())
+def test_mutated_valid_messages(data):
+    _decode_or_decode_error(_mutated_parts(data))
+
+
+def _assert_fast_agrees_with_careful(parts) -> bool:
+    """Whenever the fast decoder accepts bytes, the careful decoder gives the same message.
+
+    The fast path may give up (None) or raise on anything odd: ``decode`` then takes the careful
+    path, so only a message it *returns* must agree.
+    """
+    try:
+        fast = codec._decode_fast(parts, codec.DEFAULT_MAX_BYTES)
+    except Exception:
+        return False
+    if fast is None:
+        return False
+    careful = codec._decode(parts, codec.DEFAULT_MAX_BYTES)
+    assert (fast.topic, fast.node_id, fast.seq, fast.kind, fast.publish_time) == (
+        careful.topic, careful.node_id, careful.seq, careful.kind, careful.publish_time)
+    assert list(fast.frame) == list(careful.frame)
+    for key, value in careful.frame.items():
+        assert fast.frame[key].dtype == value.dtype and fast.frame[key].shape == value.shape, key
+        assert fast.frame[key].tobytes() == value.tobytes(), key
+    return True
+
+
+@FAST
+@given(st.data())
+def test_fast_decoder_agrees_with_the_careful_one_on_mutated_bytes(data):
+    parts = _mutated_parts(data)
+    try:
+        _assert_fast_agrees_with_careful(parts)
+    except DecodeError:
+        raise AssertionError("the fast decoder accepted a message the careful one rejects")
+
+
+@FAST
+@given(
+    dtype=st.sampled_from(DTYPES),
+    shape=st.lists(st.integers(0, 6), max_size=3).map(tuple),
+    inline_max=st.sampled_from([-1, 0, 64, INLINE_MAX_BYTES]),
+    kind=st.sampled_from(["data", "event"]),
+)
+def test_fast_decoder_agrees_with_the_careful_one_on_valid_messages(dtype, shape, inline_max,
+                                                                     kind):
+    frame = {"timestamp": np.arange(3.0), "x": _array(dtype, (3, *shape), seed=len(shape))}
+    parts = [memoryview(p).tobytes() for p in
+             encode("p/main", frame, node_id="n", seq=7, kind=kind, inline_max=inline_max)]
+    took_fast = _assert_fast_agrees_with_careful(parts)
+    if frame["x"].size and dtype is not np.float16:  # the common case must take the fast path
+        assert took_fast
 
 
 @FAST

@@ -31,9 +31,21 @@ from genki_signals.bus.endpoints import IPC_PATH_MAX
 
 @pytest.fixture
 def ctx():
+    """A context whose teardown fails, instead of hanging, when a test leaked a socket.
+
+    pyzmq's own conftest does this: ``term()`` blocks while any socket is open, so it runs in a
+    thread with a timeout; on timeout the sockets are destroyed and the test fails.
+    """
     context = zmq.Context()
     yield context
-    context.destroy(linger=0)
+    terminator = threading.Thread(target=context.term, daemon=True)
+    terminator.start()
+    terminator.join(timeout=5)
+    if terminator.is_alive():
+        context.destroy(linger=0)
+        terminator.join(timeout=5)
+        pytest.fail("zmq context did not terminate within 5 s: open sockets likely remain in "
+                    "the test (close every socket, or register it with the `closing` fixture)")
 
 
 @pytest.fixture
@@ -409,6 +421,7 @@ def _cfg(tmp_path, wait_lossless, n=N_FRAMES, tail=0):
     }
 
 
+@pytest.mark.process
 @pytest.mark.timeout(40)
 def test_lossless_edge_loses_nothing_from_fast_process_to_slow_reader(tmp_path, spawn, closing):
     cfg = _cfg(tmp_path, wait_lossless=[True])
@@ -438,6 +451,7 @@ def test_lossless_edge_loses_nothing_from_fast_process_to_slow_reader(tmp_path, 
     assert proc.popen.wait(10) == 0
 
 
+@pytest.mark.process
 @pytest.mark.timeout(40)
 def test_lossy_edge_counts_loss_and_does_not_stall_publisher(tmp_path, spawn, closing):
     elapsed = {}

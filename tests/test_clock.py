@@ -231,6 +231,7 @@ PROBES = """
 """
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("leader", ["launcher", "plain"])
 def test_follower_with_offset_and_drift_stamps_in_leader_time(tmp_path, monkeypatch, leader):

@@ -64,6 +64,7 @@ def run(tmp_path, shape: str, seconds: float = 3.5) -> str:
         lp.kill_all()
 
 
+@pytest.mark.process
 def test_drawn_circles_give_one_event_each_at_the_start_of_the_motion(tmp_path):
     out = run(tmp_path, "circle")
     times = np.array([float(t) for t in EVENT.findall(out)])
@@ -76,6 +77,7 @@ def test_drawn_circles_give_one_event_each_at_the_start_of_the_motion(tmp_path):
     assert np.all(np.diff(times) > PERIOD * 0.9)  # one event per gesture, no repeats
 
 
+@pytest.mark.process
 def test_a_still_pointer_gives_no_event(tmp_path):
     out = run(tmp_path, "none", seconds=2.5)
     assert EVENT.findall(out) == []

@@ -14,8 +14,8 @@ import pytest
 from numpy.lib.stride_tricks import sliding_window_view
 from streaming import assert_streams_like_batch, run_chunked
 
-pytest.importorskip("onnx")
-pytest.importorskip("onnxruntime")
+import onnx  # noqa: E402,F401  (the test extra installs it)
+import onnxruntime  # noqa: E402,F401  (the test extra installs it)
 
 from genki_signals.errors import OperatorError  # noqa: E402
 from genki_signals.graph import SignalGraph  # noqa: E402

@@ -49,6 +49,7 @@ def read_csv_columns(path: Path) -> dict[str, np.ndarray]:
     return cols
 
 
+@pytest.mark.process
 def test_demo_topology_matches_in_process_system(tmp_path, launcher_factory):
     lp = launcher_factory(demo_with_csv_sinks(tmp_path), "--duration", "4")
     assert lp.wait_exit(timeout=60) == 0, lp.output
@@ -102,6 +103,7 @@ DEMO_ON_FAILURE = """
 """
 
 
+@pytest.mark.process
 def test_killed_node_is_reported_and_restarted_while_others_run(tmp_path, launcher_factory):
     lp = launcher_factory(write_spec(tmp_path, DEMO_ON_FAILURE))
     d = lp.wait_ready()
@@ -120,6 +122,7 @@ def test_killed_node_is_reported_and_restarted_while_others_run(tmp_path, launch
     assert "node 'derived' killed by signal SIGKILL; restarting" in lp.output
 
 
+@pytest.mark.process
 def test_ctrl_c_leaves_no_child_process(tmp_path, launcher_factory):
     lp = launcher_factory(REPO / "specs" / "demo.yaml")
     lp.wait_ready()
@@ -131,6 +134,7 @@ def test_ctrl_c_leaves_no_child_process(tmp_path, launcher_factory):
     assert "[launch] stopped" in lp.output
 
 
+@pytest.mark.process
 def test_node_ignoring_stop_is_killed_after_grace_and_reported(tmp_path, launcher_factory):
     spec = write_spec(tmp_path, """
         name: stubborn_test
@@ -147,6 +151,7 @@ def test_node_ignoring_stop_is_killed_after_grace_and_reported(tmp_path, launche
     assert lp.alive_children() == []
 
 
+@pytest.mark.process
 def test_node_crashing_in_init_fails_the_launch_with_its_cause(tmp_path, launcher_factory):
     spec = write_spec(tmp_path, """
         name: crash_test
@@ -161,6 +166,7 @@ def test_node_crashing_in_init_fails_the_launch_with_its_cause(tmp_path, launche
     assert "RuntimeError: no sensor found" in lp.output
 
 
+@pytest.mark.process
 def test_restart_budget_is_enforced(tmp_path, launcher_factory):
     spec = write_spec(tmp_path, """
         name: budget_test
@@ -178,6 +184,7 @@ def test_restart_budget_is_enforced(tmp_path, launcher_factory):
     assert "RuntimeError: crashed on purpose" in out
 
 
+@pytest.mark.process
 def test_attach_tools_see_the_running_topology(tmp_path, launcher_factory, capsys):
     from genki_signals.cli import main
 
@@ -210,6 +217,7 @@ def test_graph_verb_prints_mermaid(capsys):
     assert "signals" in out and "derived" in out and "lossless" in out
 
 
+@pytest.mark.process
 def test_cpu_affinity_from_the_spec_is_applied(tmp_path, launcher_factory):
     import psutil
 
@@ -234,6 +242,7 @@ def test_cpu_affinity_from_the_spec_is_applied(tmp_path, launcher_factory):
     assert lp.wait_exit(timeout=30) == 0
 
 
+@pytest.mark.process
 def test_heartbeats_report_rates_of_nodes_that_both_read_and_publish(tmp_path, launcher_factory):
     lp = launcher_factory(REPO / "specs" / "demo.yaml")
     lp.wait_ready()

@@ -21,7 +21,7 @@ import pytest
 from genki_signals.buffers import DataBuffer
 from proc_helpers import REPO
 
-pytest.importorskip("bokeh", reason="the plot extra (bokeh) is not installed")
+import bokeh  # noqa: E402,F401  (the test extra installs it)
 
 from genki_signals.plot.dashboard import Dashboard  # noqa: E402
 from genki_signals.plot.headless import Chromium, find_chromium, panel_box  # noqa: E402
@@ -117,11 +117,13 @@ def _trace_mask(png: bytes, box: dict) -> np.ndarray:
     return np.abs(frame - LINE_BLUE).sum(axis=2) < 90
 
 
+@pytest.mark.process
+@pytest.mark.browser
 @pytest.mark.timeout(90)
 def test_demo_spec_dashboard_in_headless_chromium(tmp_path, launcher_factory):
-    pytest.importorskip("PIL", reason="Pillow is needed to read the screenshots")
     if find_chromium() is None:
-        pytest.skip("no Chromium: `apt-get install chromium` (.ci/run installs it as root)")
+        pytest.fail("no Chromium on this machine: run `tools/install-test-deps.sh` as root "
+                    "(or `apt-get install chromium`)")
     lp = launcher_factory(REPO / "specs" / "demo.yaml")
     lp.wait_ready()
     url = lp.wait_for(lambda d: next((n["stats"].get("dashboard_url") for n in d["nodes"]

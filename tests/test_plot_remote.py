@@ -26,7 +26,7 @@ from genki_signals.bus.sockets import Subscriber
 from genki_signals.errors import GenkiError
 from proc_helpers import LauncherProcess, env_with_tests_on_path
 
-pytest.importorskip("bokeh", reason="the plot extra (bokeh) is not installed")
+import bokeh  # noqa: E402,F401  (the test extra installs it)
 
 from genki_signals.plot.remote import RemoteBuffer  # noqa: E402
 
@@ -76,6 +76,7 @@ def _nodes(lp: LauncherProcess) -> dict[str, tuple[int, int, str]]:
     return {n["id"]: (n["pid"], n["restarts"], n["state"]) for n in d["nodes"]}
 
 
+@pytest.mark.process
 @pytest.mark.timeout(60)
 def test_remote_buffer_fills_from_the_bus_plots_and_detaches(topology) -> None:
     before = _nodes(topology)
@@ -116,6 +117,7 @@ def test_remote_buffer_fills_from_the_bus_plots_and_detaches(topology) -> None:
     assert _nodes(topology) == before  # the topology did not notice
 
 
+@pytest.mark.process
 @pytest.mark.timeout(90)
 def test_a_suspended_genki_plot_viewer_does_not_slow_the_source(topology) -> None:
     d = topology.directory()

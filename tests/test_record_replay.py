@@ -520,6 +520,7 @@ def demo_with_recorder(tmp_path: Path, name: str = "demo_live") -> Path:
     return path
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 def test_replay_reproduces_the_live_derived_outputs_bit_for_bit(tmp_path, launcher_factory):
     live_spec = demo_with_recorder(tmp_path)
@@ -566,6 +567,7 @@ def test_replay_reproduces_the_live_derived_outputs_bit_for_bit(tmp_path, launch
     assert msgs[0].decode().frame["timestamp"][0] == pytest.approx(t0 + 1.0, abs=0.05)
 
 
+@pytest.mark.process
 @pytest.mark.timeout(90)
 def test_a_recorder_killed_with_sigkill_leaves_a_readable_file(tmp_path, launcher_factory):
     spec = tmp_path / "crash.yaml"
@@ -602,6 +604,7 @@ def test_a_recorder_killed_with_sigkill_leaves_a_readable_file(tmp_path, launche
     assert main(["inspect", str(tmp_path / "victim.mcap"), "--no-progress"]) == 0
 
 
+@pytest.mark.process
 @pytest.mark.timeout(90)
 def test_genki_record_attaches_to_a_running_topology(tmp_path, launcher_factory):
     lp = launcher_factory(REPO / "specs" / "demo.yaml")

@@ -45,6 +45,7 @@ def next_control(router: zmq.Socket, msg_type: str, timeout: float = 15.0, where
     raise AssertionError(f"no {msg_type!r} control message within {timeout} s")
 
 
+@pytest.mark.process
 def test_node_fed_garbage_keeps_running_and_counts_it(tmp_path, ctx):
     router = ctx.socket(zmq.ROUTER)
     router.bind(f"ipc://{tmp_path}/control")
@@ -85,6 +86,7 @@ def test_node_fed_garbage_keeps_running_and_counts_it(tmp_path, ctx):
         upstream.close(0)
 
 
+@pytest.mark.process
 def test_node_with_bad_config_exits_with_a_clear_message(tmp_path):
     config = NodeConfig(id="bad", kind="sink", params={"type": "teapot"},
                         control_endpoint=f"ipc://{tmp_path}/control")

@@ -184,6 +184,7 @@ def test_stop_is_prompt_even_between_slow_ticks():
     sampler.stop()  # idempotent
 
 
+@pytest.mark.process
 @pytest.mark.timeout(30)
 def test_sampling_thread_is_a_daemon():
     sampler = Sampler({"x": SineWave()}, sample_rate=100)

@@ -83,6 +83,7 @@ def test_add_and_remove_derived_signals_while_running():
     assert [op.name for op in system.derived_signals] == []
 
 
+@pytest.mark.process
 def test_a_running_system_does_not_keep_the_interpreter_alive():
     code = ("from genki_signals.system import System\n"
             "from genki_signals.data_sources import Sampler, SineWave\n"
