@@ -24,7 +24,7 @@ from proc_helpers import REPO
 pytest.importorskip("bokeh", reason="the plot extra (bokeh) is not installed")
 
 from genki_signals.plot.dashboard import Dashboard  # noqa: E402
-from genki_signals.plot.headless import Chromium, find_chromium, panel_box  # noqa: E402
+from genki_signals.testing.headless import Chromium, find_chromium, panel_box  # noqa: E402
 
 LINE_BLUE = np.array([0x1F, 0x77, 0xB4])  # the dashboard's first line colour
 
