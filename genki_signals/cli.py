@@ -35,9 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, help="topology spec (YAML or JSON)")
     p.set_defaults(func=_cmd_graph)
 
-    from genki_signals.launch.commands import add_verbs
+    from genki_signals.launch.commands import add_verbs as add_launch_verbs
+    from genki_signals.plot.cli import add_verb as add_plot_verb
+    from genki_signals.record.commands import add_verbs as add_record_verbs
 
-    add_verbs(verbs)  # launch, topics, echo, top
+    add_launch_verbs(verbs)  # launch, replay, topics, echo, top
+    add_record_verbs(verbs)  # record, inspect, export
+    add_plot_verb(verbs)  # plot: a live browser dashboard of a running topology
 
     p = verbs.add_parser("demo", help="run the seed notebook's demo in-process and print it live")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")

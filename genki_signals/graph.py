@@ -14,11 +14,9 @@ inputs are on different timelines is rejected: joining rates is an aligner's job
 
 from __future__ import annotations
 
-import graphlib
 import json
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,18 +24,9 @@ import numpy as np
 from genki_signals.errors import GraphError, OperatorError
 from genki_signals.frames import TIMESTAMP, Frame, companion, is_companion
 from genki_signals.signals.base import Operator
+from genki_signals.signals.plan import MAIN, Step, index_operators, plan_steps
 
-MAIN = ""
-"""Name of the main timeline (the source's ``timestamp``)."""
-
-
-@dataclass(frozen=True)
-class _Step:
-    """One operator in execution order, with where its output's timestamps come from."""
-
-    op: Operator
-    timeline: str  # of the output: MAIN, or the name of the operator that started it
-    input_timeline: str  # of the inputs (differs from ``timeline`` for new-timeline operators)
+__all__ = ["MAIN", "SignalGraph"]
 
 
 class SignalGraph:
@@ -49,25 +38,13 @@ class SignalGraph:
 
     def __init__(self, operators: Iterable[Operator] = (),
                  source_keys: Iterable[str] | None = None) -> None:
-        self._ops: dict[str, Operator] = {}
+        self._ops: dict[str, Operator] = index_operators(operators)
         self._lock = threading.RLock()
         self._source_keys: frozenset[str] | None = None
-        self._steps: list[_Step] = []
-        ops = list(operators)
-        problems = []
-        for i, op in enumerate(ops):
-            if not isinstance(op, Operator):
-                problems.append(f"derived signal {i} is not an operator: {op!r}")
-            elif op.name in self._ops:
-                problems.append(f"{op.describe()}: duplicate name '{op.name}' "
-                                f"(also {self._ops[op.name].describe()})")
-            else:
-                self._ops[op.name] = op
-        if problems:
-            raise GraphError("invalid signal graph:\n  " + "\n  ".join(problems))
+        self._steps: list[Step] = []
         if source_keys is not None:
             self._source_keys = frozenset(source_keys)
-        self._steps = self._plan(self._ops, self._source_keys)
+        self._steps = plan_steps(self._ops, self._source_keys)
 
     # ---------------------------------------------------------------- structure
     @property
@@ -104,7 +81,7 @@ class SignalGraph:
                 raise GraphError(f"{op.describe()}: duplicate name '{op.name}' "
                                  f"(also {self._ops[op.name].describe()})")
             ops = {**self._ops, op.name: op}
-            self._steps = self._plan(ops, self._source_keys)
+            self._steps = plan_steps(ops, self._source_keys)
             self._ops = ops
 
     def remove(self, name: str) -> Operator:
@@ -116,14 +93,14 @@ class SignalGraph:
             if users:
                 raise GraphError(f"cannot remove '{name}': used by {', '.join(users)}")
             ops = {k: v for k, v in self._ops.items() if k != name}
-            self._steps = self._plan(ops, self._source_keys)
+            self._steps = plan_steps(ops, self._source_keys)
             return self._ops.pop(name)
 
     def validate(self, source_keys: Iterable[str]) -> None:
         """Check every input resolves given the source's keys (raises ``GraphError``)."""
         with self._lock:
             keys = frozenset(k for k in source_keys if not is_companion(k))
-            self._steps = self._plan(self._ops, keys)
+            self._steps = plan_steps(self._ops, keys)
             self._source_keys = keys
 
     def reset(self) -> None:
@@ -192,56 +169,3 @@ class SignalGraph:
     @classmethod
     def from_json(cls, text: str, source_keys: Iterable[str] | None = None) -> "SignalGraph":
         return cls.from_dict(json.loads(text), source_keys=source_keys)
-
-    # ---------------------------------------------------------------- planning
-    @staticmethod
-    def _plan(ops: Mapping[str, Operator], source_keys: frozenset[str] | None) -> list[_Step]:
-        """Topological order and timelines; raises ``GraphError`` listing every problem."""
-        problems: list[str] = []
-        if source_keys is not None:
-            for name, op in ops.items():
-                if name in source_keys:
-                    problems.append(f"{op.describe()}: output name '{name}' clashes with a "
-                                    f"source key")
-        known = set(ops) | (source_keys or set())
-        known |= {companion(n) for n, o in ops.items() if o.new_timeline}
-        if source_keys is not None:
-            for op in ops.values():
-                for i, input_name in enumerate(op.inputs):
-                    if input_name not in known:
-                        problems.append(
-                            f"{op.describe()}: input {i} '{input_name}' is neither a source key "
-                            f"nor an operator output (available: {', '.join(sorted(known))})")
-        sorter = graphlib.TopologicalSorter(
-            {name: [_base(i) for i in op.inputs if _base(i) in ops] for name, op in ops.items()})
-        try:
-            order = list(sorter.static_order())
-        except graphlib.CycleError as exc:
-            cycle = exc.args[1]
-            problems.append("cycle: " + " -> ".join(
-                f"{ops[n].describe()}" for n in cycle))
-            order = []
-        timelines: dict[str, str] = {}
-        steps: list[_Step] = []
-        for name in order:
-            op = ops[name]
-            input_lines = {i: timelines.get(_base(i), MAIN) for i in op.inputs}
-            distinct = set(input_lines.values())
-            if len(distinct) > 1:
-                problems.append(
-                    f"{op.describe()}: inputs are on different timelines ("
-                    + ", ".join(f"'{k}' on {v or 'the main timeline'}"
-                                for k, v in input_lines.items())
-                    + "); align them first")
-            input_line = next(iter(distinct)) if distinct else MAIN
-            line = name if op.new_timeline else input_line
-            timelines[name] = line
-            steps.append(_Step(op, line, input_line))
-        if problems:
-            raise GraphError("invalid signal graph:\n  " + "\n  ".join(problems))
-        return steps
-
-
-def _base(name: str) -> str:
-    """The stream a name refers to: ``K`` for ``K.timestamp``."""
-    return name[: -len(".timestamp")] if is_companion(name) else name

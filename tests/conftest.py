@@ -1,13 +1,11 @@
-import sys
 from pathlib import Path
 
-# Shared test helpers (streaming.py, ...) import as top-level modules.
-sys.path.insert(0, str(Path(__file__).parent))
+import pytest
 
-
-import pytest  # noqa: E402
-
-from proc_helpers import LauncherProcess  # noqa: E402
+# tests/ is on sys.path through pytest's default (prepend) import mode: the helpers next to the
+# tests (proc_helpers, bad_nodes) import as top-level modules. Support that ships with the
+# package lives in genki_signals.testing.
+from proc_helpers import LauncherProcess
 
 
 @pytest.fixture

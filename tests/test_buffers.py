@@ -10,7 +10,7 @@ import pytest
 
 from genki_signals.buffers import BufferShapeError, DataBuffer
 from genki_signals.errors import GenkiError
-from streaming import random_splits
+from genki_signals.testing.streaming import random_splits
 
 
 def _frames(n: int, lengths: list[int], rng: np.random.Generator):

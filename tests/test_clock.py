@@ -224,10 +224,10 @@ PROBES = """
     nodes:
       - id: skewed
         kind: custom
-        params: {{class: "genki_signals.clocksync.probe:ClockProbe", args: {{rate: 50}}}}
+        params: {{class: "genki_signals.testing.clock_probe:ClockProbe", args: {{rate: 50}}}}
       - id: plain
         kind: custom
-        params: {{class: "genki_signals.clocksync.probe:ClockProbe", args: {{rate: 50}}}}
+        params: {{class: "genki_signals.testing.clock_probe:ClockProbe", args: {{rate: 50}}}}
 """
 
 

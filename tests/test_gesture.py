@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from genki_signals.launch.spec import load_topology
-from genki_signals.models.onnx_builders import make_motion_gru
 from genki_signals.specfile import SpecError
+from genki_signals.testing.onnx_builders import make_motion_gru
 from proc_helpers import REPO, LauncherProcess
 
 pytestmark = pytest.mark.timeout(90)

@@ -17,15 +17,7 @@ from genki_signals.nodes.merge import TimestampMerger
 from genki_signals.nodes.sinks import BufferSinkLogic, CsvSinkLogic, NullSinkLogic, \
     PrinterSinkLogic
 from genki_signals.nodes.source_node import SourceNodeLogic
-
-
-def frames(n_frames=10, size=4, rate=100.0, t0=0.0, seed=0, keys=("x",)):
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(n_frames):
-        ts = t0 + (i * size + np.arange(size)) / rate
-        out.append({"timestamp": ts, **{k: rng.normal(size=size) for k in keys}})
-    return out
+from genki_signals.testing.frames import frames
 
 
 def test_merger_releases_in_timestamp_order_whatever_the_arrival_order():

@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 import scipy.integrate
-from streaming import assert_streams_like_batch
 
 import genki_signals.signals as s
 from genki_signals.errors import OperatorError
+from genki_signals.testing.streaming import assert_streams_like_batch
 
 SHAPES = [(300,), (300, 3), (250, 2, 2)]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.signal
-from streaming import assert_streams_like_batch
 
 import genki_signals.signals as s
 from genki_signals.errors import OperatorError
+from genki_signals.testing.streaming import assert_streams_like_batch
 
 SHAPES = [(400,), (400, 3), (300, 2, 2)]
 RATE = 100.0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from streaming import assert_streams_like_batch
 
 import genki_signals.signals as s
 from genki_signals.errors import OperatorError
+from genki_signals.testing.streaming import assert_streams_like_batch
 
 rng = np.random.default_rng(0)
 N = 120

@@ -24,7 +24,7 @@ from proc_helpers import REPO
 import bokeh  # noqa: E402,F401  (the test extra installs it)
 
 from genki_signals.plot.dashboard import Dashboard  # noqa: E402
-from genki_signals.plot.headless import Chromium, find_chromium, panel_box  # noqa: E402
+from genki_signals.testing.headless import Chromium, find_chromium, panel_box  # noqa: E402
 
 LINE_BLUE = np.array([0x1F, 0x77, 0xB4])  # the dashboard's first line colour
 

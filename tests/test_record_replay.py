@@ -20,6 +20,7 @@ import yaml
 from genki_signals.bus.codec import encode
 from genki_signals.cli import main
 from genki_signals.errors import GenkiError
+from genki_signals.launch.replay import replay_topology
 from genki_signals.launch.spec import TopologySpecError, load_topology, parse_topology
 from genki_signals.record import (
     Recorder,
@@ -34,7 +35,6 @@ from genki_signals.record import (
 )
 from genki_signals.record.format import pack_parts, unpack_parts
 from genki_signals.record.player import Player, node_streams
-from genki_signals.record.replace import replay_topology
 from proc_helpers import REPO, LauncherProcess, env_with_tests_on_path
 
 pytestmark = pytest.mark.timeout(60)

@@ -41,7 +41,7 @@ from genki_signals.bus.sockets import Subscriber
 from genki_signals.clocksync.sync import TEST_CLOCK_ENV
 from genki_signals.signals.align import Aligner
 
-PROBE = "genki_signals.clocksync.probe:ClockProbe"
+PROBE = "genki_signals.testing.clock_probe:ClockProbe"
 
 
 class Topology:

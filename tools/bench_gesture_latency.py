@@ -25,7 +25,7 @@ import yaml
 
 from genki_signals.bus import control
 from genki_signals.bus.sockets import Subscriber
-from genki_signals.models.onnx_builders import make_motion_gru
+from genki_signals.testing.onnx_builders import make_motion_gru
 
 
 def spec(update_rate: float) -> dict:

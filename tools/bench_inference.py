@@ -1,6 +1,6 @@
 """Benchmark: inference operators vs calling ``InferenceSession.run`` directly, in the same run.
 
-Models come from ``genki_signals.models.onnx_builders`` (written to a temporary directory): a GRU
+Models come from ``genki_signals.testing.onnx_builders`` (written to a temporary directory): a GRU
 (2 features, 16 hidden, 4 classes), the same GRU with a fixed time axis of 1 (stepped per
 sample), a 1-D CNN on 128x3 windows (8 channels, kernel 5), an MLP, and a larger GRU (128 hidden)
 and CNN (64 channels, kernel 9) to show how the operator's fixed per-call cost (a few
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from genki_signals.models.onnx_builders import make_cnn, make_gru, make_mlp
 from genki_signals.signals.inference import Inference, WindowedInference
+from genki_signals.testing.onnx_builders import make_cnn, make_gru, make_mlp
 
 W, OVERLAP = 128, 32
 HOP = W - OVERLAP

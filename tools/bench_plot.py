@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _bench_util import CpuAccount, machine_info, median, spread  # noqa: E402
 
 from genki_signals.bus import control  # noqa: E402
-from genki_signals.plot.headless import Chromium  # noqa: E402
+from genki_signals.testing.headless import Chromium  # noqa: E402
 
 
 def spec(rate: float, update_rate: float, fps: float) -> dict:

@@ -82,8 +82,8 @@ def write_hour(path: Path, hours: float) -> int:
 
 def replay_once(recording: Path, workdir: Path, tag: str) -> dict[str, float]:
     from genki_signals.launch.launcher import Launcher
+    from genki_signals.launch.replay import replay_topology
     from genki_signals.launch.spec import load_topology
-    from genki_signals.record.replace import replay_topology
 
     spec = load_topology(REPO / "specs" / "demo.yaml")
     plan = replay_topology(spec, recording, ["signals"], name=f"bench_replay_{tag}")

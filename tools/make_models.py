@@ -1,6 +1,6 @@
 """Write the deterministic demo/test ONNX models (GRU, 1-D CNN, MLP) to a directory.
 
-A thin CLI over ``genki_signals.models.onnx_builders`` (which tests and specs import directly)::
+A thin CLI over ``genki_signals.testing.onnx_builders`` (which tests and specs import directly)::
 
     python tools/make_models.py [DIRECTORY] [--seed 0]      # default directory: ./models
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 
-from genki_signals.models.onnx_builders import write_all
+from genki_signals.testing.onnx_builders import write_all
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,13 +15,11 @@
 from __future__ import annotations
 
 import collections
-import getpass
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ import psutil
 import zmq
 
 from genki_signals.bus import control
+from genki_signals.bus.directory import default_run_dir
 from genki_signals.bus.endpoints import ipc_endpoint
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
@@ -44,18 +43,6 @@ MAX_BACKOFF = 10.0
 
 class LaunchError(GenkiError, RuntimeError):
     """The topology could not be started; the message says which node and why."""
-
-
-def default_run_dir(topology: str) -> Path:
-    """Where a topology's sockets and node configs live: ``$TMPDIR/genki-<user>/<name>``."""
-    return Path(tempfile.gettempdir()) / f"genki-{getpass.getuser()}" / topology
-
-
-def resolve_address(address: str) -> str:
-    """A control address from what a user typed: an endpoint, or a running topology's name."""
-    if "://" in address:
-        return address
-    return f"ipc://{default_run_dir(address) / 'control'}"
 
 
 @dataclass
@@ -92,7 +79,7 @@ class Launcher:
                  heartbeat_interval: float = 1.0,
                  node_extra: dict[str, dict[str, Any]] | None = None) -> None:
         """``node_extra``: node id -> ``NodeConfig.extra`` (e.g. ``{"max_lag": None}`` so a
-        replay's downstream merges by timestamp alone, see ``record.replace``)."""
+        replay's downstream merges by timestamp alone, see ``launch.replay``)."""
         self.spec = spec
         self.node_extra = node_extra or {}
         self.run_dir = Path(run_dir) if run_dir else default_run_dir(spec.name)

@@ -9,17 +9,8 @@ from typing import IO, Any
 
 import numpy as np
 
-from genki_signals.bus import control
+from genki_signals.bus.directory import directory
 from genki_signals.errors import GenkiError
-from genki_signals.launch.launcher import resolve_address
-
-
-def directory(address: str, timeout: float = 2.0) -> dict[str, Any]:
-    """The launcher's directory (raises GenkiError when nothing answers)."""
-    try:
-        return control.request(resolve_address(address), "directory", timeout=timeout)
-    except TimeoutError as exc:
-        raise GenkiError(str(exc)) from exc
 
 
 def print_topics(address: str, out: IO[str] = sys.stdout) -> None:

@@ -7,7 +7,7 @@
     buf.stats                                              # frames, drops, gaps
     buf.close()                                            # detach; the topology runs on
 
-Attaching asks the launcher's directory (``genki_signals.launch.tools.directory``) where each
+Attaching asks the launcher's directory (``genki_signals.bus.directory``) where each
 topic is published and subscribes to the publishers' *lossy* endpoints: the publisher never
 waits for a viewer. The edge policy is lossy too (``drop_oldest`` with a short queue by default,
 or ``latest``), with a small ZeroMQ receive queue, so a viewer that falls behind, or is
@@ -85,7 +85,7 @@ class RemoteBuffer(DataBuffer):
         if policy not in ("drop_oldest", "latest"):
             raise GenkiError(f"RemoteBuffer: policy must be 'drop_oldest' or 'latest' (a viewer "
                              f"never holds up the topology), got {policy!r}")
-        from genki_signals.launch.tools import directory
+        from genki_signals.bus.directory import directory
 
         self.address = address
         self.directory = directory(address, timeout=timeout)

@@ -58,8 +58,8 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
                     flush_interval: float = 0.5, progress: bool | None = None,
                     stream: IO[str] | None = None) -> AttachResult:
     """Record the topology at ``address`` into ``out`` (see the module docstring)."""
+    from genki_signals.bus.directory import directory
     from genki_signals.bus.sockets import Subscriber
-    from genki_signals.launch.tools import directory
     from genki_signals.record.export import progress_bar
     from genki_signals.record.recorder import Recorder
 

@@ -9,6 +9,7 @@ import numpy as np
 
 from genki_signals.errors import GraphError, OperatorError
 from genki_signals.signals.base import Operator
+from genki_signals.signals.plan import index_operators, plan_steps
 
 __all__ = ["Combine"]
 
@@ -34,8 +35,6 @@ class Combine(Operator):
             raise OperatorError(f"Combine '{name}': field 'inputs' must be a non-empty list "
                                 f"of stream names, got {inputs!r}")
         super().__init__(inputs, name)
-        from genki_signals.graph import SignalGraph  # here: graph imports the signals package
-
         if isinstance(operators, (str, Mapping)) or not isinstance(operators, Sequence) \
                 or not operators:
             raise self._fail("operators", "must be a non-empty list of operators")
@@ -45,8 +44,8 @@ class Combine(Operator):
                 ops.append(op if isinstance(op, Operator) else Operator.from_dict(op))
             except OperatorError as exc:
                 raise self._fail("operators", f"item {i}: {exc}") from exc
-        try:
-            self._graph = SignalGraph(ops, source_keys=self.inputs)
+        try:  # planned as a SignalGraph plans (signals/plan.py), without importing graph.py
+            steps = plan_steps(index_operators(ops), frozenset(self.inputs))
         except GraphError as exc:
             raise self._fail("operators", f"do not form a valid graph over inputs "
                                           f"{list(self.inputs)}: {exc}") from exc
@@ -54,17 +53,20 @@ class Combine(Operator):
         if bad:
             raise self._fail("operators", f"may not change the rate ({', '.join(bad)})")
         self.operators = ops
-        self.output = output if output is not None else self._graph.operators[-1].name
-        if self.output not in self._graph:
+        self._order = [step.op for step in steps]  # execution (topological) order
+        names = [op.name for op in self._order]
+        self.output = output if output is not None else names[-1]
+        if self.output not in names:
             raise self._fail("output", f"names no inner operator: {self.output!r} "
-                                       f"(have: {', '.join(self._graph.outputs)})")
+                                       f"(have: {', '.join(names)})")
 
     def _step(self, *chunks: np.ndarray) -> np.ndarray:
         values = dict(zip(self.inputs, chunks))
-        for op in self._graph.operators:
+        for op in self._order:
             values[op.name] = op(*[values[k] for k in op.inputs])
         return values[self.output]
 
     def reset(self) -> None:
         super().reset()
-        self._graph.reset()
+        for op in self._order:
+            op.reset()

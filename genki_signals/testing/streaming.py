@@ -2,7 +2,7 @@
 
 Used by every operator test module::
 
-    from streaming import assert_streams_like_batch
+    from genki_signals.testing.streaming import assert_streams_like_batch
     assert_streams_like_batch(lambda: s.MovingAverage("x", length=5), [x], expected)
 """
 

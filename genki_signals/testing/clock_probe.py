@@ -1,6 +1,6 @@
 """``ClockProbe``: a node that publishes what its clock says, for tests and benchmarks.
 
-Run it as a custom node (``class: genki_signals.clocksync.probe:ClockProbe``). Every
+Run it as a custom node (``class: genki_signals.testing.clock_probe:ClockProbe``). Every
 ``1 / rate`` seconds it publishes one sample: ``timestamp`` (the node's leader-time estimate,
 read from the default clock every source of the node stamps with), ``monotonic`` (the host's
 CLOCK_MONOTONIC at the same moment, never skewed by a test clock: on one host,
