@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from genki_signals.errors import GraphError, OperatorError
-from genki_signals.frames import TIMESTAMP, Frame, companion, is_companion
+from genki_signals.frames import COMPANION_SUFFIX, TIMESTAMP, Frame, companion, is_companion
 from genki_signals.signals.base import Operator
 
 MAIN = ""
@@ -244,4 +244,4 @@ class SignalGraph:
 
 def _base(name: str) -> str:
     """The stream a name refers to: ``K`` for ``K.timestamp``."""
-    return name[: -len(".timestamp")] if is_companion(name) else name
+    return name[: -len(COMPANION_SUFFIX)] if is_companion(name) else name

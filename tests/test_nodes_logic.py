@@ -11,6 +11,7 @@ import pytest
 import genki_signals.signals as s
 from genki_signals.data_sources import Sampler, SineWave
 from genki_signals.errors import GraphError
+from genki_signals.frames import Topic
 from genki_signals.graph import SignalGraph
 from genki_signals.nodes.graph_node import GraphNodeLogic
 from genki_signals.nodes.merge import TimestampMerger
@@ -85,7 +86,7 @@ def test_graph_logic_equals_signal_graph_and_publishes_derived_streams_only():
     got_main, got_spec = [], []
     for f in frames(10, keys=("x", "y")):
         expected = reference.process(f)
-        for out in logic.on_frame("src/main", f, now=0.0):
+        for out in logic.on_frame(Topic("src"), f, now=0.0):
             (got_main if out.timeline == "main" else got_spec).append((out, expected))
     for out, expected in got_main:
         assert set(out.frame) == {"timestamp", "xy", "smooth"}
@@ -105,8 +106,8 @@ def test_graph_logic_with_two_inputs_runs_each_operator_on_its_input():
     logic = GraphNodeLogic([s.Abs("x", name="ax").to_dict(), s.Abs("y", name="ay").to_dict()],
                            upstreams={"a": ["timestamp", "x"], "b": ["timestamp", "y"]})
     fa, fb = frames(1, keys=("x",))[0], frames(1, keys=("y",), seed=3)[0]
-    out_a = logic.on_frame("a/main", fa, now=0.0)
-    out_b = logic.on_frame("b/main", fb, now=0.0)
+    out_a = logic.on_frame(Topic("a"), fa, now=0.0)
+    out_b = logic.on_frame(Topic("b"), fb, now=0.0)
     assert [o.timeline for o in out_a] == ["a"] and [o.timeline for o in out_b] == ["b"]
     np.testing.assert_array_equal(out_a[0].frame["ax"], np.abs(fa["x"]))
     np.testing.assert_array_equal(out_b[0].frame["ay"], np.abs(fb["y"]))
@@ -116,7 +117,7 @@ def test_printer_prints_every_nth_frame():
     buf = io.StringIO()
     logic = PrinterSinkLogic(keys=["x"], every=3, stream=buf)
     for f in frames(7):
-        logic.on_frame("src/main", f, now=0.0)
+        logic.on_frame(Topic("src"), f, now=0.0)
     lines = buf.getvalue().splitlines()
     assert len(lines) == 3 and all(ln.startswith("src/main t=") and "x=" in ln for ln in lines)
 
@@ -127,7 +128,7 @@ def test_csv_sink_writes_every_sample_with_nd_columns(tmp_path):
     fs = frames(3, keys=("x",))
     for f in fs:
         f["v"] = np.stack([f["x"], -f["x"]], axis=1)
-        logic.on_frame("src/main", f, now=0.0)
+        logic.on_frame(Topic("src"), f, now=0.0)
     logic.close()
     rows = list(csv.reader((tmp_path / "out.csv").open()))
     assert rows[0] == ["topic", "timestamp", "x", "v[0]", "v[1]"]
@@ -139,7 +140,7 @@ def test_csv_sink_writes_every_sample_with_nd_columns(tmp_path):
 def test_null_and_buffer_sinks_count_and_keep():
     null, buf = NullSinkLogic(), BufferSinkLogic(maxlen=6)
     for f in frames(3):
-        null.on_frame("src/main", f, now=0.0)
-        buf.on_frame("src/main", f, now=0.0)
+        null.on_frame(Topic("src"), f, now=0.0)
+        buf.on_frame(Topic("src"), f, now=0.0)
     assert null.stats() == {"samples": 12}
     assert len(buf.buffers["src/main"]) == 6
