@@ -123,7 +123,7 @@ def check_input_mode(logic: NodeLogic, has_inputs: bool = True) -> None:
     """
     cls = type(logic)
     name = f"{cls.__module__}.{cls.__qualname__}"
-    mode = getattr(logic, "input_mode", None)
+    mode = logic.input_mode
     if not isinstance(mode, str) or mode not in INPUT_MODES:
         raise ValueError(f"{name} declares input_mode {mode!r}; expected one of "
                          + ", ".join(repr(m) for m in INPUT_MODES))
@@ -131,7 +131,14 @@ def check_input_mode(logic: NodeLogic, has_inputs: bool = True) -> None:
         if hasattr(logic, flag):
             raise ValueError(f"{name} sets {flag}, which NodeLogic no longer reads: "
                              f"declare {replacement}")
-    rate = logic.update_rate
+    _check_rate(name, mode, logic.update_rate)
+    if mode != "timed" and not has_inputs:
+        raise ValueError(f"{name} has input_mode {mode!r} but the node has no inputs: it "
+                         f"would never be called (a node without inputs is 'timed')")
+
+
+def _check_rate(name: str, mode: str, rate: Any) -> None:
+    """A ``timed`` logic has ``update_rate`` > 0; any other leaves it None."""
     if mode == "timed":
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
             raise ValueError(f"{name} has input_mode 'timed' and needs update_rate > 0 "
@@ -139,6 +146,3 @@ def check_input_mode(logic: NodeLogic, has_inputs: bool = True) -> None:
     elif rate is not None:
         raise ValueError(f"{name} sets update_rate but declares input_mode {mode!r}: a node "
                          f"polled at update_rate declares input_mode = 'timed'")
-    elif not has_inputs:
-        raise ValueError(f"{name} has input_mode {mode!r} but the node has no inputs: it "
-                         f"would never be called (a node without inputs is 'timed')")
