@@ -10,11 +10,16 @@ checkable: a key either has as many rows as ``timestamp``, or has a ``K.timestam
 with as many rows as itself. Stream names cannot contain ``.``, so companions never clash with
 user names. ``split_timelines`` turns such a frame into one single-rate frame per timeline (what
 goes on the bus); ``DataBuffer`` keeps each timeline's timestamps.
+
+On the bus, each timeline of a node travels on its own *topic*, ``<node>/<timeline>``
+(``Topic``); the main timeline is called ``main`` there.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,7 +37,40 @@ def companion(key: str) -> str:
 
 
 def is_companion(key: str) -> bool:
+    """True for ``K.timestamp``: the timestamps of ``K``, not a stream of its own."""
     return key.endswith(COMPANION_SUFFIX)
+
+
+MAIN_TIMELINE = "main"
+"""The name of a node's main timeline on the bus (``split_timelines`` keys it ``""``)."""
+
+
+@dataclass(frozen=True)
+class Topic:
+    """Where one timeline of a node travels on the bus: ``<node>/<timeline>``.
+
+    The one place that formats (``str(topic)``) and parses (``Topic.parse``) the convention.
+    A node id never contains ``/``; the timeline is everything after the first ``/``.
+    """
+
+    node: str
+    timeline: str = MAIN_TIMELINE
+
+    def __post_init__(self) -> None:
+        if "/" in self.node:
+            raise ValueError(f"a topic's node id cannot contain '/', got {self.node!r}")
+        if not self.timeline:  # the main timeline is keyed "" in a split frame
+            object.__setattr__(self, "timeline", MAIN_TIMELINE)
+
+    def __str__(self) -> str:
+        return f"{self.node}/{self.timeline}"
+
+    @staticmethod
+    @functools.lru_cache(maxsize=4096)  # a node sees a handful of topics, each very often
+    def parse(text: str) -> Topic:
+        """``"node/timeline"`` -> ``Topic``; a missing or empty timeline is ``main``."""
+        node, _, timeline = text.partition("/")
+        return Topic(node, timeline or MAIN_TIMELINE)
 
 
 def frame_length(frame: Mapping[str, np.ndarray]) -> int:

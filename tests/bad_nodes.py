@@ -9,6 +9,7 @@ from genki_signals.nodes.logic import NodeLogic
 class IgnoresStop(NodeLogic):
     """A timed node that blocks forever in poll() and ignores SIGTERM/SIGINT."""
 
+    input_mode = "timed"
     update_rate = 10.0
 
     def poll(self, now):
@@ -26,6 +27,7 @@ class CrashesInInit(NodeLogic):
 class CrashesAfter(NodeLogic):
     """Runs for a while, then raises (exit code 1)."""
 
+    input_mode = "timed"
     update_rate = 20.0
 
     def __init__(self, seconds: float = 0.5):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from genki_signals.buffers import DataBuffer
+from genki_signals.frames import Topic
 from genki_signals.launch.spec import TopologySpecError, parse_topology
 from genki_signals.plot.cli import spectrogram_hints
 from genki_signals.plot.feed import TopicMux
@@ -121,11 +122,11 @@ def test_panel_strings_and_checks() -> None:
 def test_topic_mux_keeps_each_topic_on_its_own_timeline() -> None:
     buf = DataBuffer(maxlen=100)
     mux = TopicMux(buf)
-    mux.extend("derived/spec", {"timestamp": np.array([0.1]), "s": np.ones((1, 4))})
+    mux.extend(Topic("derived", "spec"), {"timestamp": np.array([0.1]), "s": np.ones((1, 4))})
     for i in range(3):
-        mux.extend("signals/main", {"timestamp": np.array([i, i + 0.5]),
+        mux.extend(Topic("signals"), {"timestamp": np.array([i, i + 0.5]),
                                     "x": np.array([1.0, 2.0])})
-        mux.extend("derived/main", {"timestamp": np.array([i + 0.25]), "y": np.array([3.0]),
+        mux.extend(Topic("derived"), {"timestamp": np.array([i + 0.25]), "y": np.array([3.0]),
                                     "x": np.array([9.0])})
     assert buf.timestamps("x").tolist() == [0, 0.5, 1, 1.5, 2, 2.5]
     assert buf.timestamps("y").tolist() == [0.25, 1.25, 2.25]
@@ -133,7 +134,7 @@ def test_topic_mux_keeps_each_topic_on_its_own_timeline() -> None:
     # the first main topic is the main timeline, even when another topic came first
     assert buf.timestamps().tolist() == [0, 0.5, 1, 1.5, 2, 2.5]
     assert buf.has_own_timeline("s") and not buf.has_own_timeline("x")
-    assert mux.primary == "signals/main" and mux.frames == 7 and mux.samples == 10
+    assert mux.primary == Topic("signals") and mux.frames == 7 and mux.samples == 10
 
 
 SPEC = {"name": "p", "nodes": [

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import pytest
 import zmq
 
 from genki_signals.bus import control
-from genki_signals.bus.codec import encode
+from genki_signals.bus.codec import encode, encode_eos
 from genki_signals.nodes.config import InputEdge, NodeConfig
 from proc_helpers import env_with_tests_on_path
 
@@ -94,3 +95,100 @@ def test_node_with_bad_config_exits_with_a_clear_message(tmp_path):
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "node 'bad': cannot start: ValueError: node 'bad': unknown sink type 'teapot'" in out
+
+
+# ------------------------------------------------------------ input modes, one process each
+def two_input_node(tmp_path, ctx, mode: str):
+    """A ``probe_nodes:Seer`` node of ``mode`` reading upstreams ``a`` and ``b`` (raw XPUBs
+    played by the test); returns (process, control ROUTER, {name: XPUB})."""
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(f"ipc://{tmp_path}/control")
+    ups = {}
+    for name in ("a", "b"):
+        ups[name] = ctx.socket(zmq.XPUB)
+        ups[name].bind(f"ipc://{tmp_path}/{name}")
+    config = NodeConfig(
+        id="seer", kind="custom", params={"class": "probe_nodes:Seer", "args": {"mode": mode}},
+        control_endpoint=f"ipc://{tmp_path}/control",
+        inputs=tuple(InputEdge(node=n, endpoint=f"ipc://{tmp_path}/{n}", topics=(f"{n}/",))
+                     for n in ups),
+        heartbeat_interval=0.1, extra={"max_lag": None})  # merged: wait for every input
+    return start_node(tmp_path, config), router, ups
+
+
+def seen(out: str) -> dict:
+    lines = [ln for ln in out.splitlines() if ln.startswith("SEEN ")]
+    assert len(lines) == 1, out
+    return json.loads(lines[0][5:])
+
+
+@pytest.mark.parametrize("mode", ["merged", "arrival", "raw"])
+def test_each_input_mode_sees_frames_in_its_own_order(tmp_path, ctx, mode):
+    """b's frames (later timestamps) arrive before a's: ``merged`` sees them in timestamp order,
+    ``arrival`` and ``raw`` in arrival order; ``arrival`` also gets eos and ticks, ``raw`` the
+    messages themselves with their parts (eos included)."""
+    proc, router, ups = two_input_node(tmp_path, ctx, mode)
+    seq = {"a": 0, "b": 0}
+
+    def send(name, t0):
+        for i in range(5):
+            frame = {"timestamp": np.array([t0 + i * 0.1]), "x": np.ones(1)}
+            ups[name].send_multipart(encode(f"{name}/main", frame, node_id=name, seq=seq[name]))
+            seq[name] += 1
+
+    def delivered(count, seen_count):  # the node received `count` frames, its logic saw ...
+        next_control(router, "heartbeat", where=lambda m: m["stats"]["frames_in"] == count
+                     and m["stats"]["seen"] == seen_count)
+
+    try:
+        next_control(router, "ready")
+        for up in ups.values():
+            assert up.poll(5000)  # the node's subscription arrived
+            up.recv()
+        send("b", 1.0)
+        delivered(5, 0 if mode == "merged" else 5)
+        send("a", 0.0)
+        delivered(10, 5 if mode == "merged" else 10)  # merged: a's are due, b's wait for a
+        for name in ("a", "b"):
+            ups[name].send_multipart(encode_eos(f"{name}/main", node_id=name, seq=seq[name]))
+        out, _ = proc.communicate(timeout=30)  # every input ended: the node exits by itself
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        router.close(0)
+        for up in ups.values():
+            up.close(0)
+    got = seen(out)
+    a = [0.0, 0.1, 0.2, 0.3, 0.4]
+    b = [1.0, 1.1, 1.2, 1.3, 1.4]
+    if mode == "merged":
+        assert got["calls"] == [["data", f"{t}/main", "Topic", pytest.approx(v)]
+                                for t, vs in (("a", a), ("b", b)) for v in vs]
+        assert got["ticks"] == 0
+    elif mode == "arrival":
+        assert got["calls"][:10] == [["data", f"{t}/main", "Topic", pytest.approx(v)]
+                                     for t, vs in (("b", b), ("a", a)) for v in vs]
+        assert sorted(map(tuple, got["calls"][10:])) == [("eos", "a/main", "Topic"),
+                                                         ("eos", "b/main", "Topic")]
+        assert got["ticks"] >= 10  # after every frame at least
+    else:
+        assert got["calls"][:10] == [["message", f"{t}/main", "data", pytest.approx(v), True]
+                                     for t, vs in (("b", b), ("a", a)) for v in vs]
+        assert sorted(map(tuple, got["calls"][10:])) == [("message", "a/main", "eos", None, True),
+                                                         ("message", "b/main", "eos", None, True)]
+        assert got["ticks"] == 0
+
+
+def test_a_logic_declaring_an_unknown_input_mode_is_refused_naming_it(tmp_path, ctx):
+    proc, router, ups = two_input_node(tmp_path, ctx, "sometimes")
+    try:
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        router.close(0)
+        for up in ups.values():
+            up.close(0)
+    assert proc.returncode == 2, out
+    assert ("node 'seer': cannot start: ValueError: probe_nodes.Seer declares input_mode "
+            "'sometimes'; expected one of 'timed', 'merged', 'arrival', 'raw'") in out

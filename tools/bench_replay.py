@@ -42,6 +42,7 @@ from genki_signals.nodes.logic import NodeLogic, Output  # noqa: E402
 class Blaster(NodeLogic):
     """Publishes ``count`` copies of one frame as fast as the lossless edge takes them."""
 
+    input_mode = "timed"
     update_rate = 1e9
 
     def __init__(self, count: int, width: int, seed: int = 0) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 
 from genki_signals.clock import Clock
 from genki_signals.data_sources.base import Source
-from genki_signals.frames import COMPANION_SUFFIX, TIMESTAMP, Frame, companion, concat_frames
+from genki_signals.frames import TIMESTAMP, Frame, companion, concat_frames, is_companion
 
 __all__ = ["ReplaySource"]
 
@@ -100,7 +100,7 @@ class ReplaySource(Source):
         for frames in others.values():
             joined = concat_frames(frames)
             for key, value in joined.items():
-                if key != TIMESTAMP and not key.endswith(COMPANION_SUFFIX):
+                if key != TIMESTAMP and not is_companion(key):
                     frame[key] = value
                     frame[companion(key)] = joined[TIMESTAMP]
         return frame

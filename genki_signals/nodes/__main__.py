@@ -22,11 +22,11 @@ def main(argv: list[str] | None = None) -> int:
     config = NodeConfig.from_file(args.config)
     default_clock().anchor(config.clock_origin)  # every node counts from the launcher's origin
     try:
-        logic = build_logic(config)
+        runner = NodeRunner(config, build_logic(config))  # checks the logic's input mode
     except Exception as exc:  # a bad node fails loudly, with its id, before any socket opens
         print(f"node '{config.id}': cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    return NodeRunner(config, logic).run()
+    return runner.run()
 
 
 if __name__ == "__main__":

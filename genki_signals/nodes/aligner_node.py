@@ -16,7 +16,7 @@ Spec::
 
 Published on ``<id>/main``: ``timestamp`` and the streams of the leader's timeline, then each
 follower's ``keys`` (default: all streams of its timeline) as ``prefix + key``. Unlike graph and
-sink nodes, an aligner takes its frames as they arrive (``merge_inputs = False``): it orders by
+sink nodes, an aligner takes its frames as they arrive (input mode ``arrival``): it orders by
 timestamp itself and waits only for what a leader sample needs.
 
 Stats in the heartbeat: ``aligned`` samples, ``align_late`` (follower values held because of
@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from genki_signals.frames import TIMESTAMP
+from genki_signals.frames import TIMESTAMP, Topic
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.logic import NodeLogic, Output
 from genki_signals.signals.align import METHODS, Aligner
@@ -182,29 +182,29 @@ def check_aligner_params(ctx: Any) -> tuple[list[str], dict[str, str] | None]:
 class AlignerNodeLogic(NodeLogic):
     """Runs an ``Aligner`` over frames as they arrive; publishes joined frames on ``main``."""
 
-    merge_inputs = False
+    input_mode = "arrival"
 
     def __init__(self, leader: str, followers: Mapping[str, Mapping[str, Any]],
                  max_lag: float | None, leader_timeline: str = MAIN) -> None:
-        self.topics = {f"{leader}/{leader_timeline}": leader}
+        self.topics = {Topic(leader, leader_timeline): leader}
         specs = {}
         for name, spec in followers.items():
             spec = dict(spec)
-            self.topics[f"{name}/{spec.pop('timeline', MAIN)}"] = name
+            self.topics[Topic(name, spec.pop("timeline", MAIN))] = name
             specs[name] = spec
         self.aligner = Aligner(leader, specs, max_lag=max_lag)
         self._latency: collections.deque[float] = collections.deque(maxlen=1000)
 
-    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
-        name = self.topics.get(input_name)
+        name = self.topics.get(topic)
         if name is None:
             return []  # another timeline of an input: not aligned
         self.aligner.push(name, frame, arrival=now)
         return []  # the runner calls tick() right after every frame: one pop per frame
 
-    def on_eos(self, input_name: str, now: float) -> list[Output]:
-        name = self.topics.get(input_name)
+    def on_eos(self, topic: Topic, now: float) -> list[Output]:
+        name = self.topics.get(topic)
         if name is not None:
             self.aligner.end(name)
         return self._pop(now)

@@ -6,10 +6,13 @@ one ``NodeConfig`` as a JSON file. The node needs nothing else to run.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from genki_signals.frames import MAIN_TIMELINE, Topic
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class NodeConfig:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
-def topic_for(node_id: str, timeline: str = "main") -> str:
-    """The topic a node publishes a timeline on: ``<node>/<timeline>``."""
-    return f"{node_id}/{timeline or 'main'}"
+@functools.lru_cache(maxsize=1024)  # called for every published frame
+def topic_for(node_id: str, timeline: str = MAIN_TIMELINE) -> str:
+    """The topic a node publishes a timeline on: ``<node>/<timeline>`` (see ``Topic``)."""
+    return str(Topic(node_id, timeline))

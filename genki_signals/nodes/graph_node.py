@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from genki_signals.errors import GraphError
-from genki_signals.frames import TIMESTAMP, companion, split_timelines, timestamps_of
+from genki_signals.frames import TIMESTAMP, Topic, companion, split_timelines, timestamps_of
 from genki_signals.graph import SignalGraph
 from genki_signals.nodes.logic import NodeLogic, Output
 from genki_signals.signals.base import Operator
@@ -38,6 +38,8 @@ class GraphNodeLogic(NodeLogic):
     without upsampling) as its root operator's name.
     """
 
+    input_mode = "merged"
+
     def __init__(self, operators: Sequence[Operator | Mapping[str, Any]],
                  upstreams: Mapping[str, Sequence[str]], *, threads: int | None = None,
                  base_dir: str | None = None) -> None:
@@ -52,8 +54,8 @@ class GraphNodeLogic(NodeLogic):
         self._all = SignalGraph(ops)  # validates names and cycles up front
         self._pending: list[Operator] = self._all.operators
         self.upstreams = {k: list(v) for k, v in upstreams.items()}
-        self._primary = f"{next(iter(self.upstreams), '')}/main"
-        self._graphs: dict[str, SignalGraph] = {}
+        self._primary = Topic(next(iter(self.upstreams), ""))
+        self._graphs: dict[Topic, SignalGraph] = {}
         self._single = len(self.upstreams) <= 1
         if not self._single and all(self.upstreams.values()):
             self._check_no_mixing()
@@ -74,16 +76,16 @@ class GraphNodeLogic(NodeLogic):
             raise GraphError("operators combine streams from different inputs: "
                              + "; ".join(mixed) + " (join them with an aligner first)")
 
-    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
-        graph = self._graphs.get(input_name) or self._build(input_name, frame)
+        graph = self._graphs.get(topic) or self._build(topic, frame)
         result = graph.process(frame)
         derived = {TIMESTAMP: result[TIMESTAMP]}
         for name in graph.outputs:
             derived[name] = result[name]
             if companion(name) in result:
                 derived[companion(name)] = result[companion(name)]
-        main_name = "main" if self._single else input_name.split("/")[0]
+        main_name = "main" if self._single else topic.node
         outputs = [Output(timeline or main_name, part)
                    for timeline, part in split_timelines(derived).items()
                    if len(part) > 1 or timeline]  # skip a main frame without derived streams
@@ -95,7 +97,7 @@ class GraphNodeLogic(NodeLogic):
                     outputs.append(Output("events", events_frame(op.name, events), "event"))
         return outputs
 
-    def _build(self, topic: str, frame: Mapping[str, np.ndarray]) -> SignalGraph:
+    def _build(self, topic: Topic, frame: Mapping[str, np.ndarray]) -> SignalGraph:
         available = set(frame)
         primary = topic == self._primary
         mine, rest = [], []

@@ -1,4 +1,18 @@
-"""Merging several inputs by timestamp, never by arrival order."""
+"""The order in which a node's logic sees its inputs: merged by timestamp, or as they arrive.
+
+``TimestampMerger`` merges several inputs by timestamp, never by arrival order. The feeders
+below turn received bus messages into *deliveries* for the runner's one dispatch, one feeder per
+input mode of ``NodeLogic`` (``merged``, ``arrival``, ``raw``; a ``timed`` node reads no inputs).
+A delivery is ``(what, topic, payload)``:
+
+* ``("data" | "event", topic, frame)``: ``on_frame`` / ``on_event``;
+* ``("eos", topic, None)``: ``on_eos``;
+* ``("message", topic, message)``: ``on_message`` with the whole ``bus.codec.Message``;
+* ``("tick", None, None)``: ``tick``.
+
+Feeders are plain objects, no sockets: ``receive`` each message, then dispatch what ``ready``
+returns; ``ended`` once every input sent end-of-stream and nothing is held back.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from genki_signals.frames import TIMESTAMP
+from genki_signals.frames import TIMESTAMP, Topic
+
+Delivery = tuple[str, Topic | None, Any]
+TICK: Delivery = ("tick", None, None)
 
 
 class TimestampMerger:
@@ -74,3 +91,75 @@ class TimestampMerger:
 
     def __len__(self) -> int:
         return len(self._heap)
+
+
+class MergedFeeder:
+    """``merged``: data and event frames of every input, released in timestamp order."""
+
+    def __init__(self, inputs: Iterable[str], max_lag: float | None = 0.5) -> None:
+        self.merger = TimestampMerger(inputs, max_lag=max_lag)
+
+    def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        if message.kind == "eos":
+            self.merger.end(topic.node)
+        else:
+            self.merger.push(topic.node, message.frame, arrival=now, tag=(message.kind, topic))
+        return []
+
+    def ready(self, now: float) -> list[Delivery]:
+        return [(kind, topic, frame) for _, (kind, topic), frame in self.merger.pop_ready(now)]
+
+    @property
+    def ended(self) -> bool:
+        return self.merger.all_ended and len(self.merger) == 0
+
+
+class ArrivalFeeder:
+    """``arrival``: every frame and end-of-stream as it arrives; a tick after each."""
+
+    def __init__(self, inputs: Iterable[str]) -> None:
+        self._open = set(inputs)
+
+    def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        if message.kind == "eos":
+            self._open.discard(topic.node)
+            return [("eos", topic, None)]
+        return [(message.kind, topic, message.frame)]
+
+    def ready(self, now: float) -> list[Delivery]:
+        return [TICK]
+
+    @property
+    def ended(self) -> bool:
+        return not self._open
+
+
+class RawFeeder:
+    """``raw``: every message itself (end-of-stream included), as it arrives."""
+
+    def __init__(self, inputs: Iterable[str]) -> None:
+        self._open = set(inputs)
+
+    def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        if message.kind == "eos":
+            self._open.discard(topic.node)
+        return [("message", topic, message)]
+
+    def ready(self, now: float) -> list[Delivery]:
+        return []
+
+    @property
+    def ended(self) -> bool:
+        return not self._open
+
+
+def feeder_for(mode: str, inputs: Iterable[str], max_lag: float | None = 0.5
+               ) -> MergedFeeder | ArrivalFeeder | RawFeeder:
+    """The feeder of a non-timed input mode (``NodeLogic.input_mode``)."""
+    if mode == "merged":
+        return MergedFeeder(inputs, max_lag=max_lag)
+    if mode == "arrival":
+        return ArrivalFeeder(inputs)
+    if mode == "raw":
+        return RawFeeder(inputs)
+    raise ValueError(f"no feeder for input mode {mode!r}")

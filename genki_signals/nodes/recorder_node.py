@@ -1,6 +1,6 @@
 """Recorder node logic: stores every message of its inputs exactly as it crossed the bus.
 
-The runner hands a recorder the received messages themselves (``raw_messages``), in arrival
+The runner hands a recorder the received messages themselves (input mode ``raw``), in arrival
 order, with their raw parts, before any merging: data, events and end-of-stream alike. The
 ``Recorder`` writes them to an MCAP recording (see ``genki_signals.record``). Its inputs are
 lossless by default (the spec's ``recorder`` kind), so a recorder that falls behind slows its
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 class RecorderNodeLogic(NodeLogic):
     """Writes every received message to ``path`` (see ``Recorder`` for the options)."""
 
-    raw_messages = True  # the runner calls on_message with every message as received
+    input_mode = "raw"  # the runner calls on_message with every message as received
 
     def __init__(self, path: str | Path, *, topics: Iterable[str] | None = None,
                  metadata: Mapping[str, Any] | None = None, flush_interval: float = 0.5,

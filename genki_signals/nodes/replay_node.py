@@ -38,6 +38,8 @@ def parse_speed(value: Any) -> float | None:
 class ReplayNodeLogic(NodeLogic):
     """Plays the frames ``node`` published in the recording at ``path``."""
 
+    input_mode = "timed"
+
     def __init__(self, path: str | Path, node: str, *, speed: float | None = 1.0,
                  start: float = 0.0, loop: bool = False, batch: int = 64) -> None:
         self.path = Path(path)

@@ -5,6 +5,11 @@ inputs with their queue policies, registers with the launcher, reports ready, se
 with stats, forwards log records, merges inputs by timestamp, and stops cleanly on a ``stop``
 request or SIGTERM/SIGINT. A finite source's end, or the end of every input, sends ``eos``
 downstream and exits 0. A frame that cannot be processed is counted and skipped, never fatal.
+
+The loop has one step per kind of input mode (``NodeLogic.input_mode``, checked when the runner
+is made): a ``timed`` node is polled on a drift-free schedule; the other modes receive a message,
+let the mode's feeder (``nodes.merge``) order it, and hand every ready delivery to ``_dispatch``,
+the one place that calls the logic's hooks.
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from genki_signals.bus import control
 from genki_signals.bus.sockets import Publisher, Subscriber
 from genki_signals.clock import default_clock
 from genki_signals.clocksync.node import start_node_clock, stop_node_clock
+from genki_signals.frames import TIMESTAMP, Topic
 from genki_signals.nodes.config import NodeConfig, topic_for
-from genki_signals.nodes.logic import NodeLogic, Output
-from genki_signals.nodes.merge import TimestampMerger
+from genki_signals.nodes.logic import NodeLogic, Output, check_input_mode
+from genki_signals.nodes.merge import Delivery, feeder_for
 
 log = logging.getLogger(__name__)
 
 FRAME_ERROR_LOG_LIMIT = 5  # log the first few failing frames in full, then only count
+TICK_INTERVAL = 0.05  # a non-timed node's loop turns at least this often (s): control, tick()
 
 
 class ControlLogHandler(logging.Handler):
@@ -53,6 +60,7 @@ class NodeRunner:
 
     def __init__(self, config: NodeConfig, logic: NodeLogic,
                  context: zmq.Context | None = None) -> None:
+        check_input_mode(logic, has_inputs=bool(config.inputs))  # before any socket opens
         self.config = config
         self.logic = logic
         self.context = context or zmq.Context.instance()
@@ -91,9 +99,9 @@ class NodeRunner:
                                            lossless_endpoint=cfg.lossless_endpoint,
                                            clock=self.now)
             if cfg.inputs:
-                # a recorder (``raw_messages``) stores the received parts as they are
+                # a recorder (``raw``) stores the received parts as they are
                 self.subscriber = Subscriber(
-                    context=self.context, keep_parts=getattr(self.logic, "raw_messages", False))
+                    context=self.context, keep_parts=self.logic.input_mode == "raw")
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
                                             policy=edge.policy, maxlen=edge.maxlen)
@@ -140,91 +148,83 @@ class NodeRunner:
         return False
 
     def _loop(self) -> str:
-        cfg = self.config
-        timed = self.logic.update_rate is not None
-        period = 1.0 / self.logic.update_rate if timed else None
-        next_tick = time.monotonic()
-        next_beat = time.monotonic()
-        merger = TimestampMerger([e.node for e in cfg.inputs],
-                                 max_lag=cfg.extra.get("max_lag", 0.5))
+        """Heartbeats, then one step of the node's input mode, until a stop or the end."""
+        if self.logic.input_mode == "timed":
+            step = self._step_timed
+            self._period = 1.0 / self.logic.update_rate
+            self._next_poll = time.monotonic()
+        else:
+            step = self._step_inputs
+            self._feeder = feeder_for(self.logic.input_mode, [e.node for e in self.config.inputs],
+                                      max_lag=self.config.extra.get("max_lag", 0.5))
         self._stats_mark = (time.monotonic(), 0)
-        raw = bool(getattr(self.logic, "raw_messages", False))
-        merged = getattr(self.logic, "merge_inputs", True)  # False: orders by timestamp itself
-        while True:
-            if self._stop_requested:
-                return "stopped"
+        next_beat = time.monotonic()
+        while not self._stop_requested:
             mono = time.monotonic()
             if mono >= next_beat:
                 self._heartbeat()
-                next_beat = mono + cfg.heartbeat_interval
-            if timed:
-                if mono >= next_tick:
-                    self._emit(self.logic.poll(self.now()))
-                    next_tick += period
-                    if next_tick < mono:  # fell behind (suspended): do not burst
-                        next_tick = mono + period
-                if self.logic.finished:
-                    self._emit(self.logic.poll(self.now()))  # drain what is left
-                    return "eos"
-                wait = max(0.0, min(next_tick, next_beat) - time.monotonic())
-                self._handle_control(timeout=wait)
-                continue
-            # reactive: frames drive the work; check control between them
-            msg = self.subscriber.recv(timeout=min(0.05, max(0.0, next_beat - mono)))
-            now = self.now()
-            if msg is not None:
-                upstream = msg.topic.split("/", 1)[0]
-                if raw:  # a recorder: every message as it arrived, unmerged
-                    self._process_message(msg, now)
-                if msg.kind == "eos":
-                    merger.end(upstream)
-                    if not merged:
-                        self._call(self.logic.on_eos, msg.topic, now)
-                elif not merged and not raw:  # e.g. an aligner: every frame at once, no wait
-                    self._process_frame(msg.topic, msg.kind, msg.frame, now)
-                elif not raw:  # data and events, merged by timestamp alike
-                    merger.push(upstream, msg.frame, arrival=now, tag=(msg.topic, msg.kind))
-            for _, (topic, kind), frame in merger.pop_ready(now):
-                self._process_frame(topic, kind, frame, now)
-            if not merged:
-                self._call(self.logic.tick, now)
-            if merger.all_ended and len(merger) == 0:
+                next_beat = mono + self.config.heartbeat_interval
+            if step(next_beat):
                 return "eos"
-            self._handle_control(timeout=0)
+        return "stopped"
+
+    def _step_timed(self, next_beat: float) -> bool:
+        """``timed``: poll when due (an error in ``poll`` ends the node); True when finished."""
+        mono = time.monotonic()
+        if mono >= self._next_poll:
+            self._emit(self.logic.poll(self.now()))
+            self._next_poll += self._period
+            if self._next_poll < mono:  # fell behind (suspended): do not burst
+                self._next_poll = mono + self._period
+        if self.logic.finished:
+            self._emit(self.logic.poll(self.now()))  # drain what is left
+            return True
+        self._handle_control(timeout=max(0.0, min(self._next_poll, next_beat) - time.monotonic()))
+        return False
+
+    def _step_inputs(self, next_beat: float) -> bool:
+        """``merged``/``arrival``/``raw``: receive one message (or time out), then dispatch what
+        the mode's feeder has ready; True once every input ended and nothing is held back."""
+        feeder = self._feeder
+        msg = self.subscriber.recv(timeout=min(TICK_INTERVAL,
+                                               max(0.0, next_beat - time.monotonic())))
+        now = self.now()
+        if msg is not None:
+            for delivery in feeder.receive(Topic.parse(msg.topic), msg, now):
+                self._dispatch(delivery, now)
+        for delivery in feeder.ready(now):
+            self._dispatch(delivery, now)
+        if feeder.ended:
+            return True
+        self._handle_control(timeout=0)
+        return False
 
     # ------------------------------------------------------------------ helpers
-    def _process_message(self, msg: Any, now: float) -> None:
-        """A recorder's input: the message itself, unmerged (see ``RecorderNodeLogic``)."""
+    def _dispatch(self, delivery: Delivery, now: float) -> None:
+        """Hand one delivery to its logic hook and publish the outputs; an error is counted
+        in ``frame_errors`` and skipped, never fatal."""
+        what, topic, payload = delivery
+        logic = self.logic
         try:
-            self._emit(self.logic.on_message(msg, now))
+            if what == "data":
+                ts = payload.get(TIMESTAMP)
+                if ts is not None and len(ts):
+                    self._last_latency = now - float(ts[-1])
+                outputs = logic.on_frame(topic, payload, now)
+            elif what == "event":
+                outputs = logic.on_event(topic, payload, now)
+            elif what == "message":
+                outputs = logic.on_message(payload, now)
+            elif what == "eos":
+                outputs = logic.on_eos(topic, now)
+            else:
+                outputs = logic.tick(now)
+            self._emit(outputs)
         except Exception as exc:
             self.counters["frame_errors"] += 1
             if self.counters["frame_errors"] <= FRAME_ERROR_LOG_LIMIT:
-                log.warning("skipped a message of %s: %s: %s", msg.topic, type(exc).__name__,
-                            exc)
-
-    def _call(self, method: Any, *args: Any) -> None:
-        """Call a logic hook and publish its outputs; an error is counted, never fatal."""
-        try:
-            self._emit(method(*args))
-        except Exception as exc:
-            self.counters["frame_errors"] += 1
-            if self.counters["frame_errors"] <= FRAME_ERROR_LOG_LIMIT:
-                log.warning("%s failed: %s: %s", method.__name__, type(exc).__name__, exc)
-
-    def _process_frame(self, topic: str, kind: str, frame: dict, now: float) -> None:
-        try:
-            if kind == "event":
-                self._emit(self.logic.on_event(topic, frame, now))
-                return
-            ts = frame.get("timestamp")
-            if ts is not None and len(ts):
-                self._last_latency = now - float(ts[-1])
-            self._emit(self.logic.on_frame(topic, frame, now))
-        except Exception as exc:
-            self.counters["frame_errors"] += 1
-            if self.counters["frame_errors"] <= FRAME_ERROR_LOG_LIMIT:
-                log.warning("skipped a frame from %s: %s: %s", topic, type(exc).__name__, exc)
+                log.warning("skipped %s%s: %s: %s", what, "" if topic is None else f" of {topic}",
+                            type(exc).__name__, exc)
 
     def _emit(self, outputs: list[Output]) -> None:
         if not outputs or self.publisher is None:

@@ -11,12 +11,14 @@ from typing import IO, Any
 import numpy as np
 
 from genki_signals.buffers import DataBuffer
-from genki_signals.frames import TIMESTAMP, frame_length
+from genki_signals.frames import TIMESTAMP, Topic, frame_length
 from genki_signals.nodes.logic import NodeLogic, Output
 
 
 class PrinterSinkLogic(NodeLogic):
     """Prints the last sample of the chosen keys of every ``every``-th frame, one line each."""
+
+    input_mode = "merged"
 
     def __init__(self, keys: Sequence[str] | None = None, every: int = 1,
                  stream: IO[str] | None = None) -> None:
@@ -25,7 +27,7 @@ class PrinterSinkLogic(NodeLogic):
         self.stream = stream
         self._count = 0
 
-    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
         self._count += 1
         if (self._count - 1) % self.every or frame_length(frame) == 0:
@@ -34,16 +36,16 @@ class PrinterSinkLogic(NodeLogic):
         if not keys:
             return []
         values = "  ".join(f"{k}={_short(frame[k][-1])}" for k in keys)
-        print(f"{input_name} t={frame[TIMESTAMP][-1]:.3f} n={frame_length(frame)}  {values}",
+        print(f"{topic} t={frame[TIMESTAMP][-1]:.3f} n={frame_length(frame)}  {values}",
               file=self.stream or sys.stdout, flush=True)
         return []
 
-    def on_event(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_event(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
         """Every event is printed, one line each (``every`` applies to data frames only)."""
         for i in range(frame_length(frame)):
             fields = "  ".join(f"{k}={_short(v[i])}" for k, v in frame.items() if k != TIMESTAMP)
-            print(f"EVENT {input_name} t={frame[TIMESTAMP][i]:.3f}  {fields}",
+            print(f"EVENT {topic} t={frame[TIMESTAMP][i]:.3f}  {fields}",
                   file=self.stream or sys.stdout, flush=True)
         return []
 
@@ -56,28 +58,30 @@ class CsvSinkLogic(NodeLogic):
     killed process loses at most the frame being written.
     """
 
+    input_mode = "merged"
+
     def __init__(self, path: str | Path, keys: Sequence[str] | None = None) -> None:
         self.path = Path(path)
         self.keys = list(keys) if keys else None
         self._file: IO[str] | None = None
         self._writer: Any = None
-        self._columns: dict[str, list[str]] = {}
+        self._columns: dict[Topic, list[str]] = {}
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = self.path.open("w", newline="", encoding="utf-8")
         self._writer = csv.writer(self._file)
 
-    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
         n = frame_length(frame)
         if n == 0:
             return []
-        keys = self._columns.get(input_name)
+        keys = self._columns.get(topic)
         if keys is None:
             keys = [k for k in (self.keys or frame) if k in frame and k != TIMESTAMP
                     and len(frame[k]) == n]
-            self._columns[input_name] = keys
+            self._columns[topic] = keys
             header = ["topic", TIMESTAMP]
             for k in keys:
                 shape = np.shape(frame[k])[1:]
@@ -86,7 +90,7 @@ class CsvSinkLogic(NodeLogic):
             self._writer.writerow(header)
         columns = [np.asarray(frame[k]).reshape(n, -1) for k in keys]
         table = np.concatenate([np.asarray(frame[TIMESTAMP]).reshape(n, 1), *columns], axis=1)
-        self._writer.writerows([input_name, *map(repr, row.tolist())] for row in table)
+        self._writer.writerows([str(topic), *map(repr, row.tolist())] for row in table)
         self._file.flush()
         return []
 
@@ -99,10 +103,12 @@ class CsvSinkLogic(NodeLogic):
 class NullSinkLogic(NodeLogic):
     """Discards everything (a sink for benchmarks); counts samples."""
 
+    input_mode = "merged"
+
     def __init__(self) -> None:
         self.samples = 0
 
-    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
         self.samples += frame_length(frame)
         return []
@@ -112,17 +118,23 @@ class NullSinkLogic(NodeLogic):
 
 
 class BufferSinkLogic(NodeLogic):
-    """Keeps what it receives in one DataBuffer per topic (read by tests and notebooks)."""
+    """Keeps what it receives in one DataBuffer per topic (read by tests and notebooks).
+
+    ``buffers`` is keyed by the topic's text, ``"<node>/<timeline>"``.
+    """
+
+    input_mode = "merged"
 
     def __init__(self, maxlen: int | None = None) -> None:
         self.maxlen = maxlen
         self.buffers: dict[str, DataBuffer] = {}
 
-    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
-        buf = self.buffers.get(input_name)
+        key = str(topic)
+        buf = self.buffers.get(key)
         if buf is None:
-            buf = self.buffers[input_name] = DataBuffer(maxlen=self.maxlen)
+            buf = self.buffers[key] = DataBuffer(maxlen=self.maxlen)
         buf.extend(frame)
         return []
 

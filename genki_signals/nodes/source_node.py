@@ -13,6 +13,8 @@ class SourceNodeLogic(NodeLogic):
     end-of-stream downstream.
     """
 
+    input_mode = "timed"
+
     def __init__(self, source, update_rate: float = 25.0) -> None:
         self.source = source
         self.update_rate = float(update_rate)

@@ -16,7 +16,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from genki_signals.buffers import DataBuffer
-from genki_signals.frames import TIMESTAMP, companion, frame_length
+from genki_signals.frames import MAIN_TIMELINE, TIMESTAMP, Topic, companion, frame_length, \
+    is_companion
 
 _EMPTY_TS = np.zeros(0, dtype=np.float64)
 
@@ -26,32 +27,32 @@ class TopicMux:
 
     def __init__(self, buffer: DataBuffer) -> None:
         self.buffer = buffer
-        self.primary: str | None = None
-        self._owner: dict[str, str] = {}  # key -> topic that owns the plain name
+        self.primary: Topic | None = None
+        self._owner: dict[str, Topic] = {}  # key -> topic that owns the plain name
         self.samples = 0
         self.frames = 0
 
-    def name_of(self, topic: str, key: str) -> str:
+    def name_of(self, topic: Topic, key: str) -> str:
         owner = self._owner.setdefault(key, topic)
-        return key if owner == topic else f"{topic.split('/', 1)[0]}/{key}"
+        return key if owner == topic else f"{topic.node}/{key}"
 
-    def extend(self, topic: str, frame: Mapping[str, np.ndarray]) -> None:
+    def extend(self, topic: Topic, frame: Mapping[str, np.ndarray]) -> None:
         n = frame_length(frame)
         if n == 0 or TIMESTAMP not in frame:
             return
-        if self.primary is None and topic.endswith("/main"):
+        if self.primary is None and topic.timeline == MAIN_TIMELINE:
             self.primary = topic
         ts = np.asarray(frame[TIMESTAMP], dtype=np.float64)
         out: dict[str, np.ndarray] = {}
         if topic == self.primary:
             out[TIMESTAMP] = ts
             for key, value in frame.items():
-                if key != TIMESTAMP and not key.endswith(".timestamp"):
+                if key != TIMESTAMP and not is_companion(key):
                     out[self.name_of(topic, key)] = value
         else:
             out[TIMESTAMP] = _EMPTY_TS
             for key, value in frame.items():
-                if key != TIMESTAMP and not key.endswith(".timestamp"):
+                if key != TIMESTAMP and not is_companion(key):
                     name = self.name_of(topic, key)
                     out[name] = value
                     out[companion(name)] = ts

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from genki_signals.buffers import DataBuffer
+from genki_signals.frames import Topic
 from genki_signals.nodes.logic import NodeLogic, Output
 from genki_signals.plot.feed import TopicMux
 from genki_signals.plot.views import PanelSpec, check_panel
@@ -46,7 +47,7 @@ PLOT_FIELDS = ("panels", "keys", "host", "port", "fps", "history", "title")
 class PlotSinkLogic(NodeLogic):
     """Fills a DataBuffer from the node's inputs and serves a Dashboard of it."""
 
-    merge_inputs = False  # frames as they arrive: a plot needs no cross-input ordering or wait
+    input_mode = "arrival"  # frames as they arrive: a plot needs no cross-input order or wait
 
     def __init__(self, panels: Sequence[Any] | None = None, *, host: str = "127.0.0.1",
                  port: int = DEFAULT_PORT, fps: float = 30.0, history: int = DEFAULT_HISTORY,
@@ -72,10 +73,10 @@ class PlotSinkLogic(NodeLogic):
         self.url = self.dashboard.start()
         log.info("dashboard: %s", self.url)
 
-    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
         if self.dashboard is not None:
-            self.mux.extend(input_name, frame)
+            self.mux.extend(topic, frame)
         return []
 
     def _feed_stats(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from typing import Any
 
 from genki_signals.buffers import DataBuffer
 from genki_signals.errors import GenkiError
+from genki_signals.frames import Topic
 from genki_signals.plot.feed import TopicMux
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class RemoteBuffer(DataBuffer):
                 if msg is None or msg.kind != "data":
                     continue
                 try:
-                    self.mux.extend(msg.topic, msg.frame)
+                    self.mux.extend(Topic.parse(msg.topic), msg.frame)
                 except Exception as exc:  # a frame the buffer rejects is counted, not fatal
                     self._stats["frame_errors"] += 1
                     if self._stats["frame_errors"] <= 3:

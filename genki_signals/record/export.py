@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from genki_signals.buffers import DataBuffer
-from genki_signals.frames import COMPANION_SUFFIX, TIMESTAMP, Frame
+from genki_signals.frames import TIMESTAMP, Frame, companion, is_companion
 from genki_signals.record.reader import RecordedMessage, Recording
 
 __all__ = ["read_frames", "load_recording", "load_buffers", "export_npz", "export_csv",
@@ -166,13 +166,13 @@ def export_csv(path: PathLike, out_dir: PathLike, topics: Iterable[str] | None =
             continue
         stem = topic.replace("/", "__")
         main = {k: v for k, v in fields.items() if k != TIMESTAMP and
-                not k.endswith(COMPANION_SUFFIX) and k + COMPANION_SUFFIX not in fields}
+                not is_companion(k) and companion(k) not in fields}
         file = out_dir / f"{stem}.csv"
         _write_table(file, fields[TIMESTAMP], main)
         written.append(file)
         for k, v in fields.items():
-            if k + COMPANION_SUFFIX in fields:
+            if companion(k) in fields:
                 file = out_dir / f"{stem}__{k}.csv"
-                _write_table(file, fields[k + COMPANION_SUFFIX], {k: v})
+                _write_table(file, fields[companion(k)], {k: v})
                 written.append(file)
     return written

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from genki_signals.bus.codec import Message
-from genki_signals.frames import COMPANION_SUFFIX, TIMESTAMP
+from genki_signals.frames import TIMESTAMP, Topic, is_companion
 from genki_signals.record.format import RecordingError
 from genki_signals.record.reader import RecordedMessage, Recording
 
@@ -152,13 +152,12 @@ class Player:
             self._observe(stored, frame)
         elif self._ts_period:
             shift = self.pass_index * self._ts_period
-            frame = {k: (v + shift if k == TIMESTAMP or k.endswith(COMPANION_SUFFIX) else v)
+            frame = {k: (v + shift if k == TIMESTAMP or is_companion(k) else v)
                      for k, v in frame.items()}
         self.frames += 1
         self.position = (stored.log_time - self.start_ns) / 1e9
         self.topics.add(msg.topic)
-        timeline = msg.topic.split("/", 1)[1] if "/" in msg.topic else "main"
-        return Played(msg.topic, timeline or "main", msg.kind, frame)
+        return Played(msg.topic, Topic.parse(msg.topic).timeline, msg.kind, frame)
 
     def _observe(self, stored: RecordedMessage, frame: dict[str, np.ndarray]) -> None:
         self._log_prev, self._log_last = self._log_last, stored.log_time
@@ -205,9 +204,9 @@ def node_streams(recording: Recording, node: str, horizon: float = 10.0
         if msg.kind != "data" or msg.topic in seen:
             continue
         seen.add(msg.topic)
-        timeline = msg.topic.split("/", 1)[1] or "main"
+        timeline = Topic.parse(msg.topic).timeline
         for name, arr in msg.frame.items():
-            if name.endswith(COMPANION_SUFFIX):
+            if is_companion(name):
                 continue
             if name == TIMESTAMP:
                 out.setdefault(TIMESTAMP, ("main", arr.dtype, ()))

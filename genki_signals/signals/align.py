@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from genki_signals.errors import GenkiError
-from genki_signals.frames import COMPANION_SUFFIX, TIMESTAMP, Frame, companion
+from genki_signals.frames import TIMESTAMP, Frame, companion, is_companion
 
 __all__ = ["Aligner", "AlignError", "FollowerSpec", "METHODS"]
 
@@ -387,7 +387,7 @@ class Aligner:
 
 def _main_keys(frame: Mapping[str, Any]) -> tuple[str, ...]:
     """The frame's streams on its main timeline (not timestamp, no companion timelines)."""
-    return tuple(k for k in frame if k != TIMESTAMP and not k.endswith(COMPANION_SUFFIX)
+    return tuple(k for k in frame if k != TIMESTAMP and not is_companion(k)
                  and companion(k) not in frame)
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from genki_signals.errors import GraphError
-from genki_signals.frames import companion, is_companion
+from genki_signals.frames import COMPANION_SUFFIX, companion, is_companion
 from genki_signals.signals.base import Operator
 
 __all__ = ["MAIN", "Step", "index_operators", "plan_steps"]
@@ -106,4 +106,4 @@ def plan_steps(ops: Mapping[str, Operator], source_keys: frozenset[str] | None) 
 
 def _base(name: str) -> str:
     """The stream a name refers to: ``K`` for ``K.timestamp``."""
-    return name[: -len(".timestamp")] if is_companion(name) else name
+    return name[: -len(COMPANION_SUFFIX)] if is_companion(name) else name

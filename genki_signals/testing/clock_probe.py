@@ -21,6 +21,8 @@ from genki_signals.nodes.logic import NodeLogic, Output
 
 
 class ClockProbe(NodeLogic):
+    input_mode = "timed"
+
     def __init__(self, rate: float = 50.0) -> None:
         self.update_rate = float(rate)
 

@@ -1,0 +1,45 @@
+"""Node logics that report what the runner handed them, run as `custom` nodes by process tests."""
+
+import json
+
+from genki_signals.nodes.logic import NodeLogic
+
+
+class Seer(NodeLogic):
+    """Logs every call the runner makes, in order; prints the log as one ``SEEN`` JSON line at
+    close. ``mode`` is its input mode (any string: the runner must refuse unknown ones)."""
+
+    def __init__(self, mode: str = "merged") -> None:
+        self.input_mode = mode
+        self.calls: list[list] = []
+        self.ticks = 0
+
+    def on_frame(self, topic, frame, now):
+        self.calls.append(["data", str(topic), type(topic).__name__,
+                           float(frame["timestamp"][0])])
+        return []
+
+    def on_event(self, topic, frame, now):
+        self.calls.append(["event", str(topic), type(topic).__name__,
+                           float(frame["timestamp"][0])])
+        return []
+
+    def on_eos(self, topic, now):
+        self.calls.append(["eos", str(topic), type(topic).__name__])
+        return []
+
+    def on_message(self, message, now):
+        ts = message.frame.get("timestamp")
+        self.calls.append(["message", message.topic, message.kind,
+                           None if ts is None else float(ts[0]), message.parts is not None])
+        return []
+
+    def tick(self, now):
+        self.ticks += 1
+        return []
+
+    def stats(self):
+        return {"seen": len(self.calls)}
+
+    def close(self):
+        print("SEEN " + json.dumps({"calls": self.calls, "ticks": self.ticks}), flush=True)
