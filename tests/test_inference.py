@@ -21,8 +21,8 @@ from genki_signals.errors import OperatorError  # noqa: E402
 from genki_signals.graph import SignalGraph  # noqa: E402
 from genki_signals.models.onnx_builders import make_cnn, make_gru, make_mlp  # noqa: E402
 from genki_signals.signals.base import OPERATORS, Operator  # noqa: E402
-from genki_signals.signals.inference import (  # noqa: E402
-    EventTrigger, Inference, WindowedInference)
+from genki_signals.signals.events import EventTrigger  # noqa: E402
+from genki_signals.signals.inference import Inference, WindowedInference  # noqa: E402
 
 TOL = {"rtol": 1e-5, "atol": 2e-6}  # float32 model vs float64 reference
 
