@@ -12,6 +12,7 @@ with global sample indices, equal those of one batch and agree with the operator
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -177,7 +178,7 @@ def test_streams_like_batch(type_name, request):
     for case in CASES[type_name]:
         needs_models = type_name in ("Inference", "WindowedInference")
         models = request.getfixturevalue("models") if needs_models else {}
-        make = lambda: case.make(models)  # noqa: E731
+        make = functools.partial(case.make, models)
         op = make()
         assert type(op).__name__ == type_name
         inputs = case.inputs()
@@ -217,7 +218,7 @@ def check_events(make: Callable[[], Operator], inputs: list[np.ndarray]) -> None
 # ------------------------------------------------------------------ the stateful base
 def test_stateful_operators_implement_process_not_step():
     with pytest.raises(TypeError, match=r"implements _process .* not _step"):
-        class Bad(StatefulOperator, abstract=True):  # noqa: F841
+        class Bad(StatefulOperator, abstract=True):
             def _step(self, x):
                 return x
 
@@ -247,8 +248,8 @@ def test_state_is_built_once_per_stream():
     op(np.zeros((4, 3), dtype=np.int16))
     op(np.empty((0, 3)))
     assert op.rebuilds == [((3,), np.dtype(np.float64))] and op.sample_shape == (3,)
-    with pytest.raises(OperatorError, match=r"'counts': input 'x' must keep the shape of its earlier chunks "
-                             r"\(n, 3\), got \(2, 4\)"):
+    with pytest.raises(OperatorError, match=r"'counts': input 'x' must keep the shape of its "
+                                            r"earlier chunks \(n, 3\), got \(2, 4\)"):
         op(np.zeros((2, 4)))
     with pytest.raises(OperatorError, match=r"input 'x' must be real numbers, got dtype complex"):
         op(np.zeros((2, 3), dtype=complex))
