@@ -19,8 +19,8 @@ import onnxruntime  # noqa: E402,F401  (the test extra installs it)
 from genki_signals.errors import OperatorError  # noqa: E402
 from genki_signals.graph import SignalGraph  # noqa: E402
 from genki_signals.signals.base import OPERATORS, Operator  # noqa: E402
-from genki_signals.signals.inference import (  # noqa: E402
-    EventTrigger, Inference, WindowedInference)
+from genki_signals.signals.events import EventTrigger  # noqa: E402
+from genki_signals.signals.inference import Inference, WindowedInference  # noqa: E402
 from genki_signals.testing.onnx_builders import make_cnn, make_gru, make_mlp  # noqa: E402
 from genki_signals.testing.streaming import assert_streams_like_batch, run_chunked  # noqa: E402
 

@@ -37,6 +37,27 @@ def test_extract_dimension_errors():
         s.ExtractDimension("x", "e", dim=[])
 
 
+def test_extract_dimension_tuple_is_rejected_not_read_as_channels():
+    """The original library read ``dim=(0, 0)`` as the nested index ``x[:, 0, 0]``; a list picks
+    channels. A tuple is an error that says both spellings, never a silent ``x[:, [0, 0]]``."""
+    with pytest.raises(OperatorError, match=(
+            r"ExtractDimension 'e': field 'dim' is a tuple \(0, 0\): the original library read "
+            r"a tuple as one nested index \(x\[:, 0, 0\]\), not as a list of channels\. Write a "
+            r"list, dim=\[0, 0\], to pick channels \(x\[:, \[0, 0\]\]\); for the nested element "
+            r"chain ExtractDimension\(dim=0\) then ExtractDimension\(dim=0\)")):
+        s.ExtractDimension("x", "e", dim=(0, 0))
+    with pytest.raises(OperatorError, match=r"field 'dim' is a tuple \(1,\)"):
+        s.ExtractDimension("x", "e", dim=(1,))
+    # What the message offers instead computes what it says.
+    x = rng.normal(size=(6, 2, 3))
+    np.testing.assert_array_equal(s.ExtractDimension("x", dim=[0, 0])(x), x[:, [0, 0]])
+    inner = s.ExtractDimension("x", dim=0)
+    np.testing.assert_array_equal(s.ExtractDimension("y", dim=0)(inner(x)), x[:, 0, 0])
+    # A spec (JSON) can only hold lists: the round trip stays a channel selection.
+    op = s.Operator.from_dict({"type": "ExtractDimension", "input": "x", "dim": [0, 0]})
+    assert op.to_dict()["dim"] == [0, 0]
+
+
 def test_concatenate_mixes_scalars_and_vectors():
     a, b = rng.normal(size=N), rng.normal(size=(N, 3))
     expected = np.column_stack([a, b[:, 0], b[:, 1], b[:, 2]])

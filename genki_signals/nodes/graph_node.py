@@ -11,17 +11,21 @@ from genki_signals.errors import GraphError
 from genki_signals.frames import TIMESTAMP, Topic, companion, split_timelines, timestamps_of
 from genki_signals.graph import SignalGraph
 from genki_signals.nodes.logic import NodeLogic, Output
-from genki_signals.signals.base import Operator
-from genki_signals.signals.inference import EventTrigger, with_model_defaults
+from genki_signals.signals.base import Event, Operator, with_node_defaults
 
-def events_frame(trigger: str, events: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """An ``event`` frame: one row per event (time, trigger, class name and index, score)."""
+
+def events_frame(trigger: str, events: Sequence[Event], timestamps: np.ndarray
+                 ) -> dict[str, np.ndarray]:
+    """An ``event`` frame: one row per event (time, trigger, class name and index, score).
+
+    ``timestamps`` are those of the trigger operator's output rows, which ``Event.row`` indexes.
+    """
     return {
-        TIMESTAMP: np.array([e["timestamp"] for e in events], dtype=np.float64),
+        TIMESTAMP: np.array([timestamps[e.row] for e in events], dtype=np.float64),
         "trigger": np.array([trigger.encode()] * len(events)),
-        "class": np.array([str(e["class"]).encode() for e in events]),
-        "class_index": np.array([e["class_index"] for e in events], dtype=np.int64),
-        "score": np.array([e["score"] for e in events], dtype=np.float64),
+        "class": np.array([e.class_name.encode() for e in events]),
+        "class_index": np.array([e.class_index for e in events], dtype=np.int64),
+        "score": np.array([e.score for e in events], dtype=np.float64),
     }
 
 
@@ -49,7 +53,7 @@ class GraphNodeLogic(NodeLogic):
         relative model paths resolve against, for model operators that do not set them.
         """
         ops = [op if isinstance(op, Operator) else
-               Operator.from_dict(with_model_defaults(op, threads, base_dir))
+               Operator.from_dict(with_node_defaults(op, threads=threads, base_dir=base_dir))
                for op in operators]
         self._all = SignalGraph(ops)  # validates names and cycles up front
         self._pending: list[Operator] = self._all.operators
@@ -90,11 +94,11 @@ class GraphNodeLogic(NodeLogic):
                    for timeline, part in split_timelines(derived).items()
                    if len(part) > 1 or timeline]  # skip a main frame without derived streams
         for op in graph.operators:
-            if isinstance(op, EventTrigger):
-                events = op.events(result[op.name], result[op.inputs[0]],
-                                   timestamps_of(result, op.name))
+            if op.emits_events:
+                events = op.pop_events()
                 if events:
-                    outputs.append(Output("events", events_frame(op.name, events), "event"))
+                    frame = events_frame(op.name, events, timestamps_of(result, op.name))
+                    outputs.append(Output("events", frame, "event"))
         return outputs
 
     def _build(self, topic: Topic, frame: Mapping[str, np.ndarray]) -> SignalGraph:

@@ -6,19 +6,26 @@ An operator is a plain, causal, stateful function over chunks of named streams::
     y = op(x_chunk)          # x_chunk: array (n, ...) time-first; y: array (n, ...)
     op.reset()               # back to the state right after construction
 
-Contract (checked by tests/test_operators_streaming.py for every registered operator):
+Contract (checked for every registered operator by tests/test_ops_registry.py, which fails
+when an operator has no test case there):
 
 * ``inputs`` names the streams it reads, ``name`` the stream it writes.
 * ``op(*chunks)`` takes one time-first array per input (all with the same ``n``) and returns one
   array. Feeding a signal in any chunking (empty and one-sample chunks included) gives exactly
   the one-shot result: state is carried explicitly between calls.
+* Operators with carried state derive from ``StatefulOperator``: the state is built from the
+  first non-empty chunk, in one place (``_reset_for``), and the per-call work is ``_process``.
 * Operators whose output lives on a *new timeline* (a windowed FFT without upsampling) set
   ``new_timeline = True``; after each call ``op.emitted`` holds, for every output row, the index
   in the input chunk of the sample that completed it. The graph takes those samples' timestamps
   as the new stream's timestamps (the time of the last sample of each window).
+* Any operator may raise events (a detected gesture): it sets ``emits_events = True`` and
+  ``pop_events()`` returns the ``Event`` records of its most recent call. Whoever runs the
+  operator (a graph node) collects them without knowing the operator's class.
 * Parameters are the constructor's keyword arguments, stored under the same attribute names and
   validated at construction. ``to_dict()`` / ``Operator.from_dict()`` round-trip them through
-  JSON exactly; unknown keys are errors.
+  JSON exactly; unknown keys are errors. ``node_defaults`` names parameters a node may fill from
+  its own settings when a spec leaves them out (``with_node_defaults``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import inspect
 import numbers
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,11 +49,37 @@ INPUT_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.timestamp)?$")
 """An input may also name a stream's own timestamps, ``K.timestamp`` (see frames.py)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event raised by an operator, as ``Operator.pop_events()`` returns it.
+
+    ``row`` is the index of the output row (of the operator's most recent call) at which the
+    event happened; the graph node stamps it with that row's timestamp and publishes it on
+    ``<node>/events`` with the columns ``timestamp``, ``trigger`` (the operator's name),
+    ``class`` (``class_name``), ``class_index`` and ``score``.
+    """
+
+    row: int
+    class_name: str
+    """What happened, e.g. the gesture class that fired."""
+    class_index: int
+    """Its index among the operator's classes (-1 when the operator has none)."""
+    score: float
+    """How strongly: the class's score at ``row`` (NaN when the operator has none)."""
+
+
 class Operator:
     """Base class of every operator. Subclasses implement ``_step`` and, if stateful, ``reset``."""
 
     new_timeline: bool = False
     """True when the output is a new, slower stream with its own timestamps."""
+
+    emits_events: bool = False
+    """True when ``pop_events()`` may return events; whoever runs operators skips the others."""
+
+    node_defaults: ClassVar[tuple[str, ...]] = ()
+    """Parameters a node fills from its own settings when the spec leaves them out or null
+    (model operators: ``threads``, ``base_dir``); see ``with_node_defaults``."""
 
     _abstract: ClassVar[bool] = True
 
@@ -111,6 +145,15 @@ class Operator:
     def reset(self) -> None:
         """Return to the state right after construction (stateless operators: nothing to do)."""
         self.emitted = np.empty(0, dtype=np.intp)
+
+    def pop_events(self) -> list[Event]:
+        """The events raised by the most recent call, then forgets them.
+
+        Each call replaces the events not yet popped, so nothing accumulates when nobody
+        collects them (an operator run in a notebook). Only operators with ``emits_events``
+        return any.
+        """
+        return []
 
     # ------------------------------------------------------------ serialising
     @classmethod
@@ -227,6 +270,108 @@ class Operator:
                 f"{self.describe()}: input '{input_name}' must have shape {want}, "
                 f"got {chunk.shape}"
             )
+
+
+class StatefulOperator(Operator, abstract=True):
+    """An operator whose carried state is shaped by its input stream: the state is built in one
+    place, ``_reset_for``, only when the input's signature changes.
+
+    The signature is the *first* input's per-sample shape and dtype, ``(x.shape[1:],
+    x.dtype)``; further inputs (a ``with_respect_to`` timestamp stream) are checked by the
+    operator itself. ``_step`` is the template, and subclasses implement the hooks instead::
+
+        if signature changed:   _check_input(x)        every new signature, empty chunks too
+                                _reset_for(x, *more)    only for the first non-empty chunk
+        if x is empty:          return _empty_result(x)
+        return _process(x, *more)                       the per-call work, state already built
+
+    What a signature change means, exactly:
+
+    * before any data (after construction or ``reset()``): an empty chunk is validated and
+      answered with ``_empty_result`` but fixes nothing; the first non-empty chunk fixes the
+      per-sample shape and builds the state from it (``x[0]`` is available);
+    * a different per-sample shape afterwards is an error (a stream keeps the shape of its
+      samples; ``reset()`` starts a new stream);
+    * a different dtype with the same shape is validated again and keeps the state (state is
+      held in float64 or the model's dtype, so it does not depend on the input's dtype).
+
+    The hot path costs one shape comparison, one dtype identity check and one length check.
+    """
+
+    _kinds: ClassVar[str] = "biuf"
+    """Accepted numpy dtype kinds of the first input (the default ``_check_input``)."""
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(abstract=abstract, **kwargs)
+        if "_step" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: a StatefulOperator implements _process (and "
+                            f"_reset_for), not _step, which is the template")
+
+    def reset(self) -> None:
+        super().reset()
+        self._sample_shape: tuple[int, ...] | None = None  # fixed by the first non-empty chunk
+        self._input_dtype: np.dtype | None = None                 # of the last chunk seen
+
+    @property
+    def sample_shape(self) -> tuple[int, ...] | None:
+        """The per-sample shape of the input stream, or None before its first sample."""
+        return self._sample_shape
+
+    def _step(self, x: np.ndarray, *more: np.ndarray) -> np.ndarray:
+        if x.shape[1:] != self._sample_shape or x.dtype is not self._input_dtype:
+            self._new_signature(x, more)
+        if x.shape[0] == 0:
+            return self._empty_result(x)
+        return self._process(x, *more)
+
+    def _new_signature(self, x: np.ndarray, more: tuple[np.ndarray, ...]) -> None:
+        self._check_input(x)
+        if self._sample_shape is None:
+            if x.shape[0] == 0:
+                return  # nothing known yet: an empty chunk fixes nothing
+            self._reset_for(x, *more)
+            self._sample_shape = x.shape[1:]
+        self._input_dtype = x.dtype
+
+    # ------------------------------------------------------------------- hooks
+    def _check_input(self, x: np.ndarray) -> None:
+        """Validate a chunk with a new signature: by default the per-sample shape must not
+        change once known, and the dtype kind must be one of ``_kinds``."""
+        if self._sample_shape is not None and x.shape[1:] != self._sample_shape:
+            raise self._shape_changed(x)
+        if x.dtype.kind not in self._kinds:
+            raise OperatorError(f"{self.describe()}: input '{self.inputs[0]}' must be real "
+                                f"numbers, got dtype {x.dtype}")
+
+    def _shape_changed(self, x: np.ndarray) -> OperatorError:
+        want = ", ".join(map(str, ("n",) + (self._sample_shape or ())))
+        return OperatorError(f"{self.describe()}: input '{self.inputs[0]}' must keep the shape "
+                             f"of its earlier chunks ({want}), got {x.shape}")
+
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        """Build the carried state from the stream's first non-empty chunk (all inputs)."""
+
+    def _empty_result(self, x: np.ndarray) -> np.ndarray:
+        """The output for an empty chunk: by default float64 ``(0, *x.shape[1:])``. New-timeline
+        operators also set ``emitted`` here."""
+        return np.empty(x.shape)
+
+    def _process(self, x: np.ndarray, *more: np.ndarray) -> np.ndarray:
+        """The per-call work on a non-empty chunk; the state exists."""
+        raise NotImplementedError
+
+
+def with_node_defaults(spec: Mapping[str, Any], **defaults: Any) -> dict[str, Any]:
+    """A copy of an operator spec with the node's settings filled in: each parameter the
+    operator type lists in ``node_defaults`` that the spec leaves out (or null) gets the value
+    in ``defaults``, unless that is None. Unknown types are left for ``from_dict`` to report."""
+    spec = dict(spec)
+    type_name = spec.get("type")
+    cls = OPERATORS.get(type_name) if isinstance(type_name, str) else None
+    for key in cls.node_defaults if cls is not None else ():
+        if defaults.get(key) is not None and spec.get(key) is None:
+            spec[key] = defaults[key]
+    return spec
 
 
 def to_jsonable(value: Any) -> Any:

@@ -17,52 +17,24 @@ import numpy as np
 import scipy.signal
 
 from genki_signals.errors import OperatorError
-from genki_signals.signals.base import Operator
+from genki_signals.signals.base import StatefulOperator
 
 __all__ = ["Integrate", "Differentiate", "SampleRate", "MovingAverage",
            "ExponentialMovingAverage", "Delay"]
 
 
-class _Stateful(Operator, abstract=True):
-    """An operator whose per-channel state is shaped by its first non-empty chunk.
-
-    Subclasses call ``self._start(x)`` when ``x.shape[1:] != self._shape``: it fixes the shape
-    (True) or reports an empty chunk before any data (False), and raises if the per-sample shape
-    of ``input`` changed. ``_kinds`` lists the accepted numpy dtype kinds.
-    """
+class _Stateful(StatefulOperator, abstract=True):
+    """A calculus operator over the stream ``input`` (the first input)."""
 
     input: str
-    _kinds = "biuf"
-
-    def reset(self) -> None:
-        super().reset()
-        self._shape: tuple[int, ...] | None = None
-
-    def _start(self, x: np.ndarray) -> bool:
-        if self._shape is not None:
-            want = ", ".join(map(str, ("n",) + self._shape))
-            raise OperatorError(f"{self.describe()}: input '{self.input}' must keep the shape "
-                                f"of its earlier chunks ({want}), got {x.shape}")
-        if x.dtype.kind not in self._kinds:
-            raise OperatorError(f"{self.describe()}: input '{self.input}' must be real numbers, "
-                                f"got dtype {x.dtype}")
-        if x.shape[0] == 0:
-            return False
-        self._shape = x.shape[1:]
-        return True
 
     def _check_wrt(self, field: str, stream: str, t: np.ndarray) -> None:
         """A "with respect to" stream must be ``(n,)`` (shared by all channels) or shaped like
         the input (one per channel)."""
-        if t.shape[1:] and t.shape[1:] != self._shape:
+        if t.shape[1:] and t.shape[1:] != self._sample_shape:
             raise OperatorError(f"{self.describe()}: input '{stream}' ({field}) must have shape "
                                 f"(n,) or the shape of input '{self.input}' "
-                                f"{('n',) + (self._shape or ())}, got {t.shape}")
-
-
-def _empty(x: np.ndarray) -> np.ndarray:
-    """A float64 ``(0, ...)`` result for an empty chunk."""
-    return np.empty(x.shape)
+                                f"{('n',) + (self._sample_shape or ())}, got {t.shape}")
 
 
 def _pairwise(ufunc: np.ufunc, x: np.ndarray, last: np.ndarray | float) -> np.ndarray:
@@ -116,17 +88,14 @@ class Integrate(_Stateful):
         self._last_x: np.ndarray | float = 0.0
         self._last_t: np.ndarray | float = 0.0
         self._col: tuple[int, ...] = (-1,)        # reshapes (n,) steps to broadcast on channels
+        self._first = False                       # the next sample is the stream's first
 
-    def _step(self, x: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
-        first = False
-        if x.shape[1:] != self._shape:
-            if not self._start(x):
-                return _empty(x)
-            first = True
-            self._col = (-1,) + (1,) * (x.ndim - 1)
-        n = x.shape[0]
-        if n == 0:
-            return _empty(x)
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        self._first = True
+        self._col = (-1,) + (1,) * (x.ndim - 1)
+
+    def _process(self, x: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
+        first, self._first = self._first, False
         if t is None:
             dt: np.ndarray | float = 1.0
         else:
@@ -176,16 +145,14 @@ class Differentiate(_Stateful):
         self._last_x: np.ndarray | float = 0.0
         self._last_b: np.ndarray | float = 0.0
         self._col: tuple[int, ...] = (-1,)
+        self._first = False
 
-    def _step(self, x: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
-        first = False
-        if x.shape[1:] != self._shape:
-            if not self._start(x):
-                return _empty(x)
-            first = True
-            self._col = (-1,) + (1,) * (x.ndim - 1)
-        if x.shape[0] == 0:
-            return _empty(x)
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        self._first = True
+        self._col = (-1,) + (1,) * (x.ndim - 1)
+
+    def _process(self, x: np.ndarray, b: np.ndarray | None = None) -> np.ndarray:
+        first, self._first = self._first, False
         y = _diff(x, self._last_x)
         self._last_x = _last(x)
         if first:
@@ -220,11 +187,7 @@ class SampleRate(_Stateful):
         super().reset()
         self._last: np.ndarray | float = math.nan
 
-    def _step(self, t: np.ndarray) -> np.ndarray:
-        if t.shape[1:] != self._shape and not self._start(t):
-            return _empty(t)
-        if t.shape[0] == 0:
-            return _empty(t)
+    def _process(self, t: np.ndarray) -> np.ndarray:
         d = _diff(t, self._last)
         self._last = _last(t)
         return np.divide(1.0, d, out=d)
@@ -256,14 +219,11 @@ class MovingAverage(_Stateful):
         super().reset()
         self._tail: np.ndarray | None = None  # the last min(seen, length) samples, float64
 
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[1:] != self._shape:
-            if not self._start(x):
-                return _empty(x)
-            self._tail = np.empty((0,) + x.shape[1:])
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        self._tail = np.empty((0,) + x.shape[1:])
+
+    def _process(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        if n == 0:
-            return _empty(x)
         L, tail = self.length, self._tail
         m = tail.shape[0]
         ext = np.concatenate((tail, x))
@@ -349,13 +309,10 @@ class ExponentialMovingAverage(_Stateful):
         super().reset()
         self._zi: np.ndarray | None = None
 
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[1:] != self._shape:
-            if not self._start(x):
-                return _empty(x)
-            self._zi = ((1.0 - self.alpha) * np.asarray(x[0], dtype=np.float64))[None]
-        if x.shape[0] == 0:
-            return _empty(x)
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        self._zi = ((1.0 - self.alpha) * np.asarray(x[0], dtype=np.float64))[None]
+
+    def _process(self, x: np.ndarray) -> np.ndarray:
         y, self._zi = scipy.signal.lfilter(self._b, self._a, x, axis=0, zi=self._zi)
         return y
 
@@ -381,14 +338,11 @@ class Delay(_Stateful):
         super().reset()
         self._held: np.ndarray | None = None  # the last `samples` inputs (fill at first)
 
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[1:] != self._shape:
-            if not self._start(x):
-                return _empty(x)
-            self._held = np.full((self.samples,) + x.shape[1:], float(self.fill))
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        self._held = np.full((self.samples,) + x.shape[1:], float(self.fill))
+
+    def _process(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        if n == 0:
-            return _empty(x)
         ext = np.concatenate((self._held, x), dtype=np.float64)
         held = ext[n:]
         # Keep a copy when ext is large, so the state does not pin a big chunk in memory.

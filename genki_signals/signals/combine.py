@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from genki_signals.errors import GraphError, OperatorError
-from genki_signals.signals.base import Operator
+from genki_signals.signals.base import Event, Operator
 from genki_signals.signals.plan import index_operators, plan_steps
 
 __all__ = ["Combine"]
@@ -26,7 +26,8 @@ class Combine(Operator):
 
     Why: a reusable block (a band-power estimate, a feature extractor) is named and serialised
     as one unit. Operators on a new timeline are not allowed inside: the output must stay on the
-    inputs' timeline.
+    inputs' timeline. Events raised by inner operators are this operator's events (their rows
+    are rows of this operator's output, since every inner stream is on the same timeline).
     """
 
     def __init__(self, operators: Sequence[Operator | Mapping[str, Any]], inputs: Sequence[str],
@@ -54,6 +55,7 @@ class Combine(Operator):
             raise self._fail("operators", f"may not change the rate ({', '.join(bad)})")
         self.operators = ops
         self._order = [step.op for step in steps]  # execution (topological) order
+        self.emits_events = any(o.emits_events for o in ops)
         names = [op.name for op in self._order]
         self.output = output if output is not None else names[-1]
         if self.output not in names:
@@ -65,6 +67,12 @@ class Combine(Operator):
         for op in self._order:
             values[op.name] = op(*[values[k] for k in op.inputs])
         return values[self.output]
+
+    def pop_events(self) -> list[Event]:
+        if not self.emits_events:
+            return []
+        events = [e for o in self._order if o.emits_events for e in o.pop_events()]
+        return sorted(events, key=lambda e: e.row)
 
     def reset(self) -> None:
         super().reset()

@@ -1,19 +1,24 @@
-"""Event operators: turn a continuous stream into per-sample event or state flags.
+"""Event operators: turn a continuous stream into per-sample event or state flags, and events.
 
-Both operators work elementwise on any ``(n, ...)`` input (each channel independently), carry
-their state across chunks, and are vectorised: the "last event so far" is found by forward
-filling event positions with ``np.maximum.accumulate`` instead of a per-sample loop. Outputs
-are float64 so they plot, sum and feed models like any other stream.
+``ZeroCrossing`` and ``Threshold`` work elementwise on any ``(n, ...)`` input (each channel
+independently); their outputs are float64 so they plot, sum and feed models like any other
+stream. ``EventTrigger`` turns class scores into debounced events, raised through the operator
+contract's ``pop_events()`` (see ``signals/base.py``). All of them carry their state across
+chunks and are vectorised: the "last event so far" is found by forward filling event positions
+with ``np.maximum.accumulate`` instead of a per-sample loop.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 from genki_signals.errors import OperatorError
-from genki_signals.signals.base import Operator
+from genki_signals.signals.base import Event, StatefulOperator
 
-__all__ = ["ZeroCrossing", "Threshold"]
+__all__ = ["ZeroCrossing", "Threshold", "EventTrigger"]
 
 
 def _forward_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
@@ -26,9 +31,9 @@ def _forward_fill(values: np.ndarray, known: np.ndarray) -> np.ndarray:
     return np.take_along_axis(values, last, axis=0)
 
 
-class _Carrying(Operator, abstract=True):
-    """An elementwise operator carrying one value per channel; the channel shape is fixed by
-    the first non-empty chunk."""
+class _Carrying(StatefulOperator, abstract=True):
+    """An elementwise operator carrying one int8 value per channel (a sign or an on/off state,
+    starting at 0); the channel shape is fixed by the first non-empty chunk."""
 
     input: str
 
@@ -36,17 +41,11 @@ class _Carrying(Operator, abstract=True):
         super().reset()
         self._carry: np.ndarray | None = None
 
-    def _carried(self, x: np.ndarray, initial: int) -> np.ndarray | None:
-        """The carried row (shape ``x.shape[1:]``); None for an empty chunk before any data."""
-        if self._carry is None:
-            if x.shape[0] == 0:
-                return None
-            self._carry = np.full(x.shape[1:], initial, dtype=np.int8)
-        elif self._carry.shape != x.shape[1:]:
-            raise OperatorError(f"{self.describe()}: input '{self.input}' must keep the shape "
-                                f"of its earlier chunks ((n, *{self._carry.shape})), "
-                                f"got {x.shape}")
-        return self._carry
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        self._carry = np.zeros(x.shape[1:], dtype=np.int8)
+
+    def _empty_result(self, x: np.ndarray) -> np.ndarray:
+        return np.zeros(x.shape)
 
 
 class ZeroCrossing(_Carrying):
@@ -67,12 +66,9 @@ class ZeroCrossing(_Carrying):
         self.direction = self.check_choice("direction", direction, ["both", "rising", "falling"])
         self.reset()
 
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        carry = self._carried(x, initial=0)
-        if carry is None:
-            return np.zeros(x.shape)
+    def _process(self, x: np.ndarray) -> np.ndarray:
         sign = np.empty((x.shape[0] + 1,) + x.shape[1:], dtype=np.int8)
-        sign[0] = carry
+        sign[0] = self._carry
         sign[1:] = x > 0
         sign[1:] -= x < 0                                      # NaN: neither, so 0
         held = _forward_fill(sign, sign != 0)                 # last nonzero sign up to each row
@@ -108,16 +104,167 @@ class Threshold(_Carrying):
         self.low = low
         self.reset()
 
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        carry = self._carried(x, initial=0)
-        if carry is None:
-            return np.zeros(x.shape)
+    def _process(self, x: np.ndarray) -> np.ndarray:
         low = self.high if self.low is None else self.low
         # -1: keep the previous state; 1: turn on; 0: turn off. Row 0: the carried state.
         trig = np.empty((x.shape[0] + 1,) + x.shape[1:], dtype=np.int8)
-        trig[0] = carry
+        trig[0] = self._carry
         trig[1:] = np.where(x > self.high, 1, np.where(x < low, 0, -1))
         state = _forward_fill(trig, trig >= 0)
         self._carry = state[-1].copy()
         return state[1:].astype(float)
 
+
+class EventTrigger(StatefulOperator):
+    """Debounced events from class scores: per sample, the index of the class that fired, or -1.
+
+    Inputs: ``input``, class scores ``(n, C)`` (e.g. probabilities) or one score ``(n,)``
+    (treated as ``C = 1``); and ``timestamp`` (``(n,)`` seconds), needed only for the refractory
+    period. Output: ``(n,)`` int64, ``c`` at the sample where class ``c`` fired, else ``-1``.
+
+    Per class, an on/off state with hysteresis (like ``Threshold``): it turns on when
+    ``score > threshold``, off when ``score < release``, and holds otherwise (NaN holds too).
+    ``release`` defaults to ``threshold``; a lower value makes one noisy gesture one event. It
+    starts off, so a stream that begins above the threshold fires at its first sample. A class
+    *fires* when its state turns on, unless
+
+    * it is ignored (``ignore``: class names never reported; by default ``["background"]`` when
+      ``classes`` contains it, else none), or
+    * an event fired less than ``refractory`` seconds earlier (any class). A crossing suppressed
+      this way is consumed: the class must fall below ``release`` and rise again to fire.
+
+    When several classes turn on at the same sample, the one with the highest score fires. The
+    states and the time of the last event are carried across chunks. Vectorised: the hysteresis
+    states come from a forward fill; only the (rare) samples where some class turns on are
+    visited in Python.
+
+    ``timestamp=None`` drops the second input (a stream on a new timeline, e.g. a
+    ``WindowedInference`` output, has no nameable timestamp stream); then ``refractory`` must
+    be 0.
+
+    Events: after each call, ``pop_events()`` returns one ``Event`` per firing sample of that
+    call (``row``, ``class_name`` from ``classes`` or else the index as a string,
+    ``class_index``, and ``score``, that class's score at the firing sample); a graph node
+    publishes them on ``<node>/events``. ``trigger.events(fired, scores, timestamps)`` makes
+    ``{"timestamp", "class", "class_index", "score"}`` dicts from an output chunk instead.
+    """
+
+    emits_events = True
+
+    def __init__(self, input: str, timestamp: str | None = "timestamp", name: str | None = None,
+                 *, threshold: float = 0.5, release: float | None = None,
+                 refractory: float = 0.0, classes: list[str] | None = None,
+                 ignore: list[str] | None = None) -> None:
+        super().__init__([input] if timestamp is None else [input, timestamp],
+                         name if name is not None else f"event_trigger_{input}")
+        self.input, self.timestamp = input, timestamp
+        self.threshold = self.check_number("threshold", threshold)
+        if release is not None:
+            self.check_number("release", release)
+            if release > threshold:
+                raise self._fail("release", f"must be <= threshold ({threshold!r}), "
+                                            f"got {release!r}")
+        self.release = release
+        self.refractory = self.check_number("refractory", refractory, minimum=0)
+        if timestamp is None and self.refractory > 0:
+            raise self._fail("refractory", "needs a timestamp input (timestamp is null)")
+        if classes is not None:
+            if not isinstance(classes, (list, tuple)) or not classes or \
+                    not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(
+                    classes):
+                raise self._fail("classes", f"must be a non-empty list of distinct class "
+                                            f"names, got {classes!r}")
+            classes = list(classes)
+        self.classes = classes
+        if ignore is not None:
+            if not isinstance(ignore, (list, tuple)) or not all(isinstance(c, str)
+                                                                for c in ignore):
+                raise self._fail("ignore", f"must be a list of class names, got {ignore!r}")
+            unknown = [c for c in ignore if c not in (classes or [])]
+            if unknown:
+                raise self._fail("ignore", f"names {unknown!r} that are not in classes "
+                                           f"({classes!r})")
+            ignore = list(ignore)
+        self.ignore = ignore
+        ignored = ignore if ignore is not None else (
+            ["background"] if classes and "background" in classes else [])
+        self._ignored = [classes.index(c) for c in ignored] if classes else []
+        self.reset()
+
+    def reset(self) -> None:
+        super().reset()
+        self._on: np.ndarray | None = None  # (C,) int8 hysteresis states; C fixed by 1st chunk
+        self._last_time = -math.inf
+        self._events: list[Event] = []      # raised by the most recent call
+
+    def pop_events(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+    def _check_input(self, scores: np.ndarray) -> None:
+        # (n,) and (n, 1) are both one score: compare class counts, not per-sample shapes.
+        count = scores.shape[1] if scores.ndim == 2 else 1 if scores.ndim == 1 else None
+        want = len(self.classes) if self.classes is not None else (
+            self._on.shape[0] if self._on is not None else None)
+        if count is None or (want is not None and count != want):
+            raise OperatorError(f"{self.describe()}: input '{self.input}' must have shape "
+                                f"(n, {want or 'C'}) (class scores) or (n,) (one score), got "
+                                f"{scores.shape}")
+        if scores.dtype.kind not in "fiub":
+            raise OperatorError(f"{self.describe()}: input '{self.input}' must be real numbers, "
+                                f"got dtype {scores.dtype}")
+
+    def _reset_for(self, scores: np.ndarray, *more: np.ndarray) -> None:
+        self._on = np.zeros(1 if scores.ndim == 1 else scores.shape[1], dtype=np.int8)
+
+    def _empty_result(self, x: np.ndarray) -> np.ndarray:
+        self._events = []
+        return np.full(0, -1, dtype=np.int64)
+
+    def _process(self, scores: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
+        if t is not None and t.ndim != 1:
+            raise OperatorError(f"{self.describe()}: input '{self.timestamp}' must have shape "
+                                f"(n,), got {t.shape}")
+        s = scores[:, None] if scores.ndim == 1 else scores
+        n = s.shape[0]
+        release = self.threshold if self.release is None else self.release
+        # -1: hold; 1: on; 0: off. Row 0 is the state carried from the previous chunk.
+        trig = np.empty((n + 1, s.shape[1]), dtype=np.int8)
+        trig[0] = self._on
+        trig[1:] = np.where(s > self.threshold, 1, np.where(s < release, 0, -1))
+        state = _forward_fill(trig, trig >= 0)
+        self._on = state[-1].copy()
+        rising = (state[1:] == 1) & (state[:-1] == 0)
+        if self._ignored:
+            rising[:, self._ignored] = False
+        out = np.full(n, -1, dtype=np.int64)
+        events = []
+        for i in np.flatnonzero(rising.any(axis=1)):   # rare: only where some class turns on
+            if t is not None:
+                if self.refractory > 0 and t[i] - self._last_time < self.refractory:
+                    continue
+                self._last_time = float(t[i])
+            c = int(np.argmax(np.where(rising[i], s[i], -np.inf)))
+            out[i] = c
+            events.append(Event(int(i), self._class_name(c), c, float(s[i, c])))
+        self._events = events
+        return out
+
+    def _class_name(self, index: int) -> str:
+        return self.classes[index] if self.classes else str(index)
+
+    def events(self, fired: np.ndarray, scores: np.ndarray,
+               timestamps: np.ndarray) -> list[dict[str, Any]]:
+        """The events in one chunk of output: ``{"timestamp", "class", "class_index", "score"}``.
+
+        ``fired`` is this operator's output for the chunk, ``scores`` and ``timestamps`` its
+        inputs (or the stream's timestamps) for the same samples.
+        """
+        s = np.asarray(scores)
+        s = s[:, None] if s.ndim == 1 else s
+        out = []
+        for i in np.flatnonzero(np.asarray(fired) >= 0):
+            c = int(fired[i])
+            out.append({"timestamp": float(timestamps[i]), "class": self._class_name(c),
+                        "class_index": c, "score": float(s[i, c])})
+        return out

@@ -18,12 +18,12 @@ import numpy as np
 import scipy.ndimage
 import scipy.signal
 
-from genki_signals.signals.calculus import _empty, _Stateful
+from genki_signals.signals.base import StatefulOperator
 
 __all__ = ["LowPass", "HighPass", "BandPass", "GaussianSmooth"]
 
 
-class _SOSFilter(_Stateful, abstract=True):
+class _SOSFilter(StatefulOperator, abstract=True):
     """A fixed filter in second-order sections with carried, steady-state-started state."""
 
     _sos: np.ndarray
@@ -54,15 +54,12 @@ class _SOSFilter(_Stateful, abstract=True):
         super().reset()
         self._zi: np.ndarray | None = None
 
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[1:] != self._shape:
-            if not self._start(x):
-                return _empty(x)
-            # (sections, 2, 1, ...) * x[0]: every channel starts in its own steady state
-            unit = self._zi_unit.reshape(self._zi_unit.shape + (1,) * (x.ndim - 1))
-            self._zi = unit * np.asarray(x[0], dtype=np.float64)
-        if x.shape[0] == 0:
-            return _empty(x)
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        # (sections, 2, 1, ...) * x[0]: every channel starts in its own steady state
+        unit = self._zi_unit.reshape(self._zi_unit.shape + (1,) * (x.ndim - 1))
+        self._zi = unit * np.asarray(x[0], dtype=np.float64)
+
+    def _process(self, x: np.ndarray) -> np.ndarray:
         y, self._zi = scipy.signal.sosfilt(self._sos, x, axis=0, zi=self._zi)
         return y
 
@@ -115,7 +112,7 @@ class BandPass(_SOSFilter):
         self.reset()
 
 
-class GaussianSmooth(_Stateful):
+class GaussianSmooth(StatefulOperator):
     """Causal Gaussian smoothing: a normalised Gaussian FIR kernel run along time.
 
     The kernel is ``w = scipy.signal.windows.gaussian(2*r + 1, std=sigma)`` divided by its sum,
@@ -156,15 +153,11 @@ class GaussianSmooth(_Stateful):
         super().reset()
         self._tail: np.ndarray | None = None  # the last 2r inputs, float64
 
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[1:] != self._shape:
-            if not self._start(x):
-                return _empty(x)
-            self._tail = np.repeat(np.asarray(x[:1], dtype=np.float64), 2 * self._radius,
-                                   axis=0)
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        self._tail = np.repeat(np.asarray(x[:1], dtype=np.float64), 2 * self._radius, axis=0)
+
+    def _process(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        if n == 0:
-            return _empty(x)
         r = self._radius
         ext = np.concatenate((self._tail, x), dtype=np.float64)
         # ext[j] = x[j - 2r], so y[i] = sum_k w[k] x[i-k] is the correlation centred on ext[i+r]

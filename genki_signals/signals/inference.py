@@ -1,11 +1,10 @@
-"""Model inference on ONNX Runtime, and an event trigger that turns class scores into events.
+"""Model inference on ONNX Runtime.
 
-Three operators (the seed notebook's "Model inference" section)::
+Two operators (the seed notebook's "Model inference" section; its third, ``EventTrigger``, which
+turns class scores into events, lives in ``signals/events.py``)::
 
     s.Inference("mouse_velocity", "gru.onnx", stateful=True, name="gesture_probs")
     s.WindowedInference("wave", "cnn.onnx", window_size=128, window_overlap=32, output_shape=(3,))
-    s.EventTrigger("gesture_probs", "timestamp", threshold=0.8, refractory=0.5,
-                   classes=["background", "square", "triangle", "circle"])
 
 Models. ``model`` is the path of an ``.onnx`` file. A relative path is resolved against
 ``base_dir`` (the spec file's directory, set by whoever builds the operator from a spec) or, when
@@ -39,10 +38,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from genki_signals.errors import OperatorError
-from genki_signals.signals.base import NAME_PATTERN, Operator
-from genki_signals.signals.events import _forward_fill
+from genki_signals.signals.base import NAME_PATTERN, StatefulOperator, with_node_defaults
 
-__all__ = ["Inference", "WindowedInference", "EventTrigger"]
+__all__ = ["Inference", "WindowedInference"]
 
 _NO_ROWS = np.empty(0, dtype=np.intp)
 
@@ -89,11 +87,12 @@ def _onnxruntime():
     return onnxruntime
 
 
-class _OnnxOperator(Operator, abstract=True):
+class _OnnxOperator(StatefulOperator, abstract=True):
     """Shared model loading, name resolution and input checks of the model operators."""
 
     input: str
     model: str
+    node_defaults = ("threads", "base_dir")
 
     # -------------------------------------------------------------- loading
     def _load(self, model: Any, base_dir: Any, threads: Any) -> None:
@@ -157,6 +156,17 @@ class _OnnxOperator(Operator, abstract=True):
         return _FLOAT_TYPES[onnx_type]
 
     # -------------------------------------------------------------- running
+    def _check_input(self, x: np.ndarray) -> None:
+        """The first non-empty chunk must fit the model's sample shape, later ones keep it.
+        (The dtype is checked when a chunk is cast to the model's float type.)"""
+        if self._sample_shape is None and x.shape[0] == 0:
+            return  # nothing known yet
+        if self._sample_shape is not None:
+            if x.shape[1:] != self._sample_shape:
+                raise self._shape_error(x, self._sample_shape)
+        elif not _fits(x.shape[1:], self._model_sample):
+            raise self._shape_error(x, self._model_sample)
+
     def _cast(self, x: np.ndarray) -> np.ndarray:
         """``x`` as the model's float dtype; non-float streams are errors."""
         if x.dtype.kind != "f":
@@ -164,7 +174,7 @@ class _OnnxOperator(Operator, abstract=True):
                 f"{self.describe()}: input '{self.input}' must be floating point for "
                 f"{self._model_label} (model input '{self._data_name}' is "
                 f"{self._inputs[self._data_name].type}), got dtype {x.dtype}")
-        return x.astype(self._dtype)
+        return x.astype(self._model_dtype)
 
     def _shape_error(self, x: np.ndarray, expected: tuple[Dim, ...]) -> OperatorError:
         arg = self._inputs[self._data_name]
@@ -251,7 +261,7 @@ class Inference(_OnnxOperator):
         self._data_name, self._out_name = data, out
         self._state_in, self._state_out = states_in, states_out
         self._fetch = [out, *states_out]
-        self._dtype = self._data_type(data)
+        self._model_dtype = self._data_type(data)
         self._plan_layout()
         self.initial_state = self._initial_states(initial_state)
         self.reset()
@@ -362,29 +372,17 @@ class Inference(_OnnxOperator):
         # names, so the hot path only swaps the data array and the returned states.
         self._feed: dict[str, np.ndarray] = dict(zip(self._state_in,
                                                      (s.copy() for s in self._init)))
-        self._sample: tuple[int, ...] | None = None  # per-sample shape, fixed by the first chunk
         self._empty = np.empty((0, *[0 if _dynamic(d) else d for d in self._out_sample]),
                                dtype=np.float32)
         self._out_known = False  # whether _empty has the real output row shape and dtype
 
     # ----------------------------------------------------------------- running
-    def _check_sample(self, x: np.ndarray) -> bool:
-        """Fix the per-sample shape on the first non-empty chunk; False: empty, nothing known."""
-        if self._sample is None and x.shape[0] == 0:
-            return False
-        if self._sample is not None or not _fits(x.shape[1:], self._model_sample):
-            raise self._shape_error(x, self._model_sample if self._sample is None
-                                    else self._sample)
-        self._sample = x.shape[1:]
-        return True
+    def _empty_result(self, x: np.ndarray) -> np.ndarray:
+        return self._empty
 
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[1:] != self._sample and not self._check_sample(x):
-            return self._empty
+    def _process(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
-        if n == 0:
-            return self._empty
-        if x.dtype != self._dtype:
+        if x.dtype != self._model_dtype:
             x = self._cast(x)
         if not self._whole_chunk:
             y = self._per_sample(x)
@@ -492,7 +490,7 @@ class WindowedInference(_OnnxOperator):
             else outs[0]
         self.input_name, self.output_name = input_name, output_name
         self._data_name, self._out_name, self._fetch = data, out, [out]
-        self._dtype = self._data_type(data)
+        self._model_dtype = self._data_type(data)
         self._plan_layout()
         self.reset()
 
@@ -531,7 +529,6 @@ class WindowedInference(_OnnxOperator):
 
     def reset(self) -> None:
         super().reset()
-        self._sample: tuple[int, ...] | None = None
         self._buf: np.ndarray | None = None  # samples live in _buf[:_fill]; the last W-1 matter
         self._fill = 0
         self._next = self.window_size        # samples still needed to complete a window
@@ -541,27 +538,23 @@ class WindowedInference(_OnnxOperator):
         self._out_known = False
         self._feed: dict[str, np.ndarray] = {}
 
-    def _setup(self, x: np.ndarray) -> bool:
-        """Fix the per-sample shape on the first non-empty chunk; False: empty, nothing known."""
-        if self._sample is None and x.shape[0] == 0:
-            return False
-        if self._sample is not None or not _fits(x.shape[1:], self._model_sample):
-            raise self._shape_error(x, self._model_sample if self._sample is None
-                                    else self._sample)
-        self._sample = x.shape[1:]
-        # Room for many hops: the carried W-1 samples are moved to the front only when the
-        # buffer is full, not after every window (about 1 MiB at most, 4096 rows at most).
-        W, hop = self.window_size, self.hop
-        rows = max(4 * (W + hop), min(4096, (1 << 18) // max(1, math.prod(self._sample))))
-        self._buf = np.empty((rows, *self._sample), dtype=self._dtype)
-        return True
-
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[1:] != self._sample and not self._setup(x):
-            self.emitted = _NO_ROWS
-            return self._empty
+    def _check_input(self, x: np.ndarray) -> None:
+        super()._check_input(x)
         if x.dtype.kind != "f":
             self._cast(x)  # raises the dtype error
+
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
+        # Room for many hops: the carried W-1 samples are moved to the front only when the
+        # buffer is full, not after every window (about 1 MiB at most, 4096 rows at most).
+        W, hop, sample = self.window_size, self.hop, x.shape[1:]
+        rows = max(4 * (W + hop), min(4096, (1 << 18) // max(1, math.prod(sample))))
+        self._buf = np.empty((rows, *sample), dtype=self._model_dtype)
+
+    def _empty_result(self, x: np.ndarray) -> np.ndarray:
+        self.emitted = _NO_ROWS
+        return self._empty
+
+    def _process(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         buf, fill = self._buf, self._fill
         assert buf is not None
@@ -571,7 +564,7 @@ class WindowedInference(_OnnxOperator):
             fill = self._fill = keep
             if fill + n > buf.shape[0]:         # a huge chunk: window a concatenated copy
                 return self._complete_windows(
-                    np.concatenate([buf[:fill], x.astype(self._dtype, copy=False)]), fill)
+                    np.concatenate([buf[:fill], x.astype(self._model_dtype, copy=False)]), fill)
         buf[fill:fill + n] = x
         if n < self._next:                      # fast path: no window completes
             self._fill = fill + n
@@ -638,152 +631,12 @@ class WindowedInference(_OnnxOperator):
         self._out_known = True
 
 
-class EventTrigger(Operator):
-    """Debounced events from class scores: per sample, the index of the class that fired, or -1.
-
-    Inputs: ``input``, class scores ``(n, C)`` (e.g. probabilities) or one score ``(n,)``
-    (treated as ``C = 1``); and ``timestamp`` (``(n,)`` seconds), needed only for the refractory
-    period. Output: ``(n,)`` int64, ``c`` at the sample where class ``c`` fired, else ``-1``.
-
-    Per class, an on/off state with hysteresis (like ``Threshold``): it turns on when
-    ``score > threshold``, off when ``score < release``, and holds otherwise (NaN holds too).
-    ``release`` defaults to ``threshold``; a lower value makes one noisy gesture one event. It
-    starts off, so a stream that begins above the threshold fires at its first sample. A class
-    *fires* when its state turns on, unless
-
-    * it is ignored (``ignore``: class names never reported; by default ``["background"]`` when
-      ``classes`` contains it, else none), or
-    * an event fired less than ``refractory`` seconds earlier (any class). A crossing suppressed
-      this way is consumed: the class must fall below ``release`` and rise again to fire.
-
-    When several classes turn on at the same sample, the one with the highest score fires. The
-    states and the time of the last event are carried across chunks. Vectorised: the hysteresis
-    states come from a forward fill; only the (rare) samples where some class turns on are
-    visited in Python.
-
-    ``timestamp=None`` drops the second input (a stream on a new timeline, e.g. a
-    ``WindowedInference`` output, has no nameable timestamp stream); then ``refractory`` must
-    be 0.
-
-    Turning the output into events (a sink or the bus): ``trigger.events(fired, scores,
-    timestamps)`` lists ``{"timestamp", "class", "class_index", "score"}`` for every sample with
-    ``fired >= 0``; class names come from ``classes`` (else the index as a string), and the
-    score is that class's score at the firing sample.
-    """
-
-    def __init__(self, input: str, timestamp: str | None = "timestamp", name: str | None = None,
-                 *, threshold: float = 0.5, release: float | None = None,
-                 refractory: float = 0.0, classes: list[str] | None = None,
-                 ignore: list[str] | None = None) -> None:
-        super().__init__([input] if timestamp is None else [input, timestamp],
-                         name if name is not None else f"event_trigger_{input}")
-        self.input, self.timestamp = input, timestamp
-        self.threshold = self.check_number("threshold", threshold)
-        if release is not None:
-            self.check_number("release", release)
-            if release > threshold:
-                raise self._fail("release", f"must be <= threshold ({threshold!r}), "
-                                            f"got {release!r}")
-        self.release = release
-        self.refractory = self.check_number("refractory", refractory, minimum=0)
-        if timestamp is None and self.refractory > 0:
-            raise self._fail("refractory", "needs a timestamp input (timestamp is null)")
-        if classes is not None:
-            if not isinstance(classes, (list, tuple)) or not classes or \
-                    not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(
-                    classes):
-                raise self._fail("classes", f"must be a non-empty list of distinct class "
-                                            f"names, got {classes!r}")
-            classes = list(classes)
-        self.classes = classes
-        if ignore is not None:
-            if not isinstance(ignore, (list, tuple)) or not all(isinstance(c, str)
-                                                                for c in ignore):
-                raise self._fail("ignore", f"must be a list of class names, got {ignore!r}")
-            unknown = [c for c in ignore if c not in (classes or [])]
-            if unknown:
-                raise self._fail("ignore", f"names {unknown!r} that are not in classes "
-                                           f"({classes!r})")
-            ignore = list(ignore)
-        self.ignore = ignore
-        ignored = ignore if ignore is not None else (
-            ["background"] if classes and "background" in classes else [])
-        self._ignored = [classes.index(c) for c in ignored] if classes else []
-        self.reset()
-
-    def reset(self) -> None:
-        super().reset()
-        self._on: np.ndarray | None = None  # (C,) int8 hysteresis states; C fixed by 1st chunk
-        self._last_time = -math.inf
-
-    def _step(self, scores: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
-        s = scores[:, None] if scores.ndim == 1 else scores
-        n = s.shape[0]
-        if s.ndim != 2 or (self._on is not None and s.shape[1] != self._on.shape[0]) or (
-                self.classes is not None and s.shape[1] != len(self.classes)):
-            want = len(self.classes) if self.classes is not None else (
-                self._on.shape[0] if self._on is not None else "C")
-            raise OperatorError(f"{self.describe()}: input '{self.input}' must have shape "
-                                f"(n, {want}) (class scores) or (n,) (one score), got "
-                                f"{scores.shape}")
-        if t is not None and t.ndim != 1:
-            raise OperatorError(f"{self.describe()}: input '{self.timestamp}' must have shape "
-                                f"(n,), got {t.shape}")
-        if n == 0:
-            return np.full(0, -1, dtype=np.int64)
-        if s.dtype.kind not in "fiub":
-            raise OperatorError(f"{self.describe()}: input '{self.input}' must be real numbers, "
-                                f"got dtype {s.dtype}")
-        if self._on is None:
-            self._on = np.zeros(s.shape[1], dtype=np.int8)
-        release = self.threshold if self.release is None else self.release
-        # -1: hold; 1: on; 0: off. Row 0 is the state carried from the previous chunk.
-        trig = np.empty((n + 1, s.shape[1]), dtype=np.int8)
-        trig[0] = self._on
-        trig[1:] = np.where(s > self.threshold, 1, np.where(s < release, 0, -1))
-        state = _forward_fill(trig, trig >= 0)
-        self._on = state[-1].copy()
-        rising = (state[1:] == 1) & (state[:-1] == 0)
-        if self._ignored:
-            rising[:, self._ignored] = False
-        out = np.full(n, -1, dtype=np.int64)
-        for i in np.flatnonzero(rising.any(axis=1)):   # rare: only where some class turns on
-            if t is not None:
-                if self.refractory > 0 and t[i] - self._last_time < self.refractory:
-                    continue
-                self._last_time = float(t[i])
-            out[i] = int(np.argmax(np.where(rising[i], s[i], -np.inf)))
-        return out
-
-    def events(self, fired: np.ndarray, scores: np.ndarray,
-               timestamps: np.ndarray) -> list[dict[str, Any]]:
-        """The events in one chunk of output: ``{"timestamp", "class", "class_index", "score"}``.
-
-        ``fired`` is this operator's output for the chunk, ``scores`` and ``timestamps`` its
-        inputs (or the stream's timestamps) for the same samples.
-        """
-        s = np.asarray(scores)
-        s = s[:, None] if s.ndim == 1 else s
-        out = []
-        for i in np.flatnonzero(np.asarray(fired) >= 0):
-            c = int(fired[i])
-            out.append({"timestamp": float(timestamps[i]),
-                        "class": self.classes[c] if self.classes else str(c),
-                        "class_index": c, "score": float(s[i, c])})
-        return out
-
-
 MODEL_OPERATORS = ("Inference", "WindowedInference")
 
 
 def with_model_defaults(spec: Mapping[str, Any], threads: int | None,
                         base_dir: str | None) -> dict[str, Any]:
     """A copy of an operator spec where model operators get ``threads`` and ``base_dir`` (the
-    directory relative model paths resolve against) unless the spec sets them."""
-    spec = dict(spec)
-    if spec.get("type") in MODEL_OPERATORS:
-        if threads is not None:
-            spec.setdefault("threads", threads)
-        if base_dir is not None and spec.get("base_dir") is None:
-            spec["base_dir"] = base_dir
-    return spec
+    directory relative model paths resolve against) unless the spec sets them. The same as
+    ``with_node_defaults(spec, threads=threads, base_dir=base_dir)``, kept for its callers."""
+    return with_node_defaults(spec, threads=threads, base_dir=base_dir)

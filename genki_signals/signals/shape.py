@@ -40,11 +40,24 @@ class ExtractDimension(Operator):
 
     ``dim`` is an int (the axis disappears: ``(n, 3) -> (n,)``) or a list of ints (the axis is
     kept: ``x[:, [0, 2]]`` gives ``(n, 2)``). Negative indices count from the end.
+
+    A tuple is an error: the original library passed ``dim`` straight to numpy, which reads a
+    tuple as ONE nested index (``dim=(0, 1)`` meant ``x[:, 0, 1]``), while a list picks several
+    channels. Rather than silently change what old code computes, a tuple is rejected with a
+    message saying what to write instead.
     """
 
     def __init__(self, input: str, name: str | None = None, *, dim: int | list[int]) -> None:
         super().__init__([input], name)
         self.input = input
+        if isinstance(dim, tuple) and dim:
+            nested = "".join(f", {d!r}" for d in dim)
+            chained = " then ".join(f"ExtractDimension(dim={d!r})" for d in dim)
+            raise self._fail("dim", f"is a tuple {dim!r}: the original library read a tuple as "
+                                    f"one nested index (x[:{nested}]), not as a list of "
+                                    f"channels. Write a list, dim={list(dim)!r}, to pick "
+                                    f"channels (x[:, {list(dim)!r}]); for the nested element "
+                                    f"chain {chained}")
         if isinstance(dim, (list, tuple)):
             if not dim:
                 raise self._fail("dim", "must be an integer or a non-empty list of integers, "

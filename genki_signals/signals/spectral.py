@@ -9,15 +9,14 @@ import numpy as np
 import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 
-from genki_signals.errors import OperatorError
-from genki_signals.signals.base import Operator
+from genki_signals.signals.base import StatefulOperator
 
 __all__ = ["FourierTransform"]
 
 _NO_ROWS = np.empty(0, dtype=np.intp)
 
 
-class FourierTransform(Operator):
+class FourierTransform(StatefulOperator):
     """Magnitude spectrum of the most recent ``window_size`` samples, every hop.
 
     With ``W = window_size`` and ``hop = W - window_overlap``, a window ends at every input
@@ -95,7 +94,6 @@ class FourierTransform(Operator):
 
     def reset(self) -> None:
         super().reset()
-        self._trail: tuple[int, ...] | None = None  # per-sample shape, fixed by the first chunk
         self._buf: np.ndarray | None = None          # carried samples live in _buf[:_fill]
         self._fill = 0
         self._next = self.window_size               # samples still needed to complete a window
@@ -103,16 +101,8 @@ class FourierTransform(Operator):
         self._empty: np.ndarray | None = None
 
     # ------------------------------------------------------------------ running
-    def _setup(self, x: np.ndarray) -> bool:
-        """Fix the per-sample shape on the first non-empty chunk; False: nothing to set up."""
-        if self._trail is None and x.shape[0] == 0:
-            return False
-        if self._trail is not None:
-            want = ", ".join(map(str, ("n",) + (self._trail or ())))
-            raise OperatorError(f"{self.describe()}: input '{self.input}' must keep the shape "
-                                f"of its earlier chunks ({want}), got {x.shape}")
+    def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
         trail = x.shape[1:]
-        self._trail = trail
         # W-1 carried samples + up to a hop arriving before the next window completes (the
         # fast path never overflows), plus slack so moderate chunks need no concatenation.
         slack = min(1024, 65536 // max(1, math.prod(trail)))
@@ -124,15 +114,14 @@ class FourierTransform(Operator):
         col = (self.window_size,) + (1,) * len(trail)
         self._win_b = self._win.reshape(col)
         self._t_b = self._t.reshape(col)
-        return True
 
-    def _step(self, x: np.ndarray) -> np.ndarray:
-        if x.shape[1:] != self._trail and not self._setup(x):
-            self.emitted = _NO_ROWS  # empty chunk before the shape is known
+    def _empty_result(self, x: np.ndarray) -> np.ndarray:
+        self.emitted = _NO_ROWS
+        if self._empty is None:  # before the shape is known
             return np.empty((0, self.n_bins) + x.shape[1:])
-        if x.dtype.kind not in "fiub":
-            raise OperatorError(f"{self.describe()}: input '{self.input}' must be real numbers, "
-                                f"got dtype {x.dtype}")
+        return self._empty
+
+    def _process(self, x: np.ndarray) -> np.ndarray:
         n = x.shape[0]
         if n < self._next:  # fast path: no window completes, just remember the samples
             fill = self._fill
