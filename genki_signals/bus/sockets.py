@@ -54,7 +54,9 @@ from typing import Any
 
 import zmq
 
-from genki_signals.bus.codec import DEFAULT_MAX_BYTES, DecodeError, Message, decode, encode
+from genki_signals.bus.codec import (
+    DEFAULT_MAX_BYTES, MAX_GAP, DecodeError, Message, decode, encode,
+)
 from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.stats import BusStats, UpstreamStats
 from genki_signals.errors import GenkiError
@@ -520,11 +522,12 @@ class Subscriber:
             up = self.upstreams[key] = UpstreamStats(last_seq=msg.seq)
         else:
             missing = msg.seq - up.last_seq - 1
-            if missing > 0:
+            if 0 < missing <= MAX_GAP:
                 up.gaps += missing
                 self.stats.gaps += missing
-            elif missing < 0:
+            elif missing != 0:  # backwards (restarted publisher) or an implausible jump
                 up.resets += 1
+                self.stats.resets += 1
                 log.debug("sequence of %s went from %d to %d (reset)", key, up.last_seq, msg.seq)
             up.last_seq = msg.seq
         up.frames += 1

@@ -12,7 +12,9 @@ class BusStats:
     ``gaps`` are messages lost before they reached the subscriber (sequence jumps: publisher
     queue full, peer restart window); ``drops`` are messages the subscriber received but discarded
     by its queue policy. ``stalls`` counts publishes that found a lossless subscriber full and so
-    waited for it (however briefly).
+    waited for it (however briefly). ``resets`` counts sequence numbers that went backwards or
+    jumped further than ``codec.MAX_GAP`` (a restarted or forged publisher): each is one reset,
+    never a gap count.
     """
 
     frames_in: int = 0
@@ -23,6 +25,7 @@ class BusStats:
     drops: int = 0
     decode_errors: int = 0
     stalls: int = 0
+    resets: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -37,8 +40,8 @@ class BusStats:
 class UpstreamStats:
     """What a subscriber saw from one upstream ``(node_id, topic)``.
 
-    ``resets`` counts sequence numbers that went backwards (publisher restarted or duplicated);
-    the gap count restarts from the new number.
+    ``resets`` counts sequence numbers that went backwards (publisher restarted or duplicated)
+    or jumped implausibly far (``codec.MAX_GAP``); the gap count restarts from the new number.
     """
 
     last_seq: int
