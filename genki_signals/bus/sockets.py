@@ -53,6 +53,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from genki_signals.bus.codec import (
     DEFAULT_MAX_BYTES, MAX_GAP, DecodeError, Message, decode, encode,
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 POLICIES = ("latest", "drop_oldest", "lossless")
 DEFAULT_HWM = 1000
 DEFAULT_MAXLEN = 100
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # per reader (send) and per connection (receive)
+MAX_UPSTREAMS = 1024  # (node id, topic) pairs a Subscriber tracks; more are "unexpected"
 LOSSLESS_BATCH = 64  # messages a lossless edge reads ahead of the caller
 _STALL_POLL_MS = 100
 DRAIN_INTERVAL = 0.01  # s between reads of the XPUB subscription messages while publishing
@@ -103,6 +106,11 @@ class Publisher:
     ``lossless_timeout`` (seconds, None = forever) bounds how long ``publish`` waits for a full
     lossless subscriber before raising ``BusStalledError`` (nothing is sent then).
     ``close_timeout``: see ``close``.
+    ``max_queue_bytes`` (default ``DEFAULT_QUEUE_BYTES``, 16 MiB; None or 0: no byte limit)
+    bounds each reader's send queue in bytes, approximately: ZeroMQ counts SNDHWM in messages,
+    so the mark is lowered for big messages to keep SNDHWM x message size under the limit
+    (``adapted_hwm``). What is bounded: libzmq's queue per connection; kernel socket buffers
+    (a few hundred KiB for ipc) come on top.
     """
 
     def __init__(
@@ -117,6 +125,8 @@ class Publisher:
         clock: Callable[[], float] = time.monotonic,
         close_timeout: float = 5.0,
         lossless_timeout: float | None = None,
+        max_queue_bytes: int | None = DEFAULT_QUEUE_BYTES,
+        on_stall: Callable[[], None] | None = None,
     ) -> None:
         check_bind_endpoint(endpoint, allow_remote=allow_remote)
         if lossless_endpoint is not None:
@@ -129,6 +139,9 @@ class Publisher:
         self._seq: dict[str, int] = {}
         self._ctx, self._own_ctx = _new_context(context)
         self._subs: dict[zmq.Socket, collections.Counter[bytes]] = {}
+        self._hwm: dict[zmq.Socket, _HwmTracker] = {}
+        self._max_queue_bytes = max_queue_bytes
+        self._on_stall = on_stall
         self._ipc_files: list[str] = []
         self._lossy: zmq.Socket | None = None
         self._lossless: zmq.Socket | None = None
@@ -148,6 +161,7 @@ class Publisher:
     def _bind(self, endpoint: str, hwm: int, *, nodrop: bool) -> zmq.Socket:
         sock = self._ctx.socket(zmq.XPUB)
         self._subs[sock] = collections.Counter()
+        self._hwm[sock] = _HwmTracker(zmq.SNDHWM, hwm, self._max_queue_bytes)
         sock.setsockopt(zmq.LINGER, 0)  # see close()
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # report every (un)subscription
@@ -191,16 +205,18 @@ class Publisher:
             self._drain_subscriptions(self._lossy)
             if self._lossless is not None:
                 self._drain_subscriptions(self._lossless)
+        nbytes = len(parts[0]) + len(parts[1])
+        for i in range(2, len(parts)):
+            nbytes += parts[i].nbytes  # 1-d uint8 arrays (see encode)
         if self._lossless is not None:
+            self._hwm[self._lossless].seen(self._lossless, nbytes)
             self._send_lossless(parts, topic)
         if self._lossy_live:  # nobody subscribed: XPUB would filter everything out anyway
+            self._hwm[self._lossy].seen(self._lossy, nbytes)
             _send_parts(self._lossy, parts, 0)  # XPUB without NODROP never blocks
         self._seq[topic] = seq + 1
         stats = self.stats
         stats.frames_out += 1
-        nbytes = len(parts[0]) + len(parts[1])
-        for i in range(2, len(parts)):
-            nbytes += parts[i].nbytes  # 1-d uint8 arrays (see encode)
         stats.bytes_out += nbytes
         return seq
 
@@ -300,6 +316,7 @@ class Publisher:
             sock.close()
         self._lossy = self._lossless = None
         self._subs.clear()
+        self._hwm.clear()
         for path in self._ipc_files:  # libzmq leaves the socket file behind
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -337,15 +354,78 @@ def _recv_parts(sock: zmq.Socket) -> list[zmq.Frame]:
     return parts
 
 
-class _EdgeQueue:
-    """The messages of one input edge waiting for ``recv``, under the edge's policy."""
+def _message_bytes(parts: list[zmq.Frame]) -> int:
+    return sum(len(p) for p in parts)
 
-    def __init__(self, policy: str, maxlen: int) -> None:
+
+def adapted_hwm(configured: int, max_queue_bytes: int | None, message_bytes: int) -> int:
+    """The high-water mark (in messages) that keeps a queue of ``message_bytes`` messages under
+    ``max_queue_bytes``: ``configured`` for small messages, down to 1 for huge ones.
+
+    Rounded down to a power of two, so that a stream of similar sizes settles on one value
+    (changing a socket's HWM costs a command to its I/O thread per connection).
+    """
+    if not max_queue_bytes or message_bytes <= 0:
+        return configured
+    fit = max(1, max_queue_bytes // message_bytes)
+    if fit >= configured:
+        return configured
+    return 1 << (fit.bit_length() - 1)
+
+
+class _HwmTracker:
+    """Adapts one socket's SNDHWM/RCVHWM to the size of its messages (see ``adapted_hwm``).
+
+    A bigger message lowers the mark at once; the mark rises again only after a window of
+    ``configured`` messages (at least one second) whose largest one allows it. libzmq applies a
+    changed mark to the connections already open (``socket_base_t::update_pipe_options``).
+    """
+
+    __slots__ = ("option", "configured", "max_bytes", "current", "window_max", "window_end",
+                 "window_count")
+
+    def __init__(self, option: int, configured: int, max_bytes: int | None) -> None:
+        self.option, self.configured, self.max_bytes = option, configured, max_bytes
+        self.current = configured
+        self.window_max = 0
+        self.window_count = 0
+        self.window_end = 0.0
+
+    def seen(self, sock: zmq.Socket, nbytes: int) -> None:
+        if not self.max_bytes:
+            return
+        if nbytes > self.window_max:
+            self.window_max = nbytes
+            hwm = adapted_hwm(self.configured, self.max_bytes, nbytes)
+            if hwm < self.current:
+                self._set(sock, hwm)
+        self.window_count += 1
+        if self.window_count >= self.configured:
+            now = time.monotonic()
+            if now >= self.window_end:
+                hwm = adapted_hwm(self.configured, self.max_bytes, self.window_max)
+                if hwm != self.current:
+                    self._set(sock, hwm)
+                self.window_max, self.window_count = 0, 0
+                self.window_end = now + 1.0
+
+    def _set(self, sock: zmq.Socket, hwm: int) -> None:
+        self.current = hwm
+        with contextlib.suppress(zmq.ZMQError):
+            sock.setsockopt(self.option, hwm)
+
+
+class _EdgeQueue:
+    """The messages of one input edge waiting for ``recv``, under the edge's policy, bounded in
+    messages (``maxlen``, drop_oldest) and in bytes (``max_bytes``, every policy)."""
+
+    def __init__(self, policy: str, maxlen: int, max_bytes: int | None = None) -> None:
         self.policy = policy
-        self._latest: dict[tuple[str, str], Message] = {}
-        self._fifo: collections.deque[Message] = collections.deque(
-            maxlen=maxlen if policy == "drop_oldest" else None
-        )
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._latest: dict[tuple[str, str], tuple[Message, int]] = {}
+        self._fifo: collections.deque[tuple[Message, int]] = collections.deque()
+        self._maxlen = maxlen if policy == "drop_oldest" else None
 
     def __len__(self) -> int:
         return len(self._latest) + len(self._fifo)
@@ -353,34 +433,52 @@ class _EdgeQueue:
     def room(self, budget: int) -> int:
         """How many messages to read from the socket now."""
         if self.policy == "lossless":
-            return LOSSLESS_BATCH if not self._fifo else 0
+            full = self._fifo or (self.max_bytes is not None and self.nbytes >= self.max_bytes)
+            return 0 if full else LOSSLESS_BATCH
         return budget
 
-    def push(self, msg: Message) -> Message | None:
-        """Queue ``msg``; return the message it displaced, if any."""
+    def push(self, msg: Message, nbytes: int) -> list[Message]:
+        """Queue ``msg`` (``nbytes`` on the wire); return the messages it displaced."""
+        self.nbytes += nbytes
         if self.policy == "latest":
             key = (msg.topic, msg.kind)
             old = self._latest.pop(key, None)  # re-insert: order follows arrival
-            self._latest[key] = msg
-            return old
-        full = self._fifo.maxlen is not None and len(self._fifo) == self._fifo.maxlen
-        dropped = self._fifo[0] if full else None
-        self._fifo.append(msg)
+            self._latest[key] = (msg, nbytes)
+            if old is None:
+                return []
+            self.nbytes -= old[1]
+            return [old[0]]
+        self._fifo.append((msg, nbytes))
+        dropped = []
+        if self.policy == "drop_oldest":  # lossless never drops: room() stops reading instead
+            while len(self._fifo) > 1 and (
+                    len(self._fifo) > self._maxlen
+                    or (self.max_bytes is not None and self.nbytes > self.max_bytes)):
+                old, size = self._fifo.popleft()
+                self.nbytes -= size
+                dropped.append(old)
         return dropped
 
     def pop(self) -> Message | None:
         if self._latest:
-            return self._latest.pop(next(iter(self._latest)))
-        return self._fifo.popleft() if self._fifo else None
+            msg, size = self._latest.pop(next(iter(self._latest)))
+        elif self._fifo:
+            msg, size = self._fifo.popleft()
+        else:
+            return None
+        self.nbytes -= size
+        return msg
 
 
 class _Edge:
-    def __init__(
-        self, sock: zmq.Socket, endpoint: str, policy: str, maxlen: int, rcvhwm: int
-    ) -> None:
-        self.socket = sock
+    def __init__(self, endpoint: str, topics: list[str], policy: str, maxlen: int, rcvhwm: int,
+                 max_queue_bytes: int | None) -> None:
+        self.socket: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None
         self.endpoint = endpoint
-        self.queue = _EdgeQueue(policy, maxlen)
+        self.topics = topics
+        self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
+        self.hwm = _HwmTracker(zmq.RCVHWM, rcvhwm, max_queue_bytes)
         # Read enough per drain to empty ZeroMQ's queue, bounded so a fast publisher cannot
         # keep recv from returning.
         self.budget = 2 * (rcvhwm + maxlen)
@@ -392,17 +490,38 @@ class Subscriber:
     Decode failures are counted in ``stats.decode_errors``, logged at debug level and skipped.
     ``upstreams`` maps ``(node_id, topic)`` to its ``UpstreamStats``. ``keep_parts``: each
     ``Message`` also keeps the received parts (``Message.parts``), for recorders.
+
+    Limits (each one counted when it acts, never fatal):
+
+    * ``max_bytes`` (default ``DEFAULT_MAX_BYTES``, 256 MiB): the largest message accepted.
+      libzmq enforces it per part (ZMQ_MAXMSGSIZE) before allocating, by dropping the connection
+      and never reconnecting (a protocol error); so every connection is watched (a socket
+      monitor) and re-opened at once when it drops: counted in ``stats.reconnects``, the lost
+      message shows as a sequence gap. A message whose parts fit but whose total does not is
+      counted in ``stats.oversized`` and skipped.
+    * ``max_queue_bytes`` (default ``DEFAULT_QUEUE_BYTES``, 16 MiB per connection): the bytes
+      queued for ``recv`` (the policy's queue, see ``_EdgeQueue``) and, approximately, in
+      libzmq's receive queue, whose RCVHWM counts messages: it is lowered for big messages so
+      that RCVHWM x message size stays under the limit (``adapted_hwm``).
+    * ``max_upstreams`` (default ``MAX_UPSTREAMS``): distinct ``(node id, topic)`` pairs
+      tracked; messages of further pairs (forged ids or topics) are counted in
+      ``stats.unexpected`` and skipped, so a stray sender cannot grow memory without bound.
     """
 
     def __init__(
         self, context: zmq.Context | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
-        keep_parts: bool = False,
+        keep_parts: bool = False, max_queue_bytes: int | None = None,
+        max_upstreams: int | None = None,
     ) -> None:
         self._ctx, self._own_ctx = _new_context(context)
         self._max_bytes = max_bytes
+        self._max_queue_bytes = DEFAULT_QUEUE_BYTES if max_queue_bytes is None \
+            else max_queue_bytes
+        self._max_upstreams = MAX_UPSTREAMS if max_upstreams is None else max_upstreams
         self._keep_parts = keep_parts
         self._edges: list[_Edge] = []
         self._by_socket: dict[zmq.Socket, _Edge] = {}
+        self._by_monitor: dict[zmq.Socket, _Edge] = {}
         self._poller = zmq.Poller()
         self._next = 0
         self._all_lossless = False  # every edge lossless: recv may return queued messages first
@@ -430,24 +549,76 @@ class Subscriber:
         topics = [topics] if isinstance(topics, str) else list(topics)
         if not topics or not all(isinstance(t, str) for t in topics):
             raise BusError(f"topics must be a non-empty list of str prefixes, got {topics!r}")
+        edge = _Edge(endpoint, topics, policy, maxlen, rcvhwm, self._max_queue_bytes)
+        self._open(edge)
+        self._edges.append(edge)
+        self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
+
+    def _open(self, edge: _Edge) -> None:
+        """A new SUB socket for ``edge`` (first connect, or after its connection dropped)."""
         sock = self._ctx.socket(zmq.SUB)
+        monitor = None
         try:
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVHWM, rcvhwm)
-            sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; larger ones disconnect
-            if _is_ipv6(endpoint):
+            sock.setsockopt(zmq.RCVHWM, edge.hwm.current)
+            sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; see the class doc
+            if _is_ipv6(edge.endpoint):
                 sock.setsockopt(zmq.IPV6, 1)
-            for topic in topics:
+            for topic in edge.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-            sock.connect(endpoint)
+            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            sock.connect(edge.endpoint)
         except zmq.ZMQError as exc:
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(0)
             sock.close(0)
-            raise BusError(f"cannot connect to {endpoint!r}: {exc}") from None
-        edge = _Edge(sock, endpoint, policy, maxlen, rcvhwm)
-        self._edges.append(edge)
+            raise BusError(f"cannot connect to {edge.endpoint!r}: {exc}") from None
+        edge.socket, edge.monitor = sock, monitor
         self._by_socket[sock] = edge
+        self._by_monitor[monitor] = edge
         self._poller.register(sock, zmq.POLLIN)
-        self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
+        self._poller.register(monitor, zmq.POLLIN)
+
+    def _close_edge_sockets(self, edge: _Edge) -> None:
+        if edge.socket is None:
+            return
+        self._poller.unregister(edge.socket)
+        self._poller.unregister(edge.monitor)
+        self._by_socket.pop(edge.socket, None)
+        self._by_monitor.pop(edge.monitor, None)
+        with contextlib.suppress(zmq.ZMQError):
+            edge.socket.disable_monitor()
+        edge.monitor.close(0)
+        edge.socket.close(0)
+        edge.socket = edge.monitor = None
+
+    def _on_monitor(self, edge: _Edge) -> None:
+        """The connection of ``edge`` dropped: re-open it at once (libzmq would not after a
+        message over ``max_bytes``; after a publisher restart it would, later)."""
+        dropped = False
+        while True:
+            try:
+                event = recv_monitor_message(edge.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError:
+                break
+            dropped |= event.get("event") == zmq.EVENT_DISCONNECTED
+        if not dropped:
+            return
+        sock = edge.socket
+        while True:  # keep what libzmq had already received (a lossless edge loses nothing)
+            try:
+                parts = _recv_parts(sock)
+            except zmq.Again:
+                break
+            self._push(edge, parts)
+        self._close_edge_sockets(edge)
+        self._open(edge)
+        self.stats.reconnects += 1
+        log.info("connection to %s dropped; reconnected (a message over max_bytes=%d, or the "
+                 "publisher left)", edge.endpoint, self._max_bytes)
 
     def recv(self, timeout: float | None) -> Message | None:
         """The next message from any connection, or None after ``timeout`` seconds (None: wait)."""
@@ -463,7 +634,13 @@ class Subscriber:
         wait_ms: int | None = 0
         while True:
             for sock, _ in self._poller.poll(wait_ms):
-                self._fill(self._by_socket[sock])
+                edge = self._by_socket.get(sock)
+                if edge is not None:
+                    self._fill(edge)
+                    continue
+                edge = self._by_monitor.get(sock)
+                if edge is not None:
+                    self._on_monitor(edge)
             msg = self._pop()
             if msg is not None:
                 return msg
@@ -487,9 +664,8 @@ class Subscriber:
 
     def _fill(self, edge: _Edge) -> None:
         """Read up to the queue's room from a socket that polled readable."""
-        queue = edge.queue
         sock = edge.socket
-        room = queue.room(edge.budget)
+        room = edge.queue.room(edge.budget)
         for k in range(room):
             if k == 1 and not sock.getsockopt(_EVENTS) & _POLLIN:
                 return  # often just one message: cheaper than ending on zmq.Again
@@ -497,28 +673,41 @@ class Subscriber:
                 parts = _recv_parts(sock)
             except zmq.Again:
                 return
-            msg = self._accept(parts, edge)
-            if msg is None:
-                continue
-            dropped = queue.push(msg)
-            if dropped is not None:
-                self.stats.drops += 1
-                self.upstreams[(dropped.node_id, dropped.topic)].drops += 1
+            self._push(edge, parts)
+            if edge.queue.policy == "lossless" and edge.queue.room(edge.budget) == 0:
+                return
 
-    def _accept(self, parts: list[zmq.Frame], edge: _Edge) -> Message | None:
-        self.stats.bytes_in += sum(len(p) for p in parts)
+    def _push(self, edge: _Edge, parts: list[zmq.Frame]) -> None:
+        nbytes = _message_bytes(parts)
+        edge.hwm.seen(edge.socket, nbytes)
+        msg = self._accept(parts, edge, nbytes)
+        if msg is None:
+            return
+        for dropped in edge.queue.push(msg, nbytes):
+            self.stats.drops += 1
+            up = self.upstreams.get((dropped.node_id, dropped.topic))
+            if up is not None:
+                up.drops += 1
+
+    def _accept(self, parts: list[zmq.Frame], edge: _Edge, nbytes: int) -> Message | None:
+        self.stats.bytes_in += nbytes
+        if nbytes > self._max_bytes:
+            self.stats.oversized += 1
+            log.debug("dropping a message of %d bytes from %s (max_bytes %d)", nbytes,
+                      edge.endpoint, self._max_bytes)
+            return None
         try:
             msg = decode(parts, max_bytes=self._max_bytes)
         except DecodeError as exc:
             self.stats.decode_errors += 1
             log.debug("dropping undecodable message from %s: %s", edge.endpoint, exc)
             return None
-        if self._keep_parts:
-            msg.parts = parts
-        self.stats.frames_in += 1
         key = (msg.node_id, msg.topic)
         up = self.upstreams.get(key)
         if up is None:
+            if len(self.upstreams) >= self._max_upstreams:
+                self.stats.unexpected += 1
+                return None
             up = self.upstreams[key] = UpstreamStats(last_seq=msg.seq)
         else:
             missing = msg.seq - up.last_seq - 1
@@ -530,6 +719,9 @@ class Subscriber:
                 self.stats.resets += 1
                 log.debug("sequence of %s went from %d to %d (reset)", key, up.last_seq, msg.seq)
             up.last_seq = msg.seq
+        if self._keep_parts:
+            msg.parts = parts
+        self.stats.frames_in += 1
         up.frames += 1
         return msg
 
@@ -540,10 +732,10 @@ class Subscriber:
     def close(self) -> None:
         """Close every connection at once (linger 0)."""
         for edge in self._edges:
-            self._poller.unregister(edge.socket)
-            edge.socket.close(0)
+            self._close_edge_sockets(edge)
         self._edges.clear()
         self._by_socket.clear()
+        self._by_monitor.clear()
         if self._own_ctx and not self._ctx.closed:
             self._ctx.term()
 
@@ -552,4 +744,3 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

@@ -14,7 +14,10 @@ class BusStats:
     by its queue policy. ``stalls`` counts publishes that found a lossless subscriber full and so
     waited for it (however briefly). ``resets`` counts sequence numbers that went backwards or
     jumped further than ``codec.MAX_GAP`` (a restarted or forged publisher): each is one reset,
-    never a gap count.
+    never a gap count. ``oversized``: messages over the subscriber's ``max_bytes`` (skipped);
+    ``reconnects``: connections re-opened after they dropped (a part over ``max_bytes`` makes
+    libzmq drop the connection; a publisher restart too); ``unexpected``: messages of a
+    ``(node id, topic)`` pair beyond the subscriber's ``max_upstreams`` (skipped).
     """
 
     frames_in: int = 0
@@ -26,6 +29,9 @@ class BusStats:
     decode_errors: int = 0
     stalls: int = 0
     resets: int = 0
+    oversized: int = 0
+    reconnects: int = 0
+    unexpected: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
