@@ -573,7 +573,7 @@ def test_a_recorder_killed_with_sigkill_leaves_a_readable_file(tmp_path, launche
         {"id": "signals", "kind": "source",
          "params": {"type": "Sampler", "sample_rate": 200, "update_rate": 50,
                     "sources": {"x": {"type": "SineWave", "frequency": 2}}}},
-        {"id": "victim", "kind": "recorder", "inputs": ["signals"],
+        {"id": "victim", "kind": "recorder", "inputs": ["signals"], "restart": "never",
          "params": {"path": "victim.mcap", "flush_interval": 0.5}},
         {"id": "witness", "kind": "recorder", "inputs": ["signals"],
          "params": {"path": "witness.mcap"}}]}))

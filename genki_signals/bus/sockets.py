@@ -106,11 +106,12 @@ class Publisher:
     ``lossless_timeout`` (seconds, None = forever) bounds how long ``publish`` waits for a full
     lossless subscriber before raising ``BusStalledError`` (nothing is sent then).
     ``close_timeout``: see ``close``.
-    ``max_queue_bytes`` (default ``DEFAULT_QUEUE_BYTES``, 16 MiB; None or 0: no byte limit)
-    bounds each reader's send queue in bytes, approximately: ZeroMQ counts SNDHWM in messages,
-    so the mark is lowered for big messages to keep SNDHWM x message size under the limit
-    (``adapted_hwm``). What is bounded: libzmq's queue per connection; kernel socket buffers
-    (a few hundred KiB for ipc) come on top.
+    Each reader's send queue holds at most ``sndhwm`` messages (ZeroMQ counts messages, not
+    bytes) plus what the kernel socket buffers hold (a few hundred KiB over ipc): in bytes,
+    ``sndhwm`` x the largest message. Lower ``sndhwm`` for a node that publishes big frames.
+    The mark cannot follow the message size at run time: changing SNDHWM on open connections
+    (libzmq 4.3.5 applies it to them) stalled a connection for good in
+    ``tests/test_bus_fuzz.py``; see docs/supervision.md.
     """
 
     def __init__(
@@ -125,7 +126,6 @@ class Publisher:
         clock: Callable[[], float] = time.monotonic,
         close_timeout: float = 5.0,
         lossless_timeout: float | None = None,
-        max_queue_bytes: int | None = DEFAULT_QUEUE_BYTES,
         on_stall: Callable[[], None] | None = None,
     ) -> None:
         check_bind_endpoint(endpoint, allow_remote=allow_remote)
@@ -139,8 +139,6 @@ class Publisher:
         self._seq: dict[str, int] = {}
         self._ctx, self._own_ctx = _new_context(context)
         self._subs: dict[zmq.Socket, collections.Counter[bytes]] = {}
-        self._hwm: dict[zmq.Socket, _HwmTracker] = {}
-        self._max_queue_bytes = max_queue_bytes
         self._on_stall = on_stall
         self._ipc_files: list[str] = []
         self._lossy: zmq.Socket | None = None
@@ -161,7 +159,6 @@ class Publisher:
     def _bind(self, endpoint: str, hwm: int, *, nodrop: bool) -> zmq.Socket:
         sock = self._ctx.socket(zmq.XPUB)
         self._subs[sock] = collections.Counter()
-        self._hwm[sock] = _HwmTracker(zmq.SNDHWM, hwm, self._max_queue_bytes)
         sock.setsockopt(zmq.LINGER, 0)  # see close()
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # report every (un)subscription
@@ -209,10 +206,8 @@ class Publisher:
         for i in range(2, len(parts)):
             nbytes += parts[i].nbytes  # 1-d uint8 arrays (see encode)
         if self._lossless is not None:
-            self._hwm[self._lossless].seen(self._lossless, nbytes)
             self._send_lossless(parts, topic)
         if self._lossy_live:  # nobody subscribed: XPUB would filter everything out anyway
-            self._hwm[self._lossy].seen(self._lossy, nbytes)
             _send_parts(self._lossy, parts, 0)  # XPUB without NODROP never blocks
         self._seq[topic] = seq + 1
         stats = self.stats
@@ -316,7 +311,6 @@ class Publisher:
             sock.close()
         self._lossy = self._lossless = None
         self._subs.clear()
-        self._hwm.clear()
         for path in self._ipc_files:  # libzmq leaves the socket file behind
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -356,63 +350,6 @@ def _recv_parts(sock: zmq.Socket) -> list[zmq.Frame]:
 
 def _message_bytes(parts: list[zmq.Frame]) -> int:
     return sum(len(p) for p in parts)
-
-
-def adapted_hwm(configured: int, max_queue_bytes: int | None, message_bytes: int) -> int:
-    """The high-water mark (in messages) that keeps a queue of ``message_bytes`` messages under
-    ``max_queue_bytes``: ``configured`` for small messages, down to 1 for huge ones.
-
-    Rounded down to a power of two, so that a stream of similar sizes settles on one value
-    (changing a socket's HWM costs a command to its I/O thread per connection).
-    """
-    if not max_queue_bytes or message_bytes <= 0:
-        return configured
-    fit = max(1, max_queue_bytes // message_bytes)
-    if fit >= configured:
-        return configured
-    return 1 << (fit.bit_length() - 1)
-
-
-class _HwmTracker:
-    """Adapts one socket's SNDHWM/RCVHWM to the size of its messages (see ``adapted_hwm``).
-
-    A bigger message lowers the mark at once; the mark rises again only after a window of
-    ``configured`` messages (at least one second) whose largest one allows it. libzmq applies a
-    changed mark to the connections already open (``socket_base_t::update_pipe_options``).
-    """
-
-    __slots__ = ("option", "configured", "max_bytes", "current", "window_max", "window_end",
-                 "window_count")
-
-    def __init__(self, option: int, configured: int, max_bytes: int | None) -> None:
-        self.option, self.configured, self.max_bytes = option, configured, max_bytes
-        self.current = configured
-        self.window_max = 0
-        self.window_count = 0
-        self.window_end = 0.0
-
-    def seen(self, sock: zmq.Socket, nbytes: int) -> None:
-        if not self.max_bytes:
-            return
-        if nbytes > self.window_max:
-            self.window_max = nbytes
-            hwm = adapted_hwm(self.configured, self.max_bytes, nbytes)
-            if hwm < self.current:
-                self._set(sock, hwm)
-        self.window_count += 1
-        if self.window_count >= self.configured:
-            now = time.monotonic()
-            if now >= self.window_end:
-                hwm = adapted_hwm(self.configured, self.max_bytes, self.window_max)
-                if hwm != self.current:
-                    self._set(sock, hwm)
-                self.window_max, self.window_count = 0, 0
-                self.window_end = now + 1.0
-
-    def _set(self, sock: zmq.Socket, hwm: int) -> None:
-        self.current = hwm
-        with contextlib.suppress(zmq.ZMQError):
-            sock.setsockopt(self.option, hwm)
 
 
 class _EdgeQueue:
@@ -478,7 +415,7 @@ class _Edge:
         self.endpoint = endpoint
         self.topics = topics
         self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
-        self.hwm = _HwmTracker(zmq.RCVHWM, rcvhwm, max_queue_bytes)
+        self.rcvhwm = rcvhwm
         # Read enough per drain to empty ZeroMQ's queue, bounded so a fast publisher cannot
         # keep recv from returning.
         self.budget = 2 * (rcvhwm + maxlen)
@@ -500,9 +437,10 @@ class Subscriber:
       message shows as a sequence gap. A message whose parts fit but whose total does not is
       counted in ``stats.oversized`` and skipped.
     * ``max_queue_bytes`` (default ``DEFAULT_QUEUE_BYTES``, 16 MiB per connection): the bytes
-      queued for ``recv`` (the policy's queue, see ``_EdgeQueue``) and, approximately, in
-      libzmq's receive queue, whose RCVHWM counts messages: it is lowered for big messages so
-      that RCVHWM x message size stays under the limit (``adapted_hwm``).
+      queued for ``recv`` under the edge's policy (``_EdgeQueue``; ``drop_oldest`` drops the
+      oldest, ``lossless`` stops reading ahead). libzmq's own receive queue holds up to
+      ``rcvhwm`` messages more (a count, not bytes; ``recv`` drains it into the policy queue at
+      every call, so it fills only while the caller is busy).
     * ``max_upstreams`` (default ``MAX_UPSTREAMS``): distinct ``(node id, topic)`` pairs
       tracked; messages of further pairs (forged ids or topics) are counted in
       ``stats.unexpected`` and skipped, so a stray sender cannot grow memory without bound.
@@ -560,7 +498,7 @@ class Subscriber:
         monitor = None
         try:
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVHWM, edge.hwm.current)
+            sock.setsockopt(zmq.RCVHWM, edge.rcvhwm)
             sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; see the class doc
             if _is_ipv6(edge.endpoint):
                 sock.setsockopt(zmq.IPV6, 1)
@@ -679,7 +617,6 @@ class Subscriber:
 
     def _push(self, edge: _Edge, parts: list[zmq.Frame]) -> None:
         nbytes = _message_bytes(parts)
-        edge.hwm.seen(edge.socket, nbytes)
         msg = self._accept(parts, edge, nbytes)
         if msg is None:
             return

@@ -25,6 +25,7 @@ See docs/supervision.md for the guarantees.
 from __future__ import annotations
 
 import collections
+import contextlib
 import getpass
 import os
 import shutil
@@ -447,6 +448,11 @@ class Launcher:
             node.next_start = None
             if node.alive and self.router is not None:
                 self.router.send_multipart([node.spec.id.encode(), control.pack("stop")])
+            if node.alive and node.state == "starting":
+                # not connected yet, so the stop message is lost: SIGTERM (the runner's clean
+                # stop, or the default action before its handler is installed)
+                with contextlib.suppress(ProcessLookupError):
+                    node.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace
         while any(n.alive for n in self.nodes.values()) and time.monotonic() < deadline:
             self._service(0.05)
