@@ -132,3 +132,74 @@ def test_drop_oldest_queue_is_bounded_in_bytes(tmp_path, ctx):
     finally:
         sub.close()
         pub.close()
+
+
+def test_lossless_endpoint_admits_declared_readers_only(tmp_path, ctx):
+    pub = Publisher(f"ipc://{tmp_path}/p", "p", context=ctx,
+                    lossless_endpoint=f"ipc://{tmp_path}/p-lossless", lossless_token="s3cret")
+    reader = Subscriber(context=ctx)
+    strays = []  # subscribe and never read: either would stall a NODROP publisher
+    for password in (None, "guess"):  # no credentials; a wrong token
+        stray = ctx.socket(zmq.SUB)
+        stray.setsockopt(zmq.RCVHWM, 1)
+        stray.setsockopt(zmq.SUBSCRIBE, b"")
+        if password is not None:
+            stray.setsockopt(zmq.PLAIN_USERNAME, b"genki-reader")
+            stray.setsockopt_string(zmq.PLAIN_PASSWORD, password)
+        strays.append(stray)
+    try:
+        reader.connect(pub.lossless_endpoint, ["p/"], policy="lossless", token="s3cret")
+        for stray in strays:
+            stray.connect(pub.lossless_endpoint)
+        assert pub.wait_for_subscribers("p/main", lossless=True, timeout=5)
+        deadline = time.monotonic() + 5
+        while pub.stats.refused == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pub.stats.refused >= 1  # the wrong token (no credentials: refused by libzmq)
+        time.sleep(0.3)
+        assert pub.subscribers("p/main", lossless=True) == 1
+        got = []
+        for i in range(3000):  # far beyond the stray's queue: never waits for it
+            pub.publish("p/main", small(i))
+            while (msg := reader.recv(0)) is not None:
+                got.append(msg.seq)
+        got += [m.seq for m in receive(reader, 0.5)]
+        assert got == list(range(3000))  # the declared reader lost nothing
+        assert pub.stats.drops == 0
+        assert not any(stray.poll(0) for stray in strays)
+    finally:
+        for stray in strays:
+            stray.close(0)
+        reader.close()
+        pub.close(wait=False)
+
+
+def test_stalled_declared_reader_keeps_the_publisher_answering(tmp_path, ctx):
+    pub_calls = []
+
+    def on_stall() -> bool:  # the runner heartbeats and reads control here
+        pub_calls.append(time.monotonic())
+        return len(pub_calls) >= 5  # then a stop request arrives
+
+    pub = Publisher(f"ipc://{tmp_path}/p", "p", context=ctx,
+                    lossless_endpoint=f"ipc://{tmp_path}/p-lossless", on_stall=on_stall)
+    reader = Subscriber(context=ctx)
+    try:
+        reader.connect(pub.lossless_endpoint, ["p/"], policy="lossless", rcvhwm=10)
+        assert pub.wait_for_subscribers("p/main", lossless=True, timeout=5)
+        t0 = time.monotonic()
+        for i in range(50_000):  # the reader never reads: the queue fills, publish waits
+            pub.publish("p/main", {"timestamp": np.zeros(1000)})
+            if pub_calls and len(pub_calls) >= 5:
+                break
+        assert len(pub_calls) == 5
+        assert all(b - a < 0.5 for a, b in zip(pub_calls, pub_calls[1:]))  # every ~0.1 s
+        assert pub.stats.drops == 1 and pub.stats.stalls == 1
+        pub.publish("p/main", small(0))  # gave up waiting: no more waits
+        assert time.monotonic() - t0 < 10
+        t1 = time.monotonic()
+        pub.close()
+        assert time.monotonic() - t1 < 1.0  # no wait for a reader that will not hang up
+    finally:
+        reader.close()
+        pub.close(wait=False)

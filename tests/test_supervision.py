@@ -221,3 +221,83 @@ def test_unresponsive_node_is_killed_and_restarted_by_the_default_policy(tmp_pat
     out = lp.output
     assert "node 'hangs' unresponsive: no heartbeat for" in out
     assert "restarting in" in out and "(on-failure)" in out
+
+
+STRAY = r"""
+import sys, zmq
+from genki_signals.bus import control
+d = control.request(sys.argv[1], "directory", timeout=5)
+node = next(n for n in d["nodes"] if n["id"] == "signals")
+ctx = zmq.Context()
+socks = []
+for endpoint in (node["lossless_endpoint"], node["endpoint"]):  # both: it has no business
+    s = ctx.socket(zmq.SUB)
+    s.setsockopt(zmq.RCVHWM, 1)
+    s.setsockopt(zmq.RCVBUF, 4096)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    s.connect(endpoint)
+    socks.append(s)
+print("subscribed", flush=True)
+import time
+time.sleep(3600)
+"""
+
+
+def heartbeat_stat(d: dict, node: str, key: str) -> tuple[float, int]:
+    """(time of ``node``'s last heartbeat, its counter ``key`` then)."""
+    n = next(n for n in d["nodes"] if n["id"] == node)
+    return time.monotonic() - n["heartbeat_age"], n["stats"][key]
+
+
+@pytest.mark.timeout(120)
+def test_stopped_undeclared_subscriber_cannot_stall_a_lossless_publisher(tmp_path,
+                                                                        launcher_factory):
+    """A stray process subscribes to a 500 frames/s source's lossless and lossy endpoints and
+    is suspended (SIGSTOP). Over 15 s the source's rate, as its declared lossless reader
+    receives it, stays within 1 % of 500 samples/s (one sample per frame), nothing is lost on
+    the lossless edge, the source never waits, and nothing is killed."""
+    spec = tmp_path / "stall.yaml"
+    spec.write_text(textwrap.dedent("""
+        name: stall
+        nodes:
+          - id: signals
+            kind: source
+            params:
+              type: Sampler
+              sample_rate: 500
+              update_rate: 500
+              sources: {x: {type: SineWave, frequency: 2}}
+          - id: out
+            kind: sink
+            inputs: [{node: signals, policy: lossless}]
+            params: {type: "null"}
+    """))
+    lp = launcher_factory(spec)
+    lp.wait_ready()
+    stray = subprocess.Popen([sys.executable, "-c", STRAY, lp.address], stdout=subprocess.PIPE,
+                             text=True, env=env_with_tests_on_path())
+    try:
+        assert stray.stdout.readline().strip() == "subscribed"
+        time.sleep(1.0)  # its connections are up (or refused)
+        stray.send_signal(signal.SIGSTOP)
+        time.sleep(2.0)  # any queue toward it is full by now
+        d = lp.wait_for(lambda d: d, 5, "directory")
+        t0, n0 = heartbeat_stat(d, "out", "samples")
+        gaps0 = heartbeat_stat(d, "out", "gaps")[1]
+        time.sleep(15.0)
+        d = lp.wait_for(lambda d: d, 5, "directory")
+        t1, n1 = heartbeat_stat(d, "out", "samples")
+        # the source's samples, as its declared lossless reader received them
+        rate = (n1 - n0) / (t1 - t0)
+        assert rate == pytest.approx(500, rel=0.01), f"{rate:.1f} samples/s\n{lp.output}"
+        assert heartbeat_stat(d, "out", "gaps")[1] == gaps0 == 0
+        assert all(n["state"] == "ready" and n["restarts"] == 0 for n in d["nodes"]), d["nodes"]
+        src = next(n for n in d["nodes"] if n["id"] == "signals")["stats"]
+        assert src["stalls"] == 0
+        assert "unresponsive" not in lp.output
+    finally:
+        stray.send_signal(signal.SIGCONT)
+        stray.kill()
+        stray.wait(timeout=10)
+    lp.interrupt()
+    assert lp.wait_exit(timeout=30) == 0, lp.output

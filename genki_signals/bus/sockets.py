@@ -59,6 +59,7 @@ from genki_signals.bus.codec import (
     DEFAULT_MAX_BYTES, MAX_GAP, DecodeError, Message, decode, encode,
 )
 from genki_signals.bus.endpoints import check_bind_endpoint
+from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
 from genki_signals.bus.stats import BusStats, UpstreamStats
 from genki_signals.errors import GenkiError
 
@@ -109,6 +110,13 @@ class Publisher:
     Each reader's send queue holds at most ``sndhwm`` messages (ZeroMQ counts messages, not
     bytes) plus what the kernel socket buffers hold (a few hundred KiB over ipc): in bytes,
     ``sndhwm`` x the largest message. Lower ``sndhwm`` for a node that publishes big frames.
+    ``lossless_token``: only subscribers that give it (``Subscriber.connect(token=...)``) may
+    connect to the lossless endpoint (see ``genki_signals.bus.gate``); others are refused and
+    counted in ``stats.refused``. None: anyone may (tests, tools).
+    ``on_stall``: called about every 0.1 s while ``publish`` waits for a full lossless
+    subscriber, so that the caller keeps its heartbeats and control going; when it returns
+    True the publisher stops waiting for good: from then on a lossless message that finds a
+    full subscriber is not sent (counted in ``stats.drops``) and ``close`` does not wait.
     The mark cannot follow the message size at run time: changing SNDHWM on open connections
     (libzmq 4.3.5 applies it to them) stalled a connection for good in
     ``tests/test_bus_fuzz.py``; see docs/supervision.md.
@@ -126,7 +134,8 @@ class Publisher:
         clock: Callable[[], float] = time.monotonic,
         close_timeout: float = 5.0,
         lossless_timeout: float | None = None,
-        on_stall: Callable[[], None] | None = None,
+        on_stall: Callable[[], bool] | None = None,
+        lossless_token: str | None = None,
     ) -> None:
         check_bind_endpoint(endpoint, allow_remote=allow_remote)
         if lossless_endpoint is not None:
@@ -144,6 +153,10 @@ class Publisher:
         self._lossy: zmq.Socket | None = None
         self._lossless: zmq.Socket | None = None
         self._lossy_live = False  # the lossy socket has a subscription (as of the last drain)
+        self._token = lossless_token
+        self._zap_domain = f"genki-lossless/{node_id}/{id(self):x}"
+        self._gate = None
+        self._abandoned = False  # on_stall said stop: lossless sends no longer wait
         self._next_drain = 0.0  # time.monotonic() of the next drain in publish
         try:
             self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
@@ -165,6 +178,11 @@ class Publisher:
         if nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
             sock.setsockopt(zmq.SNDTIMEO, _STALL_POLL_MS)
+            if self._token is not None:  # declared readers only (see bus.gate)
+                self._gate = ReaderGate.for_context(self._ctx)
+                self._gate.allow(self._zap_domain, self._token, self._count_refused)
+                sock.setsockopt(zmq.PLAIN_SERVER, 1)
+                sock.setsockopt_string(zmq.ZAP_DOMAIN, self._zap_domain)
         try:
             if _is_ipv6(endpoint):
                 sock.setsockopt(zmq.IPV6, 1)
@@ -174,6 +192,9 @@ class Publisher:
         if endpoint.startswith("ipc://"):
             self._ipc_files.append(endpoint[len("ipc://"):])
         return sock
+
+    def _count_refused(self) -> None:  # called from the gate's thread
+        self.stats.refused += 1
 
     def publish(
         self,
@@ -229,6 +250,9 @@ class Publisher:
             pass
         # A subscriber is full (libzmq counts whole messages and checks room when the first part
         # is sent, so the Again came from part 0 and nothing was sent): wait for room.
+        if self._abandoned:
+            self.stats.drops += 1
+            return
         self.stats.stalls += 1
         timeout = self._lossless_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -243,6 +267,10 @@ class Publisher:
                     break
                 except zmq.Again:
                     # Giving up after part 0 was sent would leave a half-sent message.
+                    if i == 0 and self._on_stall is not None and self._on_stall():
+                        self._abandoned = True
+                        self.stats.drops += 1
+                        return
                     if i == 0 and deadline is not None and time.monotonic() >= deadline:
                         raise BusStalledError(
                             f"publisher '{self.node_id}': lossless subscriber of topic '{topic}' "
@@ -305,12 +333,16 @@ class Publisher:
         end therefore publishes ``eos``; its lossless readers consume everything, then close.
         ``wait=False`` (used when leaving a ``with`` block by an exception) skips the wait.
         """
-        if wait and self._lossless is not None and self._close_timeout > 0:
+        if wait and self._lossless is not None and self._close_timeout > 0 \
+                and not self._abandoned:
             self._wait_for_hangup(self._lossless, self._close_timeout)
         for sock in self._subs:  # every socket made, bound or not
             sock.close()
         self._lossy = self._lossless = None
         self._subs.clear()
+        if self._gate is not None:
+            self._gate.forget(self._zap_domain)
+            self._gate = None
         for path in self._ipc_files:  # libzmq leaves the socket file behind
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -412,6 +444,7 @@ class _Edge:
                  max_queue_bytes: int | None) -> None:
         self.socket: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
+        self.token: str | None = None
         self.endpoint = endpoint
         self.topics = topics
         self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
@@ -474,11 +507,13 @@ class Subscriber:
         maxlen: int = DEFAULT_MAXLEN,
         *,
         rcvhwm: int = DEFAULT_HWM,
+        token: str | None = None,
     ) -> None:
         """Subscribe to the topic prefixes ``topics`` (``[""]``: all) at ``endpoint``.
 
         ``maxlen`` bounds the ``drop_oldest`` queue; a ``lossless`` edge must connect to the
-        publisher's ``lossless_endpoint``.
+        publisher's ``lossless_endpoint``, with the run's ``token`` when the publisher has one
+        (see ``genki_signals.bus.gate``).
         """
         if policy not in POLICIES:
             raise BusError(f"queue policy must be one of {POLICIES}, got {policy!r}")
@@ -488,6 +523,7 @@ class Subscriber:
         if not topics or not all(isinstance(t, str) for t in topics):
             raise BusError(f"topics must be a non-empty list of str prefixes, got {topics!r}")
         edge = _Edge(endpoint, topics, policy, maxlen, rcvhwm, self._max_queue_bytes)
+        edge.token = token
         self._open(edge)
         self._edges.append(edge)
         self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
@@ -502,6 +538,9 @@ class Subscriber:
             sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; see the class doc
             if _is_ipv6(edge.endpoint):
                 sock.setsockopt(zmq.IPV6, 1)
+            if edge.token is not None:  # a declared lossless reader (see bus.gate)
+                sock.setsockopt(zmq.PLAIN_USERNAME, PLAIN_USERNAME)
+                sock.setsockopt_string(zmq.PLAIN_PASSWORD, edge.token)
             for topic in edge.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
             monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)

@@ -17,7 +17,10 @@ class BusStats:
     never a gap count. ``oversized``: messages over the subscriber's ``max_bytes`` (skipped);
     ``reconnects``: connections re-opened after they dropped (a part over ``max_bytes`` makes
     libzmq drop the connection; a publisher restart too); ``unexpected``: messages of a
-    ``(node id, topic)`` pair beyond the subscriber's ``max_upstreams`` (skipped).
+    ``(node id, topic)`` pair beyond the subscriber's ``max_upstreams`` (skipped); ``refused``:
+    connections to a publisher's lossless endpoint refused (not a declared reader, see
+    ``bus.gate``); a publisher's ``drops``: lossless messages not sent after its ``on_stall``
+    gave up waiting.
     """
 
     frames_in: int = 0
@@ -32,6 +35,7 @@ class BusStats:
     oversized: int = 0
     reconnects: int = 0
     unexpected: int = 0
+    refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -28,6 +28,7 @@ import collections
 import contextlib
 import getpass
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -122,6 +123,8 @@ class Launcher:
         self.clock_endpoint = ipc_endpoint(self.run_dir, "clock.time")  # never a node id
         self.time_server: TimeServer | None = None
         self.nodes: dict[str, NodeProcess] = {}
+        # Only the nodes get it: lossless endpoints admit declared readers only (bus.gate)
+        self.lossless_token = secrets.token_hex(16)
         self.context = zmq.Context.instance()
         self.router: zmq.Socket | None = None
         self._out_lock = threading.Lock()
@@ -239,14 +242,17 @@ class Launcher:
                 clock_origin=self.clock_origin, heartbeat_interval=self.heartbeat_interval,
                 clock_leader=self.clock_leader, clock_endpoint=self.clock_endpoint,
                 spec_dir=spec_dir, topology=self.spec.name,
-                extra=dict(self.node_extra.get(node.id, {})))
+                extra={**self.node_extra.get(node.id, {}), "lossless_token": self.lossless_token})
         return configs
 
     def _spawn(self, node: NodeProcess) -> None:
         node.incarnation += 1
         config = NodeConfig(**{**node.config.__dict__, "incarnation": node.incarnation})
         path = self.run_dir / f"{node.spec.id}.json"
-        path.write_text(config.to_json(), encoding="utf-8")
+        # owner-only: it holds the run's lossless token
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(config.to_json())
         env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHER_PID_ENV: str(os.getpid())}
         node.proc = subprocess.Popen(
             [sys.executable, "-m", "genki_signals.nodes", "--config", str(path)],

@@ -32,6 +32,11 @@ log = logging.getLogger(__name__)
 FRAME_ERROR_LOG_LIMIT = 5  # log the first few failing frames in full, then only count
 
 
+def lossless_token_for(config: NodeConfig, edge: Any) -> str | None:
+    """The run's token for a declared lossless edge (see ``genki_signals.bus.gate``)."""
+    return config.extra.get("lossless_token") if edge.policy == "lossless" else None
+
+
 class ControlLogHandler(logging.Handler):
     """Forwards log records to the launcher over the control socket."""
 
@@ -89,14 +94,17 @@ class NodeRunner:
             if cfg.publish_endpoint:
                 self.publisher = Publisher(cfg.publish_endpoint, cfg.id, context=self.context,
                                            lossless_endpoint=cfg.lossless_endpoint,
-                                           clock=self.now)
+                                           clock=self.now,
+                                           lossless_token=cfg.extra.get("lossless_token"),
+                                           on_stall=self._while_stalled)
             if cfg.inputs:
                 # a recorder (``raw_messages``) stores the received parts as they are
                 self.subscriber = Subscriber(
                     context=self.context, keep_parts=getattr(self.logic, "raw_messages", False))
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
-                                            policy=edge.policy, maxlen=edge.maxlen)
+                                            policy=edge.policy, maxlen=edge.maxlen,
+                                            token=lossless_token_for(cfg, edge))
             if self.publisher is not None and cfg.lossless_subscribers:
                 # a lossless reader must see the first frame: wait until it has subscribed
                 if not self._wait_for_first_subscribers(
@@ -296,6 +304,17 @@ class NodeRunner:
             out["rss_bytes"] = self._process.memory_info().rss
         out.update(self.logic.stats())
         return out
+
+    def _while_stalled(self) -> bool:
+        """The publisher waits for a full declared lossless reader (called every ~0.1 s):
+        keep heartbeating and obeying stop, so the launcher never takes the wait for a hang.
+        True (stop requested): the publisher gives up waiting."""
+        now = time.monotonic()
+        if now >= getattr(self, "_next_stall_beat", 0.0):
+            self._heartbeat()
+            self._next_stall_beat = now + self.config.heartbeat_interval
+        self._handle_control(timeout=0)
+        return self._stop_requested
 
     def _send(self, msg_type: str, **fields: Any) -> None:
         self.ctl.send(control.pack(msg_type, node=self.config.id, **fields))
