@@ -4,6 +4,7 @@ node killed as unresponsive is restarted by the default policy."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -301,3 +302,63 @@ def test_stopped_undeclared_subscriber_cannot_stall_a_lossless_publisher(tmp_pat
         stray.wait(timeout=10)
     lp.interrupt()
     assert lp.wait_exit(timeout=30) == 0, lp.output
+
+
+@pytest.mark.timeout(120)
+def test_stalled_declared_lossless_reader_blocks_but_never_gets_the_publisher_killed(
+        tmp_path, launcher_factory):
+    """A declared lossless reader stopped with SIGSTOP: the source waits (backpressure, as the
+    spec asked), keeps heartbeating (never killed as unresponsive), resumes when the reader
+    does, and a stop request ends it cleanly even while it waits."""
+    spec = tmp_path / "declared.yaml"
+    spec.write_text(textwrap.dedent("""
+        name: declared
+        nodes:
+          - id: signals
+            kind: source
+            params:
+              type: Sampler
+              sample_rate: 1000
+              update_rate: 1000
+              sources: {x: {type: SineWave, frequency: 2}}
+          - id: out
+            kind: sink
+            inputs: [{node: signals, policy: lossless}]
+            params: {type: "null"}
+    """))
+    # grace 10: the suspended reader itself is killed as unresponsive only after 3 beats + 10 s
+    lp = launcher_factory(spec, "--grace", "10")
+    d = lp.wait_ready()
+    reader = psutil.Process(next(n["pid"] for n in d["nodes"] if n["id"] == "out"))
+    reader.suspend()
+    try:
+        lp.wait_for(lambda d: next(n for n in d["nodes"] if n["id"] == "signals")["stats"]
+                    .get("stalls", 0) > 0, 10, "the source waiting for its lossless reader")
+        t_blocked = time.monotonic()
+        for _ in range(3):  # it waits for seconds, and heartbeats all along
+            time.sleep(1.0)
+            d = lp.wait_for(lambda d: d, 5, "directory")
+            src = next(n for n in d["nodes"] if n["id"] == "signals")
+            assert src["heartbeat_age"] < 2.0, (time.monotonic() - t_blocked, lp.output)
+        frames = src["stats"]["frames_out"]
+        time.sleep(1.0)
+        d = lp.wait_for(lambda d: d, 5, "directory")
+        src = next(n for n in d["nodes"] if n["id"] == "signals")
+        assert src["stats"]["frames_out"] == frames  # really blocked (backpressure)
+        assert src["state"] == "ready" and src["restarts"] == 0, lp.output
+    finally:
+        reader.resume()
+    t0, n0 = heartbeat_stat(lp.wait_for(lambda d: d, 5, "directory"), "out", "samples")
+    lp.wait_for(lambda d: heartbeat_stat(d, "out", "samples")[1] > n0 + 2000, 30,
+                "the reader catching up")
+    reader.suspend()  # stalled again, then a stop request
+    lp.wait_for(lambda d: next(n for n in d["nodes"] if n["id"] == "signals")["stats"]
+                ["stalls"] >= 2, 10, "the source waiting again")
+    lp.interrupt()
+    try:
+        assert lp.wait_exit(timeout=30) == 0, lp.output
+    finally:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            reader.resume()  # killed after the grace period by now
+    assert "unresponsive" not in lp.output
+    assert "node 'signals' exited with code 0" in lp.output, lp.output
