@@ -42,6 +42,7 @@ class IgnoresStopAfterReady(NodeLogic):
     """Reports ready, then blocks in its first poll with SIGTERM/SIGINT ignored: it stops
     heartbeating (unresponsive) and only SIGKILL or a hard exit ends it."""
 
+    input_mode = "timed"  # the runner's declared input modes (ignored before them)
     update_rate = 10.0
 
     def poll(self, now):
