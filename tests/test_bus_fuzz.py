@@ -143,6 +143,12 @@ headers = st.one_of(
        rest=st.lists(st.binary(max_size=100), max_size=3))
 def test_hypothesis_messages_never_end_the_node(node, topic, header, rest):
     node.send([topic, header, *rest])
+    assert node.proc.poll() is None
+
+
+def test_node_still_computes_after_the_hypothesis_messages(node):
+    node.computes()
+    assert node.latest_stats()["decode_errors"] > 0
 
 
 def test_mutation_loop_keeps_the_node_computing_with_bounded_memory(node):
