@@ -326,8 +326,8 @@ def test_stalled_declared_lossless_reader_blocks_but_never_gets_the_publisher_ki
             inputs: [{node: signals, policy: lossless}]
             params: {type: "null"}
     """))
-    # grace 10: the suspended reader itself is killed as unresponsive only after 3 beats + 10 s
-    lp = launcher_factory(spec, "--grace", "10")
+    # grace 15: the suspended reader itself is killed as unresponsive only after 3 beats + 15 s
+    lp = launcher_factory(spec, "--grace", "15")
     d = lp.wait_ready()
     reader = psutil.Process(next(n["pid"] for n in d["nodes"] if n["id"] == "out"))
     reader.suspend()
@@ -335,7 +335,7 @@ def test_stalled_declared_lossless_reader_blocks_but_never_gets_the_publisher_ki
         lp.wait_for(lambda d: next(n for n in d["nodes"] if n["id"] == "signals")["stats"]
                     .get("stalls", 0) > 0, 10, "the source waiting for its lossless reader")
         t_blocked = time.monotonic()
-        for _ in range(3):  # it waits for seconds, and heartbeats all along
+        for _ in range(6):  # it waits for seconds, and heartbeats all along
             time.sleep(1.0)
             d = lp.wait_for(lambda d: d, 5, "directory")
             src = next(n for n in d["nodes"] if n["id"] == "signals")
@@ -362,3 +362,5 @@ def test_stalled_declared_lossless_reader_blocks_but_never_gets_the_publisher_ki
             reader.resume()  # killed after the grace period by now
     assert "unresponsive" not in lp.output
     assert "node 'signals' exited with code 0" in lp.output, lp.output
+    assert "[signals] WARNING a declared lossless reader has had no room for 5 s: publishing " \
+           "waits (backpressure); readers: ['out']" in lp.output

@@ -242,7 +242,9 @@ class Launcher:
                 clock_origin=self.clock_origin, heartbeat_interval=self.heartbeat_interval,
                 clock_leader=self.clock_leader, clock_endpoint=self.clock_endpoint,
                 spec_dir=spec_dir, topology=self.spec.name,
-                extra={**self.node_extra.get(node.id, {}), "lossless_token": self.lossless_token})
+                extra={**self.node_extra.get(node.id, {}), "lossless_token": self.lossless_token,
+                       "lossless_readers": [d.id for d in self.spec.nodes for e in d.inputs
+                                            if e.node == node.id and e.policy == "lossless"]})
         return configs
 
     def _spawn(self, node: NodeProcess) -> None:

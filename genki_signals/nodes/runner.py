@@ -30,6 +30,7 @@ from genki_signals.nodes.merge import TimestampMerger
 log = logging.getLogger(__name__)
 
 FRAME_ERROR_LOG_LIMIT = 5  # log the first few failing frames in full, then only count
+STALL_REPORT_AFTER = 5.0  # s a lossless publish may wait before the wait is logged (once)
 
 
 def lossless_token_for(config: NodeConfig, edge: Any) -> str | None:
@@ -313,6 +314,14 @@ class NodeRunner:
         if now >= getattr(self, "_next_stall_beat", 0.0):
             self._heartbeat()
             self._next_stall_beat = now + self.config.heartbeat_interval
+        episode = self.publisher.stats.stalls  # +1 per publish that had to wait
+        if getattr(self, "_stall", (None,))[0] != episode:
+            self._stall = (episode, now, False)
+        elif not self._stall[2] and now - self._stall[1] >= STALL_REPORT_AFTER:
+            self._stall = (episode, self._stall[1], True)
+            log.warning("a declared lossless reader has had no room for %.0f s: publishing "
+                        "waits (backpressure); readers: %s", now - self._stall[1],
+                        self.config.extra.get("lossless_readers", "see the spec"))
         self._handle_control(timeout=0)
         return self._stop_requested
 
