@@ -30,12 +30,6 @@ from genki_signals.nodes.merge import TimestampMerger
 log = logging.getLogger(__name__)
 
 FRAME_ERROR_LOG_LIMIT = 5  # log the first few failing frames in full, then only count
-STALL_REPORT_AFTER = 5.0  # s a lossless publish may wait before the wait is logged (once)
-
-
-def lossless_token_for(config: NodeConfig, edge: Any) -> str | None:
-    """The run's token for a declared lossless edge (see ``genki_signals.bus.gate``)."""
-    return config.extra.get("lossless_token") if edge.policy == "lossless" else None
 
 
 class ControlLogHandler(logging.Handler):
@@ -330,3 +324,12 @@ class NodeRunner:
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stop_requested = True
+
+
+# Supervision (docs/supervision.md), kept apart from the loop above.
+STALL_REPORT_AFTER = 5.0  # s a lossless publish may wait before the wait is logged (once)
+
+
+def lossless_token_for(config: NodeConfig, edge: Any) -> str | None:
+    """The run's token for a declared lossless edge (see ``genki_signals.bus.gate``)."""
+    return config.extra.get("lossless_token") if edge.policy == "lossless" else None
