@@ -25,7 +25,6 @@ See docs/supervision.md for the guarantees.
 from __future__ import annotations
 
 import collections
-import contextlib
 import getpass
 import os
 import secrets
@@ -459,8 +458,10 @@ class Launcher:
             if node.alive and node.state == "starting":
                 # not connected yet, so the stop message is lost: SIGTERM (the runner's clean
                 # stop, or the default action before its handler is installed)
-                with contextlib.suppress(ProcessLookupError):
+                try:
                     node.proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         deadline = time.monotonic() + self.grace
         while any(n.alive for n in self.nodes.values()) and time.monotonic() < deadline:
             self._service(0.05)
