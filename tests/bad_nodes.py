@@ -38,3 +38,17 @@ class CrashesAfter(NodeLogic):
             raise RuntimeError("crashed on purpose")
         return []
 
+
+
+class IgnoresStopAfterReady(NodeLogic):
+    """Reports ready, then blocks in its first poll with SIGTERM/SIGINT ignored: it stops
+    heartbeating (unresponsive) and only SIGKILL or a hard exit ends it."""
+
+    input_mode = "timed"  # the runner's declared input modes (ignored before them)
+    update_rate = 10.0
+
+    def poll(self, now):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        while True:
+            time.sleep(0.1)

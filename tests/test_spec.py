@@ -131,7 +131,7 @@ def test_defaults_and_shorthand() -> None:
     assert spec.name == "topology" and spec.path is None and spec.clock_leader is None
     assert sink.inputs == (InputSpec(node="s", policy="drop_oldest", maxlen=1000),)
     assert sink.host == "localhost" and sink.cpu is None and sink.endpoint is None
-    assert sink.restart == RestartPolicy("never", 5, 60.0, 0.5)
+    assert sink.restart == RestartPolicy("on-failure", 5, 60.0, 0.5)
     hash(spec.nodes)  # usable as dict keys despite the params dict
     with pytest.raises(KeyError, match="no node 'nope'"):
         spec.node("nope")

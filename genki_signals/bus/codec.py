@@ -63,6 +63,10 @@ INLINE_MAX_BYTES = 32 * 1024
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 MAX_NDIM = 32
 MAX_NODE_ID_LEN = 256
+# Receivers count a sequence jump larger than this as one reset (a restarted or forged
+# publisher), not as lost messages: 2**32 messages is 50 days of a 1 kHz stream lost without one
+# message getting through.
+MAX_GAP = 1 << 32
 
 _HEADER_KEYS = frozenset({"v", "node", "seq", "kind", "t", "fields"})
 _SEQ_LIMIT = 2**64

@@ -53,9 +53,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
-from genki_signals.bus.codec import DEFAULT_MAX_BYTES, DecodeError, Message, decode, encode
+from genki_signals.bus.codec import (
+    DEFAULT_MAX_BYTES, MAX_GAP, DecodeError, Message, decode, encode,
+)
 from genki_signals.bus.endpoints import check_bind_endpoint
+from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
 from genki_signals.bus.stats import BusStats, UpstreamStats
 from genki_signals.errors import GenkiError
 
@@ -64,6 +68,8 @@ log = logging.getLogger(__name__)
 POLICIES = ("latest", "drop_oldest", "lossless")
 DEFAULT_HWM = 1000
 DEFAULT_MAXLEN = 100
+DEFAULT_QUEUE_BYTES = 16 * 1024 * 1024  # per reader (send) and per connection (receive)
+MAX_UPSTREAMS = 1024  # (node id, topic) pairs a Subscriber tracks; more are "unexpected"
 LOSSLESS_BATCH = 64  # messages a lossless edge reads ahead of the caller
 _STALL_POLL_MS = 100
 DRAIN_INTERVAL = 0.01  # s between reads of the XPUB subscription messages while publishing
@@ -101,6 +107,19 @@ class Publisher:
     ``lossless_timeout`` (seconds, None = forever) bounds how long ``publish`` waits for a full
     lossless subscriber before raising ``BusStalledError`` (nothing is sent then).
     ``close_timeout``: see ``close``.
+    Each reader's send queue holds at most ``sndhwm`` messages (ZeroMQ counts messages, not
+    bytes) plus what the kernel socket buffers hold (a few hundred KiB over ipc): in bytes,
+    ``sndhwm`` x the largest message. Lower ``sndhwm`` for a node that publishes big frames.
+    ``lossless_token``: only subscribers that give it (``Subscriber.connect(token=...)``) may
+    connect to the lossless endpoint (see ``genki_signals.bus.gate``); others are refused and
+    counted in ``stats.refused``. None: anyone may (tests, tools).
+    ``on_stall``: called about every 0.1 s while ``publish`` waits for a full lossless
+    subscriber, so that the caller keeps its heartbeats and control going; when it returns
+    True the publisher stops waiting for good: from then on a lossless message that finds a
+    full subscriber is not sent (counted in ``stats.drops``) and ``close`` does not wait.
+    The mark cannot follow the message size at run time: changing SNDHWM on open connections
+    (libzmq 4.3.5 applies it to them) stalled a connection for good in
+    ``tests/test_bus_fuzz.py``; see docs/supervision.md.
     """
 
     def __init__(
@@ -115,6 +134,8 @@ class Publisher:
         clock: Callable[[], float] = time.monotonic,
         close_timeout: float = 5.0,
         lossless_timeout: float | None = None,
+        on_stall: Callable[[], bool] | None = None,
+        lossless_token: str | None = None,
     ) -> None:
         check_bind_endpoint(endpoint, allow_remote=allow_remote)
         if lossless_endpoint is not None:
@@ -127,10 +148,15 @@ class Publisher:
         self._seq: dict[str, int] = {}
         self._ctx, self._own_ctx = _new_context(context)
         self._subs: dict[zmq.Socket, collections.Counter[bytes]] = {}
+        self._on_stall = on_stall
         self._ipc_files: list[str] = []
         self._lossy: zmq.Socket | None = None
         self._lossless: zmq.Socket | None = None
         self._lossy_live = False  # the lossy socket has a subscription (as of the last drain)
+        self._token = lossless_token
+        self._zap_domain = f"genki-lossless/{node_id}/{id(self):x}"
+        self._gate = None
+        self._abandoned = False  # on_stall said stop: lossless sends no longer wait
         self._next_drain = 0.0  # time.monotonic() of the next drain in publish
         try:
             self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
@@ -152,6 +178,11 @@ class Publisher:
         if nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
             sock.setsockopt(zmq.SNDTIMEO, _STALL_POLL_MS)
+            if self._token is not None:  # declared readers only (see bus.gate)
+                self._gate = ReaderGate.for_context(self._ctx)
+                self._gate.allow(self._zap_domain, self._token, self._count_refused)
+                sock.setsockopt(zmq.PLAIN_SERVER, 1)
+                sock.setsockopt_string(zmq.ZAP_DOMAIN, self._zap_domain)
         try:
             if _is_ipv6(endpoint):
                 sock.setsockopt(zmq.IPV6, 1)
@@ -161,6 +192,9 @@ class Publisher:
         if endpoint.startswith("ipc://"):
             self._ipc_files.append(endpoint[len("ipc://"):])
         return sock
+
+    def _count_refused(self) -> None:  # called from the gate's thread
+        self.stats.refused += 1
 
     def publish(
         self,
@@ -189,6 +223,9 @@ class Publisher:
             self._drain_subscriptions(self._lossy)
             if self._lossless is not None:
                 self._drain_subscriptions(self._lossless)
+        nbytes = len(parts[0]) + len(parts[1])
+        for i in range(2, len(parts)):
+            nbytes += parts[i].nbytes  # 1-d uint8 arrays (see encode)
         if self._lossless is not None:
             self._send_lossless(parts, topic)
         if self._lossy_live:  # nobody subscribed: XPUB would filter everything out anyway
@@ -196,9 +233,6 @@ class Publisher:
         self._seq[topic] = seq + 1
         stats = self.stats
         stats.frames_out += 1
-        nbytes = len(parts[0]) + len(parts[1])
-        for i in range(2, len(parts)):
-            nbytes += parts[i].nbytes  # 1-d uint8 arrays (see encode)
         stats.bytes_out += nbytes
         return seq
 
@@ -216,6 +250,9 @@ class Publisher:
             pass
         # A subscriber is full (libzmq counts whole messages and checks room when the first part
         # is sent, so the Again came from part 0 and nothing was sent): wait for room.
+        if self._abandoned:
+            self.stats.drops += 1
+            return
         self.stats.stalls += 1
         timeout = self._lossless_timeout
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -230,6 +267,10 @@ class Publisher:
                     break
                 except zmq.Again:
                     # Giving up after part 0 was sent would leave a half-sent message.
+                    if i == 0 and self._on_stall is not None and self._on_stall():
+                        self._abandoned = True
+                        self.stats.drops += 1
+                        return
                     if i == 0 and deadline is not None and time.monotonic() >= deadline:
                         raise BusStalledError(
                             f"publisher '{self.node_id}': lossless subscriber of topic '{topic}' "
@@ -292,12 +333,16 @@ class Publisher:
         end therefore publishes ``eos``; its lossless readers consume everything, then close.
         ``wait=False`` (used when leaving a ``with`` block by an exception) skips the wait.
         """
-        if wait and self._lossless is not None and self._close_timeout > 0:
+        if wait and self._lossless is not None and self._close_timeout > 0 \
+                and not self._abandoned:
             self._wait_for_hangup(self._lossless, self._close_timeout)
         for sock in self._subs:  # every socket made, bound or not
             sock.close()
         self._lossy = self._lossless = None
         self._subs.clear()
+        if self._gate is not None:
+            self._gate.forget(self._zap_domain)
+            self._gate = None
         for path in self._ipc_files:  # libzmq leaves the socket file behind
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -335,15 +380,21 @@ def _recv_parts(sock: zmq.Socket) -> list[zmq.Frame]:
     return parts
 
 
-class _EdgeQueue:
-    """The messages of one input edge waiting for ``recv``, under the edge's policy."""
+def _message_bytes(parts: list[zmq.Frame]) -> int:
+    return sum(len(p) for p in parts)
 
-    def __init__(self, policy: str, maxlen: int) -> None:
+
+class _EdgeQueue:
+    """The messages of one input edge waiting for ``recv``, under the edge's policy, bounded in
+    messages (``maxlen``, drop_oldest) and in bytes (``max_bytes``, every policy)."""
+
+    def __init__(self, policy: str, maxlen: int, max_bytes: int | None = None) -> None:
         self.policy = policy
-        self._latest: dict[tuple[str, str], Message] = {}
-        self._fifo: collections.deque[Message] = collections.deque(
-            maxlen=maxlen if policy == "drop_oldest" else None
-        )
+        self.max_bytes = max_bytes
+        self.nbytes = 0
+        self._latest: dict[tuple[str, str], tuple[Message, int]] = {}
+        self._fifo: collections.deque[tuple[Message, int]] = collections.deque()
+        self._maxlen = maxlen if policy == "drop_oldest" else None
 
     def __len__(self) -> int:
         return len(self._latest) + len(self._fifo)
@@ -351,34 +402,53 @@ class _EdgeQueue:
     def room(self, budget: int) -> int:
         """How many messages to read from the socket now."""
         if self.policy == "lossless":
-            return LOSSLESS_BATCH if not self._fifo else 0
+            full = self._fifo or (self.max_bytes is not None and self.nbytes >= self.max_bytes)
+            return 0 if full else LOSSLESS_BATCH
         return budget
 
-    def push(self, msg: Message) -> Message | None:
-        """Queue ``msg``; return the message it displaced, if any."""
+    def push(self, msg: Message, nbytes: int) -> list[Message]:
+        """Queue ``msg`` (``nbytes`` on the wire); return the messages it displaced."""
+        self.nbytes += nbytes
         if self.policy == "latest":
             key = (msg.topic, msg.kind)
             old = self._latest.pop(key, None)  # re-insert: order follows arrival
-            self._latest[key] = msg
-            return old
-        full = self._fifo.maxlen is not None and len(self._fifo) == self._fifo.maxlen
-        dropped = self._fifo[0] if full else None
-        self._fifo.append(msg)
+            self._latest[key] = (msg, nbytes)
+            if old is None:
+                return []
+            self.nbytes -= old[1]
+            return [old[0]]
+        self._fifo.append((msg, nbytes))
+        dropped = []
+        if self.policy == "drop_oldest":  # lossless never drops: room() stops reading instead
+            while len(self._fifo) > 1 and (
+                    len(self._fifo) > self._maxlen
+                    or (self.max_bytes is not None and self.nbytes > self.max_bytes)):
+                old, size = self._fifo.popleft()
+                self.nbytes -= size
+                dropped.append(old)
         return dropped
 
     def pop(self) -> Message | None:
         if self._latest:
-            return self._latest.pop(next(iter(self._latest)))
-        return self._fifo.popleft() if self._fifo else None
+            msg, size = self._latest.pop(next(iter(self._latest)))
+        elif self._fifo:
+            msg, size = self._fifo.popleft()
+        else:
+            return None
+        self.nbytes -= size
+        return msg
 
 
 class _Edge:
-    def __init__(
-        self, sock: zmq.Socket, endpoint: str, policy: str, maxlen: int, rcvhwm: int
-    ) -> None:
-        self.socket = sock
+    def __init__(self, endpoint: str, topics: list[str], policy: str, maxlen: int, rcvhwm: int,
+                 max_queue_bytes: int | None) -> None:
+        self.socket: zmq.Socket | None = None
+        self.monitor: zmq.Socket | None = None
+        self.token: str | None = None
         self.endpoint = endpoint
-        self.queue = _EdgeQueue(policy, maxlen)
+        self.topics = topics
+        self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
+        self.rcvhwm = rcvhwm
         # Read enough per drain to empty ZeroMQ's queue, bounded so a fast publisher cannot
         # keep recv from returning.
         self.budget = 2 * (rcvhwm + maxlen)
@@ -390,17 +460,39 @@ class Subscriber:
     Decode failures are counted in ``stats.decode_errors``, logged at debug level and skipped.
     ``upstreams`` maps ``(node_id, topic)`` to its ``UpstreamStats``. ``keep_parts``: each
     ``Message`` also keeps the received parts (``Message.parts``), for recorders.
+
+    Limits (each one counted when it acts, never fatal):
+
+    * ``max_bytes`` (default ``DEFAULT_MAX_BYTES``, 256 MiB): the largest message accepted.
+      libzmq enforces it per part (ZMQ_MAXMSGSIZE) before allocating, by dropping the connection
+      and never reconnecting (a protocol error); so every connection is watched (a socket
+      monitor) and re-opened at once when it drops: counted in ``stats.reconnects``, the lost
+      message shows as a sequence gap. A message whose parts fit but whose total does not is
+      counted in ``stats.oversized`` and skipped.
+    * ``max_queue_bytes`` (default ``DEFAULT_QUEUE_BYTES``, 16 MiB per connection): the bytes
+      queued for ``recv`` under the edge's policy (``_EdgeQueue``; ``drop_oldest`` drops the
+      oldest, ``lossless`` stops reading ahead). libzmq's own receive queue holds up to
+      ``rcvhwm`` messages more (a count, not bytes; ``recv`` drains it into the policy queue at
+      every call, so it fills only while the caller is busy).
+    * ``max_upstreams`` (default ``MAX_UPSTREAMS``): distinct ``(node id, topic)`` pairs
+      tracked; messages of further pairs (forged ids or topics) are counted in
+      ``stats.unexpected`` and skipped, so a stray sender cannot grow memory without bound.
     """
 
     def __init__(
         self, context: zmq.Context | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
-        keep_parts: bool = False,
+        keep_parts: bool = False, max_queue_bytes: int | None = None,
+        max_upstreams: int | None = None,
     ) -> None:
         self._ctx, self._own_ctx = _new_context(context)
         self._max_bytes = max_bytes
+        self._max_queue_bytes = DEFAULT_QUEUE_BYTES if max_queue_bytes is None \
+            else max_queue_bytes
+        self._max_upstreams = MAX_UPSTREAMS if max_upstreams is None else max_upstreams
         self._keep_parts = keep_parts
         self._edges: list[_Edge] = []
         self._by_socket: dict[zmq.Socket, _Edge] = {}
+        self._by_monitor: dict[zmq.Socket, _Edge] = {}
         self._poller = zmq.Poller()
         self._next = 0
         self._all_lossless = False  # every edge lossless: recv may return queued messages first
@@ -415,11 +507,13 @@ class Subscriber:
         maxlen: int = DEFAULT_MAXLEN,
         *,
         rcvhwm: int = DEFAULT_HWM,
+        token: str | None = None,
     ) -> None:
         """Subscribe to the topic prefixes ``topics`` (``[""]``: all) at ``endpoint``.
 
         ``maxlen`` bounds the ``drop_oldest`` queue; a ``lossless`` edge must connect to the
-        publisher's ``lossless_endpoint``.
+        publisher's ``lossless_endpoint``, with the run's ``token`` when the publisher has one
+        (see ``genki_signals.bus.gate``).
         """
         if policy not in POLICIES:
             raise BusError(f"queue policy must be one of {POLICIES}, got {policy!r}")
@@ -428,24 +522,80 @@ class Subscriber:
         topics = [topics] if isinstance(topics, str) else list(topics)
         if not topics or not all(isinstance(t, str) for t in topics):
             raise BusError(f"topics must be a non-empty list of str prefixes, got {topics!r}")
+        edge = _Edge(endpoint, topics, policy, maxlen, rcvhwm, self._max_queue_bytes)
+        edge.token = token
+        self._open(edge)
+        self._edges.append(edge)
+        self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
+
+    def _open(self, edge: _Edge) -> None:
+        """A new SUB socket for ``edge`` (first connect, or after its connection dropped)."""
         sock = self._ctx.socket(zmq.SUB)
+        monitor = None
         try:
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVHWM, rcvhwm)
-            sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; larger ones disconnect
-            if _is_ipv6(endpoint):
+            sock.setsockopt(zmq.RCVHWM, edge.rcvhwm)
+            sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; see the class doc
+            if _is_ipv6(edge.endpoint):
                 sock.setsockopt(zmq.IPV6, 1)
-            for topic in topics:
+            if edge.token is not None:  # a declared lossless reader (see bus.gate)
+                sock.setsockopt(zmq.PLAIN_USERNAME, PLAIN_USERNAME)
+                sock.setsockopt_string(zmq.PLAIN_PASSWORD, edge.token)
+            for topic in edge.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-            sock.connect(endpoint)
+            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            sock.connect(edge.endpoint)
         except zmq.ZMQError as exc:
+            if monitor is not None:
+                sock.disable_monitor()
+                monitor.close(0)
             sock.close(0)
-            raise BusError(f"cannot connect to {endpoint!r}: {exc}") from None
-        edge = _Edge(sock, endpoint, policy, maxlen, rcvhwm)
-        self._edges.append(edge)
+            raise BusError(f"cannot connect to {edge.endpoint!r}: {exc}") from None
+        edge.socket, edge.monitor = sock, monitor
         self._by_socket[sock] = edge
+        self._by_monitor[monitor] = edge
         self._poller.register(sock, zmq.POLLIN)
-        self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
+        self._poller.register(monitor, zmq.POLLIN)
+
+    def _close_edge_sockets(self, edge: _Edge) -> None:
+        if edge.socket is None:
+            return
+        self._poller.unregister(edge.socket)
+        self._poller.unregister(edge.monitor)
+        self._by_socket.pop(edge.socket, None)
+        self._by_monitor.pop(edge.monitor, None)
+        with contextlib.suppress(zmq.ZMQError):
+            edge.socket.disable_monitor()
+        edge.monitor.close(0)
+        edge.socket.close(0)
+        edge.socket = edge.monitor = None
+
+    def _on_monitor(self, edge: _Edge) -> None:
+        """The connection of ``edge`` dropped: re-open it at once (libzmq would not after a
+        message over ``max_bytes``; after a publisher restart it would, later)."""
+        dropped = False
+        while True:
+            try:
+                event = recv_monitor_message(edge.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            except zmq.ZMQError:
+                break
+            dropped |= event.get("event") == zmq.EVENT_DISCONNECTED
+        if not dropped:
+            return
+        sock = edge.socket
+        while True:  # keep what libzmq had already received (a lossless edge loses nothing)
+            try:
+                parts = _recv_parts(sock)
+            except zmq.Again:
+                break
+            self._push(edge, parts)
+        self._close_edge_sockets(edge)
+        self._open(edge)
+        self.stats.reconnects += 1
+        log.info("connection to %s dropped; reconnected (a message over max_bytes=%d, or the "
+                 "publisher left)", edge.endpoint, self._max_bytes)
 
     def recv(self, timeout: float | None) -> Message | None:
         """The next message from any connection, or None after ``timeout`` seconds (None: wait)."""
@@ -461,7 +611,13 @@ class Subscriber:
         wait_ms: int | None = 0
         while True:
             for sock, _ in self._poller.poll(wait_ms):
-                self._fill(self._by_socket[sock])
+                edge = self._by_socket.get(sock)
+                if edge is not None:
+                    self._fill(edge)
+                    continue
+                edge = self._by_monitor.get(sock)
+                if edge is not None:
+                    self._on_monitor(edge)
             msg = self._pop()
             if msg is not None:
                 return msg
@@ -485,9 +641,8 @@ class Subscriber:
 
     def _fill(self, edge: _Edge) -> None:
         """Read up to the queue's room from a socket that polled readable."""
-        queue = edge.queue
         sock = edge.socket
-        room = queue.room(edge.budget)
+        room = edge.queue.room(edge.budget)
         for k in range(room):
             if k == 1 and not sock.getsockopt(_EVENTS) & _POLLIN:
                 return  # often just one message: cheaper than ending on zmq.Again
@@ -495,38 +650,54 @@ class Subscriber:
                 parts = _recv_parts(sock)
             except zmq.Again:
                 return
-            msg = self._accept(parts, edge)
-            if msg is None:
-                continue
-            dropped = queue.push(msg)
-            if dropped is not None:
-                self.stats.drops += 1
-                self.upstreams[(dropped.node_id, dropped.topic)].drops += 1
+            self._push(edge, parts)
+            if edge.queue.policy == "lossless" and edge.queue.room(edge.budget) == 0:
+                return
 
-    def _accept(self, parts: list[zmq.Frame], edge: _Edge) -> Message | None:
-        self.stats.bytes_in += sum(len(p) for p in parts)
+    def _push(self, edge: _Edge, parts: list[zmq.Frame]) -> None:
+        nbytes = _message_bytes(parts)
+        msg = self._accept(parts, edge, nbytes)
+        if msg is None:
+            return
+        for dropped in edge.queue.push(msg, nbytes):
+            self.stats.drops += 1
+            up = self.upstreams.get((dropped.node_id, dropped.topic))
+            if up is not None:
+                up.drops += 1
+
+    def _accept(self, parts: list[zmq.Frame], edge: _Edge, nbytes: int) -> Message | None:
+        self.stats.bytes_in += nbytes
+        if nbytes > self._max_bytes:
+            self.stats.oversized += 1
+            log.debug("dropping a message of %d bytes from %s (max_bytes %d)", nbytes,
+                      edge.endpoint, self._max_bytes)
+            return None
         try:
             msg = decode(parts, max_bytes=self._max_bytes)
         except DecodeError as exc:
             self.stats.decode_errors += 1
             log.debug("dropping undecodable message from %s: %s", edge.endpoint, exc)
             return None
-        if self._keep_parts:
-            msg.parts = parts
-        self.stats.frames_in += 1
         key = (msg.node_id, msg.topic)
         up = self.upstreams.get(key)
         if up is None:
+            if len(self.upstreams) >= self._max_upstreams:
+                self.stats.unexpected += 1
+                return None
             up = self.upstreams[key] = UpstreamStats(last_seq=msg.seq)
         else:
             missing = msg.seq - up.last_seq - 1
-            if missing > 0:
+            if 0 < missing <= MAX_GAP:
                 up.gaps += missing
                 self.stats.gaps += missing
-            elif missing < 0:
+            elif missing != 0:  # backwards (restarted publisher) or an implausible jump
                 up.resets += 1
+                self.stats.resets += 1
                 log.debug("sequence of %s went from %d to %d (reset)", key, up.last_seq, msg.seq)
             up.last_seq = msg.seq
+        if self._keep_parts:
+            msg.parts = parts
+        self.stats.frames_in += 1
         up.frames += 1
         return msg
 
@@ -537,10 +708,10 @@ class Subscriber:
     def close(self) -> None:
         """Close every connection at once (linger 0)."""
         for edge in self._edges:
-            self._poller.unregister(edge.socket)
-            edge.socket.close(0)
+            self._close_edge_sockets(edge)
         self._edges.clear()
         self._by_socket.clear()
+        self._by_monitor.clear()
         if self._own_ctx and not self._ctx.closed:
             self._ctx.term()
 
@@ -549,4 +720,3 @@ class Subscriber:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

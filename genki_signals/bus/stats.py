@@ -12,7 +12,15 @@ class BusStats:
     ``gaps`` are messages lost before they reached the subscriber (sequence jumps: publisher
     queue full, peer restart window); ``drops`` are messages the subscriber received but discarded
     by its queue policy. ``stalls`` counts publishes that found a lossless subscriber full and so
-    waited for it (however briefly).
+    waited for it (however briefly). ``resets`` counts sequence numbers that went backwards or
+    jumped further than ``codec.MAX_GAP`` (a restarted or forged publisher): each is one reset,
+    never a gap count. ``oversized``: messages over the subscriber's ``max_bytes`` (skipped);
+    ``reconnects``: connections re-opened after they dropped (a part over ``max_bytes`` makes
+    libzmq drop the connection; a publisher restart too); ``unexpected``: messages of a
+    ``(node id, topic)`` pair beyond the subscriber's ``max_upstreams`` (skipped); ``refused``:
+    connections to a publisher's lossless endpoint refused (not a declared reader, see
+    ``bus.gate``); a publisher's ``drops``: lossless messages not sent after its ``on_stall``
+    gave up waiting.
     """
 
     frames_in: int = 0
@@ -23,6 +31,11 @@ class BusStats:
     drops: int = 0
     decode_errors: int = 0
     stalls: int = 0
+    resets: int = 0
+    oversized: int = 0
+    reconnects: int = 0
+    unexpected: int = 0
+    refused: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -37,8 +50,8 @@ class BusStats:
 class UpstreamStats:
     """What a subscriber saw from one upstream ``(node_id, topic)``.
 
-    ``resets`` counts sequence numbers that went backwards (publisher restarted or duplicated);
-    the gap count restarts from the new number.
+    ``resets`` counts sequence numbers that went backwards (publisher restarted or duplicated)
+    or jumped implausibly far (``codec.MAX_GAP``); the gap count restarts from the new number.
     """
 
     last_seq: int

@@ -8,14 +8,25 @@
 * Supervision: every exit gets a stated cause (exit code, signal name, killed after grace,
   unresponsive, stderr tail); the restart policy (``never | on-failure | always``) restarts with
   doubling backoff within a budget of restarts per time window.
-* Stopping (Ctrl-C, ``--duration``, or every node finished after end-of-stream): a stop request
-  to every node, a grace period, then SIGKILL to each node's whole process group: no orphans.
+* Stopping (Ctrl-C, SIGTERM, SIGHUP, ``--duration``, or every node finished after
+  end-of-stream): a stop request to every node, a grace period, then SIGKILL to each node's whole
+  process group: no orphans. ``run()``'s exit code says why (see ``exit_code``).
+* If the launcher itself dies (SIGKILL, OOM), every node notices within 2 s and exits: each node
+  process asks Linux for a parent-death signal and watches its parent pid
+  (``genki_signals.nodes.parent_watch``; the launcher's pid travels in ``LAUNCHER_PID_ENV``).
+  Linux sends that signal when the *thread* that forked the node ends, so call ``start()`` and
+  ``run()`` from one thread that outlives the topology (the main thread, as ``genki launch`` does).
+* Output to a closed pipe (``genki launch ... | head``) is dropped silently: it never turns a
+  clean stop into a crash.
+
+See docs/supervision.md for the guarantees.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,9 +47,11 @@ from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
 from genki_signals.launch.spec import NODE_KINDS, NodeSpec, TopologySpec
 from genki_signals.nodes.config import InputEdge, NodeConfig, topic_for
+from genki_signals.nodes.parent_watch import LAUNCHER_PID_ENV
 
 STDERR_TAIL_LINES = 8
 MAX_BACKOFF = 10.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # all take the Ctrl-C path
 
 
 class LaunchError(GenkiError, RuntimeError):
@@ -96,27 +109,55 @@ class Launcher:
         self.clock_endpoint = ipc_endpoint(self.run_dir, "clock.time")  # never a node id
         self.time_server: TimeServer | None = None
         self.nodes: dict[str, NodeProcess] = {}
+        # Only the nodes get it: lossless endpoints admit declared readers only (bus.gate)
+        self.lossless_token = secrets.token_hex(16)
         self.context = zmq.Context.instance()
         self.router: zmq.Socket | None = None
         self._out_lock = threading.Lock()
         self._stop_requested = False
         self._stopped = False
+        self._starting = False  # in start(): a node exit now fails the launch (no restart)
+        self._owns_run_dir = False  # only a launcher that really started removes the run dir
+        self._out_closed = False
+        self._previous_handlers: dict[int, Any] = {}
+        self.stop_signal: int | None = None  # the signal that asked for the stop, if any
 
     # ------------------------------------------------------------------ output
     def say(self, node: str, text: str) -> None:
-        """One line of output, the node id first (``launch`` for the launcher itself)."""
+        """One line of output, the node id first (``launch`` for the launcher itself).
+
+        When the reader of ``out`` has gone (``| head`` exited, ``| tee`` killed by the same
+        Ctrl-C), output stops silently: the topology runs and stops as it would otherwise.
+        """
         with self._out_lock:
-            print(f"[{node}] {text}", file=self.out, flush=True)
+            if self._out_closed:
+                return
+            try:
+                print(f"[{node}] {text}", file=self.out, flush=True)
+            except (BrokenPipeError, ValueError):  # ValueError: write to a closed file
+                self._out_closed = True
+                _silence(self.out)
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         """Bind the control socket, start every node, wait until all are ready."""
+        self._install_signal_handlers()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_not_running()
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
-        self.router.bind(self.address)
+        try:
+            self.router.bind(self.address)
+        except zmq.ZMQError as exc:
+            self.router.close(linger=0)
+            self.router = None
+            raise LaunchError(f"topology '{self.spec.name}': cannot bind the control address "
+                              f"{self.address}: {exc}") from None
+        # From here on the run directory is this launcher's: stop() removes it. A launch refused
+        # above (already running) must leave the running topology's sockets alone.
+        self._owns_run_dir = True
+        self._starting = True
         if self.clock_leader == "launcher":
             self.time_server = TimeServer(
                 self.clock_endpoint, local_clock(self.clock_origin, injected_skew("launcher")),
@@ -130,6 +171,7 @@ class Launcher:
         deadline = time.monotonic() + self.ready_timeout
         while not all(n.state == "ready" or n.finished for n in self.nodes.values()):
             if self._stop_requested:
+                self._starting = False
                 return
             if time.monotonic() > deadline:
                 late = [n.spec.id for n in self.nodes.values() if n.state != "ready"]
@@ -142,6 +184,7 @@ class Launcher:
                 self.stop()
                 raise LaunchError(f"topology '{self.spec.name}' failed to start: {causes}")
             self._service(0.05)
+        self._starting = False
         self.say("launch", "all nodes ready")
 
     def _check_not_running(self) -> None:
@@ -185,15 +228,20 @@ class Launcher:
                 clock_origin=self.clock_origin, heartbeat_interval=self.heartbeat_interval,
                 clock_leader=self.clock_leader, clock_endpoint=self.clock_endpoint,
                 spec_dir=spec_dir, topology=self.spec.name,
-                extra=dict(self.node_extra.get(node.id, {})))
+                extra={**self.node_extra.get(node.id, {}), "lossless_token": self.lossless_token,
+                       "lossless_readers": [d.id for d in self.spec.nodes for e in d.inputs
+                                            if e.node == node.id and e.policy == "lossless"]})
         return configs
 
     def _spawn(self, node: NodeProcess) -> None:
         node.incarnation += 1
         config = NodeConfig(**{**node.config.__dict__, "incarnation": node.incarnation})
         path = self.run_dir / f"{node.spec.id}.json"
-        path.write_text(config.to_json(), encoding="utf-8")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        # owner-only: it holds the run's lossless token
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(config.to_json())
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHER_PID_ENV: str(os.getpid())}
         node.proc = subprocess.Popen(
             [sys.executable, "-m", "genki_signals.nodes", "--config", str(path)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -222,13 +270,12 @@ class Launcher:
 
     # ------------------------------------------------------------------ run
     def run(self, duration: float | None = None) -> int:
-        """Supervise until Ctrl-C, ``duration`` seconds, or every node has finished.
+        """Supervise until a stop signal, ``duration`` seconds, or every node has finished.
 
-        Returns 0 when the run ended as asked, 1 when a node failed for good.
+        Returns the exit code of ``exit_code()``.
         """
         end = None if duration is None else time.monotonic() + duration
-        previous = signal.signal(signal.SIGINT, self._on_sigint) \
-            if threading.current_thread() is threading.main_thread() else None
+        self._install_signal_handlers()
         try:
             while not self._stop_requested:
                 if end is not None and time.monotonic() >= end:
@@ -240,17 +287,44 @@ class Launcher:
                     break
         finally:
             self.stop()
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
-        failed = [n for n in self.nodes.values() if n.state == "failed"]
-        return 1 if failed else 0
+        return self.exit_code()
+
+    def exit_code(self) -> int:
+        """Why the run ended, as a process exit code.
+
+        1: a node failed for good (whatever stopped the run); 128 + N: stopped by signal N
+        other than SIGINT (143 for SIGTERM, 129 for SIGHUP: the shell's convention, so a service
+        manager can tell a stop from a finished run); 0: ended as asked (Ctrl-C / SIGINT,
+        ``--duration``, every node finished).
+        """
+        if any(n.state == "failed" for n in self.nodes.values()):
+            return 1
+        if self.stop_signal is not None and self.stop_signal != signal.SIGINT:
+            return 128 + int(self.stop_signal)
+        return 0
 
     def request_stop(self) -> None:
         self._stop_requested = True
 
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        if self._stop_requested:  # second Ctrl-C: no more grace
+    def _install_signal_handlers(self) -> None:
+        """SIGINT, SIGTERM and SIGHUP all request the same clean stop (main thread only)."""
+        if self._previous_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        for sig in STOP_SIGNALS:
+            self._previous_handlers[sig] = signal.signal(sig, self._on_stop_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig, previous in self._previous_handlers.items():
+            signal.signal(sig, previous)
+        self._previous_handlers.clear()
+
+    def _on_stop_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_requested:  # a second signal: no more grace
             self.grace = 0.0
+        elif self.stop_signal is None:
+            self.stop_signal = signum
         self._stop_requested = True
 
     def _service(self, timeout: float) -> None:
@@ -316,7 +390,9 @@ class Launcher:
             cause += "; stderr tail:\n    " + "\n    ".join(node.stderr_tail)
         node.exit_cause = cause
         policy = node.spec.restart
-        restart = not self._stop_requested and (
+        # A node that fails while the topology starts fails the launch: restarting a bad
+        # config or a missing device only delays the error.
+        restart = not self._stop_requested and not self._starting and (
             policy.policy == "always" or (policy.policy == "on-failure" and failed))
         if restart:
             now = time.monotonic()
@@ -356,10 +432,23 @@ class Launcher:
             return
         self._stopped = True
         self._stop_requested = True
+        self._starting = False
+        if not self._owns_run_dir:  # refused before binding anything: nothing of ours runs
+            self._restore_signal_handlers()
+            return
+        if self.stop_signal is not None:
+            self.say("launch", f"stopping: received {signal.Signals(self.stop_signal).name}")
         for node in self.nodes.values():
             node.next_start = None
             if node.alive and self.router is not None:
                 self.router.send_multipart([node.spec.id.encode(), control.pack("stop")])
+            if node.alive and node.state == "starting":
+                # not connected yet, so the stop message is lost: SIGTERM (the runner's clean
+                # stop, or the default action before its handler is installed)
+                try:
+                    node.proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
         deadline = time.monotonic() + self.grace
         while any(n.alive for n in self.nodes.values()) and time.monotonic() < deadline:
             self._service(0.05)
@@ -382,8 +471,10 @@ class Launcher:
         if self.time_server is not None:
             self.time_server.close()
             self.time_server = None
-        shutil.rmtree(self.run_dir, ignore_errors=True)
+        if self._owns_run_dir:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
         self.say("launch", "stopped")
+        self._restore_signal_handlers()
 
     # ------------------------------------------------------------------ directory
     def directory(self) -> dict[str, Any]:
@@ -413,3 +504,17 @@ class Launcher:
                 "clock": {"leader": self.clock_leader, "endpoint": self.clock_endpoint,
                           "origin": self.clock_origin, "wall_anchor": self.wall_anchor},
                 "nodes": nodes, "topics": topics}
+
+
+def _silence(out: IO[str]) -> None:
+    """Point a dead output stream at /dev/null, so that later writes and the interpreter's
+    final flush of ``sys.stdout`` cannot raise ``BrokenPipeError`` either."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, ValueError, OSError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)

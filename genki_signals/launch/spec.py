@@ -81,7 +81,7 @@ class InputSpec:
 class RestartPolicy:
     """When the launcher restarts a node: the policy, a budget per window, the first backoff."""
 
-    policy: RestartName = "never"
+    policy: RestartName = "on-failure"
     max_restarts: int = 5  # at most this many restarts ...
     window: float = 60.0  # ... within this many seconds
     backoff: float = 0.5  # first delay in seconds, doubled per consecutive failure

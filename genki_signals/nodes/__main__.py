@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from genki_signals.clock import default_clock
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import build_logic
+from genki_signals.nodes.parent_watch import LAUNCHER_PID_ENV, exit_with_parent
 from genki_signals.nodes.runner import NodeRunner
 
 
@@ -19,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m genki_signals.nodes")
     parser.add_argument("--config", required=True, help="resolved node config (JSON file)")
     args = parser.parse_args(argv)
+    launcher_pid = os.environ.get(LAUNCHER_PID_ENV)
+    if launcher_pid:  # started by a launcher: never outlive it
+        exit_with_parent(int(launcher_pid))
     config = NodeConfig.from_file(args.config)
     default_clock().anchor(config.clock_origin)  # every node counts from the launcher's origin
     try:

@@ -97,14 +97,17 @@ class NodeRunner:
             if cfg.publish_endpoint:
                 self.publisher = Publisher(cfg.publish_endpoint, cfg.id, context=self.context,
                                            lossless_endpoint=cfg.lossless_endpoint,
-                                           clock=self.now)
+                                           clock=self.now,
+                                           lossless_token=cfg.extra.get("lossless_token"),
+                                           on_stall=self._while_stalled)
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
                 self.subscriber = Subscriber(
                     context=self.context, keep_parts=self.logic.input_mode == "raw")
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
-                                            policy=edge.policy, maxlen=edge.maxlen)
+                                            policy=edge.policy, maxlen=edge.maxlen,
+                                            token=lossless_token_for(cfg, edge))
             if self.publisher is not None and cfg.lossless_subscribers:
                 # a lossless reader must see the first frame: wait until it has subscribed
                 if not self._wait_for_first_subscribers(
@@ -297,8 +300,36 @@ class NodeRunner:
         out.update(self.logic.stats())
         return out
 
+    def _while_stalled(self) -> bool:
+        """The publisher waits for a full declared lossless reader (called every ~0.1 s):
+        keep heartbeating and obeying stop, so the launcher never takes the wait for a hang.
+        True (stop requested): the publisher gives up waiting."""
+        now = time.monotonic()
+        if now >= getattr(self, "_next_stall_beat", 0.0):
+            self._heartbeat()
+            self._next_stall_beat = now + self.config.heartbeat_interval
+        episode = self.publisher.stats.stalls  # +1 per publish that had to wait
+        if getattr(self, "_stall", (None,))[0] != episode:
+            self._stall = (episode, now, False)
+        elif not self._stall[2] and now - self._stall[1] >= STALL_REPORT_AFTER:
+            self._stall = (episode, self._stall[1], True)
+            log.warning("a declared lossless reader has had no room for %.0f s: publishing "
+                        "waits (backpressure); readers: %s", now - self._stall[1],
+                        self.config.extra.get("lossless_readers", "see the spec"))
+        self._handle_control(timeout=0)
+        return self._stop_requested
+
     def _send(self, msg_type: str, **fields: Any) -> None:
         self.ctl.send(control.pack(msg_type, node=self.config.id, **fields))
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         self._stop_requested = True
+
+
+# Supervision (docs/supervision.md), kept apart from the loop above.
+STALL_REPORT_AFTER = 5.0  # s a lossless publish may wait before the wait is logged (once)
+
+
+def lossless_token_for(config: NodeConfig, edge: Any) -> str | None:
+    """The run's token for a declared lossless edge (see ``genki_signals.bus.gate``)."""
+    return config.extra.get("lossless_token") if edge.policy == "lossless" else None

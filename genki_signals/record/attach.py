@@ -1,9 +1,10 @@
 """``genki record ADDRESS -o run.mcap``: record a running topology from outside it.
 
 The launcher's directory names every publishing node, its endpoints, the spec and the clock.
-The recorder subscribes to each node's lossless endpoint when it has one (the spec has a
-lossless edge from it: nothing is lost, a slow recorder slows the node), else to its lossy one
-(frames lost there show as sequence gaps, counted and reported). It stores the received parts
+The recorder subscribes to each node's lossy endpoint with a deep queue: a recorder attached
+from outside is not a reader the spec declares, so it never slows the topology (lossless
+endpoints admit declared readers only, see ``genki_signals.bus.gate``); frames lost show as
+sequence gaps, counted and reported. To lose none, declare a ``recorder`` node in the spec. It stores the received parts
 as they are, with their arrival time on the topology clock, until every recorded node has sent
 end-of-stream, ``duration`` has passed, the topology is gone, or Ctrl-C.
 """
@@ -74,11 +75,8 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
         prefixes = _prefixes_for(node["id"], wanted)
         if not prefixes:
             continue
-        if node.get("lossless_endpoint"):
-            plan[node["id"]] = (node["lossless_endpoint"], "lossless", prefixes)
-        else:
-            plan[node["id"]] = (node["endpoint"], "drop_oldest", prefixes)
-            lossy.append(node["id"])
+        plan[node["id"]] = (node["endpoint"], "drop_oldest", prefixes)
+        lossy.append(node["id"])
     if not plan:
         available = ", ".join(sorted(d["topics"])) or "none"
         raise GenkiError(f"nothing to record: no published topic matches "
@@ -91,11 +89,9 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
                         flush_interval=flush_interval)
     print(f"recording topology '{d['topology']}' to {out}: "
           + ", ".join(f"{n} ({policy})" for n, (_, policy, _) in plan.items()), file=stream)
-    if lossy:
-        print(f"  no lossless endpoint on {', '.join(lossy)}: frames lost there are counted "
-              f"as gaps (declare a lossless edge or a recorder node in the spec to lose none)",
-              file=stream)
-    sub = Subscriber(keep_parts=True)
+    print("  attached from outside: lossy delivery, frames lost are counted as gaps (declare a "
+          "recorder node in the spec to lose none)", file=stream)
+    sub = Subscriber(keep_parts=True, max_queue_bytes=256 << 20)  # a deep queue
     ended: set[str] = set()
     reason = "interrupted"
     start = time.monotonic()

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from genki_signals.bus.codec import MAX_GAP
 from genki_signals.frames import TIMESTAMP
 from genki_signals.record.format import META_RECORDING, META_STATS, META_USER
 from genki_signals.record.reader import ReadReport, Recording
@@ -100,9 +101,9 @@ def inspect_recording(path: str | os.PathLike[str], *, progress: bool | None = F
             t.last_log = stored.log_time
             t.bytes += stored.nbytes
             if t._last_seq is not None:
-                if msg.seq > t._last_seq + 1:
+                if t._last_seq + 1 < msg.seq <= t._last_seq + 1 + MAX_GAP:
                     t.seq_gaps += msg.seq - t._last_seq - 1
-                elif msg.seq <= t._last_seq:
+                elif msg.seq != t._last_seq + 1:  # backwards or an implausible jump
                     t.seq_resets += 1
             t._last_seq = msg.seq
             if msg.kind == "eos":

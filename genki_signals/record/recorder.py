@@ -31,7 +31,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from genki_signals.bus.codec import DecodeError, Message, decode, encode
+from genki_signals.bus.codec import MAX_GAP, DecodeError, Message, decode, encode
 from genki_signals.clock import Clock, default_clock
 from genki_signals.record.format import (
     FORMAT,
@@ -235,9 +235,9 @@ class Recorder:
             st = self.topic_stats.get(topic)
             if st is None:
                 st = self.topic_stats[topic] = TopicStats(node=node)
-            elif seq > st.last_seq + 1:
+            elif st.last_seq + 1 < seq <= st.last_seq + 1 + MAX_GAP:
                 st.gaps += seq - st.last_seq - 1
-            elif seq <= st.last_seq:
+            elif seq != st.last_seq + 1:  # backwards, or an implausible jump: one reset
                 st.resets += 1
             st.last_seq = seq
             st.frames += 1
