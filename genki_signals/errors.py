@@ -14,7 +14,15 @@ class OperatorError(GenkiError, ValueError):
 
 
 class GraphError(GenkiError, ValueError):
-    """A SignalGraph is invalid: cycle, missing input, duplicate name, bad operator spec."""
+    """A SignalGraph is invalid: cycle, missing input, duplicate name, bad operator spec.
+
+    ``problems`` holds each problem with the output name of the operator at fault (None when
+    no single operator is: a cycle), so a caller can point at the operator in its own terms.
+    """
+
+    def __init__(self, message: str, problems: tuple[tuple[str | None, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
 
 
 class SourceError(GenkiError, RuntimeError):

@@ -1,49 +1,65 @@
-"""The source types a topology spec can name: static checks, and construction in the node.
+"""The source types a topology spec can name: typed params, static checks, construction.
 
-A source node's ``params`` name a ``type`` from ``SOURCE_TYPES``. The launcher calls
-``check_source_params`` while validating the whole spec (nothing is started, no thread runs);
-the node process calls ``build_source`` to make the ``Source`` it reads.
+A source node's ``params`` name a ``type`` from ``SOURCE_TYPES``. The spec checker parses them
+into the type's params class (``genki_signals.params``: unknown keys, types and bounds, every
+problem with its path such as ``params.sources.sine_0.frequency``) and runs its ``check``
+without starting anything; the node process calls ``build`` on the same parsed params.
 
-Each problem is a string ``field '<path>': <what is wrong>`` whose path starts at ``params``
-(``params.sources.sine_0.frequency``), so the spec layer prefixes the file and node.
-
-To add a source type, write a checker and a builder and add one ``SourceType`` entry; to add a
-function a ``Sampler`` can sample, add one ``SAMPLER_FUNCTIONS`` entry (classes are imported
-lazily, when a spec names them).
+To add a source type (5 steps, one entry):
+1. write its params class with ``@params``: ``type: Literal["Name"]`` first, then its fields,
+   and ``update_rate: UpdateRate = 25.0`` (the node's publish rate);
+2. write ``streams(p) -> [TIMESTAMP, ...names]``, ``build(p) -> Source`` (import the source
+   class inside ``build``) and, if needed, ``check(p) -> list[Problem]`` for what types cannot say;
+3. add ``"Name": SourceType(params=..., streams=..., build=..., check=..., doc=...)`` below.
+A function a ``Sampler`` can sample is one ``SAMPLER_FUNCTIONS`` entry; its params class is made
+from the constructor's signature (classes are imported when a spec first needs them).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib
 import inspect
-import math
-import numbers
 import re
+import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, Union
+
+import pydantic
 
 from genki_signals.data_sources.base import Source, SourceParameterError
 from genki_signals.frames import TIMESTAMP
+from genki_signals.params import (Field, Float, Problem, Str, invalid, params, salvage,
+                                  strict, unreported)
 
-__all__ = ["SOURCE_TYPES", "SAMPLER_FUNCTIONS", "SourceType", "check_source_params",
-           "build_source"]
+__all__ = ["SOURCE_TYPES", "SAMPLER_FUNCTIONS", "SourceType", "UpdateRate",
+           "check_source_params", "parse_source_params", "build_source", "source_streams"]
 
 STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """Stream names a spec may give: what an operator can read (``Operator`` input names)."""
 
-Problems = list[str]
+UpdateRate = Annotated[Float, Field(gt=0, description="a number > 0")]
+"""A source node's publish rate (frames/s); every source type's params has it."""
 
 
 @dataclass(frozen=True)
 class SourceType:
-    """How a spec's ``params.type`` is checked statically and built inside the node process."""
+    """One ``params.type`` of a source node: its params class, streams, checks and builder."""
 
-    check: Callable[[Mapping[str, Any]], tuple[Problems, list[str]]]
-    """Problems and the output stream names (``timestamp`` first)."""
-    build: Callable[[Mapping[str, Any]], Source]
-    """Construct the source from already-checked params."""
+    params: Callable[[], type] | type
+    """The params class (or a function making it, for classes built on first use)."""
+    streams: Callable[[Any], list[str]]
+    """The output stream names (``timestamp`` first) of valid params."""
+    build: Callable[[Any], Source]
+    """Construct the source from parsed params (not started)."""
+    check: Callable[[Any], list[Problem]] | None = None
+    """Problems the params' types cannot express (paths from ``params``)."""
     doc: str = ""
+
+    def params_class(self) -> type:
+        return self.params if isinstance(self.params, type) else self.params()
 
 
 SAMPLER_FUNCTIONS: dict[str, str] = {
@@ -56,165 +72,133 @@ SAMPLER_FUNCTIONS: dict[str, str] = {
 """Functions of time a ``Sampler`` entry may name: ``type`` -> ``module:class``."""
 
 
-def _field(path: str, message: str) -> str:
-    return f"field '{path}': {message}"
-
-
 def _load(qualname: str) -> Any:
     module, _, attr = qualname.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-def _is_number(value: Any) -> bool:
-    return (isinstance(value, numbers.Real) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
-def _check_positive(params: Mapping[str, Any], key: str, path: str, problems: Problems,
-                    required: bool) -> None:
-    if key not in params:
-        if required:
-            problems.append(_field(f"{path}.{key}", "missing required field"))
-        return
-    value = params[key]
-    if not _is_number(value) or value <= 0:
-        problems.append(_field(f"{path}.{key}", f"must be a number > 0, got {value!r}"))
-
-
-def _check_unknown(params: Mapping[str, Any], allowed: list[str], path: str,
-                   problems: Problems) -> None:
-    for key in params:
-        if key not in allowed:
-            problems.append(_field(f"{path}.{key}",
-                                   f"unknown field (allowed: {', '.join(allowed)})"))
-
-
 # ------------------------------------------------------------------ sampler functions
-def _signature(cls: type) -> dict[str, inspect.Parameter]:
-    return {name: p for name, p in inspect.signature(cls.__init__).parameters.items()
-            if name != "self" and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                             inspect.Parameter.KEYWORD_ONLY)}
-
-
-def _type_problem(value: Any, annotation: Any) -> str | None:
-    """A message when ``value`` clearly does not fit a ``float``/``int``/``X | None`` hint."""
-    hint = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
-    parts = {p.strip() for p in hint.split("|")}
-    if value is None:
-        return None if "None" in parts or "Optional" in hint else "must not be null"
-    if "float" in parts and not _is_number(value):
-        return f"must be a number, got {value!r}"
-    if "float" not in parts and "int" in parts and (
-            isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-        return f"must be an integer, got {value!r}"
-    return None
-
-
-def _check_function(name: str, spec: Any, path: str, problems: Problems) -> Any | None:
-    """Check one ``sources`` entry; returns the constructed function when it is valid."""
-    if not isinstance(spec, Mapping):
-        problems.append(_field(path, f"must be a mapping with a 'type' "
-                                     f"({', '.join(SAMPLER_FUNCTIONS)}), got {spec!r}"))
-        return None
-    type_name = spec.get("type")
-    if type_name not in SAMPLER_FUNCTIONS:
-        what = "missing required field" if "type" not in spec else f"unknown type {type_name!r}"
-        problems.append(_field(f"{path}.type",
-                               f"{what} (known: {', '.join(SAMPLER_FUNCTIONS)})"))
-        return None
+def _function_params(type_name: str) -> type:
+    """A params class from the function class's constructor: ``type`` plus its arguments."""
     cls = _load(SAMPLER_FUNCTIONS[type_name])
-    params = _signature(cls)
-    given = {k: v for k, v in spec.items() if k != "type"}
-    _check_unknown(given, list(params), path, problems)
-    kwargs, complete = {}, True
-    for key, value in given.items():
-        if key in params:
-            message = _type_problem(value, params[key].annotation)
-            if message:
-                problems.append(_field(f"{path}.{key}", message))
-                complete = False
-            else:
-                kwargs[key] = value
-    for key, p in params.items():
-        if p.default is inspect.Parameter.empty and key not in given:
-            problems.append(_field(f"{path}.{key}", "missing required field"))
-            complete = False
-    if not complete:  # the constructor would only repeat these problems
-        return None
+    hints = typing.get_type_hints(cls.__init__)
+    namespace: dict[str, Any] = {"__module__": __name__, "__annotations__": {
+        "type": Literal[type_name]}}  # type: ignore[valid-type]
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or p.kind not in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            continue
+        namespace["__annotations__"][name] = strict(hints.get(name, Any))
+        if p.default is not p.empty:
+            namespace[name] = tuple(p.default) if isinstance(p.default, list) else p.default
+    made = params(type(f"{type_name}Params", (), namespace))
+    # the constructor's own checks (bounds, choices) run as part of parsing
+    return Annotated[made, pydantic.AfterValidator(functools.partial(_constructs, cls))]
+
+
+def _constructs(cls: type, spec: Any) -> Any:
+    kwargs = _function_args(spec)
     try:
-        return cls(**kwargs)
+        cls(**kwargs)
     except (SourceParameterError, ValueError, TypeError) as exc:
-        # The constructor's own validation: point at the field its message names.
+        # point at the field the constructor's message names
         named = [k for k in re.findall(r"'([A-Za-z_]\w*)'", str(exc)) if k in kwargs]
-        problems.append(_field(f"{path}.{named[0]}" if named else path, str(exc)))
-        return None
+        raise invalid(str(exc), named[0] if named else None) from None
+    return spec
+
+
+def _stream_name(name: str) -> str:
+    if not STREAM_NAME.match(name) or name == TIMESTAMP:
+        raise invalid(f"bad stream name {name!r} (letters, digits, underscore; "
+                      f"not '{TIMESTAMP}')")
+    return name
+
+
+def _function_args(spec: Any) -> dict[str, Any]:
+    return {f.name: getattr(spec, f.name) for f in dataclasses.fields(spec) if f.name != "type"}
 
 
 # ------------------------------------------------------------------ Sampler
-_SAMPLER_KEYS = ["type", "sample_rate", "update_rate", "sources"]
+@functools.cache
+def _sampler_params() -> type:
+    functions = tuple(_function_params(name) for name in SAMPLER_FUNCTIONS)
+    function = Annotated[Union[functions], Field(discriminator="type")]  # type: ignore[valid-type]
+    name = Annotated[Str, pydantic.AfterValidator(_stream_name)]
+    sources = Annotated[dict[name, function], Field(  # type: ignore[valid-type]
+        min_length=1, description="a non-empty mapping of stream name -> {type: ...}")]
+
+    # built here, not with a class statement: the function classes are known only now
+    return params(type("SamplerParams", (), {
+        "__module__": __name__,
+        "__doc__": "Functions of time sampled at sample_rate (sources: stream name -> function).",
+        "__annotations__": {"type": Literal["Sampler"],
+                            "sample_rate": Annotated[Float, Field(gt=0)],
+                            "update_rate": UpdateRate, "sources": sources},
+        "update_rate": 25.0}))
 
 
-def _check_sampler(params: Mapping[str, Any]) -> tuple[Problems, list[str]]:
-    problems: Problems = []
-    _check_unknown(params, _SAMPLER_KEYS, "params", problems)
-    _check_positive(params, "sample_rate", "params", problems, required=True)
-    _check_positive(params, "update_rate", "params", problems, required=False)
-    sources = params.get("sources")
-    names: list[str] = []
-    if "sources" not in params:
-        problems.append(_field("params.sources", "missing required field"))
-    elif not isinstance(sources, Mapping) or not sources:
-        problems.append(_field("params.sources", "must be a non-empty mapping of stream name "
-                                                 f"-> {{type: ...}}, got {sources!r}"))
-    else:
-        for name, spec in sources.items():
-            path = f"params.sources.{name}"
-            if not isinstance(name, str) or not STREAM_NAME.match(name) or name == TIMESTAMP:
-                problems.append(_field(path, f"bad stream name {name!r} (letters, digits, "
-                                             f"underscore; not '{TIMESTAMP}')"))
-                continue
-            names.append(name)
-            _check_function(name, spec, path, problems)
-    return problems, [TIMESTAMP, *names]
+def _sampler_streams(p: Any) -> list[str]:
+    return [TIMESTAMP, *p.sources]
 
 
-def _build_sampler(params: Mapping[str, Any]) -> Source:
+def _build_sampler(p: Any) -> Source:
     from genki_signals.data_sources.sampler import Sampler
 
-    functions = {name: _load(SAMPLER_FUNCTIONS[spec["type"]])(
-                     **{k: v for k, v in spec.items() if k != "type"})
-                 for name, spec in params["sources"].items()}
+    functions = {name: _load(SAMPLER_FUNCTIONS[spec.type])(**_function_args(spec))
+                 for name, spec in p.sources.items()}
     # update_rate is the node's publish rate, not the Sampler's business.
-    return Sampler(functions, sample_rate=params["sample_rate"])
+    return Sampler(functions, sample_rate=p.sample_rate)
 
 
 SOURCE_TYPES: dict[str, SourceType] = {
-    "Sampler": SourceType(_check_sampler, _build_sampler,
+    "Sampler": SourceType(_sampler_params, _sampler_streams, _build_sampler, None,
                           "functions of time sampled at sample_rate (SineWave, RandomNoise...)"),
 }
 """Source types a spec's ``params.type`` may name."""
 
 
 # ------------------------------------------------------------------ entry points
-def check_source_params(params: Any) -> tuple[Problems, list[str]]:
+def parse_source_params(data: Any) -> tuple[Any | None, list[Problem]]:
+    """A source node's ``params`` as its type's params object, or None and every problem."""
+    if not isinstance(data, Mapping):
+        return None, [Problem("params", f"must be a mapping with a 'type', got {data!r}")]
+    type_name = data.get("type")
+    if type_name not in SOURCE_TYPES:
+        what = "missing required field" if "type" not in data \
+            else f"unknown source type {type_name!r}"
+        return None, [Problem("params.type", f"{what} (known: {', '.join(SOURCE_TYPES)})")]
+    source_type = SOURCE_TYPES[type_name]
+    value, problems = salvage(source_type.params_class(), data)
+    if value is not None and source_type.check is not None:
+        problems += unreported(source_type.check(value), problems)
+    return (value if not problems else None), problems
+
+
+def check_source_params(data: Any) -> tuple[list[str], list[str]]:
     """Validate a source node's ``params`` without starting anything.
 
     Returns ``(problems, stream_names)``: every problem as ``field '<path>': <message>``, and the
-    streams the source will produce (``timestamp`` first; meaningful only without problems).
+    streams the source will produce (``timestamp`` first; empty when there are problems).
     """
-    if not isinstance(params, Mapping):
-        return [_field("params", f"must be a mapping with a 'type', got {params!r}")], []
-    type_name = params.get("type")
-    if type_name not in SOURCE_TYPES:
-        what = "missing required field" if "type" not in params else f"unknown source type " \
-                                                                     f"{type_name!r}"
-        return [_field("params.type", f"{what} (known: {', '.join(SOURCE_TYPES)})")], []
-    return SOURCE_TYPES[type_name].check(params)
+    value, problems = parse_source_params(data)
+    if value is None:
+        return [str(p) for p in problems], []
+    return [], source_streams(value)
 
 
-def build_source(params: Mapping[str, Any]) -> Source:
-    """Construct the source a node's ``params`` describe (raises ``SourceParameterError``)."""
-    problems, _ = check_source_params(params)
-    if problems:
-        raise SourceParameterError("invalid source params:\n  " + "\n  ".join(problems))
-    return SOURCE_TYPES[params["type"]].build(params)
+def source_streams(p: Any) -> list[str]:
+    """The streams of a parsed source params object (``timestamp`` first)."""
+    return SOURCE_TYPES[p.type].streams(p)
+
+
+def build_source(data: Any) -> Source:
+    """Construct the source that params (parsed, or a mapping) describe (not started).
+
+    Raises ``SourceParameterError`` listing every problem of invalid params.
+    """
+    if isinstance(data, Mapping):
+        value, problems = parse_source_params(data)
+        if value is None:
+            raise SourceParameterError("invalid source params:\n  " +
+                                       "\n  ".join(str(p) for p in problems))
+        data = value
+    return SOURCE_TYPES[data.type].build(data)

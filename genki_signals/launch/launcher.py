@@ -45,7 +45,7 @@ from genki_signals.bus.directory import default_run_dir
 from genki_signals.bus.endpoints import ipc_endpoint
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
-from genki_signals.launch.spec import NODE_KINDS, NodeSpec, TopologySpec
+from genki_signals.launch.spec import NodeSpec, TopologySpec, publishes
 from genki_signals.nodes.config import InputEdge, NodeConfig, topic_for
 from genki_signals.nodes.parent_watch import LAUNCHER_PID_ENV
 
@@ -203,7 +203,7 @@ class Launcher:
         publish: dict[str, str] = {}
         lossless: dict[str, str] = {}
         for node in self.spec.nodes:
-            if self.spec.downstream(node.id) or NODE_KINDS[node.kind].publishes:
+            if self.spec.downstream(node.id) or publishes(node.kind):
                 publish[node.id] = node.endpoint or ipc_endpoint(self.run_dir, node.id)
         for node in self.spec.nodes:
             for edge in node.inputs:
@@ -220,7 +220,7 @@ class Launcher:
                           streams=tuple(self.spec.output_streams(e.node)))
                 for e in node.inputs)
             configs[node.id] = NodeConfig(
-                id=node.id, kind=node.kind, params=node.params,
+                id=node.id, kind=node.kind, params=node.parsed,
                 control_endpoint=self.address, publish_endpoint=publish.get(node.id),
                 lossless_endpoint=lossless.get(node.id), inputs=inputs,
                 lossless_subscribers=sum(1 for d in self.spec.nodes for e in d.inputs

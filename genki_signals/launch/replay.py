@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from genki_signals.errors import GenkiError
-from genki_signals.launch.spec import NODE_KINDS, TopologySpec, parse_topology
+from genki_signals.launch.spec import TopologySpec, parse_topology, publishes
+from genki_signals.nodes.kinds import kind_info
 
 __all__ = ["ReplayPlan", "replay_topology"]
 
@@ -74,7 +75,7 @@ def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable
             raise GenkiError(f"--replace: topology '{spec.name}' has no node '{node_id}' "
                              f"(nodes: {', '.join(ids)})")
         kind = spec.node(node_id).kind
-        if not NODE_KINDS[kind].publishes:
+        if not publishes(kind):
             raise GenkiError(f"--replace: node '{node_id}' is a {kind} and publishes nothing "
                              f"to replay")
     for n in spec.nodes:
@@ -110,13 +111,13 @@ def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable
         recorder_id = "replay_recorder"
         while recorder_id in ids:
             recorder_id += "_"
-        publishing = [n["id"] for n in nodes if NODE_KINDS[n["kind"]].publishes]
+        publishing = [n["id"] for n in nodes if publishes(n["kind"])]
         nodes.append({"id": recorder_id, "kind": "recorder",
                       "inputs": [{"node": p, "policy": "lossless"} for p in publishing],
                       "params": {"path": str(Path(record).expanduser().resolve())}})
     data["nodes"] = nodes
     live = [n.id for n in spec.nodes if n.id not in fed and n.id not in below
-            and NODE_KINDS[n.kind].inputs == "none"]
+            and kind_info(n.kind).inputs == "none"]
     if live:
         notes.append(f"live nodes not replayed: {', '.join(live)}; the run ends when they "
                      f"stop (--duration, Ctrl-C), not at the recording's end")

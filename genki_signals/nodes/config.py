@@ -1,7 +1,10 @@
 """What the launcher tells a node process: its resolved runtime configuration (JSON).
 
 The launcher validates the topology spec, resolves every endpoint, and hands each node process
-one ``NodeConfig`` as a JSON file. The node needs nothing else to run.
+one ``NodeConfig`` as a JSON file. The node needs nothing else to run. ``params`` is the node
+kind's parsed params object (``nodes/kinds/``); in the JSON it is written by
+``genki_signals.params.dump``, and the node process reads it back with the same parser
+(``nodes.kinds.build_logic``), so a node runs on exactly the params the launcher checked.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from genki_signals.frames import MAIN_TIMELINE, Topic
+from genki_signals.params import dump, is_params_class
 
 
 @dataclass(frozen=True)
@@ -31,7 +35,7 @@ class InputEdge:
 class NodeConfig:
     id: str
     kind: str
-    params: dict[str, Any]
+    params: Any  # the kind's params object; a mapping until ``build_logic`` parses it
     control_endpoint: str
     publish_endpoint: str | None = None
     lossless_endpoint: str | None = None
@@ -47,7 +51,10 @@ class NodeConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self))
+        data = asdict(self)
+        if is_params_class(type(self.params)):
+            data["params"] = dump(self.params)
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str) -> "NodeConfig":

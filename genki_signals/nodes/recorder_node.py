@@ -3,7 +3,7 @@
 The runner hands a recorder the received messages themselves (input mode ``raw``), in arrival
 order, with their raw parts, before any merging: data, events and end-of-stream alike. The
 ``Recorder`` writes them to an MCAP recording (see ``genki_signals.record``). Its inputs are
-lossless by default (the spec's ``recorder`` kind), so a recorder that falls behind slows its
+lossless by default (the ``recorder`` kind, ``nodes/kinds/recorder.py``), so a recorder that falls behind slows its
 upstreams instead of losing frames (publishers count ``stalls``); on a lossy edge the frames
 lost before it are counted as sequence gaps. Both are reported in heartbeats and at the end.
 """
@@ -60,11 +60,11 @@ class RecorderNodeLogic(NodeLogic):
             print(self.recorder.summary(), flush=True)
 
 
-def build_recorder(config: NodeConfig) -> RecorderNodeLogic:
-    """The logic of a ``recorder`` node; the run's spec comes from the launcher's directory."""
+def build_recorder(params: Any, config: NodeConfig) -> RecorderNodeLogic:
+    """The logic of a ``recorder`` node (``params``: ``nodes.kinds.recorder.RecorderParams``);
+    the run's spec comes from the launcher's directory."""
     from genki_signals.bus import control
 
-    params = config.params
     topology = nodes = wall_anchor = None
     try:
         d = control.request(config.control_endpoint, "directory", timeout=2.0)
@@ -74,8 +74,7 @@ def build_recorder(config: NodeConfig) -> RecorderNodeLogic:
     except (TimeoutError, OSError, KeyError, TypeError):
         pass  # recorded without the spec: the frames matter most
     return RecorderNodeLogic(
-        resolve_path(params["path"], config.spec_dir), topics=params.get("topics"),
-        metadata=params.get("metadata"), flush_interval=params.get("flush_interval", 0.5),
-        chunk_size=params.get("chunk_size", 1 << 20),
-        compression=params.get("compression", "zstd"), fsync=params.get("fsync", False),
+        resolve_path(params.path, config.spec_dir), topics=params.topics,
+        metadata=params.metadata, flush_interval=params.flush_interval,
+        chunk_size=params.chunk_size, compression=params.compression, fsync=params.fsync,
         topology=topology, topology_name=config.topology, nodes=nodes, wall_anchor=wall_anchor)

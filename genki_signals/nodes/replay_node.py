@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.logic import NodeLogic, Output
 
 log = logging.getLogger(__name__)
@@ -97,12 +96,3 @@ class ReplayNodeLogic(NodeLogic):
 def resolve_path(path: str, spec_dir: str | Path | None) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() or spec_dir is None else Path(spec_dir) / p
-
-
-def build_replay(config: NodeConfig) -> ReplayNodeLogic:
-    params = config.params
-    return ReplayNodeLogic(resolve_path(params["path"], config.spec_dir),
-                           params.get("node", config.id),
-                           speed=parse_speed(params.get("speed", 1.0)),
-                           start=params.get("start", 0.0), loop=params.get("loop", False),
-                           batch=params.get("batch", 64))

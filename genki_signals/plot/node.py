@@ -1,4 +1,6 @@
-"""The ``plot`` sink: a node that serves a live browser dashboard of its inputs.
+"""The ``plot`` sink's logic: a node that serves a live browser dashboard of its inputs.
+
+Its params, checks and builder: ``nodes/kinds/sink_plot.py``.
 
 In a spec::
 
@@ -26,7 +28,7 @@ dashboard still runs on a base install).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -35,13 +37,11 @@ from genki_signals.buffers import DataBuffer
 from genki_signals.frames import Topic
 from genki_signals.nodes.logic import NodeLogic, Output
 from genki_signals.plot.feed import TopicMux
-from genki_signals.plot.views import PanelSpec, check_panel
+from genki_signals.nodes.kinds.sink_plot import (DEFAULT_FPS, DEFAULT_HISTORY, DEFAULT_HOST,
+                                                 DEFAULT_PORT)
+from genki_signals.plot.views import PanelSpec
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PORT = 5006
-DEFAULT_HISTORY = 10_000
-PLOT_FIELDS = ("panels", "keys", "host", "port", "fps", "history", "title")
 
 
 class PlotSinkLogic(NodeLogic):
@@ -49,8 +49,9 @@ class PlotSinkLogic(NodeLogic):
 
     input_mode = "arrival"  # frames as they arrive: a plot needs no cross-input order or wait
 
-    def __init__(self, panels: Sequence[Any] | None = None, *, host: str = "127.0.0.1",
-                 port: int = DEFAULT_PORT, fps: float = 30.0, history: int = DEFAULT_HISTORY,
+    def __init__(self, panels: Sequence[Any] | None = None, *, host: str = DEFAULT_HOST,
+                 port: int = DEFAULT_PORT, fps: float = DEFAULT_FPS,
+                 history: int = DEFAULT_HISTORY,
                  title: str = "genki-signals", subtitle: str = "") -> None:
         self.panels = [PanelSpec.parse(p) for p in panels or []]
         self.host, self.port, self.fps, self.title = host, int(port), float(fps), title
@@ -94,68 +95,3 @@ class PlotSinkLogic(NodeLogic):
         if self.dashboard is not None:
             self.dashboard.stop()
             self.dashboard = None
-
-
-def build_plot_sink(node_id: str, params: Mapping[str, Any], topology: str = "") -> PlotSinkLogic:
-    panels: list[Any] = list(params.get("panels") or [])
-    panels += [{"key": k} for k in params.get("keys") or []
-               if k not in {PanelSpec.parse(p).key for p in panels}]
-    return PlotSinkLogic(panels, host=params.get("host", "127.0.0.1"),
-                         port=params.get("port", DEFAULT_PORT), fps=params.get("fps", 30.0),
-                         history=params.get("history", DEFAULT_HISTORY),
-                         title=params.get("title") or f"{topology or 'genki-signals'}",
-                         subtitle=f"node '{node_id}'")
-
-
-def check_plot_params(params: Mapping[str, Any], available: Sequence[str] | None
-                      ) -> list[str]:
-    """Problems with a plot sink's own params (``keys`` is checked by the generic sink check),
-    each ``field 'params.X': message``. ``available``: the input streams, None when unknown."""
-    import ipaddress
-    import numbers
-    import re
-
-    problems: list[str] = []
-    panels = params.get("panels")
-    if "panels" in params:
-        if not isinstance(panels, list) or not panels:
-            problems.append(f"field 'params.panels': must be a non-empty list of panels (a "
-                            f"stream name or {{key, type, ...}}), got {panels!r}")
-        else:
-            for i, panel in enumerate(panels):
-                mapping = {"key": panel} if isinstance(panel, str) else panel
-                for problem in check_panel(mapping, available):
-                    m = re.match(r"field '([^']*)': (.*)", problem, re.DOTALL)
-                    problems.append(f"field 'params.panels[{i}].{m[1]}': {m[2]}" if m
-                                    else f"field 'params.panels[{i}]': {problem}")
-    if "port" in params:
-        port = params["port"]
-        if isinstance(port, bool) or not isinstance(port, numbers.Integral) or \
-                not 0 <= port <= 65535:
-            problems.append(f"field 'params.port': must be a port number 0..65535 (0: any free "
-                            f"port), got {port!r}")
-    if "host" in params:
-        host = params["host"]
-        ok = isinstance(host, str) and host == "localhost"
-        if isinstance(host, str) and not ok:
-            try:
-                ipaddress.ip_address(host)
-                ok = True
-            except ValueError:
-                ok = False
-        if not ok:
-            problems.append(f"field 'params.host': must be an IP address to bind (default "
-                            f"127.0.0.1, loopback), got {host!r}")
-    if "fps" in params:
-        fps = params["fps"]
-        if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 0 < fps <= 120:
-            problems.append(f"field 'params.fps': must be a number in (0, 120], got {fps!r}")
-    if "history" in params:
-        history = params["history"]
-        if isinstance(history, bool) or not isinstance(history, numbers.Integral) or \
-                not 10 <= history <= 10_000_000:
-            problems.append(f"field 'params.history': must be an integer in 10..10000000 "
-                            f"(samples kept per timeline), got {history!r}")
-    if "title" in params and not isinstance(params["title"], str):
-        problems.append(f"field 'params.title': must be a string, got {params['title']!r}")
-    return problems

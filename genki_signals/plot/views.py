@@ -21,21 +21,19 @@ producer calling ``extend`` is never held up by a plot.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
-PLOT_TYPES = ("line", "spectrogram", "trace2D", "histogram")
-DEFAULT_MAX_POINTS = 2000
-DEFAULT_ROWS = 120
-DEFAULT_DYNAMIC_RANGE = 80.0  # dB shown below the image's maximum
+from genki_signals.nodes.kinds.sink_plot import (  # noqa: F401 - PLOT_TYPES: re-exported
+    DEFAULT_DYNAMIC_RANGE, DEFAULT_MAX_POINTS, DEFAULT_ROWS, PLOT_TYPES, PanelParams)
+from genki_signals.params import field_names, salvage
+
 _EPS = 1e-12
 
-PANEL_FIELDS = ("key", "type", "title", "unit", "window", "max_points", "sample_rate",
-                "window_size", "channel", "rows", "dynamic_range", "class_names", "bins")
+PANEL_FIELDS = tuple(field_names(PanelParams))
 
 
 @dataclass
@@ -72,10 +70,13 @@ class PanelSpec:
             self.class_names = [str(c) for c in self.class_names]
 
     @classmethod
-    def parse(cls, value: PanelSpec | str | Mapping[str, Any]) -> PanelSpec:
-        """From a mapping (spec files) or ``KEY[:TYPE][:name=value,...]`` (command line)."""
+    def parse(cls, value: PanelSpec | PanelParams | str | Mapping[str, Any]) -> PanelSpec:
+        """From a mapping (spec files), the plot sink's parsed ``PanelParams``, or
+        ``KEY[:TYPE][:name=value,...]`` (command line)."""
         if isinstance(value, PanelSpec):
             return value
+        if isinstance(value, PanelParams):
+            return cls(**asdict(value))
         if isinstance(value, str):
             return cls(**parse_panel_string(value))
         if isinstance(value, Mapping):
@@ -120,52 +121,20 @@ def parse_panel_string(text: str) -> dict[str, Any]:
     return out
 
 
-def _number(value: Any, *, integer: bool = False) -> bool:
-    if isinstance(value, bool):
-        return False
-    if integer:
-        return isinstance(value, numbers.Integral)
-    return isinstance(value, numbers.Real) and math.isfinite(value)
-
-
 def check_panel(panel: Any, available: Sequence[str] | None = None) -> list[str]:
-    """Problems with a panel mapping, each ``field 'NAME': message`` (empty: valid)."""
+    """Problems with a panel mapping, each ``field 'NAME': message`` (empty: valid).
+
+    The fields and their rules are the plot sink's ``PanelParams``; ``available``: the
+    streams a panel may show (None: not known).
+    """
     if not isinstance(panel, Mapping):
         return [f"must be a mapping with a 'key', got {panel!r}"]
-    problems = [f"field '{k}': unknown field (allowed: {', '.join(PANEL_FIELDS)})"
-                for k in panel if k not in PANEL_FIELDS]
-    key = panel.get("key")
-    if "key" not in panel:
-        problems.append("field 'key': missing required field")
-    elif not isinstance(key, str) or not key:
-        problems.append(f"field 'key': must be a stream name, got {key!r}")
-    elif available is not None and key not in available:
-        problems.append(f"field 'key': stream '{key}' is not published upstream "
-                        f"(available: {', '.join(available)})")
-    kind = panel.get("type", "line")
-    if kind not in PLOT_TYPES:
-        problems.append(f"field 'type': must be one of {', '.join(PLOT_TYPES)}, got {kind!r}")
-    checks: dict[str, tuple[Any, str]] = {
-        "window": (lambda v: v is None or (_number(v) and v > 0), "a number > 0 (seconds)"),
-        "max_points": (lambda v: _number(v, integer=True) and v >= 10, "an integer >= 10"),
-        "sample_rate": (lambda v: v is None or (_number(v) and v > 0), "a number > 0 (Hz)"),
-        "window_size": (lambda v: v is None or (_number(v, integer=True) and v >= 2),
-                        "an integer >= 2"),
-        "channel": (lambda v: _number(v, integer=True) and v >= 0, "an integer >= 0"),
-        "rows": (lambda v: _number(v, integer=True) and 2 <= v <= 10000,
-                 "an integer in 2..10000"),
-        "dynamic_range": (lambda v: _number(v) and v > 0, "a number > 0 (dB)"),
-        "bins": (lambda v: _number(v, integer=True) and 1 <= v <= 1000, "an integer in 1..1000"),
-        "title": (lambda v: v is None or isinstance(v, str), "a string"),
-        "unit": (lambda v: v is None or isinstance(v, str), "a string"),
-        "class_names": (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) > 0
-                                                and all(isinstance(c, (str, int)) for c in v)),
-                        "a non-empty list of names"),
-    }
-    for name, (valid, what) in checks.items():
-        if name in panel and not valid(panel[name]):
-            problems.append(f"field '{name}': must be {what}, got {panel[name]!r}")
-    return problems
+    value, problems = salvage(PanelParams, dict(panel), path="")
+    out = [str(p) for p in problems]
+    if value is not None and available is not None and value.key not in available:
+        out.append(f"field 'key': stream '{value.key}' is not published upstream "
+                   f"(available: {', '.join(available)})")
+    return out
 
 
 # ====================================================================== decimation

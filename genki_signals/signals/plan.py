@@ -59,29 +59,29 @@ def plan_steps(ops: Mapping[str, Operator], source_keys: frozenset[str] | None) 
     Without ``source_keys`` (not known yet), inputs that are no operator's output are taken to
     be source keys and checked later.
     """
-    problems: list[str] = []
+    problems: list[tuple[str | None, str]] = []  # (operator at fault, message)
     if source_keys is not None:
         for name, op in ops.items():
             if name in source_keys:
-                problems.append(f"{op.describe()}: output name '{name}' clashes with a "
-                                f"source key")
+                problems.append((name, f"{op.describe()}: output name '{name}' clashes "
+                                       f"with a source key"))
     known = set(ops) | (source_keys or set())
     known |= {companion(n) for n, o in ops.items() if o.new_timeline}
     if source_keys is not None:
         for op in ops.values():
             for i, input_name in enumerate(op.inputs):
                 if input_name not in known:
-                    problems.append(
+                    problems.append((op.name, (
                         f"{op.describe()}: input {i} '{input_name}' is neither a source key "
-                        f"nor an operator output (available: {', '.join(sorted(known))})")
+                        f"nor an operator output (available: {', '.join(sorted(known))})")))
     sorter = graphlib.TopologicalSorter(
         {name: [_base(i) for i in op.inputs if _base(i) in ops] for name, op in ops.items()})
     try:
         order = list(sorter.static_order())
     except graphlib.CycleError as exc:
         cycle = exc.args[1]
-        problems.append("cycle: " + " -> ".join(
-            f"{ops[n].describe()}" for n in cycle))
+        problems.append((None, "cycle: " + " -> ".join(
+            f"{ops[n].describe()}" for n in cycle)))
         order = []
     timelines: dict[str, str] = {}
     steps: list[Step] = []
@@ -90,17 +90,18 @@ def plan_steps(ops: Mapping[str, Operator], source_keys: frozenset[str] | None) 
         input_lines = {i: timelines.get(_base(i), MAIN) for i in op.inputs}
         distinct = set(input_lines.values())
         if len(distinct) > 1:
-            problems.append(
+            problems.append((name, (
                 f"{op.describe()}: inputs are on different timelines ("
                 + ", ".join(f"'{k}' on {v or 'the main timeline'}"
                             for k, v in input_lines.items())
-                + "); align them first")
+                + "); align them first")))
         input_line = next(iter(distinct)) if distinct else MAIN
         line = name if op.new_timeline else input_line
         timelines[name] = line
         steps.append(Step(op, line, input_line))
     if problems:
-        raise GraphError("invalid signal graph:\n  " + "\n  ".join(problems))
+        raise GraphError("invalid signal graph:\n  " + "\n  ".join(m for _, m in problems),
+                         tuple(problems))
     return steps
 
 

@@ -1,0 +1,201 @@
+"""Node kinds: one module per kind in this package, each holding everything about its kind.
+
+A kind module defines ``KIND = NodeKind(...)``: the spec's ``kind`` name (and, for sinks, the
+``params.type`` it answers), its typed params class (``genki_signals.params``), whether it takes
+inputs and publishes, the default queue policy of its input edges, an optional static
+``outputs(params, ctx)`` hook (checks beyond the params' types, and the streams the node
+publishes given its upstreams), and ``build(params, config) -> NodeLogic``. The spec checker
+(``launch/spec.py``), ``genki schema`` and the node process (``python -m genki_signals.nodes``)
+all iterate this registry (``node_kinds()``); nothing else lists kinds. Kind modules keep their
+heavy imports (logic classes, numpy, ONNX Runtime) inside ``build`` and ``outputs``, so listing
+the kinds stays cheap.
+
+Adding a kind: one new module here plus its tests (docs/topology-spec.md, "Adding a node kind").
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from genki_signals.nodes.config import NodeConfig
+from genki_signals.nodes.logic import NodeLogic
+from genki_signals.params import Problem, is_params_class, parse
+
+__all__ = ["NodeKind", "KindContext", "Upstream", "node_kinds", "kind_names", "kind_info",
+           "select_kind", "parse_node_params", "build_logic", "Outputs"]
+
+Policy = Literal["latest", "drop_oldest", "lossless"]
+MAIN = "main"  # the timeline name of a node's main timeline
+
+Outputs = tuple[list[Problem], "dict[str, str] | None"]
+"""A kind's static check: problems (paths from ``params`` or ``inputs``) and what the node
+publishes (stream -> timeline), or None when that cannot be known."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An input as a kind's check sees it: its node and what it publishes (None: unknown)."""
+
+    node: str
+    streams: Mapping[str, str] | None  # stream -> timeline, None when the upstream is broken
+
+
+@dataclass(frozen=True)
+class KindContext:
+    """What a kind's ``outputs`` hook gets besides its params: node id, inputs, spec directory."""
+
+    node_id: str
+    upstreams: tuple[Upstream, ...]
+    spec_dir: Path | None
+    reported: tuple[str, ...] = ()  # params paths already reported by the parser: skip them
+
+    @property
+    def streams_known(self) -> bool:
+        return all(u.streams is not None for u in self.upstreams)
+
+    @property
+    def input_nodes(self) -> list[str]:
+        """The input node ids that exist (a broken input shows as ``?``)."""
+        return [u.node for u in self.upstreams if u.node != "?"]
+
+    def available(self) -> dict[str, str]:
+        """Every stream name on the inputs -> the first input node providing it."""
+        out: dict[str, str] = {}
+        for u in self.upstreams:
+            for name in u.streams or {}:
+                out.setdefault(name, u.node)
+        return out
+
+    def missing_streams(self, keys: Any, path: str) -> list[Problem]:
+        """A problem for each of ``keys`` that no input publishes (none while unknown)."""
+        return [p for i, key in enumerate(keys or ())
+                if (p := self.missing_stream(key, f"{path}[{i}]")) is not None]
+
+    def missing_stream(self, key: str, path: str) -> Problem | None:
+        """A problem when no input publishes ``key`` (None while the inputs are unknown)."""
+        if not self.streams_known or key in (available := self.available()):
+            return None
+        return Problem(path, f"stream '{key}' is not published upstream "
+                             f"(available: {', '.join(available)})")
+
+    def resolve(self, path: str) -> Path:
+        """A path from the spec, relative to the spec file's directory."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or self.spec_dir is None else self.spec_dir / p
+
+
+@dataclass(frozen=True)
+class NodeKind:
+    """Everything about one node kind (or one sink type)."""
+
+    kind: str  # the spec's ``kind``
+    params: type  # a ``genki_signals.params.params`` class
+    build: Callable[[Any, NodeConfig], NodeLogic]
+    inputs: Literal["none", "required", "optional"]  # "none": a producer (a source)
+    publishes: bool  # False: nothing may read from it and it binds no endpoint (a sink)
+    doc: str
+    type: str | None = None  # the ``params.type`` this entry answers (sinks), else None
+    type_aliases: tuple[Any, ...] = ()  # other values of ``params.type`` meaning this type
+    outputs: Callable[[Any, KindContext], Outputs] | None = None
+    default_policy: Policy = "drop_oldest"  # an input edge's policy when the spec names none
+    order: int = 100  # place in listings ("known: ..."); new kinds sort after, by name
+
+    def check(self, params: Any, ctx: KindContext) -> Outputs:
+        """The ``outputs`` hook, or: a sink publishes nothing, others publish what is unknown."""
+        if self.outputs is not None:
+            return self.outputs(params, ctx)
+        return [], ({} if not self.publishes else None)
+
+
+@functools.cache
+def node_kinds() -> tuple[NodeKind, ...]:
+    """Every kind module's ``KIND``, in listing order."""
+    found: list[NodeKind] = []
+    for info in pkgutil.iter_modules(__path__):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        entries = getattr(module, "KINDS", [getattr(module, "KIND", None)])
+        for kind in entries:
+            if not isinstance(kind, NodeKind) or not is_params_class(kind.params):
+                raise TypeError(f"{module.__name__} must define KIND = NodeKind(params=<a "
+                                f"params class>, ...) or a list KINDS of them")
+            found.append(kind)
+    found.sort(key=lambda k: (k.order, k.kind, k.type or ""))
+    for k in found:
+        first = kind_info(k.kind, found)
+        if (k.inputs, k.publishes, k.default_policy) != \
+                (first.inputs, first.publishes, first.default_policy):
+            raise TypeError(f"kind '{k.kind}': every type must agree on inputs, publishes "
+                            f"and default_policy")
+    return tuple(found)
+
+
+def kind_names() -> list[str]:
+    """The kind names a spec may use, in listing order."""
+    return list(dict.fromkeys(k.kind for k in node_kinds()))
+
+
+def kind_info(kind: str, kinds: Any = None) -> NodeKind:
+    """The (first) entry of ``kind``: what every type of that kind shares (KeyError if none)."""
+    for k in kinds if kinds is not None else node_kinds():
+        if k.kind == kind:
+            return k
+    raise KeyError(kind)
+
+
+def _types(kind: str) -> list[NodeKind]:
+    return [k for k in node_kinds() if k.kind == kind and k.type is not None]
+
+
+def select_kind(kind: str, params: Any) -> tuple[NodeKind | None, Any, list[Problem]]:
+    """The entry for ``kind`` (by ``params.type`` for a kind with types), the params with a
+    type alias made canonical, and the problem when no entry fits."""
+    types = _types(kind)
+    for t in types:
+        if isinstance(params, t.params):
+            return t, params, []
+    if not types:
+        return kind_info(kind), params, []
+    names = [t.type for t in types]
+    if not isinstance(params, Mapping):
+        return None, params, [Problem("params", f"must be a mapping with a 'type' "
+                                                f"({', '.join(names)}), got {params!r}")]
+    if "type" not in params:
+        return None, params, [Problem("params.type",
+                                      f"missing required field (known: {', '.join(names)})")]
+    for t in types:
+        if params["type"] == t.type:
+            return t, params, []
+        if params["type"] in t.type_aliases:
+            return t, {**params, "type": t.type}, []
+    return None, params, [Problem("params.type", f"unknown {kind} type {params['type']!r} "
+                                                 f"(known: {', '.join(names)})")]
+
+
+def parse_node_params(config: NodeConfig) -> tuple[NodeKind, Any]:
+    """The entry and typed params of a node config (raises ValueError naming the node)."""
+    try:
+        kind_info(config.kind)
+    except KeyError:
+        raise ValueError(f"node '{config.id}': unknown kind {config.kind!r}") from None
+    params = config.params
+    entry, data, problems = select_kind(config.kind, params)
+    if entry is not None and not isinstance(data, entry.params):
+        params, problems = parse(entry.params, data)
+    if problems:
+        raise ValueError(f"node '{config.id}': " + "; ".join(
+            f"{p.message} (field '{p.path}')" for p in problems))
+    return entry, params  # type: ignore[return-value]
+
+
+def build_logic(config: NodeConfig) -> NodeLogic:
+    """The logic object for a node (raises ValueError for an unknown kind or bad params)."""
+    entry, params = parse_node_params(config)
+    return entry.build(params, config)

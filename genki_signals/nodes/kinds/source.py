@@ -1,0 +1,31 @@
+"""The ``source`` kind: publishes what an in-process source produces, ``update_rate`` times a
+second. ``params.type`` names a source type of ``genki_signals.data_sources.registry`` (one
+entry here per source type; their params classes live with the source types)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genki_signals.data_sources.registry import SOURCE_TYPES, source_streams
+from genki_signals.nodes.config import NodeConfig
+from genki_signals.nodes.kinds import MAIN, KindContext, NodeKind, Outputs
+from genki_signals.nodes.logic import NodeLogic
+
+
+def _outputs(params: Any, ctx: KindContext) -> Outputs:
+    source_type = SOURCE_TYPES[params.type]
+    problems = source_type.check(params) if source_type.check is not None else []
+    return problems, (None if problems else {n: MAIN for n in source_streams(params)})
+
+
+def _build(params: Any, config: NodeConfig) -> NodeLogic:
+    from genki_signals.data_sources.registry import build_source
+    from genki_signals.nodes.source_node import SourceNodeLogic
+
+    return SourceNodeLogic(build_source(params), update_rate=params.update_rate)
+
+
+KINDS = [NodeKind(kind="source", type=name, params=source_type.params_class(), build=_build,
+                  inputs="none", publishes=True, outputs=_outputs, order=0,
+                  doc=f"produces frames: {source_type.doc}")
+         for name, source_type in SOURCE_TYPES.items()]
