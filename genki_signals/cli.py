@@ -35,6 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", type=Path, help="topology spec (YAML or JSON)")
     p.set_defaults(func=_cmd_graph)
 
+    p = verbs.add_parser("schema", help="print the JSON Schema of topology spec files "
+                                        "(for editors: genki schema > spec.schema.json)")
+    p.set_defaults(func=_cmd_schema)
+
     from genki_signals.launch.commands import add_verbs as add_launch_verbs
     from genki_signals.plot.cli import add_verb as add_plot_verb
     from genki_signals.record.commands import add_verbs as add_record_verbs
@@ -101,6 +105,15 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     except SpecError as exc:
         return _print_problems(args.spec, exc)
     print(spec.mermaid(), end="")
+    return 0
+
+
+def _cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from genki_signals.launch.schema import topology_schema
+
+    print(json.dumps(topology_schema(), indent=2))
     return 0
 
 

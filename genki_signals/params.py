@@ -45,21 +45,15 @@ import pydantic_core
 from pydantic import Field, Strict
 from pydantic.fields import FieldInfo
 
-__all__ = ["params", "parse", "salvage", "unreported", "invalid", "dump", "schema", "Problem", "Field", "Int", "Float", "Str",
-           "Bool", "Name", "Names", "strict", "is_params_class", "field_names"]
+__all__ = ["params", "parse", "salvage", "unreported", "invalid", "dump", "schema", "Problem",
+           "Field", "Int", "Float", "Str", "Bool", "Name", "Names", "strict", "what",
+           "is_params_class", "field_names"]
 
 Int = Annotated[int, Strict()]
 """An integer; ``true``/``false`` and ``1.0`` are not integers."""
 
-
-def _keep_int(value: Any, handler: Any) -> Any:
-    out = handler(value)
-    return value if type(value) is int and out == value else out
-
-
-Float = Annotated[float, Strict(), pydantic.WrapValidator(_keep_int)]
-"""A finite number (an integer is accepted and kept as written, so messages and round trips
-show ``3`` rather than ``3.0``; ``true``/``false`` and strings are not numbers)."""
+Float = Annotated[float, Strict()]
+"""A finite number (an integer is accepted; ``true``/``false`` and strings are not)."""
 Str = Annotated[str, Strict()]
 Bool = Annotated[bool, Strict()]
 Name = Annotated[str, Strict(), Field(min_length=1)]

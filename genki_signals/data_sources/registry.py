@@ -92,11 +92,12 @@ def _function_params(type_name: str) -> type:
             namespace[name] = tuple(p.default) if isinstance(p.default, list) else p.default
     made = params(type(f"{type_name}Params", (), namespace))
     # the constructor's own checks (bounds, choices) run as part of parsing
-    return Annotated[made, pydantic.AfterValidator(functools.partial(_constructs, cls))]
+    return Annotated[made, pydantic.WrapValidator(functools.partial(_constructs, cls))]
 
 
-def _constructs(cls: type, spec: Any) -> Any:
-    kwargs = _function_args(spec)
+def _constructs(cls: type, raw: Any, handler: Any) -> Any:
+    spec = handler(raw)  # types first; then the constructor, on the values as written
+    kwargs = {k: v for k, v in raw.items() if k != "type"}
     try:
         cls(**kwargs)
     except (SourceParameterError, ValueError, TypeError) as exc:

@@ -360,7 +360,7 @@ def _check_node(index: int, raw: Any, problems: _Problems) -> _Draft:
 
 
 @params
-class _InputParams:
+class InputParams:
     """An input edge as written (``InputSpec`` is the checked model)."""
 
     node: Annotated[Str, Field(pattern=ID_PATTERN.pattern, description="a node id")]
@@ -369,7 +369,7 @@ class _InputParams:
 
 
 @params
-class _RestartParams:
+class RestartParams:
     """A restart policy in the mapping form (``RestartPolicy`` is the checked model)."""
 
     policy: RestartName
@@ -378,7 +378,7 @@ class _RestartParams:
     backoff: Annotated[Float, Field(ge=0)] = 0.5
 
 
-_Cores = Annotated[tuple[Annotated[Int, Field(ge=0, description="a core index >= 0")], ...],
+Cores = Annotated[tuple[Annotated[Int, Field(ge=0, description="a core index >= 0")], ...],
                    Field(min_length=1, description="a non-empty list of core indices")]
 
 
@@ -398,7 +398,7 @@ def _check_inputs(raw: Any, bad: Callable[[str, str], None],
             bad(where, f"must be a node id or {{node, policy, maxlen}}, got {item!r}")
             all_ok = False
             continue
-        edge, problems = parse(_InputParams, {"node": item} if isinstance(item, str) else item,
+        edge, problems = parse(InputParams, {"node": item} if isinstance(item, str) else item,
                                where)
         for p in problems:
             bad(p.path, p.message)
@@ -418,7 +418,7 @@ def _is_local(host: str) -> bool:
 def _check_cpu(raw: Any, host: str, bad: Callable[[str, str], None]) -> tuple[int, ...] | None:
     if raw is None:
         return None
-    cores, problems = parse(_Cores, raw, "cpu")
+    cores, problems = parse(Cores, raw, "cpu")
     for p in problems:
         bad(p.path, p.message)
     if cores is None:
@@ -444,7 +444,7 @@ def _check_restart(raw: Any, bad: Callable[[str, str], None]) -> RestartPolicy:
             else ""
         bad("restart", f"must be one of {', '.join(RESTART_POLICIES)}{mapping}, got {raw!r}")
         return RestartPolicy()
-    value, problems = parse(_RestartParams, raw, "restart")
+    value, problems = parse(RestartParams, raw, "restart")
     for p in problems:
         bad(p.path, p.message)
     if value is None:
