@@ -145,7 +145,31 @@ def test_every_kind_has_one_module_and_a_params_class() -> None:
     modules = [k.build.__module__ for k in kinds if k.kind != "source"]
     assert len(set(modules)) == len(modules)  # each kind (and sink type) its own module
     for k in kinds:
-        assert dataclasses.is_dataclass(k.params) and k.params.__dataclass_params__.frozen
+        cls = k.params_class
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
+
+
+def test_a_sink_node_imports_only_its_own_kind() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from genki_signals.nodes.config import NodeConfig; "
+            "from genki_signals.nodes.kinds import build_logic; "
+            "build_logic(NodeConfig(id='n', kind='sink', params={'type': None}, "
+            "control_endpoint='ipc:///x')); "
+            "print(sorted(m for m in ('scipy', 'onnxruntime', 'genki_signals.signals', "
+            "'genki_signals.data_sources', 'genki_signals.record', 'genki_signals.plot') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_aligner_methods_match_the_aligner() -> None:
+    from genki_signals.nodes.kinds.aligner import Method
+    from genki_signals.signals.align import METHODS
+
+    assert typing.get_args(Method) == METHODS
 
 
 def test_recorder_compressions_match_the_recorder() -> None:

@@ -32,7 +32,7 @@ def _key(entry: NodeKind) -> str:
 def topology_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a topology spec file."""
     kinds = node_kinds()
-    inputs = [(_key(k), "validation", pydantic.TypeAdapter(k.params)) for k in kinds]
+    inputs = [(_key(k), "validation", pydantic.TypeAdapter(k.params_class)) for k in kinds]
     inputs += [(name, "validation", pydantic.TypeAdapter(tp)) for name, tp in
                (("input", InputParams), ("restart", RestartParams), ("cpu", Cores))]
     refs, defs = pydantic.TypeAdapter.json_schemas(inputs)  # type: ignore[arg-type]

@@ -454,7 +454,7 @@ def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Dra
                 entry.inputs == "required" and not d.inputs):
             # A broken or unknown input: nothing to check streams against.
             upstreams += (Upstream("?", None),)
-        value, found = salvage(entry.params, d.params)
+        value, found = salvage(entry.params_class, d.params)
         streams = None
         if value is not None:  # what is valid is checked further, skipping what was reported
             more, streams = entry.check(value, KindContext(d.id, upstreams, spec_dir))  # type: ignore[arg-type]

@@ -1,14 +1,16 @@
 """Node kinds: one module per kind in this package, each holding everything about its kind.
 
-A kind module defines ``KIND = NodeKind(...)``: the spec's ``kind`` name (and, for sinks, the
+A kind module, named ``<kind>.py`` (or ``<kind>_<type>.py`` for one type of a kind with types,
+such as ``sink_csv.py``), defines ``KIND = NodeKind(...)``: the spec's ``kind`` name (and, for sinks, the
 ``params.type`` it answers), its typed params class (``genki_signals.params``), whether it takes
 inputs and publishes, the default queue policy of its input edges, an optional static
 ``outputs(params, ctx)`` hook (checks beyond the params' types, and the streams the node
 publishes given its upstreams), and ``build(params, config) -> NodeLogic``. The spec checker
 (``launch/spec.py``), ``genki schema`` and the node process (``python -m genki_signals.nodes``)
 all iterate this registry (``node_kinds()``); nothing else lists kinds. Kind modules keep their
-heavy imports (logic classes, numpy, ONNX Runtime) inside ``build`` and ``outputs``, so listing
-the kinds stays cheap.
+heavy imports (logic classes, scipy, ONNX Runtime) inside ``build`` and ``outputs`` (and may
+give ``params`` as a function that makes the class on first use), so listing the kinds stays
+cheap: a node process imports only its own kind's dependencies.
 
 Adding a kind: one new module here plus its tests (docs/topology-spec.md, "Adding a node kind").
 """
@@ -27,7 +29,8 @@ from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.logic import NodeLogic
 from genki_signals.params import Problem, is_params_class, parse
 
-__all__ = ["NodeKind", "KindContext", "Upstream", "node_kinds", "kind_names", "kind_info",
+__all__ = ["NodeKind", "KindContext", "Upstream", "node_kinds", "entries_of", "kind_names",
+           "kind_info",
            "select_kind", "parse_node_params", "build_logic", "Outputs"]
 
 Policy = Literal["latest", "drop_oldest", "lossless"]
@@ -95,7 +98,7 @@ class NodeKind:
     """Everything about one node kind (or one sink type)."""
 
     kind: str  # the spec's ``kind``
-    params: type  # a ``genki_signals.params.params`` class
+    params: Any  # a ``genki_signals.params.params`` class, or a function making it on first use
     build: Callable[[Any, NodeConfig], NodeLogic]
     inputs: Literal["none", "required", "optional"]  # "none": a producer (a source)
     publishes: bool  # False: nothing may read from it and it binds no endpoint (a sink)
@@ -106,6 +109,15 @@ class NodeKind:
     default_policy: Policy = "drop_oldest"  # an input edge's policy when the spec names none
     order: int = 100  # place in listings ("known: ..."); new kinds sort after, by name
 
+    @property
+    def params_class(self) -> type:
+        """The params class (made now if ``params`` is a function making it)."""
+        cls = self.params if isinstance(self.params, type) else self.params()
+        if not is_params_class(cls):
+            raise TypeError(f"kind '{self.kind}': params must be a genki_signals.params class, "
+                            f"got {cls!r}")
+        return cls
+
     def check(self, params: Any, ctx: KindContext) -> Outputs:
         """The ``outputs`` hook, or: a sink publishes nothing, others publish what is unknown."""
         if self.outputs is not None:
@@ -113,28 +125,45 @@ class NodeKind:
         return [], ({} if not self.publishes else None)
 
 
+def _module_names() -> list[str]:
+    return [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+
+
+@functools.cache
+def _entries(module_name: str) -> tuple[NodeKind, ...]:
+    """The ``KIND`` (or the list ``KINDS``) of one kind module."""
+    module = importlib.import_module(f"{__name__}.{module_name}")
+    entries = getattr(module, "KINDS", [getattr(module, "KIND", None)])
+    for kind in entries:
+        if not isinstance(kind, NodeKind):
+            raise TypeError(f"{module.__name__} must define KIND = NodeKind(...) or a list "
+                            f"KINDS of them")
+    return tuple(entries)
+
+
+def _sorted(entries: list[NodeKind]) -> tuple[NodeKind, ...]:
+    return tuple(sorted(entries, key=lambda k: (k.order, k.kind, k.type or "")))
+
+
 @functools.cache
 def node_kinds() -> tuple[NodeKind, ...]:
-    """Every kind module's ``KIND``, in listing order."""
-    found: list[NodeKind] = []
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        entries = getattr(module, "KINDS", [getattr(module, "KIND", None)])
-        for kind in entries:
-            if not isinstance(kind, NodeKind) or not is_params_class(kind.params):
-                raise TypeError(f"{module.__name__} must define KIND = NodeKind(params=<a "
-                                f"params class>, ...) or a list KINDS of them")
-            found.append(kind)
-    found.sort(key=lambda k: (k.order, k.kind, k.type or ""))
+    """Every kind module's entries, in listing order (imports every kind module)."""
+    found = _sorted([k for name in _module_names() for k in _entries(name)])
     for k in found:
-        first = kind_info(k.kind, found)
+        first = kind_info(k.kind)
         if (k.inputs, k.publishes, k.default_policy) != \
                 (first.inputs, first.publishes, first.default_policy):
             raise TypeError(f"kind '{k.kind}': every type must agree on inputs, publishes "
                             f"and default_policy")
-    return tuple(found)
+    return found
+
+
+@functools.cache
+def entries_of(kind: str) -> tuple[NodeKind, ...]:
+    """The entries of one kind, importing only its modules: ``<kind>.py`` and
+    ``<kind>_<type>.py`` (so a node process imports only its own kind's dependencies)."""
+    names = [n for n in _module_names() if n == kind or n.startswith(f"{kind}_")]
+    return _sorted([k for n in names for k in _entries(n) if k.kind == kind])
 
 
 def kind_names() -> list[str]:
@@ -142,16 +171,16 @@ def kind_names() -> list[str]:
     return list(dict.fromkeys(k.kind for k in node_kinds()))
 
 
-def kind_info(kind: str, kinds: Any = None) -> NodeKind:
+def kind_info(kind: str) -> NodeKind:
     """The (first) entry of ``kind``: what every type of that kind shares (KeyError if none)."""
-    for k in kinds if kinds is not None else node_kinds():
-        if k.kind == kind:
-            return k
-    raise KeyError(kind)
+    entries = entries_of(kind)
+    if not entries:
+        raise KeyError(kind)
+    return entries[0]
 
 
 def _types(kind: str) -> list[NodeKind]:
-    return [k for k in node_kinds() if k.kind == kind and k.type is not None]
+    return [k for k in entries_of(kind) if k.type is not None]
 
 
 def select_kind(kind: str, params: Any) -> tuple[NodeKind | None, Any, list[Problem]]:
@@ -159,7 +188,7 @@ def select_kind(kind: str, params: Any) -> tuple[NodeKind | None, Any, list[Prob
     type alias made canonical, and the problem when no entry fits."""
     types = _types(kind)
     for t in types:
-        if isinstance(params, t.params):
+        if isinstance(params, t.params_class):
             return t, params, []
     if not types:
         return kind_info(kind), params, []
@@ -187,8 +216,8 @@ def parse_node_params(config: NodeConfig) -> tuple[NodeKind, Any]:
         raise ValueError(f"node '{config.id}': unknown kind {config.kind!r}") from None
     params = config.params
     entry, data, problems = select_kind(config.kind, params)
-    if entry is not None and not isinstance(data, entry.params):
-        params, problems = parse(entry.params, data)
+    if entry is not None and not isinstance(data, entry.params_class):
+        params, problems = parse(entry.params_class, data)
     if problems:
         raise ValueError(f"node '{config.id}': " + "; ".join(
             f"{p.message} (field '{p.path}')" for p in problems))

@@ -25,10 +25,10 @@ from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import MAIN, KindContext, NodeKind, Outputs
 from genki_signals.nodes.logic import NodeLogic
 from genki_signals.params import Field, Float, Name, Names, Problem, Str, params
-from genki_signals.signals.align import METHODS
 
 DEFAULT_LIVE_MAX_LAG = 0.5
-Method = Literal[METHODS]  # type: ignore[valid-type]
+Method = Literal["hold", "linear"]  # signals.align.METHODS (a test checks; importing it here
+# would import scipy into every node process that lists the kinds)
 
 
 @params

@@ -25,7 +25,7 @@ def _build(params: Any, config: NodeConfig) -> NodeLogic:
     return SourceNodeLogic(build_source(params), update_rate=params.update_rate)
 
 
-KINDS = [NodeKind(kind="source", type=name, params=source_type.params_class(), build=_build,
+KINDS = [NodeKind(kind="source", type=name, params=source_type.params_class, build=_build,
                   inputs="none", publishes=True, outputs=_outputs, order=0,
                   doc=f"produces frames: {source_type.doc}")
          for name, source_type in SOURCE_TYPES.items()]
