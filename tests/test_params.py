@@ -202,3 +202,46 @@ def test_build_logic_names_the_node_and_field() -> None:
         build_logic(config)
     with pytest.raises(ValueError, match="node 'p': unknown kind 'teapot'"):
         build_logic(dataclasses.replace(config, kind="teapot"))
+
+
+def test_adding_a_kind_is_one_new_module(tmp_path, monkeypatch) -> None:
+    """The example of docs/topology-spec.md ("Adding a node kind"), dropped in as a module:
+    the spec checker, the schema and the node process all know it, nothing else edited."""
+    import re
+    from pathlib import Path
+
+    import genki_signals.nodes.kinds as kinds
+    from genki_signals.launch.schema import topology_schema
+    from genki_signals.launch.spec import parse_topology
+
+    doc = (Path(__file__).parent.parent / "docs" / "topology-spec.md").read_text()
+    code = re.search(r"```python\n(# genki_signals/nodes/kinds/sink_counter.py\n.*?)```", doc,
+                     re.DOTALL)[1]
+    (tmp_path / "sink_counter.py").write_text(code)
+    monkeypatch.setattr(kinds, "__path__", [*kinds.__path__, str(tmp_path)])
+    caches = (kinds.node_kinds, kinds.entries_of, kinds._entries)
+    for cache in caches:
+        cache.cache_clear()
+    try:
+        source = {"id": "s", "kind": "source", "params": {
+            "type": "Sampler", "sample_rate": 10, "sources": {"x": {"type": "SineWave"}}}}
+        spec = parse_topology({"nodes": [source, {"id": "c", "kind": "sink", "inputs": ["s"],
+                                                  "params": {"type": "counter", "every": 2}}]})
+        assert spec.node("c").parsed.every == 2
+        with pytest.raises(Exception, match=r"field 'params.keys\[0\]': stream 'y' is not "
+                                            r"published upstream"):
+            parse_topology({"nodes": [source, {"id": "c", "kind": "sink", "inputs": ["s"],
+                                               "params": {"type": "counter", "keys": ["y"]}}]})
+        with pytest.raises(Exception, match=r"unknown sink type 'teapot' \(known: printer, "
+                                            r"csv, null, plot, counter\)"):
+            parse_topology({"nodes": [source, {"id": "c", "kind": "sink", "inputs": ["s"],
+                                               "params": {"type": "teapot"}}]})
+        assert "CounterParams" in topology_schema()["$defs"]
+        config = NodeConfig(id="c", kind="sink", params=spec.node("c").parsed,
+                            control_endpoint="ipc:///x")
+        assert type(build_logic(NodeConfig.from_json(config.to_json()))).__name__ == \
+            "NullSinkLogic"
+    finally:
+        monkeypatch.undo()
+        for cache in caches:
+            cache.cache_clear()
