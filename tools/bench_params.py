@@ -6,7 +6,8 @@ Measured (medians of interleaved repeats, each in a fresh process where imports 
    ``/work/main`` with the hand-written checks), per parse, after one warm-up parse;
 2. the demo source node's params alone: ``genki_signals.params.parse`` (pydantic) against
    ``msgspec.convert`` into equivalent Structs (msgspec stops at the first error, so it is
-   measured on valid params only);
+   measured on valid params only). ``genki params`` also runs each function's constructor
+   (its bound checks); "types only" is the same classes without them, as msgspec;
 3. import time (``python -X importtime``, cumulative): pydantic, msgspec, ``launch.spec`` in both
    trees, and the node-kind registry (``node_kinds()``).
 
@@ -62,14 +63,39 @@ class Sampler(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     sources: dict[str, Union[SineWave, RandomNoise]]
     update_rate: float = 25.0
 
+from typing import Annotated
+from pydantic import Field
+from genki_signals.params import Float, Int, Str, params as params_class
+
+@params_class
+class PSine:
+    type: Literal["SineWave"]
+    frequency: Float = 1.0
+    amplitude: Float = 1.0
+    phase: Float = 0.0
+
+@params_class
+class PNoise:
+    type: Literal["RandomNoise"]
+    amplitude: Float = 1.0
+    seed: Int | None = None
+
+@params_class
+class PSampler:
+    type: Literal["Sampler"]
+    sample_rate: Annotated[Float, Field(gt=0)]
+    update_rate: Annotated[Float, Field(gt=0)] = 25.0
+    sources: dict[Str, Annotated[Union[PSine, PNoise], Field(discriminator="type")]]
+
 params = load_spec_file({demo!r})["nodes"][0]["params"]
 cls = SOURCE_TYPES["Sampler"].params_class()
-assert parse(cls, params)[1] == []
+assert parse(cls, params)[1] == [] and parse(PSampler, params)[1] == []
 msgspec.convert(params, Sampler, strict=True)
 n = 200
 out = {{}}
-for name, fn in (("pydantic", lambda: parse(cls, params)),
-                 ("msgspec", lambda: msgspec.convert(params, Sampler, strict=True))):
+for name, fn in (("genki params (with checks)", lambda: parse(cls, params)),
+                 ("pydantic, types only", lambda: parse(PSampler, params)),
+                 ("msgspec, types only", lambda: msgspec.convert(params, Sampler, strict=True))):
     out[name] = min(timeit.repeat(fn, number=n, repeat=3)) / n
 print(json.dumps(out))
 """
@@ -82,14 +108,16 @@ def _run(code: str, tree: Path) -> str:
 
 
 def _import_us(module_code: str, tree: Path) -> float:
-    """Cumulative import time (us) of the first module imported by ``module_code``."""
+    """Cumulative import time (us) of what ``module_code`` imports (the interpreter's own
+    start-up imports, also logged, are left out: only the top-level entries of its package)."""
+    root = re.match(r"import (\w+)", module_code)[1]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     err = subprocess.run([sys.executable, "-X", "importtime", "-c", module_code], env=env,
                          check=True, text=True, capture_output=True, cwd=tree).stderr
     total = 0
     for line in err.splitlines():  # top-level imports have one space of indent
         m = re.match(r"import time:\s+\d+ \|\s+(\d+) \| ( ?)(\S.*)$", line)
-        if m and m[2] == "":
+        if m and m[2] == "" and (m[3] == root or m[3].startswith(root + ".")):
             total += int(m[1])
     return float(total)
 
@@ -102,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     trees = {"this tree": REPO, "baseline": args.baseline.resolve()}
     spec: dict[str, list[float]] = {k: [] for k in trees}
-    params: dict[str, list[float]] = {"pydantic": [], "msgspec": []}
+    params: dict[str, list[float]] = {}
     imports: dict[str, list[float]] = {}
     import_cases = [
         ("pydantic", "import pydantic, pydantic.dataclasses", REPO),
@@ -111,12 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         ("launch.spec (this tree)", "import genki_signals.launch.spec", REPO),
         ("node_kinds() (this tree)",
          "import genki_signals.nodes.kinds as k; k.node_kinds()", REPO),
+        ("a sink node's kind (this tree)",
+         "import genki_signals.nodes.kinds as k; k.entries_of('sink')", REPO),
+        ("nodes.kinds (baseline)", "import genki_signals.nodes.kinds", trees["baseline"]),
     ]
     for _ in range(args.repeats):
         for name, tree in trees.items():
             spec[name].append(json.loads(_run(_PARSE_SPEC.format(demo=str(DEMO)), tree)))
         for name, value in json.loads(_run(_PARSE_PARAMS.format(demo=str(DEMO)), REPO)).items():
-            params[name].append(value)
+            params.setdefault(name, []).append(value)
         for name, code, tree in import_cases:
             imports.setdefault(name, []).append(_import_us(code, tree))
     med = {k: statistics.median(v) for k, v in spec.items()}
@@ -128,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     fastest = min(med.values())
     print("demo source params (Sampler, 3 functions) parsed alone, median:")
     for k, v in med.items():
-        print(f"  {k:28s} {v * 1e6:8.1f} us   x{v / fastest:.2f}")
+        print(f"  {k:28s} {v * 1e6:8.1f} us   x{v / fastest:.1f}")
     print("import time (python -X importtime, cumulative), median:")
     for k, v in imports.items():
         print(f"  {k:28s} {statistics.median(v) / 1e3:8.1f} ms")

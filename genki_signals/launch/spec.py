@@ -217,6 +217,13 @@ def _check_node(index: int, raw: Any, problems: _Problems) -> _Draft:
         bad("inputs", f"a {d.kind} node takes no inputs")
     elif rule == "required" and raw.get("inputs") in (None, []):
         bad("inputs", f"a {d.kind} node needs at least one input")
+    _check_placement(raw, d, bad)
+    return d
+
+
+def _check_placement(raw: Mapping[str, Any], d: _Draft, bad: Callable[[str, str], None]
+                     ) -> None:
+    """Where and how a node runs: host, cpu, restart policy, endpoint."""
     if "host" in raw:
         host = raw["host"]
         if not isinstance(host, str) or not re.fullmatch(r"[A-Za-z0-9_.:\[\]-]+", host):
@@ -231,7 +238,6 @@ def _check_node(index: int, raw: Any, problems: _Problems) -> _Draft:
         d.endpoint = _check_endpoint(raw["endpoint"], bad)
         if d.kind is not None and not publishes(d.kind):
             bad("endpoint", f"a {d.kind} node publishes nothing; remove 'endpoint'")
-    return d
 
 
 @params
