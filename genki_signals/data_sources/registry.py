@@ -5,12 +5,12 @@ into the type's params class (``genki_signals.params``: unknown keys, types and 
 problem with its path such as ``params.sources.sine_0.frequency``) and runs its ``check``
 without starting anything; the node process calls ``build`` on the same parsed params.
 
-To add a source type (5 steps, one entry):
-1. write its params class with ``@params``: ``type: Literal["Name"]`` first, then its fields,
-   and ``update_rate: UpdateRate = 25.0`` (the node's publish rate);
-2. write ``streams(p) -> [TIMESTAMP, ...names]``, ``build(p) -> Source`` (import the source
-   class inside ``build``) and, if needed, ``check(p) -> list[Problem]`` for what types cannot say;
-3. add ``"Name": SourceType(params=..., streams=..., build=..., check=..., doc=...)`` below.
+To add a source type (an entry in the old style maps over directly: its keys become fields):
+1. a params class with ``@params``: ``type: Literal["Name"]`` first, then its fields (bounds with
+   ``Field``), and ``update_rate: UpdateRate = 25.0`` (the node's publish rate);
+2. ``streams(p) -> [TIMESTAMP, *names]`` and ``build(p) -> Source`` (import the source inside);
+3. optionally ``check(p) -> list[Problem]`` for what types cannot say (paths from ``params``);
+4. one entry below: ``"Name": SourceType(Params, streams, build, check, doc)``.
 A function a ``Sampler`` can sample is one ``SAMPLER_FUNCTIONS`` entry; its params class is made
 from the constructor's signature (classes are imported when a spec first needs them).
 """

@@ -107,7 +107,7 @@ class NodeKind:
     type_aliases: tuple[Any, ...] = ()  # other values of ``params.type`` meaning this type
     outputs: Callable[[Any, KindContext], Outputs] | None = None
     default_policy: Policy = "drop_oldest"  # an input edge's policy when the spec names none
-    order: int = 100  # place in listings ("known: ..."); new kinds sort after, by name
+    order: float = 100  # place in listings ("known: ..."); new kinds sort after, by name
 
     @property
     def params_class(self) -> type:
@@ -187,13 +187,13 @@ def select_kind(kind: str, params: Any) -> tuple[NodeKind | None, Any, list[Prob
     """The entry for ``kind`` (by ``params.type`` for a kind with types), the params with a
     type alias made canonical, and the problem when no entry fits."""
     types = _types(kind)
-    for t in types:
-        if isinstance(params, t.params_class):
-            return t, params, []
     if not types:
         return kind_info(kind), params, []
     names = [t.type for t in types]
     if not isinstance(params, Mapping):
+        for t in types:  # already parsed (a NodeConfig made in-process)
+            if isinstance(params, t.params_class):
+                return t, params, []
         return None, params, [Problem("params", f"must be a mapping with a 'type' "
                                                 f"({', '.join(names)}), got {params!r}")]
     if "type" not in params:

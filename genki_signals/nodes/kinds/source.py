@@ -26,6 +26,7 @@ def _build(params: Any, config: NodeConfig) -> NodeLogic:
 
 
 KINDS = [NodeKind(kind="source", type=name, params=source_type.params_class, build=_build,
-                  inputs="none", publishes=True, outputs=_outputs, order=0,
+                  inputs="none", publishes=True, outputs=_outputs,
+                  order=i / 1000,  # in SOURCE_TYPES order
                   doc=f"produces frames: {source_type.doc}")
-         for name, source_type in SOURCE_TYPES.items()]
+         for i, (name, source_type) in enumerate(SOURCE_TYPES.items())]
