@@ -9,8 +9,8 @@ To add a source type (an entry in the old style maps over directly: its keys bec
 1. a params class with ``@params``: ``type: Literal["Name"]`` first, then its fields (bounds with
    ``Field``), and ``update_rate: UpdateRate = 25.0`` (the node's publish rate);
 2. ``streams(p) -> [TIMESTAMP, *names]`` and ``build(p) -> Source`` (import the source inside);
-3. optionally ``check(p) -> list[Problem]`` for what types cannot say (paths from ``params``);
-4. one entry below: ``"Name": SourceType(Params, streams, build, check, doc)``.
+3. optionally ``check(p) -> list[Problem]`` (what types cannot say) and ``preflight(p)``;
+4. one entry below: ``"Name": SourceType(Params, streams, build, check, doc, preflight)``.
 A function a ``Sampler`` can sample is one ``SAMPLER_FUNCTIONS`` entry; its params class is made
 from the constructor's signature (classes are imported when a spec first needs them).
 """
@@ -57,6 +57,10 @@ class SourceType:
     check: Callable[[Any], list[Problem]] | None = None
     """Problems the params' types cannot express (paths from ``params``)."""
     doc: str = ""
+    preflight: Callable[[Any], str | None] | None = None
+    """Optional, for device sources: what stops the source running on this machine (parsed
+    params -> a problem or None); for the launcher before it starts anything, never for
+    ``genki validate``."""
 
     def params_class(self) -> type:
         return self.params if isinstance(self.params, type) else self.params()
