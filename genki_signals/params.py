@@ -129,13 +129,19 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
     return pydantic.TypeAdapter(tp)
 
 
-def parse(cls: type[P] | Any, data: Any, path: str = "params") -> tuple[P | None, list[Problem]]:
-    """``data`` as a ``cls``: ``(value, [])``, or ``(None, problems)`` naming each field path."""
-    value, problems, _ = _validate(cls, data, path)
+def parse(cls: type[P] | Any, data: Any, path: str = "params", context: Any = None
+          ) -> tuple[P | None, list[Problem]]:
+    """``data`` as a ``cls``: ``(value, [])``, or ``(None, problems)`` naming each field path.
+
+    ``context`` reaches validators (``pydantic.ValidationInfo.context``): a check that needs
+    more than the value, such as the streams upstream, runs per item and is collected with the
+    rest.
+    """
+    value, problems, _ = _validate(cls, data, path, context)
     return value, problems
 
 
-def salvage(cls: type[P] | Any, data: Any, path: str = "params"
+def salvage(cls: type[P] | Any, data: Any, path: str = "params", context: Any = None
             ) -> tuple[P | None, list[Problem]]:
     """Like ``parse``, but with problems the value is what remains valid without the faulty
     keys (their defaults instead), or None when that is not a valid ``cls`` either.
@@ -143,13 +149,13 @@ def salvage(cls: type[P] | Any, data: Any, path: str = "params"
     A checker runs its further checks on that remainder, so one bad field does not hide the
     problems of the others (and checks skip the fields already reported).
     """
-    value, problems, locs = _validate(cls, data, path)
+    value, problems, locs = _validate(cls, data, path, context)
     if not problems or not isinstance(data, Mapping):
         return value, problems
     trimmed = _copy(data)
     for loc in locs:
         _drop(trimmed, loc)
-    remainder, again, _ = _validate(cls, trimmed, path)
+    remainder, again, _ = _validate(cls, trimmed, path, context)
     return (remainder if not again else None), problems
 
 
@@ -160,10 +166,10 @@ def unreported(problems: list[Problem], reported: list[Problem]) -> list[Problem
             if not any(p.path == q or p.path.startswith((q + ".", q + "[")) for q in paths)]
 
 
-def _validate(cls: Any, data: Any, path: str
+def _validate(cls: Any, data: Any, path: str, context: Any = None
               ) -> tuple[Any, list[Problem], list[tuple[Any, ...]]]:
     try:
-        return _adapter(cls).validate_python(data), [], []
+        return _adapter(cls).validate_python(data, context=context), [], []
     except pydantic.ValidationError as exc:
         problems: list[Problem] = []
         locs = []

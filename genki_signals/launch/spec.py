@@ -460,10 +460,11 @@ def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Dra
                 entry.inputs == "required" and not d.inputs):
             # A broken or unknown input: nothing to check streams against.
             upstreams += (Upstream("?", None),)
-        value, found = salvage(entry.params_class, d.params)
+        ctx = KindContext(d.id, upstreams, spec_dir)  # type: ignore[arg-type]
+        value, found = salvage(entry.params_class, d.params, context=ctx)
         streams = None
         if value is not None:  # what is valid is checked further, skipping what was reported
-            more, streams = entry.check(value, KindContext(d.id, upstreams, spec_dir))  # type: ignore[arg-type]
+            more, streams = entry.check(value, ctx)
             found += unreported(more, found)
         problems.node_all(d.index, d.id, found)
         if not found:

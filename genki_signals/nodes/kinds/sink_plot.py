@@ -15,7 +15,7 @@ import pydantic
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import KindContext, NodeKind, Outputs
 from genki_signals.nodes.logic import NodeLogic
-from genki_signals.params import Field, Float, Int, Name, Names, Str, params
+from genki_signals.params import Field, Float, Int, Name, Names, Str, invalid, params
 
 PLOT_TYPES = ("line", "spectrogram", "trace2D", "histogram")
 PlotType = Literal["line", "spectrogram", "trace2D", "histogram"]
@@ -28,11 +28,20 @@ DEFAULT_ROWS = 120
 DEFAULT_DYNAMIC_RANGE = 80.0  # dB shown below the image's maximum
 
 
+def _published(key: str, info: pydantic.ValidationInfo) -> str:
+    """In the spec checker (a ``KindContext`` as context): the key must be published upstream."""
+    problem = info.context.missing_stream(key, "") if isinstance(info.context, KindContext) \
+        else None
+    if problem is not None:
+        raise invalid(problem.message)
+    return key
+
+
 @params
 class PanelParams:
     """One plot: which key, which type, and the type's parameters (``plot.views.PanelSpec``)."""
 
-    key: Annotated[Name, Field(description="a stream name")]
+    key: Annotated[Name, pydantic.AfterValidator(_published), Field(description="a stream name")]
     type: PlotType = "line"
     title: Str | None = None
     unit: Str | None = None
@@ -82,10 +91,8 @@ class PlotParams:
 
 
 def _outputs(params: Any, ctx: KindContext) -> Outputs:
-    panels = [ctx.missing_stream(panel.key, f"params.panels[{i}].key")
-              for i, panel in enumerate(params.panels or ())]
-    problems = [p for p in panels if p is not None]
-    return problems + ctx.missing_streams(params.keys, "params.keys"), {}
+    # each panel's key is checked as it is parsed (``_published``): one bad panel hides no other
+    return ctx.missing_streams(params.keys, "params.keys"), {}
 
 
 def _build(params: Any, config: NodeConfig) -> NodeLogic:
