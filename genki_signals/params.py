@@ -8,7 +8,7 @@ doc with ``Field`` (``Annotated[Float, Field(gt=0, description="a number > 0 (Hz
     @params
     class PrinterParams:
         type: Literal["printer"]
-        keys: StreamNames | None = None
+        keys: Names | None = None
         every: Annotated[Int, Field(ge=1)] = 1
 
     value, problems = parse(PrinterParams, {"type": "printer", "every": 0}, "params")
@@ -21,10 +21,15 @@ enforced; every problem is collected (not the first one only) and names its fiel
 ``missing required field``, ``unknown field (allowed: a, b)``, ``must be <what>, got <value>``,
 where <what> is the field's ``description`` or is made from its type and bounds.
 
+A check that types cannot express can run as part of parsing: a ``pydantic.AfterValidator``
+(or ``WrapValidator``) that raises ``invalid(message)``, reported verbatim at its path; ``parse``
+hands it a ``context`` (the spec checker passes the node's upstream streams). ``salvage`` parses
+and, on problems, also returns what remains valid, so further checks still run on the rest.
+
 Validation is pydantic v2 (choice and measurements: docs/decisions.md): its dataclasses collect
 every error with its location, forbid extra keys and generate a JSON Schema (``schema``), which
-``genki schema`` prints for editors. This module only maps pydantic's errors onto the field
-types to word them; nothing above it imports pydantic.
+``genki schema`` prints for editors. This module maps pydantic's errors onto the declared field
+types to word them.
 """
 
 from __future__ import annotations
@@ -102,10 +107,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"field '{self.path}': {self.message}"
-
-    def under(self, prefix: str) -> "Problem":
-        """The same problem with ``prefix`` put before its path."""
-        return Problem(_join(prefix, self.path), self.message)
 
 
 def is_params_class(tp: Any) -> bool:
