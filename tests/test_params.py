@@ -245,3 +245,22 @@ def test_adding_a_kind_is_one_new_module(tmp_path, monkeypatch) -> None:
         monkeypatch.undo()
         for cache in caches:
             cache.cache_clear()
+
+
+def test_every_shipped_node_round_trips_through_its_node_config() -> None:
+    """What the launcher writes for each node of every valid spec parses back equal."""
+    from pathlib import Path
+
+    from genki_signals.launch.spec import load_topology
+
+    here = Path(__file__).parent
+    paths = [*sorted((here / "specs").glob("valid-*.yaml")),
+             *sorted((here.parent / "specs").glob("*.yaml"))]
+    assert len(paths) >= 8
+    for path in paths:
+        for node in load_topology(path).nodes:
+            config = NodeConfig(id=node.id, kind=node.kind, params=node.parsed,
+                                control_endpoint="ipc:///x")
+            entry, again = parse_node_params(NodeConfig.from_json(config.to_json()))
+            assert again == node.parsed, (path.name, node.id)
+            assert isinstance(again, entry.params_class)
