@@ -158,7 +158,7 @@ def test_a_sink_node_imports_only_its_own_kind() -> None:
             "build_logic(NodeConfig(id='n', kind='sink', params={'type': None}, "
             "control_endpoint='ipc:///x')); "
             "print(sorted(m for m in ('scipy', 'onnxruntime', 'genki_signals.signals', "
-            "'genki_signals.data_sources', 'genki_signals.record', 'genki_signals.plot') "
+            "'genki_signals.data_sources', 'genki_signals.record', 'genki_signals.plot.node') "
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout

@@ -23,15 +23,41 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from genki_signals.nodes.kinds.sink_plot import (  # noqa: F401 - PLOT_TYPES: re-exported
-    DEFAULT_DYNAMIC_RANGE, DEFAULT_MAX_POINTS, DEFAULT_ROWS, PLOT_TYPES, PanelParams)
-from genki_signals.params import field_names, salvage
+from genki_signals.params import Field, Float, Int, Name, Str, field_names, params, salvage
 
+PLOT_TYPES = ("line", "spectrogram", "trace2D", "histogram")
+PlotType = Literal["line", "spectrogram", "trace2D", "histogram"]
+DEFAULT_MAX_POINTS = 2000
+DEFAULT_ROWS = 120
+DEFAULT_DYNAMIC_RANGE = 80.0  # dB shown below the image's maximum
 _EPS = 1e-12
+
+
+@params
+class PanelParams:
+    """A panel as written in a spec, on the command line (``KEY:TYPE:name=value``) or in a
+    notebook: the fields and rules of ``PanelSpec`` (the plot sink's ``params.panels``)."""
+
+    key: Annotated[Name, Field(description="a stream name")]
+    type: PlotType = "line"
+    title: Str | None = None
+    unit: Str | None = None
+    window: Annotated[Float, Field(gt=0, description="a number > 0 (seconds)")] | None = None
+    max_points: Annotated[Int, Field(ge=10)] = DEFAULT_MAX_POINTS
+    sample_rate: Annotated[Float, Field(gt=0, description="a number > 0 (Hz)")] | None = None
+    window_size: Annotated[Int, Field(ge=2)] | None = None
+    channel: Annotated[Int, Field(ge=0)] = 0
+    rows: Annotated[Int, Field(ge=2, le=10000)] = DEFAULT_ROWS
+    dynamic_range: Annotated[Float, Field(gt=0, description="a number > 0 (dB)")] = \
+        DEFAULT_DYNAMIC_RANGE
+    class_names: Annotated[tuple[Str | Int, ...], Field(
+        min_length=1, description="a non-empty list of names")] | None = None
+    bins: Annotated[Int, Field(ge=1, le=1000)] = 30
+
 
 PANEL_FIELDS = tuple(field_names(PanelParams))
 
@@ -124,8 +150,8 @@ def parse_panel_string(text: str) -> dict[str, Any]:
 def check_panel(panel: Any, available: Sequence[str] | None = None) -> list[str]:
     """Problems with a panel mapping, each ``field 'NAME': message`` (empty: valid).
 
-    The fields and their rules are the plot sink's ``PanelParams``; ``available``: the
-    streams a panel may show (None: not known).
+    The fields and their rules are ``PanelParams``; ``available``: the streams a panel may
+    show (None: not known).
     """
     if not isinstance(panel, Mapping):
         return [f"must be a mapping with a 'key', got {panel!r}"]

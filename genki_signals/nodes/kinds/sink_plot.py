@@ -1,8 +1,8 @@
 """The ``plot`` sink (``kind: sink``, ``params.type: plot``): serves a live browser dashboard
 of its inputs (the logic: ``genki_signals.plot.node.PlotSinkLogic``; see its docstring).
 
-``PanelParams`` is also what ``genki_signals.plot.views.PanelSpec`` checks a panel against, so a
-panel means the same in a spec, on the command line and in a notebook.
+A panel's params are ``genki_signals.plot.views.PanelParams``, so a panel means the same in a
+spec, on the command line and in a notebook.
 """
 
 from __future__ import annotations
@@ -15,47 +15,21 @@ import pydantic
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import KindContext, NodeKind, Outputs
 from genki_signals.nodes.logic import NodeLogic
-from genki_signals.params import Field, Float, Int, Name, Names, Str, invalid, params
+from genki_signals.params import Field, Float, Int, Names, Str, invalid, params
+from genki_signals.plot.views import PanelParams
 
-PLOT_TYPES = ("line", "spectrogram", "trace2D", "histogram")
-PlotType = Literal["line", "spectrogram", "trace2D", "histogram"]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5006
 DEFAULT_FPS = 30.0
 DEFAULT_HISTORY = 10_000
-DEFAULT_MAX_POINTS = 2000
-DEFAULT_ROWS = 120
-DEFAULT_DYNAMIC_RANGE = 80.0  # dB shown below the image's maximum
 
-
-def _published(key: str, info: pydantic.ValidationInfo) -> str:
+def _published(panel: PanelParams, info: pydantic.ValidationInfo) -> PanelParams:
     """In the spec checker (a ``KindContext`` as context): the key must be published upstream."""
-    problem = info.context.missing_stream(key, "") if isinstance(info.context, KindContext) \
-        else None
+    ctx = info.context
+    problem = ctx.missing_stream(panel.key, "") if isinstance(ctx, KindContext) else None
     if problem is not None:
-        raise invalid(problem.message)
-    return key
-
-
-@params
-class PanelParams:
-    """One plot: which key, which type, and the type's parameters (``plot.views.PanelSpec``)."""
-
-    key: Annotated[Name, pydantic.AfterValidator(_published), Field(description="a stream name")]
-    type: PlotType = "line"
-    title: Str | None = None
-    unit: Str | None = None
-    window: Annotated[Float, Field(gt=0, description="a number > 0 (seconds)")] | None = None
-    max_points: Annotated[Int, Field(ge=10)] = DEFAULT_MAX_POINTS
-    sample_rate: Annotated[Float, Field(gt=0, description="a number > 0 (Hz)")] | None = None
-    window_size: Annotated[Int, Field(ge=2)] | None = None
-    channel: Annotated[Int, Field(ge=0)] = 0
-    rows: Annotated[Int, Field(ge=2, le=10000)] = DEFAULT_ROWS
-    dynamic_range: Annotated[Float, Field(gt=0, description="a number > 0 (dB)")] = \
-        DEFAULT_DYNAMIC_RANGE
-    class_names: Annotated[tuple[Str | Int, ...], Field(
-        min_length=1, description="a non-empty list of names")] | None = None
-    bins: Annotated[Int, Field(ge=1, le=1000)] = 30
+        raise invalid(problem.message, "key")
+    return panel
 
 
 def _panel_shorthand(value: Any) -> Any:
@@ -63,7 +37,8 @@ def _panel_shorthand(value: Any) -> Any:
 
 
 Panel = Annotated[PanelParams, pydantic.BeforeValidator(
-    _panel_shorthand, json_schema_input_type=str | PanelParams)]
+    _panel_shorthand, json_schema_input_type=str | PanelParams),
+    pydantic.AfterValidator(_published)]
 """A panel: a stream name alone (a line panel) or a mapping."""
 
 
