@@ -67,6 +67,32 @@ def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable
     """The plan to run ``spec`` with the nodes in ``replace`` played from ``recording``."""
     recording = Path(recording).expanduser().resolve()
     replace = list(dict.fromkeys(replace))
+    _check_replace(spec, replace)
+    _check_overwrites(spec, recording, record)
+    fed = set(replace)
+    below = _closure(spec, replace) - fed
+    data = spec.to_dict()
+    data["name"] = name or f"{spec.name}-replay"
+    replay_params = {"path": str(recording), "speed": "max" if speed is None else float(speed),
+                     "start": float(start), "loop": bool(loop)}
+    lossless = fed | (below if speed is None else set())  # edges from these become lossless
+    nodes = [_replay_node(raw, replay_params) if raw["id"] in fed else _lossless(raw, lossless)
+             for raw in data["nodes"]]
+    if record is not None:
+        nodes.append(_recorder_node(nodes, [n.id for n in spec.nodes], record))
+    data["nodes"] = nodes
+    notes = []
+    live = [n.id for n in spec.nodes if n.id not in fed and n.id not in below
+            and kind_info(n.kind).inputs == "none"]
+    if live:
+        notes.append(f"live nodes not replayed: {', '.join(live)}; the run ends when they "
+                     f"stop (--duration, Ctrl-C), not at the recording's end")
+    new_spec = parse_topology(data, path=spec.path)
+    extra = {n: {"max_lag": None} for n in below} if speed is None else {}
+    return ReplayPlan(new_spec, data, extra, replace, below, notes)
+
+
+def _check_replace(spec: TopologySpec, replace: list[str]) -> None:
     ids = [n.id for n in spec.nodes]
     if not replace:
         raise GenkiError("--replace: name at least one node to replay")
@@ -78,6 +104,9 @@ def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable
         if not publishes(kind):
             raise GenkiError(f"--replace: node '{node_id}' is a {kind} and publishes nothing "
                              f"to replay")
+
+
+def _check_overwrites(spec: TopologySpec, recording: Path, record: str | Path | None) -> None:
     for n in spec.nodes:
         if n.kind == "recorder" and isinstance(n.params.get("path"), str) and \
                 _resolved(n.params["path"], spec) == recording:
@@ -85,42 +114,33 @@ def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable
                              f"being replayed: give it another path")
     if record is not None and Path(record).expanduser().resolve() == recording:
         raise GenkiError(f"--record {record}: that is the recording being replayed")
-    fed = set(replace)
-    below = _closure(spec, replace) - fed
-    data = spec.to_dict()
-    data["name"] = name or f"{spec.name}-replay"
-    nodes = []
-    for raw in data["nodes"]:
-        if raw["id"] in fed:
-            node = {"id": raw["id"], "kind": "replay",
-                    "params": {"path": str(recording), "node": raw["id"],
-                               "speed": "max" if speed is None else float(speed),
-                               "start": float(start), "loop": bool(loop)},
-                    "restart": "never"}
-            for key in ("host", "cpu", "endpoint"):
-                if key in raw:
-                    node[key] = copy.deepcopy(raw[key])
-            raw = node
-        else:
-            for edge in raw.get("inputs", []):
-                if edge["node"] in fed or (speed is None and edge["node"] in below):
-                    edge["policy"] = "lossless"
-        nodes.append(raw)
-    notes = []
-    if record is not None:
-        recorder_id = "replay_recorder"
-        while recorder_id in ids:
-            recorder_id += "_"
-        publishing = [n["id"] for n in nodes if publishes(n["kind"])]
-        nodes.append({"id": recorder_id, "kind": "recorder",
-                      "inputs": [{"node": p, "policy": "lossless"} for p in publishing],
-                      "params": {"path": str(Path(record).expanduser().resolve())}})
-    data["nodes"] = nodes
-    live = [n.id for n in spec.nodes if n.id not in fed and n.id not in below
-            and kind_info(n.kind).inputs == "none"]
-    if live:
-        notes.append(f"live nodes not replayed: {', '.join(live)}; the run ends when they "
-                     f"stop (--duration, Ctrl-C), not at the recording's end")
-    new_spec = parse_topology(data, path=spec.path)
-    extra = {n: {"max_lag": None} for n in below} if speed is None else {}
-    return ReplayPlan(new_spec, data, extra, replace, below, notes)
+
+
+def _replay_node(raw: dict[str, Any], replay_params: dict[str, Any]) -> dict[str, Any]:
+    """A replay node in place of ``raw``, keeping where it runs and binds."""
+    node = {"id": raw["id"], "kind": "replay",
+            "params": {"path": replay_params["path"], "node": raw["id"],
+                       **{k: v for k, v in replay_params.items() if k != "path"}},
+            "restart": "never"}
+    for key in ("host", "cpu", "endpoint"):
+        if key in raw:
+            node[key] = copy.deepcopy(raw[key])
+    return node
+
+
+def _lossless(raw: dict[str, Any], upstreams: set[str]) -> dict[str, Any]:
+    for edge in raw.get("inputs", []):
+        if edge["node"] in upstreams:
+            edge["policy"] = "lossless"
+    return raw
+
+
+def _recorder_node(nodes: list[dict[str, Any]], ids: list[str], record: str | Path
+                   ) -> dict[str, Any]:
+    recorder_id = "replay_recorder"
+    while recorder_id in ids:
+        recorder_id += "_"
+    publishing = [n["id"] for n in nodes if publishes(n["kind"])]
+    return {"id": recorder_id, "kind": "recorder",
+            "inputs": [{"node": p, "policy": "lossless"} for p in publishing],
+            "params": {"path": str(Path(record).expanduser().resolve())}}
