@@ -49,8 +49,7 @@ def build_operators(specs: tuple[Any, ...], spec_dir: Any) -> tuple[list[Any], d
                                                                       list[Problem]]:
     """Each operator built with its index: the operators, name -> index, and the problems."""
     from genki_signals.errors import OperatorError
-    from genki_signals.signals.base import Operator
-    from genki_signals.signals.inference import with_model_defaults
+    from genki_signals.signals.base import Operator, with_node_defaults
 
     base_dir = str(spec_dir) if spec_dir is not None else None
     ops: list[Any] = []
@@ -59,7 +58,7 @@ def build_operators(specs: tuple[Any, ...], spec_dir: Any) -> tuple[list[Any], d
     for i, spec in enumerate(specs):
         path = f"params.operators[{i}]"
         try:
-            op = Operator.from_dict(with_model_defaults(spec, None, base_dir)
+            op = Operator.from_dict(with_node_defaults(spec, base_dir=base_dir)
                                     if isinstance(spec, Mapping) else spec)
         except OperatorError as exc:
             problems.append(Problem(path, str(exc)))
