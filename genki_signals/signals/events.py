@@ -168,28 +168,34 @@ class EventTrigger(StatefulOperator):
         self.refractory = self.check_number("refractory", refractory, minimum=0)
         if timestamp is None and self.refractory > 0:
             raise self._fail("refractory", "needs a timestamp input (timestamp is null)")
-        if classes is not None:
-            if not isinstance(classes, (list, tuple)) or not classes or \
-                    not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(
-                    classes):
-                raise self._fail("classes", f"must be a non-empty list of distinct class "
-                                            f"names, got {classes!r}")
-            classes = list(classes)
-        self.classes = classes
-        if ignore is not None:
-            if not isinstance(ignore, (list, tuple)) or not all(isinstance(c, str)
-                                                                for c in ignore):
-                raise self._fail("ignore", f"must be a list of class names, got {ignore!r}")
-            unknown = [c for c in ignore if c not in (classes or [])]
-            if unknown:
-                raise self._fail("ignore", f"names {unknown!r} that are not in classes "
-                                           f"({classes!r})")
-            ignore = list(ignore)
-        self.ignore = ignore
-        ignored = ignore if ignore is not None else (
+        self.classes = self._check_classes(classes)
+        self.ignore = self._check_ignore(ignore, self.classes)
+        classes = self.classes
+        ignored = self.ignore if self.ignore is not None else (
             ["background"] if classes and "background" in classes else [])
         self._ignored = [classes.index(c) for c in ignored] if classes else []
         self.reset()
+
+    def _check_classes(self, classes: list[str] | None) -> list[str] | None:
+        if classes is None:
+            return None
+        if not isinstance(classes, (list, tuple)) or not classes or \
+                not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+            raise self._fail("classes", f"must be a non-empty list of distinct class "
+                                        f"names, got {classes!r}")
+        return list(classes)
+
+    def _check_ignore(self, ignore: list[str] | None, classes: list[str] | None
+                      ) -> list[str] | None:
+        if ignore is None:
+            return None
+        if not isinstance(ignore, (list, tuple)) or not all(isinstance(c, str) for c in ignore):
+            raise self._fail("ignore", f"must be a list of class names, got {ignore!r}")
+        unknown = [c for c in ignore if c not in (classes or [])]
+        if unknown:
+            raise self._fail("ignore", f"names {unknown!r} that are not in classes "
+                                       f"({classes!r})")
+        return list(ignore)
 
     def reset(self) -> None:
         super().reset()
