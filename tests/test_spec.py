@@ -342,3 +342,26 @@ def test_cli_graph(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_spec_type_is_exported() -> None:
     assert TopologySpec.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_every_cli_argument_has_help_text() -> None:
+    """`genki VERB --help` explains every argument (issue 11): walk the whole parser."""
+    import argparse
+
+    from genki_signals.cli import DESCRIPTION, build_parser
+
+    missing = []
+
+    def walk(parser: argparse.ArgumentParser, path: str) -> None:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, f"{path} {name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) \
+                    and not action.help:
+                missing.append(f"{path} {'/'.join(action.option_strings) or action.dest}")
+
+    parser = build_parser()
+    walk(parser, "genki")
+    assert not missing, f"arguments without help text: {missing}"
+    assert parser.description == DESCRIPTION and "build_parser" not in parser.format_help()

@@ -30,7 +30,7 @@ def _progress(args: argparse.Namespace) -> bool | None:
 
 def add_verbs(verbs: argparse._SubParsersAction) -> None:
     p = verbs.add_parser("launch", help="run a topology spec as one process per node")
-    p.add_argument("spec", type=Path)
+    p.add_argument("spec", type=Path, help="topology spec file (YAML or JSON)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--grace", type=float, default=3.0,
                    help="seconds a node gets to stop before it is killed (default 3)")
@@ -41,7 +41,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
     p = verbs.add_parser("replay", help="run a topology with some nodes replayed from a "
                                         "recording")
-    p.add_argument("recording", type=Path)
+    p.add_argument("recording", type=Path, help="an MCAP recording made by genki record")
     p.add_argument("spec", type=Path, help="topology spec (YAML or JSON)")
     p.add_argument("--replace", required=True, metavar="NODE[,NODE...]",
                    help="nodes whose recorded frames stand in for them")
@@ -56,10 +56,12 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
                    help="write the rewritten spec (YAML, or JSON for .json)")
     p.add_argument("--no-run", action="store_true", help="only check (and write) the spec")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--grace", type=float, default=3.0)
-    p.add_argument("--run-dir", type=Path)
+    p.add_argument("--grace", type=float, default=3.0,
+                   help="seconds a node gets to stop before it is killed (default 3)")
+    p.add_argument("--run-dir", type=Path,
+                   help="directory for the run's control socket and node configs")
     p.add_argument("--address", help="control address (default: ipc:// in the run directory)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="show no progress bar")
     p.set_defaults(func=cmd_replay)
 
     p = verbs.add_parser("topics", help="list the topics of a running topology")
@@ -75,7 +77,8 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
     p = verbs.add_parser("top", help="live per-node table: rate, latency, drops, CPU, memory")
     p.add_argument("address", help="control address or topology name")
-    p.add_argument("--interval", type=float, default=1.0)
+    p.add_argument("--interval", type=float, default=1.0,
+                   help="seconds between tables (default 1)")
     p.add_argument("-n", "--iterations", type=int, help="print this many tables, then exit")
     p.set_defaults(func=cmd_top)
 

@@ -32,25 +32,27 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--meta", action="append", metavar="KEY=VALUE",
                    help="metadata stored in the recording (repeatable)")
-    p.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd")
+    p.add_argument("--compression", choices=("zstd", "lz4", "none"), default="zstd",
+                   help="chunk compression (default zstd)")
     p.add_argument("--flush-interval", type=float, default=0.5,
                    help="seconds between flushes: the most a crash loses (default 0.5)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="show no progress bar")
     p.set_defaults(func=cmd_record)
 
     p = verbs.add_parser("inspect", help="summarise a recording: topics, durations, rates, "
                                          "gaps")
-    p.add_argument("recording", type=Path)
+    p.add_argument("recording", type=Path, help="an MCAP recording made by genki record")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="show no progress bar")
     p.set_defaults(func=cmd_inspect)
 
     p = verbs.add_parser("export", help="export a recording to CSV files or a NumPy .npz")
-    p.add_argument("recording", type=Path)
+    p.add_argument("recording", type=Path, help="an MCAP recording made by genki record")
     p.add_argument("--csv", type=Path, metavar="DIR", help="one CSV per topic in DIR")
     p.add_argument("--npz", type=Path, metavar="FILE", help="one .npz, keys TOPIC/FIELD")
-    p.add_argument("--topics", nargs="+", metavar="PREFIX")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--topics", nargs="+", metavar="PREFIX",
+                   help="export only topics starting with these prefixes")
+    p.add_argument("--no-progress", action="store_true", help="show no progress bar")
     p.set_defaults(func=cmd_export)
 
 
