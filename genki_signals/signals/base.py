@@ -278,7 +278,8 @@ class StatefulOperator(Operator, abstract=True):
 
     The signature is the *first* input's per-sample shape and dtype, ``(x.shape[1:],
     x.dtype)``; further inputs (a ``with_respect_to`` timestamp stream) are checked by the
-    operator itself. ``_step`` is the template, and subclasses implement the hooks instead::
+    operator itself. ``_step`` is the template (``__call__`` inlines it for one-input operators,
+    the hot path), and subclasses implement the hooks instead::
 
         if signature changed:   _check_input(x)        every new signature, empty chunks too
                                 _reset_for(x, *more)    only for the first non-empty chunk
