@@ -3,10 +3,10 @@
 The model's inputs are one chunk of each input stream (``(n, *sample_shape)``, dynamic ``n``)
 and every carried state; its outputs are the requested streams and the states after the chunk.
 Calling it chunk after chunk, the states fed back, streams like the Python graph. The states are
-listed in the model's metadata (``genki_signals.state``, JSON) with their initial values, so a
+listed in the model's metadata (``genki.state``, JSON) with their initial values, so a
 host needs nothing but the model file::
 
-    meta = json.loads(session.get_modelmeta().custom_metadata_map["genki_signals.state"])
+    meta = json.loads(session.get_modelmeta().custom_metadata_map["genki.state"])
     state = {s["input"]: np.array(s["initial"], dtype=s["dtype"]) for s in meta}
     for chunk in chunks:
         out = session.run(None, {"accel": chunk, **state})
@@ -36,9 +36,9 @@ __all__ = ["DEFAULT_OPSET", "InputSpec", "build_model", "to_onnx", "STATE_KEY", 
 
 DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = range(17, 22)
-STATE_KEY = "genki_signals.state"
-INPUTS_KEY = "genki_signals.inputs"
-OUTPUTS_KEY = "genki_signals.outputs"
+STATE_KEY = "genki.state"
+INPUTS_KEY = "genki.inputs"
+OUTPUTS_KEY = "genki.outputs"
 
 InputSpec = (Mapping[str, Any] | Sequence[str | tuple[str, Sequence[int]]])
 """Input streams: names (scalar samples), or ``{name: sample_shape}`` / ``{name: (shape,
@@ -141,7 +141,7 @@ def build_model(graph: Any, inputs: InputSpec, outputs: Sequence[str], opset: in
         INPUTS_KEY: json.dumps({k: {"shape": list(s), "dtype": str(d)}
                                 for k, (s, d) in specs.items()}),
         OUTPUTS_KEY: json.dumps(list(outputs)),
-        "genki_signals.graph": graph.to_json(),
+        "genki.graph": graph.to_json(),
     })
     onnx.checker.check_model(model, full_check=True)
     return model
