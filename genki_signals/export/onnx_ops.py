@@ -369,7 +369,8 @@ def _gaussian(b: OnnxBuilder, op: fi.GaussianSmooth, xs, shapes, out) -> str:
     nd = len(sample)
     if nd:
         frames = b.node("Transpose", [frames], perm=[0, *range(2, 2 + nd), 1])
-    y = b.node("MatMul", [frames, b.const(op._w)])         # (n, *sample)
+    y = b.node("MatMul", [frames, b.const(op._w[:, None])])  # (n, *sample, 1)
+    y = b.node("Squeeze", [y, b.i64([-1])])
     b.set_state(name, "tail", b.where_started(
         after, b.rows_slice(ext, -2 * r, INT64_MAX), tail))
     b.set_state(name, "started", after)
@@ -433,7 +434,7 @@ def _fourier(b: OnnxBuilder, op: sp.FourierTransform, xs, shapes, out) -> str:
 # ----------------------------------------------------------------- models
 def _inference(b: OnnxBuilder, op: inf.Inference, xs, shapes, out) -> str:
     import onnx
-    from onnx import helper
+    from onnx import helper, numpy_helper
 
     if not op._whole_chunk:
         raise ExportError(f"{op.describe()}: not exportable: model '{op.model}' must be run one "
@@ -469,27 +470,53 @@ def _inference(b: OnnxBuilder, op: inf.Inference, xs, shapes, out) -> str:
     data = b.node("Cast", [xs[0]], to=elem)
     if op.stateful:
         data = b.unsqueeze0(data)                       # (1, n, *S): the chunk as one sequence
-    b.add(helper.make_node("Identity", [data], [ren(op._data_name)], name=b.fresh("feed")))
+    body = [helper.make_node("Identity", [data], [ren(op._data_name)], name=b.fresh("feed"))]
+    states = []
     for name, init in zip(op._state_in, op._init):
         st = b.state(b.scope, name, init)
-        b.add(helper.make_node("Identity", [st], [ren(name)], name=b.fresh("feed")))
+        states.append(st)
+        body.append(helper.make_node("Identity", [st], [ren(name)], name=b.fresh("feed")))
     for node in g.node:
         copy = helper.make_node(node.op_type, [ren(i) for i in node.input],
                                 [ren(o) for o in node.output], name=b.fresh(node.op_type),
                                 domain=node.domain)
         copy.attribute.extend(node.attribute)
-        b.add(copy)
-    for name, out_name in zip(op._state_in, op._state_out):
-        b.set_state(b.scope, name, ren(out_name))
-    y = ren(op._out_name)
-    if op.stateful:
-        y = b.node("Squeeze", [y, b.i64([0])])
-    return b.node("Cast", [y], to=DOUBLE)
+        body.append(copy)
+    fetch = [op._out_name, *op._state_out]
+    if not op.stateful:
+        for node in body:
+            b.add(node)
+        return b.node("Cast", [ren(op._out_name)], to=DOUBLE)
+    # ONNX Runtime aborts on a recurrent model run over an empty sequence, so an empty chunk
+    # skips the model (If): no rows out, the states unchanged.
+    types = {v.name: v.type.tensor_type.elem_type for v in g.output}
+    then = helper.make_graph(body, f"{b.scope}_model", [], [
+        helper.make_tensor_value_info(ren(o), types[o], None) for o in fetch])
+    empty = np.zeros((1, 0, *out), dtype=helper.tensor_dtype_to_np_dtype(types[op._out_name]))
+    skip_out = [b.fresh("skip") for _ in fetch]
+    skip_nodes = [helper.make_node("Constant", [], [skip_out[0]],
+                                   value=numpy_helper.from_array(empty, skip_out[0] + "_v"))]
+    skip_nodes += [helper.make_node("Identity", [st], [o]) for st, o in zip(states, skip_out[1:])]
+    skip = helper.make_graph(skip_nodes, f"{b.scope}_skip", [], [
+        helper.make_tensor_value_info(o, types[f], None) for o, f in zip(skip_out, fetch)])
+    some = b.node("Greater", [b.scalar(b.rows(xs[0])), b.i64(0)])
+    res = b.node("If", [some], "model", outputs=len(fetch), then_branch=then, else_branch=skip)
+    res = [res] if isinstance(res, str) else res
+    for name, value in zip(op._state_in, res[1:]):
+        b.set_state(b.scope, name, value)
+    return b.node("Cast", [b.node("Squeeze", [res[0], b.i64([0])])], to=DOUBLE)
 
 
 def _combine(b: OnnxBuilder, op: co.Combine, xs, shapes, out) -> str:
     values = dict(zip(op.inputs, zip(xs, shapes)))
-    for inner in op._order:
+    need, stack = set(), [op.output]  # only the inner operators the output depends on
+    inner_ops = {o.name: o for o in op._order}
+    while stack:
+        name = stack.pop()
+        if name in inner_ops and name not in need:
+            need.add(name)
+            stack.extend(inner_ops[name].inputs)
+    for inner in (o for o in op._order if o.name in need):
         ins = [values[k] for k in inner.inputs]
         values[inner.name] = emit(b, inner, [v[0] for v in ins], [v[1] for v in ins],
                                   state_prefix=b.scope)
