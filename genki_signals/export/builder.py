@@ -56,6 +56,7 @@ class OnnxBuilder:
     nodes: list[Any] = field(default_factory=list)
     initializers: list[Any] = field(default_factory=list)
     states: list[StateSlot] = field(default_factory=list)
+    domains: dict[str, int] = field(default_factory=dict)  # opsets of other domains (ML ops)
     scope: str = "graph"
     _count: int = 0
 

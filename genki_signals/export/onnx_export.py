@@ -134,7 +134,8 @@ def build_model(graph: Any, inputs: InputSpec, outputs: Sequence[str], opset: in
     g = helper.make_graph(b.nodes, "genki_signals_graph", graph_inputs, graph_outputs,
                           initializer=b.initializers)
     model = helper.make_model(g, producer_name="genki_signals",
-                              opset_imports=[helper.make_opsetid("", opset)])
+                              opset_imports=[helper.make_opsetid("", opset)] + [
+                                  helper.make_opsetid(d, v) for d, v in b.domains.items()])
     model.ir_version = min(model.ir_version, 8 if opset <= 17 else 9 if opset <= 20 else 10)
     helper.set_model_props(model, {
         STATE_KEY: json.dumps([s.describe() for s in b.states]),

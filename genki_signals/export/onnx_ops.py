@@ -442,9 +442,15 @@ def _inference(b: OnnxBuilder, op: inf.Inference, xs, shapes, out) -> str:
                           f"model with a dynamic batch (stateless) or time (stateful) axis")
     model = onnx.load(str(op.model_path))
     domains = {(o.domain or ""): o.version for o in model.opset_import}
-    if set(domains) - {"", "ai.onnx"}:
+    extra = set(domains) - {"", "ai.onnx", "ai.onnx.ml"}
+    if extra:
         raise ExportError(f"{op.describe()}: not exportable: model '{op.model}' uses operator "
-                          f"domains {sorted(set(domains) - {'', 'ai.onnx'})}")
+                          f"domains {sorted(extra)}")
+    if "ai.onnx.ml" in domains:  # scikit-learn models converted by skl2onnx
+        known = b.domains.setdefault("ai.onnx.ml", domains["ai.onnx.ml"])
+        if known != domains["ai.onnx.ml"]:
+            raise ExportError(f"{op.describe()}: model '{op.model}' uses ai.onnx.ml opset "
+                              f"{domains['ai.onnx.ml']}, another model of the graph {known}")
     if domains.get("", domains.get("ai.onnx")) != b.opset:
         from onnx import version_converter
         try:
