@@ -158,6 +158,13 @@ class SignalGraph:
 
         return to_onnx(self, path, inputs, outputs, opset, **options)
 
+    def to_torch(self, inputs: Any, outputs: list[str]) -> Any:
+        """A PyTorch ``nn.Module``, ``forward(chunks, state) -> (outputs, new_state)``, that
+        streams ``outputs`` like this graph (``genki_signals.export.torch_module``)."""
+        from genki_signals.export.torch_module import to_torch  # same layer; torch optional
+
+        return to_torch(self, inputs, outputs)
+
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], source_keys: Iterable[str] | None = None
                   ) -> "SignalGraph":
