@@ -138,3 +138,29 @@ def test_torch_onnx_export_agrees_with_the_direct_export(torch, tmp_path):
         # 1e-6, not 1e-12: torch.onnx's TorchScript exporter casts the 0-d operands of
         # torch.where (Differentiate's "started" choice) to float32 (Cast to=1 in its graph)
         np.testing.assert_allclose(res[0], want, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------- operators on torch tensors
+def test_operators_claiming_torch_give_the_numpy_result(torch):
+    from genki_signals.signals.base import OPERATORS
+    from test_ops_registry import CASES
+
+    claiming = sorted(t for t, cls in OPERATORS.items() if "torch" in cls.backends)
+    assert {"Sum", "Scale", "Norm", "ExtractDimension", "Concatenate"} <= set(claiming)
+    for type_name in claiming:
+        for case in CASES[type_name]:
+            inputs = case.inputs()
+            want = case.make({})(*inputs)
+            got = case.make({})(*[torch.from_numpy(np.ascontiguousarray(x)) for x in inputs])
+            assert isinstance(got, torch.Tensor), type_name
+            assert got.dtype == torch.float64, type_name
+            np.testing.assert_allclose(got.numpy(), want, rtol=1e-12, atol=1e-12,
+                                       err_msg=type_name)
+
+
+def test_operator_without_torch_backend_names_itself(torch):
+    op = s.MovingAverage("x", length=3, name="smooth")
+    assert op.backends == frozenset({"numpy"})
+    with pytest.raises(Exception, match=r"MovingAverage 'smooth': does not support torch "
+                                        r"tensors \(backends: numpy\)"):
+        op(torch.zeros(4))
