@@ -161,7 +161,8 @@ class SignalGraph:
     def to_torch(self, inputs: Any, outputs: list[str]) -> Any:
         """A PyTorch ``nn.Module``, ``forward(chunks, state) -> (outputs, new_state)``, that
         streams ``outputs`` like this graph (``genki_signals.export.torch_module``)."""
-        from genki_signals.export.torch_module import to_torch  # same layer; torch optional
+        # same layer; torch is optional, so imported on use
+        from genki_signals.export.torch_module import to_torch
 
         return to_torch(self, inputs, outputs)
 

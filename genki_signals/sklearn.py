@@ -42,7 +42,7 @@ class GraphTransformer(TransformerMixin, BaseEstimator):
         self.outputs = outputs
         self.reset_per_recording = reset_per_recording
 
-    def __sklearn_clone__(self) -> "GraphTransformer":
+    def __sklearn_clone__(self) -> GraphTransformer:
         # A SignalGraph holds a lock and model sessions, which deepcopy cannot copy: a clone
         # gets a graph rebuilt from the spec (fresh state, same operators).
         return GraphTransformer(self._spec(), list(self.inputs), list(self.outputs),
@@ -51,7 +51,7 @@ class GraphTransformer(TransformerMixin, BaseEstimator):
     def _spec(self) -> dict[str, Any]:
         return self.graph.to_dict() if isinstance(self.graph, SignalGraph) else dict(self.graph)
 
-    def fit(self, X: Any, y: Any = None) -> "GraphTransformer":
+    def fit(self, X: Any, y: Any = None) -> GraphTransformer:
         """Nothing to learn; checks the graph builds and computes the outputs."""
         graph = SignalGraph.from_dict(self._spec())
         missing = [o for o in self.outputs if o not in graph]

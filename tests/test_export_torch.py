@@ -142,8 +142,9 @@ def test_torch_onnx_export_agrees_with_the_direct_export(torch, tmp_path):
 
 # ---------------------------------------------------------------- operators on torch tensors
 def test_operators_claiming_torch_give_the_numpy_result(torch):
-    from genki_signals.signals.base import OPERATORS
     from test_ops_registry import CASES
+
+    from genki_signals.signals.base import OPERATORS
 
     claiming = sorted(t for t, cls in OPERATORS.items() if "torch" in cls.backends)
     assert {"Sum", "Scale", "Norm", "ExtractDimension", "Concatenate"} <= set(claiming)

@@ -16,7 +16,7 @@ import numpy as np
 
 from genki_signals.errors import GraphError
 
-__all__ = ["ExportError", "OnnxBuilder", "StateSlot", "INT64_MAX"]
+__all__ = ["INT64_MAX", "ExportError", "OnnxBuilder", "StateSlot"]
 
 INT64_MAX = np.iinfo(np.int64).max
 

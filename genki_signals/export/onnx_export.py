@@ -31,8 +31,15 @@ from genki_signals.export.builder import ExportError, OnnxBuilder
 from genki_signals.export.onnx_ops import DOUBLE, emit
 from genki_signals.frames import TIMESTAMP, is_companion
 
-__all__ = ["DEFAULT_OPSET", "InputSpec", "build_model", "to_onnx", "STATE_KEY", "INPUTS_KEY",
-           "OUTPUTS_KEY"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "INPUTS_KEY",
+    "OUTPUTS_KEY",
+    "STATE_KEY",
+    "InputSpec",
+    "build_model",
+    "to_onnx",
+]
 
 DEFAULT_OPSET = 17
 SUPPORTED_OPSETS = range(17, 22)

@@ -307,7 +307,7 @@ def _sos_scan(b: OnnxBuilder, x: str, sample: Shape, sos: np.ndarray, zi: str) -
     # Carried states, then scan outputs: y and every state after each step.
     outs = [nd("Identity", [z]) for z in z_next] + [nd("Identity", [v])] + \
         [nd("Identity", [z]) for z in z_next]
-    tensor = lambda name: helper.make_tensor_value_info(name, TensorProto.DOUBLE, shape)  # noqa: E731
+    tensor = lambda name: helper.make_tensor_value_info(name, TensorProto.DOUBLE, shape)
     body = helper.make_graph(
         body_nodes, "sos_step",
         [tensor(f"z{i}") for i in range(2 * S)] + [tensor("x_t")],
@@ -455,7 +455,7 @@ def _inference(b: OnnxBuilder, op: inf.Inference, xs, shapes, out) -> str:
         from onnx import version_converter
         try:
             model = version_converter.convert_version(model, b.opset)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the converter raises many types
             raise ExportError(f"{op.describe()}: model '{op.model}' (opset "
                               f"{domains.get('')}) cannot be converted to opset {b.opset}: "
                               f"{exc}") from None
@@ -465,7 +465,7 @@ def _inference(b: OnnxBuilder, op: inf.Inference, xs, shapes, out) -> str:
         raise ExportError(f"{op.describe()}: not exportable: model '{op.model}' has nodes "
                           f"with subgraphs")
     prefix = f"{b.scope}/model/"
-    ren = lambda s: prefix + s if s else s  # noqa: E731
+    ren = lambda s: prefix + s if s else s
     for init in g.initializer:
         t = onnx.TensorProto()
         t.CopyFrom(init)

@@ -21,7 +21,7 @@ import numpy as np
 from genki_signals.errors import OperatorError
 from genki_signals.signals.base import Operator
 
-__all__ = ["Scale", "Sum", "Difference", "Multiply", "Abs", "Pow", "Exp", "Log", "Clip"]
+__all__ = ["Abs", "Clip", "Difference", "Exp", "Log", "Multiply", "Pow", "Scale", "Sum"]
 
 _F64 = np.dtype(np.float64)
 

@@ -41,7 +41,7 @@ import numpy as np
 
 from genki_signals.errors import OperatorError
 
-OPERATORS: dict[str, type["Operator"]] = {}
+OPERATORS: dict[str, type[Operator]] = {}
 """Registry of operator types by name: what ``from_dict`` and spec validation look up."""
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -203,7 +203,7 @@ class Operator:
         return out
 
     @staticmethod
-    def from_dict(spec: Mapping[str, Any]) -> "Operator":
+    def from_dict(spec: Mapping[str, Any]) -> Operator:
         """Build an operator from ``to_dict`` output; unknown types or keys are errors."""
         if not isinstance(spec, Mapping):
             raise OperatorError(f"operator spec must be a mapping, got {type(spec).__name__}")

@@ -17,7 +17,7 @@ import numpy as np
 from genki_signals.errors import OperatorError
 from genki_signals.signals.base import Operator
 
-__all__ = ["ExtractDimension", "Concatenate", "Stack", "Reshape", "Norm"]
+__all__ = ["Concatenate", "ExtractDimension", "Norm", "Reshape", "Stack"]
 
 
 def _check_input_list(cls: type, inputs: Any, name: Any) -> list[str]:
