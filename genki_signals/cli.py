@@ -47,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_record_verbs(verbs)  # record, inspect, export
     add_plot_verb(verbs)  # plot: a live browser dashboard of a running topology
 
+    from genki_signals.export.command import add_verb as add_export_verb
+
+    add_export_verb(verbs)  # export-graph: a graph node as a streaming ONNX model
+
     p = verbs.add_parser("demo", help="run the seed notebook's demo in-process and print it live")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
     p.set_defaults(func=_cmd_demo)

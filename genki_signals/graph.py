@@ -148,6 +148,24 @@ class SignalGraph:
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
 
+    def to_onnx(self, path: Any, inputs: Any, outputs: list[str], opset: int | None = None,
+                **options: Any) -> Any:
+        """Write a streaming ONNX model of ``outputs`` computed from ``inputs`` (see
+        ``genki_signals.export``: chunk + state in, outputs + next state out). ``inputs`` are
+        stream names (scalar samples) or ``{name: sample_shape}``. Raises ``ExportError``
+        naming the operator that cannot be exported."""
+        from genki_signals.export import to_onnx  # same layer; lazy: onnx is optional
+
+        return to_onnx(self, path, inputs, outputs, opset, **options)
+
+    def to_torch(self, inputs: Any, outputs: list[str]) -> Any:
+        """A PyTorch ``nn.Module``, ``forward(chunks, state) -> (outputs, new_state)``, that
+        streams ``outputs`` like this graph (``genki_signals.export.torch_module``)."""
+        # same layer; torch is optional, so imported on use
+        from genki_signals.export.torch_module import to_torch
+
+        return to_torch(self, inputs, outputs)
+
     @classmethod
     def from_dict(cls, spec: Mapping[str, Any], source_keys: Iterable[str] | None = None
                   ) -> "SignalGraph":

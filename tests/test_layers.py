@@ -39,6 +39,10 @@ LAYER_OF: dict[str, str] = {
     "genki_signals.params": "core",  # typed params parsing, once it exists
     "genki_signals.signals": "signals",
     "genki_signals.graph": "graph",
+    # Export sits with the graph: SignalGraph.to_onnx is a lazy hook into it (same layer), and
+    # it reads operators and graphs only.
+    "genki_signals.export": "graph",
+    "genki_signals.sklearn": "graph",
     "genki_signals.buffers": "buffers",
     "genki_signals.bus": "bus",
     "genki_signals.clocksync": "clocksync",

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from genki_signals.errors import OperatorError
 from genki_signals.signals.base import Operator
 
-__all__ = ["Scale", "Sum", "Difference", "Multiply", "Abs", "Pow", "Exp", "Log", "Clip"]
+__all__ = ["Abs", "Clip", "Difference", "Exp", "Log", "Multiply", "Pow", "Scale", "Sum"]
 
 _F64 = np.dtype(np.float64)
 
@@ -41,8 +41,17 @@ def _not_numbers(op: Operator, chunks: tuple[np.ndarray, ...]) -> OperatorError:
     return OperatorError(f"{op.describe()}: inputs must be numbers, got dtype(s) {listing}")
 
 
+def _as_float_xp(xp: Any, op: Operator, out: Any) -> Any:
+    """The array-API version of ``_as_float``: float64 out (complex kept)."""
+    if xp.isdtype(out.dtype, "complex floating") or out.dtype == xp.float64:
+        return out
+    if xp.isdtype(out.dtype, ("bool", "integral", "real floating")):
+        return xp.astype(out, xp.float64)
+    raise OperatorError(f"{op.describe()}: inputs must be numbers, got dtype {out.dtype}")
+
+
 class _Unary(Operator, abstract=True):
-    """One input, one elementwise function ``_apply``."""
+    """One input, one elementwise function ``_apply`` (``_apply_xp`` on torch tensors)."""
 
     def __init__(self, input: str, name: str | None) -> None:
         super().__init__([input], name)
@@ -50,6 +59,14 @@ class _Unary(Operator, abstract=True):
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def _apply_xp(self, xp: Any, x: Any) -> Any:
+        raise NotImplementedError
+
+    def _step_xp(self, xp: Any, x: Any) -> Any:
+        if not xp.isdtype(x.dtype, ("bool", "integral", "real floating", "complex floating")):
+            raise _not_numbers(self, (x,))
+        return _as_float_xp(xp, self, self._apply_xp(xp, x))
 
     def _step(self, x: np.ndarray) -> np.ndarray:
         try:
@@ -63,6 +80,17 @@ class _Nary(Operator, abstract=True):
     """Several same-shaped inputs folded with one binary ufunc."""
 
     _ufunc: ClassVar[np.ufunc]  # set by subclasses
+    backends = frozenset({"numpy", "torch"})
+
+    def _step_xp(self, xp: Any, *chunks: Any) -> Any:
+        for c in chunks[1:]:
+            if c.shape != chunks[0].shape:
+                raise self._mismatch(chunks)
+        fn = getattr(xp, self._ufunc.__name__)  # add, multiply, subtract: array-API names
+        out = fn(chunks[0], chunks[1])
+        for c in chunks[2:]:
+            out = fn(out, c)
+        return _as_float_xp(xp, self, out)
 
     def _step(self, *chunks: np.ndarray) -> np.ndarray:
         shape = chunks[0].shape
@@ -102,6 +130,11 @@ class Scale(_Unary):
         self.factor = self.check_number("factor", factor)
         self.offset = self.check_number("offset", offset)
         self._factor, self._offset = float(factor), float(offset)
+
+    backends = frozenset({"numpy", "torch"})
+
+    def _apply_xp(self, xp: Any, x: Any) -> Any:
+        return xp.astype(x, xp.float64) * self._factor + self._offset
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
         out = x * self._factor  # a new float array: safe to add in place
@@ -146,6 +179,11 @@ class Abs(_Unary):
     def __init__(self, input: str, name: str | None = None) -> None:
         super().__init__(input, name)
 
+    backends = frozenset({"numpy", "torch"})
+
+    def _apply_xp(self, xp: Any, x: Any) -> Any:
+        return xp.abs(x)
+
     def _apply(self, x: np.ndarray) -> np.ndarray:
         return np.abs(x)
 
@@ -161,6 +199,11 @@ class Pow(_Unary):
         super().__init__(input, name)
         self.exponent = self.check_number("exponent", exponent)
 
+    backends = frozenset({"numpy", "torch"})
+
+    def _apply_xp(self, xp: Any, x: Any) -> Any:
+        return xp.pow(xp.astype(x, xp.float64), float(self.exponent))
+
     def _apply(self, x: np.ndarray) -> np.ndarray:
         return np.float_power(x, self.exponent)
 
@@ -170,6 +213,11 @@ class Exp(_Unary):
 
     def __init__(self, input: str, name: str | None = None) -> None:
         super().__init__(input, name)
+
+    backends = frozenset({"numpy", "torch"})
+
+    def _apply_xp(self, xp: Any, x: Any) -> Any:
+        return xp.exp(xp.astype(x, xp.float64))
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
         return np.exp(x)
@@ -201,6 +249,17 @@ class Log(_Unary):
             scale = 1.0 / math.log(base)
             self._log = lambda x: np.multiply(np.log(x), scale)
 
+    backends = frozenset({"numpy", "torch"})
+
+    def _apply_xp(self, xp: Any, x: Any) -> Any:
+        x = xp.astype(x, xp.float64)
+        if self.base == 2:
+            return xp.log2(x)
+        if self.base == 10:
+            return xp.log10(x)
+        y = xp.log(x)
+        return y if self.base is None or self.base == math.e else y / math.log(self.base)
+
     def _apply(self, x: np.ndarray) -> np.ndarray:
         return self._log(x)
 
@@ -226,6 +285,14 @@ class Clip(_Unary):
             raise self._fail("minimum", f"must be <= maximum ({maximum!r}), got {minimum!r}")
         self.minimum = minimum
         self.maximum = maximum
+
+    backends = frozenset({"numpy", "torch"})
+
+    def _apply_xp(self, xp: Any, x: Any) -> Any:
+        if xp.isdtype(x.dtype, "complex floating"):
+            raise OperatorError(f"{self.describe()}: input '{self.input}' must be real to be "
+                                f"clipped, got dtype {x.dtype}")
+        return xp.clip(xp.astype(x, xp.float64), min=self.minimum, max=self.maximum)
 
     def _apply(self, x: np.ndarray) -> np.ndarray:
         if x.dtype.kind == "c":

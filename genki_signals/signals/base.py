@@ -41,7 +41,7 @@ import numpy as np
 
 from genki_signals.errors import OperatorError
 
-OPERATORS: dict[str, type["Operator"]] = {}
+OPERATORS: dict[str, type[Operator]] = {}
 """Registry of operator types by name: what ``from_dict`` and spec validation look up."""
 
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -81,6 +81,11 @@ class Operator:
     """Parameters a node fills from its own settings when the spec leaves them out or null
     (model operators: ``threads``, ``base_dir``); see ``with_node_defaults``."""
 
+    backends: ClassVar[frozenset[str]] = frozenset({"numpy"})
+    """Array libraries the operator computes on: ``"numpy"`` always; ``"torch"`` when it
+    implements ``_step_xp`` (array API, via ``array-api-compat``), so a torch tensor in gives a
+    torch tensor out. Any other tensor is refused with an error naming the operator."""
+
     _abstract: ClassVar[bool] = True
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
@@ -119,10 +124,14 @@ class Operator:
         if len(chunks) == 1:  # the hot path: keep it to a type check and a dimension check
             a = chunks[0]
             if type(a) is not np.ndarray:
+                if _is_tensor(a):
+                    return self._call_tensor(chunks)
                 a = np.asarray(a)
             if a.ndim == 0:
                 raise self._scalar_error(self.inputs[0])
             return self._step(a)
+        if any(_is_tensor(c) for c in chunks):
+            return self._call_tensor(chunks)
         arrays = [c if type(c) is np.ndarray else np.asarray(c) for c in chunks]
         n = arrays[0].shape[0] if arrays[0].ndim else None
         for input_name, a in zip(self.inputs, arrays):
@@ -134,6 +143,30 @@ class Operator:
                 raise OperatorError(
                     f"{self.describe()}: inputs have different numbers of samples ({counts})")
         return self._step(*arrays)
+
+    def _call_tensor(self, chunks: tuple[Any, ...]) -> Any:
+        """Chunks that are not numpy arrays but tensors of another array library (torch)."""
+        kind = type(next(c for c in chunks if _is_tensor(c))).__module__.split(".")[0]
+        if kind not in self.backends:
+            raise OperatorError(f"{self.describe()}: does not support {kind} tensors "
+                                f"(backends: {', '.join(sorted(self.backends))}); convert "
+                                f"the input to a numpy array first")
+        import array_api_compat
+
+        xp = array_api_compat.array_namespace(*chunks)
+        for input_name, c in zip(self.inputs, chunks):
+            if c.ndim == 0:
+                raise self._scalar_error(input_name)
+        n = chunks[0].shape[0]
+        if any(c.shape[0] != n for c in chunks):
+            counts = ", ".join(f"{k}: {c.shape[0]}" for k, c in zip(self.inputs, chunks))
+            raise OperatorError(
+                f"{self.describe()}: inputs have different numbers of samples ({counts})")
+        return self._step_xp(xp, *chunks)
+
+    def _step_xp(self, xp: Any, *chunks: Any) -> Any:
+        """The array-API version of ``_step`` (operators listing a tensor backend)."""
+        raise NotImplementedError
 
     def _scalar_error(self, input_name: str) -> OperatorError:
         return OperatorError(f"{self.describe()}: input '{input_name}' must be time-first with "
@@ -170,7 +203,7 @@ class Operator:
         return out
 
     @staticmethod
-    def from_dict(spec: Mapping[str, Any]) -> "Operator":
+    def from_dict(spec: Mapping[str, Any]) -> Operator:
         """Build an operator from ``to_dict`` output; unknown types or keys are errors."""
         if not isinstance(spec, Mapping):
             raise OperatorError(f"operator spec must be a mapping, got {type(spec).__name__}")
@@ -404,6 +437,12 @@ def to_jsonable(value: Any) -> Any:
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+def _is_tensor(a: Any) -> bool:
+    """A torch (or other array-library) tensor: has a dtype and a shape, and is not numpy's."""
+    return (not isinstance(a, (np.ndarray, np.generic)) and hasattr(a, "__array_namespace__")
+            or type(a).__module__.startswith("torch"))
 
 
 def _snake(name: str) -> str:

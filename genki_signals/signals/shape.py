@@ -17,7 +17,7 @@ import numpy as np
 from genki_signals.errors import OperatorError
 from genki_signals.signals.base import Operator
 
-__all__ = ["ExtractDimension", "Concatenate", "Stack", "Reshape", "Norm"]
+__all__ = ["Concatenate", "ExtractDimension", "Norm", "Reshape", "Stack"]
 
 
 def _check_input_list(cls: type, inputs: Any, name: Any) -> list[str]:
@@ -66,6 +66,21 @@ class ExtractDimension(Operator):
         else:
             self.dim = self.check_int("dim", dim)
 
+    backends = frozenset({"numpy", "torch"})
+
+    def _step_xp(self, xp: Any, x: Any) -> Any:
+        if x.ndim < 2:
+            raise OperatorError(f"{self.describe()}: input '{self.input}' must have shape "
+                                f"at least 2 dimension(s), got {tuple(x.shape)}")
+        size = x.shape[1]
+        dims = self.dim if isinstance(self.dim, list) else [self.dim]
+        if any(not -size <= d < size for d in dims):
+            raise OperatorError(f"{self.describe()}: field 'dim' {self.dim!r} is out of range "
+                                f"for input '{self.input}' with shape {tuple(x.shape)}")
+        if isinstance(self.dim, list):
+            return xp.take(x, xp.asarray([d % size for d in dims]), axis=1)
+        return x[:, self.dim]
+
     def _step(self, x: np.ndarray) -> np.ndarray:
         self.check_ndim(self.input, x, minimum=2)
         size = x.shape[1]
@@ -87,6 +102,16 @@ class Concatenate(Operator):
     def __init__(self, inputs: list[str], name: str | None = None, *, axis: int = -1) -> None:
         super().__init__(_check_input_list(type(self), inputs, name), name)
         self.axis = self.check_int("axis", axis)
+
+    backends = frozenset({"numpy", "torch"})
+
+    def _step_xp(self, xp: Any, *chunks: Any) -> Any:
+        chunks = tuple(c[:, None] if c.ndim == 1 else c for c in chunks)
+        if len({c.ndim for c in chunks}) > 1:
+            raise OperatorError(f"{self.describe()}: inputs must have the same number of "
+                                f"dimensions, got {self._shapes(chunks)}")
+        axis = _array_axis(self, self.axis, chunks[0].ndim - 1, f"inputs {self._shapes(chunks)}")
+        return xp.concat(chunks, axis=axis)
 
     def _step(self, *chunks: np.ndarray) -> np.ndarray:
         chunks = tuple(c[:, None] if c.ndim == 1 else c for c in chunks)
@@ -172,6 +197,17 @@ class Norm(Operator):
                 or ord <= 0):
             raise self._fail("ord", f"must be a number > 0 (or inf), got {ord!r}")
         self.ord = ord
+
+    backends = frozenset({"numpy", "torch"})
+
+    def _step_xp(self, xp: Any, x: Any) -> Any:
+        flat = xp.reshape(xp.astype(x, xp.float64), (x.shape[0], math.prod(x.shape[1:])))
+        if self.ord == 2:
+            return xp.sqrt(xp.sum(flat * flat, axis=1))
+        mag = xp.abs(flat)
+        if math.isinf(self.ord):
+            return xp.max(mag, axis=1)
+        return xp.sum(mag ** float(self.ord), axis=1) ** (1.0 / float(self.ord))
 
     def _step(self, x: np.ndarray) -> np.ndarray:
         flat = x.reshape(x.shape[0], math.prod(x.shape[1:]))
