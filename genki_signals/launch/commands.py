@@ -44,6 +44,10 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
     add_plot_verb(verbs)  # plot: a live browser dashboard (genki_signals.plot)
 
+    from genki_signals.foxglove.cli import add_verb as add_foxglove_verb
+
+    add_foxglove_verb(verbs)  # foxglove: live view in Foxglove (genki_signals.foxglove)
+
 
 def cmd_launch(args: argparse.Namespace) -> int:
     from genki_signals.launch.launcher import Launcher
