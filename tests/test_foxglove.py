@@ -18,17 +18,16 @@ import sys
 import time
 from pathlib import Path
 
+import jsonschema
 import numpy as np
 import pytest
 import yaml
+from mcap.reader import make_reader
 
 from genki_signals.cli import main
 from genki_signals.record import Recorder, load_recording, read_frames
 from genki_signals.record.foxglove import export_foxglove
 from proc_helpers import env_with_tests_on_path
-
-jsonschema = pytest.importorskip("jsonschema")
-from mcap.reader import make_reader  # noqa: E402
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -180,7 +179,6 @@ def receive(ws, subscription: int, count: int, timeout: float) -> list[tuple[int
 
 @pytest.mark.timeout(90)
 def test_live_foxglove_sink_serves_a_running_topology(tmp_path, launcher_factory):
-    pytest.importorskip("foxglove", reason="needs the foxglove extra")
     spec = tmp_path / "live.yaml"
     spec.write_text(yaml.safe_dump({"name": "fox_live", "nodes": [
         {"id": "signals", "kind": "source",

@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import yaml  # noqa: E402
 
-pylsl = pytest.importorskip("pylsl", reason="needs the lsl extra: pip install -e '.[lsl]'")
+import pylsl  # noqa: E402 - the lsl extra (in the test extra)
 
 from genki_signals.clock import Clock  # noqa: E402
 from genki_signals.data_sources.lsl import LSLDataSource  # noqa: E402
