@@ -84,8 +84,9 @@ def top(address: str, interval: float = 1.0, iterations: int | None = None,
 
 
 def format_top(d: dict[str, Any]) -> str:
+    # frames/s: what a node publishes, or for a sink (publishes nothing) what it receives
     head = (f"{'node':16s} {'kind':7s} {'state':10s} {'restarts':>8s} {'frames/s':>9s} "
-            f"{'latency ms':>10s} {'drops':>7s} {'gaps':>6s} {'errors':>6s} {'cpu %':>6s} "
+            f"{'in/s':>7s} {'latency ms':>10s} {'drops':>7s} {'gaps':>6s} {'errors':>6s} {'cpu %':>6s} "
             f"{'mem MB':>7s}")
     lines = [f"topology '{d['topology']}' at {d['address']}", head]
     for n in d["nodes"]:
@@ -96,10 +97,16 @@ def format_top(d: dict[str, Any]) -> str:
         errors = st.get("decode_errors", 0) + st.get("frame_errors", 0)
         lines.append(
             f"{n['id']:16s} {n['kind']:7s} {n['state']:10s} {n['restarts']:8d} "
-            f"{st.get('rate_out', 0.0):9.1f} {lat} {st.get('drops', 0):7d} "
+            f"{_shown_rate(n['kind'], st):9.1f} {st.get('rate_in', 0.0):7.1f} {lat} {st.get('drops', 0):7d} "
             f"{st.get('gaps', 0):6d} {errors:6d} {st.get('cpu_percent', 0.0):6.1f} "
             f"{st.get('rss_bytes', 0) / 1e6:7.1f}")
     return "\n".join(lines)
+
+
+def _shown_rate(kind: str, stats: dict[str, Any]) -> float:
+    """frames/s of the table: published frames, received ones for sinks and recorders."""
+    key = "rate_in" if kind in ("sink", "recorder") else "rate_out"
+    return float(stats.get(key, 0.0) or 0.0)
 
 
 def _describe(value: np.ndarray) -> str:
