@@ -531,7 +531,7 @@ NODE_KINDS: dict[str, NodeKind] = {
     "graph": NodeKind(inputs="required", publishes=True, check=_check_graph,
                       doc="runs a SignalGraph (params.operators) over its inputs"),
     "sink": NodeKind(inputs="required", publishes=False, check=_check_sink,
-                     doc="consumes frames (params.type: printer, csv, null, plot)",
+                     doc="consumes frames (params.type: printer, csv, null, plot, lsl, foxglove)",
                      normalize=_normalize_sink),
     "inference": NodeKind(inputs="required", publishes=True, check=_check_inference,
                           doc="a graph of model operators (params.operators) with "
