@@ -282,9 +282,16 @@ class Dashboard:
         doc.js_on_event(DocumentReady, CustomJS(args={"div": fps_div}, code=_FPS_JS))
         session = _Session(self, box)
 
-        def connected() -> bool:  # a closed tab's session lives on until bokeh reaps it
+        seen = [False]  # has a browser connected to this session yet?
+
+        def connected() -> bool:
+            """False once the session's browser tab is gone: bokeh keeps the session a while
+            and every update sent to it would fail (a warning each). Before its first
+            connection (the page is loading) the session is drawn as usual."""
             server_session = getattr(doc.session_context, "_session", None)
-            return getattr(server_session, "connection_count", 1) > 0
+            count = getattr(server_session, "connection_count", 1)
+            seen[0] = seen[0] or count > 0
+            return count > 0 or not seen[0]
 
         def tick() -> None:
             if connected():
