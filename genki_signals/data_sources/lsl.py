@@ -98,7 +98,8 @@ class LSLSourceParams:
     max_buffer: float = 60.0
     """Seconds (or x100 samples for irregular streams) liblsl buffers when reads lag."""
 
-    FIELDS = ("name", "content_type", "source_id", "channels", "key", "resolve_timeout", "max_buffer")
+    FIELDS = ("name", "content_type", "source_id", "channels", "key", "resolve_timeout",
+              "max_buffer")
 
     @classmethod
     def parse(cls, params: Mapping[str, Any]) -> tuple[LSLSourceParams | None, list[str]]:
@@ -339,6 +340,7 @@ def build_lsl_source(params: Mapping[str, Any]) -> LSLDataSource:
     parsed, problems = LSLSourceParams.parse(params)
     if problems:
         raise SourceParameterError("; ".join(problems))
-    return LSLDataSource(parsed.name, parsed.content_type, parsed.source_id, channels=parsed.channels,
+    return LSLDataSource(parsed.name, parsed.content_type, parsed.source_id,
+                         channels=parsed.channels,
                          key=parsed.key, resolve_timeout=parsed.resolve_timeout,
                          max_buffer=parsed.max_buffer)

@@ -86,8 +86,8 @@ def top(address: str, interval: float = 1.0, iterations: int | None = None,
 def format_top(d: dict[str, Any]) -> str:
     # frames/s: what a node publishes, or for a sink (publishes nothing) what it receives
     head = (f"{'node':16s} {'kind':7s} {'state':10s} {'restarts':>8s} {'frames/s':>9s} "
-            f"{'in/s':>7s} {'latency ms':>10s} {'drops':>7s} {'gaps':>6s} {'errors':>6s} {'cpu %':>6s} "
-            f"{'mem MB':>7s}")
+            f"{'in/s':>7s} {'latency ms':>10s} {'drops':>7s} {'gaps':>6s} {'errors':>6s} "
+            f"{'cpu %':>6s} {'mem MB':>7s}")
     lines = [f"topology '{d['topology']}' at {d['address']}", head]
     for n in d["nodes"]:
         st = n.get("stats") or {}
@@ -97,7 +97,8 @@ def format_top(d: dict[str, Any]) -> str:
         errors = st.get("decode_errors", 0) + st.get("frame_errors", 0)
         lines.append(
             f"{n['id']:16s} {n['kind']:7s} {n['state']:10s} {n['restarts']:8d} "
-            f"{_shown_rate(n['kind'], st):9.1f} {st.get('rate_in', 0.0):7.1f} {lat} {st.get('drops', 0):7d} "
+            f"{_shown_rate(n['kind'], st):9.1f} {st.get('rate_in', 0.0):7.1f} {lat} "
+            f"{st.get('drops', 0):7d} "
             f"{st.get('gaps', 0):6d} {errors:6d} {st.get('cpu_percent', 0.0):6.1f} "
             f"{st.get('rss_bytes', 0) / 1e6:7.1f}")
     return "\n".join(lines)
