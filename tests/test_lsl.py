@@ -9,6 +9,7 @@ peer and a session id of its own (before liblsl is first used; node processes in
 
 from __future__ import annotations
 
+import json
 import time
 
 import lsl_helpers
@@ -198,6 +199,33 @@ def test_outlet_sink_is_read_by_a_plain_pylsl_inlet():
     # our stamps were moved onto the LSL clock: back on the topology clock they are the frame's
     assert np.max(np.abs(np.array(stamps) - clock._t0 - ts[4:])) < 1e-3
     assert lsl_helpers.assert_loopback_only() >= 1
+    sink.close()
+
+
+def test_events_become_an_lsl_marker_stream():
+    name = unique("gestures")
+    clock = Clock()
+    sink = LSLOutletSinkLogic(LSLSinkParams(name=name), clock=clock)
+    sink.start()
+
+    def event(t: float, label: bytes, score: float) -> dict[str, np.ndarray]:
+        return {"timestamp": np.array([t]), "label": np.array([label]),
+                "score": np.array([score])}
+
+    sink.on_event("inference/events", event(clock.now(), b"first", 0.5), 0.0)  # makes it
+    found = pylsl.resolve_bypred(f"name='{name}/events' and type='Markers'", timeout=5)
+    assert found, "no marker stream"
+    inlet = pylsl.StreamInlet(found[0])
+    info = inlet.info(timeout=5)
+    assert (info.channel_count(), info.channel_format(), info.nominal_srate()) == \
+        (1, pylsl.cf_string, 0.0)
+    inlet.open_stream(timeout=5)
+    time.sleep(0.3)
+    t = clock.now()
+    sink.on_event("inference/events", event(t, b"circle", 0.93), 0.0)
+    sample, stamp = inlet.pull_sample(timeout=5)
+    assert json.loads(sample[0]) == {"label": "circle", "score": 0.93}
+    assert abs(stamp - clock._t0 - t) < 1e-3
     sink.close()
 
 

@@ -13,6 +13,10 @@ In a spec::
         nominal_rate: 100           # default: measured from the first frame (0: irregular)
         format: float32             # default: from the streams' dtypes
 
+Events (``kind: event`` frames, e.g. ``inference/events``) become an LSL marker stream per
+topic: content type ``Markers``, irregular rate, one string channel holding each event's fields
+as JSON (``{"label": "circle", "score": 0.93}``), stamped like samples.
+
 One outlet per input topic. Its channels are the chosen streams in order, an N-d stream giving
 one channel per element (labels ``key[i]``); the stream's description holds the channel labels
 (``desc/channels/channel/label``, the XDF convention LabRecorder stores) and the genki topic.
@@ -127,7 +131,9 @@ class LSLOutletSinkLogic(NodeLogic):
         self.source_id_prefix = params.source_id or source_id_prefix
         self.clock = clock if clock is not None else default_clock()
         self.outlets: dict[str, _Outlet] = {}
+        self.markers: dict[str, Any] = {}  # topic -> string outlet of its events
         self.samples = 0
+        self.events = 0
         self._pylsl: Any = None
 
     def start(self) -> None:
@@ -193,12 +199,41 @@ class LSLOutletSinkLogic(NodeLogic):
         self.samples += n
         return []
 
+    def on_event(self, input_name: str, frame: dict[str, np.ndarray], now: float
+                 ) -> list[Output]:
+        n = frame_length(frame)
+        if n == 0:
+            return []
+        outlet = self.markers.get(input_name)
+        if outlet is None:
+            pylsl = self._pylsl
+            name = self.params.name or input_name
+            if self.params.name:
+                name = f"{self.params.name}/{input_name.split('/', 1)[-1]}"
+            info = pylsl.StreamInfo(name, "Markers", 1, 0.0, pylsl.cf_string,
+                                    f"{self.source_id_prefix}/{input_name}")
+            info.desc().append_child_value("genki_topic", input_name)
+            info.desc().append_child("channels").append_child("channel") \
+                .append_child_value("label", "event")
+            outlet = self.markers[input_name] = pylsl.StreamOutlet(info)
+        from genki_signals.data_sources.lsl import lsl_to_topology_offset
+        from genki_signals.record.foxglove import event_json
+
+        offset = lsl_to_topology_offset(self.clock, self._pylsl.local_clock)
+        stamps = np.asarray(frame[TIMESTAMP], dtype=np.float64) - offset
+        for i in range(n):
+            outlet.push_sample([event_json(frame, i)], float(stamps[i]))
+        self.events += n
+        return []
+
     def stats(self) -> dict[str, Any]:
-        return {"samples": self.samples, "lsl_outlets": len([o for o in self.outlets.values()
-                                                             if o is not None])}
+        return {"samples": self.samples, "events": self.events,
+                "lsl_outlets": len([o for o in self.outlets.values() if o is not None])
+                + len(self.markers)}
 
     def close(self) -> None:
         self.outlets.clear()  # pylsl destroys each outlet with its object
+        self.markers.clear()
 
 
 # ---------------------------------------------------------------------- the sink table entries

@@ -35,7 +35,7 @@ import numpy as np
 from genki_signals.frames import COMPANION_SUFFIX, TIMESTAMP, Frame
 from genki_signals.record.format import META_RECORDING
 
-__all__ = ["FrameEncoder", "field_schema", "frame_schema", "foxglove_topic",
+__all__ = ["FrameEncoder", "event_json", "field_schema", "frame_schema", "foxglove_topic",
            "export_foxglove", "FoxgloveExport", "META_FOXGLOVE"]
 
 META_FOXGLOVE = "genki.foxglove"
@@ -101,6 +101,14 @@ def _jsonable(values: np.ndarray) -> list[Any]:
     if arr.dtype.kind in "biuU":
         return arr.tolist()
     return [str(x) for x in arr.ravel()]
+
+
+def event_json(frame: Mapping[str, np.ndarray], i: int) -> str:
+    """Sample ``i`` of a frame as a JSON object of its fields, ``timestamp`` left out (the form
+    of an LSL marker)."""
+    fields = {k: _jsonable(np.asarray(v)[i:i + 1])[0] for k, v in frame.items()
+              if k != TIMESTAMP and not k.endswith(COMPANION_SUFFIX)}
+    return json.dumps(fields, allow_nan=False, separators=(",", ":"))
 
 
 def _layout(frame: Mapping[str, np.ndarray], keys: Iterable[str]) -> Layout:
