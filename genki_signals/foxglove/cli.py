@@ -47,7 +47,8 @@ def run_foxglove(address: str, topics: list[str] | None = None, *, host: str = "
     d = directory(address)
     subscriptions = resolve_topics(d, topics)
     clock = Clock().anchor(d["clock_origin"], d["wall_anchor"])
-    server = FoxgloveServer(host, port, name=f"{d['topology']} (genki foxglove)", clock=clock)
+    server = FoxgloveServer(host, port, name=f"{d['topology']} (genki foxglove)", clock=clock,
+                            wall_anchor=d["wall_anchor"])
     sub = Subscriber()
     try:
         for endpoint, prefixes in subscriptions.items():

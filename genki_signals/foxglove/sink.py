@@ -85,7 +85,7 @@ class FoxgloveServer:
 
     def __init__(self, host: str = "127.0.0.1", port: int = DEFAULT_PORT, *,
                  name: str = "genki-signals", keys: Any = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, wall_anchor: float | None = None) -> None:
         try:
             import foxglove
         except ImportError as exc:
@@ -103,8 +103,8 @@ class FoxgloveServer:
                                             message_backlog_size=BACKLOG)
         self.host, self.port = host, self.server.port
         self.url = f"ws://{host}:{self.port}"
-        self.encoder = FrameEncoder(self._open_channel,
-                                    int(round(self.clock.wall_anchor * 1e9)), keys=keys)
+        anchor = self.clock.wall_anchor if wall_anchor is None else wall_anchor
+        self.encoder = FrameEncoder(self._open_channel, int(round(anchor * 1e9)), keys=keys)
         self.messages = 0
 
     def _open_channel(self, topic: str, schema: dict[str, Any]) -> Any:
@@ -126,10 +126,12 @@ class FoxgloveSinkLogic(NodeLogic):
     merge_inputs = False  # frames as they arrive: a viewer needs no cross-input ordering
 
     def __init__(self, params: FoxgloveSinkParams = FoxgloveSinkParams(), *,
-                 name: str = "genki-signals", clock: Clock | None = None) -> None:
+                 name: str = "genki-signals", clock: Clock | None = None,
+                 wall_anchor: float | None = None) -> None:
         self.params = params
         self.name = name
         self.clock = clock
+        self.wall_anchor = wall_anchor
         self.server: FoxgloveServer | None = None
         self.frames = 0
 
@@ -139,7 +141,8 @@ class FoxgloveSinkLogic(NodeLogic):
 
     def start(self) -> None:
         self.server = FoxgloveServer(self.params.host, self.params.port, name=self.name,
-                                     keys=self.params.keys, clock=self.clock)
+                                     keys=self.params.keys, clock=self.clock,
+                                     wall_anchor=self.wall_anchor)
         log.info("foxglove: %s", self.server.url)
 
     def _wanted(self, topic: str) -> bool:
@@ -173,9 +176,20 @@ def check_foxglove_sink(params: Mapping[str, Any], available: list[str] | None) 
     return FoxgloveSinkParams.parse(params)[1]
 
 
-def build_foxglove_sink(node_id: str, params: Mapping[str, Any], topology: str = ""
-                        ) -> FoxgloveSinkLogic:
-    parsed, problems = FoxgloveSinkParams.parse(params)
+def build_foxglove_sink(config: Any) -> FoxgloveSinkLogic:
+    """The logic of a ``type: foxglove`` sink node (``config``: its ``NodeConfig``).
+
+    Log times use the run's wall anchor from the launcher's directory (as recordings do), so a
+    live view and a recording of the same run agree to the nanosecond."""
+    from genki_signals.bus import control
+
+    parsed, problems = FoxgloveSinkParams.parse(config.params)
     if problems:
-        raise ValueError(f"node '{node_id}': " + "; ".join(problems))
-    return FoxgloveSinkLogic(parsed, name=f"{topology or 'genki-signals'} ({node_id})")
+        raise ValueError(f"node '{config.id}': " + "; ".join(problems))
+    try:
+        wall_anchor = control.request(config.control_endpoint, "directory",
+                                      timeout=2.0).get("wall_anchor")
+    except (TimeoutError, OSError, AttributeError, KeyError, TypeError):
+        wall_anchor = None  # the node's own clock anchor (within milliseconds)
+    return FoxgloveSinkLogic(parsed, name=f"{config.topology or 'genki-signals'} ({config.id})",
+                             wall_anchor=wall_anchor)

@@ -22,7 +22,8 @@ def directory(address: str, timeout: float = 2.0) -> dict[str, Any]:
         raise GenkiError(str(exc)) from exc
 
 
-def print_topics(address: str, out: IO[str] = sys.stdout) -> None:
+def print_topics(address: str, out: IO[str] | None = None) -> None:
+    out = out or sys.stdout  # looked up at call time (tests capture sys.stdout)
     d = directory(address)
     print(f"topology '{d['topology']}' at {d['address']}", file=out)
     for topic, where in sorted(d["topics"].items()):
@@ -30,8 +31,9 @@ def print_topics(address: str, out: IO[str] = sys.stdout) -> None:
 
 
 def echo(address: str, topic: str, count: int | None = None, duration: float | None = None,
-         out: IO[str] = sys.stdout) -> int:
+         out: IO[str] | None = None) -> int:
     """Print decoded frames of ``topic`` (a prefix) with the measured frame and sample rate."""
+    out = out or sys.stdout
     from genki_signals.bus.sockets import Subscriber
 
     d = directory(address)
@@ -70,8 +72,9 @@ def echo(address: str, topic: str, count: int | None = None, duration: float | N
 
 
 def top(address: str, interval: float = 1.0, iterations: int | None = None,
-        out: IO[str] = sys.stdout) -> None:
+        out: IO[str] | None = None) -> None:
     """A live per-node table: state, rate, latency, drops, gaps, errors, CPU, memory."""
+    out = out or sys.stdout
     i = 0
     while iterations is None or i < iterations:
         d = directory(address)

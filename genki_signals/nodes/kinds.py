@@ -49,7 +49,7 @@ def _sink(config: NodeConfig) -> NodeLogic:
 
         module = import_module({"lsl": "genki_signals.nodes.lsl_sink",
                                 "foxglove": "genki_signals.foxglove.sink"}[kind])
-        return getattr(module, f"build_{kind}_sink")(config.id, params, config.topology)
+        return getattr(module, f"build_{kind}_sink")(config)
     raise ValueError(f"node '{config.id}': unknown sink type {kind!r}")
 
 

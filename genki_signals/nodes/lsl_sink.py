@@ -242,9 +242,10 @@ def check_lsl_sink(params: Mapping[str, Any], available: list[str] | None) -> li
     return LSLSinkParams.parse(params)[1]
 
 
-def build_lsl_sink(node_id: str, params: Mapping[str, Any], topology: str = ""
-                   ) -> LSLOutletSinkLogic:
-    parsed, problems = LSLSinkParams.parse(params)
+def build_lsl_sink(config: Any) -> LSLOutletSinkLogic:
+    """The logic of a ``type: lsl`` sink node (``config``: its ``NodeConfig``)."""
+    parsed, problems = LSLSinkParams.parse(config.params)
     if problems:
-        raise ValueError(f"node '{node_id}': " + "; ".join(problems))
-    return LSLOutletSinkLogic(parsed, source_id_prefix=f"genki/{topology or 'topology'}/{node_id}")
+        raise ValueError(f"node '{config.id}': " + "; ".join(problems))
+    return LSLOutletSinkLogic(
+        parsed, source_id_prefix=f"genki/{config.topology or 'topology'}/{config.id}")
