@@ -191,6 +191,10 @@ def _build_sampler(params: Mapping[str, Any]) -> Source:
 SOURCE_TYPES: dict[str, SourceType] = {
     "Sampler": SourceType(_check_sampler, _build_sampler,
                           "functions of time sampled at sample_rate (SineWave, RandomNoise...)"),
+    "lsl": SourceType(lambda p: _load("genki_signals.data_sources.lsl:check_lsl_params")(p),
+                      lambda p: _load("genki_signals.data_sources.lsl:build_lsl_source")(p),
+                      "a Lab Streaming Layer stream (LSLSourceParams: name, content_type, "
+                      "source_id, channels...; the lsl extra)"),
 }
 """Source types a spec's ``params.type`` may name."""
 

@@ -387,6 +387,18 @@ def _check_plot_sink(params: Mapping[str, Any], available: list[str] | None) -> 
     return check_plot_params(params, available)
 
 
+def _check_lsl_sink(params: Mapping[str, Any], available: list[str] | None) -> list[str]:
+    from genki_signals.nodes.lsl_sink import check_lsl_sink
+
+    return check_lsl_sink(params, available)
+
+
+def _check_foxglove_sink(params: Mapping[str, Any], available: list[str] | None) -> list[str]:
+    from genki_signals.foxglove.sink import check_foxglove_sink
+
+    return check_foxglove_sink(params, available)
+
+
 SINK_TYPES: dict[str, SinkType] = {
     "printer": SinkType(("keys", "every"), doc="prints the last sample of every Nth frame"),
     "csv": SinkType(("path", "keys"), ("path",),
@@ -395,6 +407,14 @@ SINK_TYPES: dict[str, SinkType] = {
     "plot": SinkType(("panels", "keys", "host", "port", "fps", "history", "title"),
                      doc="serves a live browser dashboard of its inputs (genki_signals.plot)",
                      check=_check_plot_sink),
+    "lsl": SinkType(("keys", "name", "content_type", "nominal_rate", "format", "source_id"),
+                    doc="publishes its inputs as Lab Streaming Layer outlets "
+                        "(genki_signals.nodes.lsl_sink)",
+                    check=_check_lsl_sink),
+    "foxglove": SinkType(("keys", "host", "port", "topics"),
+                         doc="serves its inputs live over the Foxglove WebSocket protocol "
+                             "(genki_signals.foxglove)",
+                         check=_check_foxglove_sink),
 }
 
 
@@ -511,7 +531,7 @@ NODE_KINDS: dict[str, NodeKind] = {
     "graph": NodeKind(inputs="required", publishes=True, check=_check_graph,
                       doc="runs a SignalGraph (params.operators) over its inputs"),
     "sink": NodeKind(inputs="required", publishes=False, check=_check_sink,
-                     doc="consumes frames (params.type: printer, csv, null, plot)",
+                     doc="consumes frames (params.type: printer, csv, null, plot, lsl, foxglove)",
                      normalize=_normalize_sink),
     "inference": NodeKind(inputs="required", publishes=True, check=_check_inference,
                           doc="a graph of model operators (params.operators) with "

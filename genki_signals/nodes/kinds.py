@@ -44,6 +44,12 @@ def _sink(config: NodeConfig) -> NodeLogic:
         from genki_signals.plot.node import build_plot_sink
 
         return build_plot_sink(config.id, params, config.topology)
+    if kind in ("lsl", "foxglove"):  # genki_signals.nodes.lsl_sink, genki_signals.foxglove.sink
+        from importlib import import_module
+
+        module = import_module({"lsl": "genki_signals.nodes.lsl_sink",
+                                "foxglove": "genki_signals.foxglove.sink"}[kind])
+        return getattr(module, f"build_{kind}_sink")(config)
     raise ValueError(f"node '{config.id}': unknown sink type {kind!r}")
 
 
