@@ -96,9 +96,10 @@ def test_the_spectrogram_spans_the_same_seconds_as_the_line_panels():
     assert shown[0] - 1.28 <= image_start and image_end <= shown[1] + 1e-9  # hop: 1.28 s
 
 
+@pytest.mark.browser
 def test_closing_a_dashboard_tab_logs_no_closed_connection_warnings(caplog):
     from genki_signals.plot.dashboard import Dashboard
-    from genki_signals.plot.headless import Chromium, find_chromium
+    from genki_signals.testing.headless import Chromium, find_chromium
 
     assert find_chromium(), "needs Chromium: apt-get install chromium"
     buffer = DataBuffer(maxlen=2000)
