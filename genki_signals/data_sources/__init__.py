@@ -11,6 +11,10 @@ from genki_signals.data_sources.sampler import Sampler
 from genki_signals.data_sources.synthetic import RandomNoise, SineWave, SquareWave, TriangleWave
 from genki_signals.data_sources.trajectory import GestureScript
 from genki_signals.data_sources.replay import ReplaySource
+# Device sources: importing them touches no device (pynput and sounddevice load in start()).
+from genki_signals.data_sources.keyboard import KeyboardDataSource
+from genki_signals.data_sources.microphone import MicDataSource
+from genki_signals.data_sources.mouse import MouseDataSource
 
 __all__ = [
     "Source",
@@ -22,4 +26,7 @@ __all__ = [
     "RandomNoise",
     "GestureScript",
     "ReplaySource",
+    "MouseDataSource",
+    "KeyboardDataSource",
+    "MicDataSource",
 ]
