@@ -23,6 +23,7 @@ told to stop and never joined (it is a daemon thread).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -80,8 +81,9 @@ class MouseDataSource(SampledInput):
             controller = mouse.Controller()
             _ = controller.position  # fail here, not on the first tick
         except Exception as exc:  # Xlib's connection errors have no common public base
-            raise SourceError(f"MouseDataSource cannot read the pointer: "
-                              f"{type(exc).__name__}: {exc}") from exc
+            display = os.environ.get("DISPLAY", "")
+            raise SourceError(f"MouseDataSource cannot read the pointer on the display "
+                              f"{display!r}: {type(exc).__name__}: {exc}") from exc
         self._controller = controller
         self._buttons = np.zeros(len(BUTTON_NAMES))
         self._scroll = np.zeros(2)

@@ -79,6 +79,7 @@ def parse_params(cls: type[P], params: Any, path: str = "params",
             problems.append(_field(f"{path}.{key}", f"unknown field (allowed: "
                                                     f"{', '.join(allowed)})"))
     kwargs: dict[str, Any] = {}
+    unknown = len(problems)
     for name, f in fields.items():
         if name not in params:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -94,10 +95,10 @@ def parse_params(cls: type[P], params: Any, path: str = "params",
         if hints[name] is float and value is not None:
             value = float(value)
         kwargs[name] = value
-    if problems:
+    if len(problems) > unknown:  # a field did not parse: its own checks would only repeat it
         return None, problems
     instance = cls(**kwargs)
     own = getattr(instance, "problems", None)
     if own is not None:
-        problems = [_field(f"{path}.{name}", message) for name, message in own()]
+        problems += [_field(f"{path}.{name}", message) for name, message in own()]
     return (None, problems) if problems else (instance, [])
