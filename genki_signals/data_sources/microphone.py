@@ -161,23 +161,29 @@ class MicDataSource(Source):
                               f"{list_input_devices(sd)}") from exc
         blocksize = self.blocksize if self.blocksize is not None \
             else max(1, round(rate * BLOCK_SECONDS))
-        with self._lock:
-            self._blocks.clear()
-            self._pending = self._count = 0
-            self._max_pending = max(blocksize, int(self.max_buffer * rate))
         try:
             stream = sd.InputStream(samplerate=rate, blocksize=blocksize, device=info["index"],
                                     channels=self.channels, dtype=self.dtype.name,
-                                    callback=self._callback)
+                                    callback=self.callback)
         except (ValueError, sd.PortAudioError) as exc:
             raise SourceError(f"MicDataSource: cannot open input device {info['index']} "
                               f"{info['name']!r} at {rate:g} Hz: {exc}; available input "
                               f"devices:\n{list_input_devices(sd)}") from exc
-        self.sample_rate = rate
         self.device_name = str(info["name"])
-        self.timeline = AudioTimeline(rate, latency=float(stream.latency))
+        self.reset_capture(rate, latency=float(stream.latency))
         self._stream = stream
         stream.start()
+
+    def reset_capture(self, sample_rate: float, latency: float = 0.0) -> None:
+        """Forget captured audio and counters, and start a new timeline (``start()`` calls
+        it once the stream is open; tests call it before driving ``callback`` directly)."""
+        with self._lock:
+            self.sample_rate = float(sample_rate)
+            self._blocks.clear()
+            self._pending = self._count = 0
+            self.overflows = self.dropped_samples = self.blocks = 0
+            self._max_pending = max(1, int(self.max_buffer * self.sample_rate))
+            self.timeline = AudioTimeline(self.sample_rate, latency=latency)
 
     def stop(self) -> None:
         """Stop capturing at once (idempotent). Captured audio not yet read stays readable."""
@@ -194,8 +200,13 @@ class MicDataSource(Source):
         return stream is not None and bool(stream.active)
 
     # ------------------------------------------------------------ PortAudio thread
-    def _callback(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
-        """One block from PortAudio: copy it (PortAudio reuses the buffer), stamp, count."""
+    def callback(self, indata: np.ndarray, frames: int, time: Any, status: Any) -> None:
+        """PortAudio's stream callback, on its thread: one block ``(frames, channels)``.
+
+        Copies the block (PortAudio reuses the buffer), notes the clock time, counts; drops the
+        oldest unread blocks beyond ``max_buffer`` seconds. ``status`` is sounddevice's
+        ``CallbackFlags`` (``input_overflow``: the driver lost samples before this block).
+        """
         arrival = self.clock.now()
         block = indata.copy()
         with self._lock:
@@ -221,9 +232,9 @@ class MicDataSource(Source):
             blocks = list(self._blocks)
             self._blocks.clear()
             self._pending = 0
+            timeline = self.timeline
         if not blocks:
             return self._empty()
-        timeline = self.timeline
         ts = timeline.stamp([(first, len(b), arrival, lost)
                              for first, b, arrival, lost in blocks])
         audio = blocks[0][1] if len(blocks) == 1 else np.concatenate([b[1] for b in blocks])
