@@ -227,13 +227,22 @@ class MicDataSource(Source):
 
     # ------------------------------------------------------------ data
     def read(self) -> Frame:
-        """Every sample captured since the last read (zero-length arrays when none)."""
+        """Every sample captured since the last read (zero-length arrays when none).
+
+        Raises ``SourceError`` once everything captured was read if the stream ended by itself
+        (PortAudio stopped it: a device unplugged, a driver error), so a node fails visibly
+        instead of publishing nothing.
+        """
         with self._lock:
             blocks = list(self._blocks)
             self._blocks.clear()
             self._pending = 0
             timeline = self.timeline
         if not blocks:
+            stream = self._stream
+            if stream is not None and not stream.active and not stream.stopped:
+                raise SourceError(f"MicDataSource: the input stream of {self.device_name!r} "
+                                  f"ended by itself (device unplugged or a driver error)")
             return self._empty()
         ts = timeline.stamp([(first, len(b), arrival, lost)
                              for first, b, arrival, lost in blocks])
