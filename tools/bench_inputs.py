@@ -27,6 +27,7 @@ import argparse
 import collections
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -188,6 +189,9 @@ def main() -> None:
 
     sys.path.insert(0, str(REPO / "tests"))
     from virtual_devices import PulseNullSink, Xvfb, python_env
+
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the display and daemons are stopped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
 
     cases = args.only.split(",")
     tmp = Path(tempfile.mkdtemp(prefix="genki-bench-inputs-"))

@@ -9,9 +9,10 @@ jitter (milliseconds) into every timestamp; counting samples does not. So:
   reported figure) before its callback ran. From then on sample ``k`` is at ``A + (k - k0) * P``
   with ``P = 1 / fs``: consecutive samples are exactly one period apart.
 * **Drift-corrected.** The device's crystal and the topology clock disagree by tens of ppm
-  (50 ppm is 3 ms a minute: enough to misalign a long recording). Every block's
-  ``(last sample index, arrival)`` feeds a ``DeviceClockFit`` (the lower envelope of arrivals:
-  robust to late callbacks). Once it spans ``min_span`` seconds, its rate replaces ``P`` from the
+  (50 ppm is 3 ms a minute: enough to misalign a long recording). The blocks'
+  ``(last sample index, arrival)`` pairs feed a ``DeviceClockFit`` (the lower envelope of
+  arrivals: robust to late callbacks; only the earliest pair of every quarter second is given
+  to it, the only one the envelope could use). Once it spans ``min_span`` seconds, its rate replaces ``P`` from the
   next sample on (continuously: the timeline is re-based at that sample, never moved back).
   A rate further than ``max_drift_ppm`` from nominal is not a drift but a device that does not
   run in real time (a file-backed virtual device) or a wrong nominal rate: it is not applied and
@@ -31,6 +32,9 @@ import numpy as np
 from genki_signals.clocksync.device import DeviceClockFit
 
 __all__ = ["AudioTimeline"]
+
+FIT_EVERY = 0.25
+"""Seconds of samples per point given to the fit (its buckets are 0.5 s)."""
 
 
 class AudioTimeline:
@@ -52,7 +56,8 @@ class AudioTimeline:
         self._anchor: float | None = None  # time of sample _k0
         self._k0 = 0
         self._last = -math.inf  # the last timestamp given out
-        self._points: list[tuple[int, float]] = []  # (last index, arrival) not yet fitted
+        self._best: tuple[int, float, float] | None = None  # (index, arrival, relative)
+        self._batch_first = 0
         self._new_fit(0)
 
     def _new_fit(self, first: int) -> None:
@@ -60,6 +65,7 @@ class AudioTimeline:
         self._fit = DeviceClockFit(self.period, window=self.window, bucket=0.5,
                                    max_rate_error=0.5, reset_after=1.0)
         self._fit_first = first
+        self._best, self._batch_first = None, first
 
     @property
     def drift_ppm(self) -> float:
@@ -71,14 +77,9 @@ class AudioTimeline:
 
         A block holds samples ``first .. first + n - 1`` and its callback ran at ``arrival``;
         ``reanchor``: samples were lost before it (an input overflow). The fitted rate is
-        updated once per call, and applies from the next call on.
+        updated every ``FIT_EVERY`` seconds of samples, and applies from the next sample on.
         """
         out = [self._block(first, n, arrival, reanchor) for first, n, arrival, reanchor in blocks]
-        if self._points:
-            idx, arrivals = zip(*self._points)
-            self._points = []
-            self._fit.update(idx, arrivals)
-            self._correct(idx[-1] + 1)
         return np.concatenate(out) if out else np.zeros(0)
 
     def _block(self, first: int, n: int, arrival: float, reanchor: bool) -> np.ndarray:
@@ -87,15 +88,27 @@ class AudioTimeline:
             if self._anchor is not None:
                 self.reanchors += 1
                 anchor = max(anchor, self._last + self.period)
-                self._points = []
                 self._new_fit(first)
             self._anchor, self._k0 = anchor, first
         ts = self._anchor + (np.arange(first, first + n, dtype=np.float64) - self._k0) \
             * self.period
         if n:
             self._last = float(ts[-1])
-            self._points.append((first + n - 1, arrival))
+            self._offer(first + n - 1, arrival)
         return ts
+
+    def _offer(self, index: int, arrival: float) -> None:
+        """Keep the earliest arrival (relative to the count) of each ``FIT_EVERY`` seconds of
+        samples, and fit that one point: the lower envelope needs no other, and refitting
+        twice a second instead of at every read keeps the fit's cost negligible."""
+        rel = arrival - index / self.sample_rate
+        if self._best is None or rel < self._best[2]:
+            self._best = (index, arrival, rel)
+        if (index - self._batch_first) / self.sample_rate >= FIT_EVERY:
+            best_index, best_arrival, _ = self._best
+            self._fit.update([best_index], [best_arrival])
+            self._best, self._batch_first = None, index + 1
+            self._correct(index + 1)
 
     def _correct(self, next_index: int) -> None:
         """Apply the fitted rate from sample ``next_index`` on, once it is trustworthy."""
