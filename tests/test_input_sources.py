@@ -240,6 +240,12 @@ NO_DISPLAY_SCRIPT = textwrap.dedent("""
     import genki_signals.data_sources as ds      # never touches a display
     import sys
     from genki_signals.errors import SourceError
+    # the seed notebook's hardware cell (less the Wave ring): making the sources needs no device
+    from genki_signals.data_sources import MicDataSource, MouseDataSource, KeyboardDataSource
+    from genki_signals.data_sources import Sampler
+    mouse_source = Sampler({'mouse_position': MouseDataSource()}, sample_rate=100)
+    keyboard_source = Sampler({'keyboard': KeyboardDataSource(keys=["enter", "shift"])}, sample_rate=100)
+    mic_source = MicDataSource()
     assert "pynput" not in sys.modules and "sounddevice" not in sys.modules
     for make in (lambda: ds.MouseDataSource(), lambda: ds.KeyboardDataSource(keys=["enter"])):
         sampler = ds.Sampler({"x": make()}, sample_rate=100)
