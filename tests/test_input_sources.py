@@ -80,11 +80,12 @@ def run_steps(sampler: Sampler, steps, act, settle: float = 0.12):
     return buf.to_dict(), marks
 
 
-def check_states(ts, values, initial, expected, marks):
+def check_states(ts, values, initial, expected, marks, transient=None):
     """Each expected state holds from one period after its step to one period before the next.
 
-    Between ``t_before - period`` and ``t_after + period`` of a step either state may show;
-    outside, anything but the expected state fails (with the offending samples in the message).
+    Between ``t_before - period`` and ``t_after + period`` of a step either state may show
+    (or one of ``transient[step]``, for a step that is two events); outside, anything but the
+    expected state fails (with the offending samples in the message).
     """
     states = [np.asarray(initial, float), *[np.asarray(e, float) for e in expected]]
     bounds = [-math.inf, *[m for pair in marks for m in pair], math.inf]
@@ -102,7 +103,9 @@ def check_states(ts, values, initial, expected, marks):
     for i, (t0, t1) in enumerate(marks):
         window = (ts >= t0 - PERIOD) & (ts <= t1 + PERIOD)
         seen = {tuple(v) for v in values[window]}
-        assert seen <= {tuple(states[i]), tuple(states[i + 1])}, (i, seen)
+        allowed = {tuple(states[i]), tuple(states[i + 1])}
+        allowed |= {tuple(map(float, t)) for t in (transient or {}).get(i, [])}
+        assert seen <= allowed, (i, seen)
 
 
 # ---------------------------------------------------------------------- mouse
@@ -207,7 +210,11 @@ def test_key_states_follow_xdotool_presses_and_releases(xvfb):
     frame, marks = run_steps(Sampler({"keyboard": source}, sample_rate=RATE), steps,
                              lambda s: xvfb.xdotool(*s), settle=0.08)
     assert frame["keyboard"].shape == (len(frame["timestamp"]), len(keys))
-    check_states(frame["timestamp"], frame["keyboard"], (0,) * len(keys), expected, marks)
+    # xdotool's "keydown Shift_R" presses Shift_L, then Shift_R (0.2 ms apart; seen with a bare
+    # pynput listener): a tick may fall between the two
+    transient = {6: [(0, 1, 0, 0, 0, 0, 0)]}
+    check_states(frame["timestamp"], frame["keyboard"], (0,) * len(keys), expected, marks,
+                 transient)
 
 
 def test_a_held_key_stays_pressed_through_autorepeat(xvfb):
