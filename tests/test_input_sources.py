@@ -285,6 +285,23 @@ def test_an_unreachable_display_is_a_clear_error(monkeypatch):
     assert "cannot connect to the X display ':4242'" in problem
 
 
+# pynput's listener thread dies with AttributeError 'record_create_context': that is the failure
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_display_without_record_fails_at_preflight_and_start_without_hanging(monkeypatch):
+    bare = Xvfb(extra=("-extension", "RECORD"))  # pynput's listener needs RECORD
+    try:
+        monkeypatch.setenv("DISPLAY", bare.display)
+        problem = preflight_source({"type": "Keyboard", "keys": ["enter"]})
+        assert "needs the X RECORD extension" in problem and bare.display in problem
+        assert preflight_source({"type": "Mouse"}) is None  # position needs no listener
+        t0 = time.monotonic()
+        with pytest.raises(SourceError, match="listener stopped before it was ready"):
+            KeyboardDataSource(keys=["enter"]).start()
+        assert time.monotonic() - t0 < 5
+    finally:
+        bare.stop()
+
+
 def test_sampled_sources_say_they_need_a_sampler():
     with pytest.raises(SourceError, match=r"wrap it in a Sampler.*mouse_position"):
         MouseDataSource().read()

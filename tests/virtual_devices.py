@@ -69,13 +69,14 @@ def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
 class Xvfb:
     """A private X display. ``display`` is ``":N"``; ``stop()`` ends it by PID."""
 
-    def __init__(self, size: str = "1280x800x24") -> None:
+    def __init__(self, size: str = "1280x800x24", extra: tuple[str, ...] = ()) -> None:
         require_tool("Xvfb", "xvfb")
         require_tool("xdotool", "xdotool")
         r, w = os.pipe()
         self.proc = subprocess.Popen(
             ["Xvfb", "-displayfd", str(w), "-screen", "0", size, "-nolisten", "tcp",
-             "-noreset"], pass_fds=(w,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             "-noreset", *extra], pass_fds=(w,), stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
         os.close(w)
         with os.fdopen(r) as f:
             number = f.readline().strip()

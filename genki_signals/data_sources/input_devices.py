@@ -137,6 +137,8 @@ def start_listener(listener: Any, who: str, timeout: float = 5.0) -> None:
     """
     listener.start()
     ready = threading.Event()
+    # when the listener dies unready, this helper stays blocked in wait(): a daemon thread,
+    # the price of using pynput's public API only
     threading.Thread(target=lambda: (listener.wait(), ready.set()), daemon=True,
                      name=f"genki-{who}-listener-ready").start()
     deadline = time.monotonic() + timeout
