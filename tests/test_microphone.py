@@ -209,8 +209,9 @@ def virtmic(tmp_path, monkeypatch):
     """``make(signal, rate, dtype)`` -> the ALSA ``virtmic`` device playing ``signal``."""
     sd = require_sounddevice()
 
-    def make(signal_, rate=FS, dtype="float32"):
-        for key, value in alsa_virtual_mic(tmp_path / "alsa_mic", signal_, rate, dtype).items():
+    def make(signal_, rate=FS, dtype="float32", as_default=False):
+        env = alsa_virtual_mic(tmp_path / "alsa_mic", signal_, rate, dtype, as_default)
+        for key, value in env.items():
             monkeypatch.setenv(key, value)
         reinit_portaudio(sd)
         return "virtmic"
@@ -278,8 +279,10 @@ def test_fft_operator_finds_the_tones(virtmic):
 
 
 def test_seed_notebook_mic_cell_with_a_spectrogram(virtmic):
-    """The seed's cells 22-26: System(MicDataSource()), add the FFT while running, plot."""
-    mic_source = MicDataSource(device=virtmic(multitone(6.0)), sample_rate=FS, max_buffer=120)
+    """The seed's cells 22-26 as written: System(MicDataSource()), add the FFT while running,
+    plot. The virtual microphone is ALSA's default device here, at 16 kHz."""
+    virtmic(multitone(60.0), as_default=True)
+    mic_source = MicDataSource()
     buffer = DataBuffer(maxlen=400)
     system = System(data_source=mic_source, derived_signals=[])
     with system:
@@ -293,6 +296,7 @@ def test_seed_notebook_mic_cell_with_a_spectrogram(virtmic):
             time.sleep(1 / 25)
             buffer.extend(system.read())
     assert set(buffer.keys()) >= {"audio", "audio_spectrum"}
+    assert mic_source.sample_rate == FS and mic_source.device_name == "default"
     figure = buffer.plot(key='audio_spectrum', plot_type='spectrogram',
                          sample_rate=mic_source.sample_rate, window_size=1024)
     try:

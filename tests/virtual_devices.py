@@ -126,12 +126,14 @@ pcm.virtmic {{
 ALSA_FORMATS = {"float32": "FLOAT_LE", "int16": "S16_LE", "int32": "S32_LE"}
 
 
-def alsa_virtual_mic(directory: Path, signal_: np.ndarray, rate: int, dtype: str = "float32"
-                     ) -> dict[str, str]:
+def alsa_virtual_mic(directory: Path, signal_: np.ndarray, rate: int, dtype: str = "float32",
+                     as_default: bool = False) -> dict[str, str]:
     """Write a raw file and an ALSA config for the ``virtmic`` input device.
 
-    ``signal_`` is ``(n,)`` or ``(n, channels)``. Returns the environment (``XDG_CONFIG_HOME``)
-    under which ALSA sees the device; PortAudio must be (re)initialised under it.
+    ``signal_`` is ``(n,)`` or ``(n, channels)``; ``as_default``: ALSA's ``default`` device is
+    ``virtmic`` too (so ``MicDataSource()`` records it, at its default rate ``rate``). Returns
+    the environment (``XDG_CONFIG_HOME``) under which ALSA sees the device; PortAudio must be
+    (re)initialised under it.
     """
     data = np.asarray(signal_, dtype=np.dtype(dtype).newbyteorder("<"))
     channels = 1 if data.ndim == 1 else data.shape[1]
@@ -139,8 +141,10 @@ def alsa_virtual_mic(directory: Path, signal_: np.ndarray, rate: int, dtype: str
     raw = directory / "mic.raw"
     raw.write_bytes(data.tobytes())
     (directory / "alsa").mkdir(exist_ok=True)
-    (directory / "alsa" / "asoundrc").write_text(ASOUNDRC.format(
-        infile=raw, fmt=ALSA_FORMATS[dtype], rate=rate, channels=channels))
+    config = ASOUNDRC.format(infile=raw, fmt=ALSA_FORMATS[dtype], rate=rate, channels=channels)
+    if as_default:
+        config += "pcm.!default virtmic\n"
+    (directory / "alsa" / "asoundrc").write_text(config)
     return {"XDG_CONFIG_HOME": str(directory)}
 
 
