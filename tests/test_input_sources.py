@@ -251,7 +251,8 @@ NO_DISPLAY_SCRIPT = textwrap.dedent("""
     from genki_signals.data_sources import MicDataSource, MouseDataSource, KeyboardDataSource
     from genki_signals.data_sources import Sampler
     mouse_source = Sampler({'mouse_position': MouseDataSource()}, sample_rate=100)
-    keyboard_source = Sampler({'keyboard': KeyboardDataSource(keys=["enter", "shift"])}, sample_rate=100)
+    keyboard_source = Sampler({'keyboard': KeyboardDataSource(keys=["enter", "shift"])},
+                              sample_rate=100)
     mic_source = MicDataSource()
     assert "pynput" not in sys.modules and "sounddevice" not in sys.modules
     for make in (lambda: ds.MouseDataSource(), lambda: ds.KeyboardDataSource(keys=["enter"])):

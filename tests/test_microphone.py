@@ -15,11 +15,8 @@ tools/install-test-deps.sh installs them.
 
 from __future__ import annotations
 
-import math
-import os
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
@@ -322,42 +319,30 @@ def test_missing_device_and_unsupported_rate_list_the_input_devices(virtmic):
 
 
 # ---------------------------------------------------------------------- as a topology
-def test_microphone_source_node_publishes_audio_and_its_stats(virtmic, tmp_path):
-    device = virtmic(multitone(60.0))
-    spec = tmp_path / "mic.yaml"
-    spec.write_text(textwrap.dedent(f"""
-        name: mic_node_test
-        nodes:
-          - id: mic
-            kind: source
-            params: {{type: Microphone, device: {device}, sample_rate: {FS}, max_buffer: 1.0}}
-          - id: spectrum
-            kind: graph
-            inputs: [{{node: mic, policy: lossless}}]
-            params:
-              operators:
-                - {{type: FourierTransform, input: audio, name: audio_spectrum,
-                   window_size: 1024, window_overlap: 0, upsample: false}}
-          - id: out
-            kind: sink
-            inputs: [spectrum]
-            params: {{type: null}}
-    """))
-    lp = LauncherProcess(spec, tmp_path / "run")  # the environment carries XDG_CONFIG_HOME
-    try:
+@pytest.mark.timeout(120)
+def test_shipped_mic_spectrogram_spec_runs_on_a_default_input(virtmic, tmp_path):
+    """specs/mic-spectrogram.yaml as shipped (default input, 44.1 kHz), on a virtual default
+    device: audio flows, spectra come out, the microphone's counters reach the heartbeats."""
+    virtmic(multitone(60.0, 44100), rate=44100, as_default=True)
+    lp = LauncherProcess(REPO / "specs" / "mic-spectrogram.yaml", tmp_path / "run")
+    try:  # the launcher's environment carries XDG_CONFIG_HOME, so its nodes see the device
         lp.wait_ready(timeout=60)
 
-        def mic_stats(d):
-            node = next(n for n in d["nodes"] if n["id"] == "mic")
-            stats = node.get("stats") or {}
-            return stats if stats.get("audio_blocks", 0) > 0 else None
+        def flowing(d):
+            nodes = {n["id"]: n.get("stats") or {} for n in d["nodes"]}
+            mic, spectrum = nodes["mic"], nodes["spectrum"]
+            ok = mic.get("audio_blocks", 0) > 0 and spectrum.get("frames_out", 0) > 0
+            return (mic, spectrum) if ok else None
 
-        stats = lp.wait_for(mic_stats, timeout=20, what="microphone stats in heartbeats")
-        assert {"audio_overflows", "audio_dropped_samples", "clock_drift_ppm"} <= set(stats)
+        mic, spectrum = lp.wait_for(flowing, timeout=30, what="audio and spectra flowing")
+        assert {"audio_overflows", "audio_dropped_samples", "clock_drift_ppm",
+                "clock_realtime"} <= set(mic)
+        assert "spectrum/audio_spectrum" in spectrum["topics"]
         lp.interrupt()
         assert lp.wait_exit(timeout=30) == 0, lp.output
     finally:
         lp.kill_all()
+    assert "[dashboard] INFO dashboard: http://127.0.0.1:" in lp.output
 
 
 def test_launch_without_an_input_device_fails_before_starting_anything(tmp_path):

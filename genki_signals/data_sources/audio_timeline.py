@@ -12,14 +12,15 @@ jitter (milliseconds) into every timestamp; counting samples does not. So:
   (50 ppm is 3 ms a minute: enough to misalign a long recording). The blocks'
   ``(last sample index, arrival)`` pairs feed a ``DeviceClockFit`` (the lower envelope of
   arrivals: robust to late callbacks; only the earliest pair of every quarter second is given
-  to it, the only one the envelope could use). Once it spans ``min_span`` seconds, its rate replaces ``P`` from the
-  next sample on (continuously: the timeline is re-based at that sample, never moved back).
+  to it, the only one the envelope could use). Once it spans ``min_span`` seconds, its rate
+  replaces ``P`` from the next sample on (continuously: the timeline is re-based at that
+  sample, never moved back).
   A rate further than ``max_drift_ppm`` from nominal is not a drift but a device that does not
   run in real time (a file-backed virtual device) or a wrong nominal rate: it is not applied and
   ``realtime`` turns False (reported in stats).
 * **Overflows re-anchor.** When the driver dropped samples (PortAudio's input-overflow flag) the
-  count no longer matches time; the block after it is anchored again like the first one
-  (never earlier than the last timestamp given out), and the fit restarts.
+  count no longer matches time; the flagged block (the first after the loss) is anchored again
+  like the first one (never earlier than the last timestamp given out), and the fit restarts.
 """
 
 from __future__ import annotations
