@@ -382,3 +382,24 @@ def test_launch_without_a_display_fails_before_starting_anything(tmp_path):
     assert "node 'mouse': the mouse needs an X display: DISPLAY is not set" in out.stderr
     assert "nothing was started" in out.stderr
     assert "started node" not in out.stdout and not (tmp_path / "run").exists()
+
+
+def test_example_specs_validate_anywhere_without_loading_device_libraries():
+    script = textwrap.dedent("""
+        import sys
+        from genki_signals.launch.spec import load_topology
+        for name in ("mouse-gesture", "mic-spectrogram"):
+            spec = load_topology(f"specs/{name}.yaml")
+            print(name, [n.id for n in spec.nodes])
+        assert "pynput" not in sys.modules and "sounddevice" not in sys.modules, "loaded"
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=REPO, text=True,
+                         capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "mouse-gesture ['mouse', 'gestures', 'printer', 'dashboard']" in out.stdout
+    for name in ("mouse-gesture", "mic-spectrogram"):
+        out = subprocess.run([sys.executable, "-m", "genki_signals.cli", "validate",
+                              f"specs/{name}.yaml"], env=env, cwd=REPO, text=True,
+                             capture_output=True, timeout=60)
+        assert out.returncode == 0 and ": ok" in out.stdout, out.stdout + out.stderr
