@@ -403,3 +403,11 @@ def test_example_specs_validate_anywhere_without_loading_device_libraries():
                               f"specs/{name}.yaml"], env=env, cwd=REPO, text=True,
                              capture_output=True, timeout=60)
         assert out.returncode == 0 and ": ok" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_missing_tool_fails_the_test_saying_what_to_install():
+    from virtual_devices import require_tool
+
+    with pytest.raises(pytest.fail.Exception, match=r"'genki-no-such-tool' not found: "
+                                                    r"apt-get install some-package"):
+        require_tool("genki-no-such-tool", "some-package")
