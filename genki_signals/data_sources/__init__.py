@@ -13,6 +13,11 @@ from genki_signals.data_sources.trajectory import GestureScript
 from genki_signals.data_sources.replay import ReplaySource
 from genki_signals.data_sources.lsl import LSLDataSource  # pylsl is imported at start()
 
+# Device sources: importing them touches no device (pynput and sounddevice load in start()).
+from genki_signals.data_sources.keyboard import KeyboardDataSource
+from genki_signals.data_sources.microphone import MicDataSource
+from genki_signals.data_sources.mouse import MouseDataSource
+
 __all__ = [
     "Source",
     "SourceParameterError",
@@ -24,4 +29,8 @@ __all__ = [
     "GestureScript",
     "ReplaySource",
     "LSLDataSource",
+
+    "MouseDataSource",
+    "KeyboardDataSource",
+    "MicDataSource",
 ]

@@ -10,6 +10,11 @@ Each problem is a string ``field '<path>': <what is wrong>`` whose path starts a
 To add a source type, write a checker and a builder and add one ``SourceType`` entry; to add a
 function a ``Sampler`` can sample, add one ``SAMPLER_FUNCTIONS`` entry (classes are imported
 lazily, when a spec names them).
+
+Device sources (``Mouse``, ``Keyboard``, ``Microphone``) also have a ``preflight``: the launcher
+calls ``preflight_source`` for every source node before it starts any process, so a missing
+device fails the launch at once, naming the node and the device (``genki validate`` never calls
+it: validation touches no device).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from genki_signals.data_sources.base import Source, SourceParameterError
 from genki_signals.frames import TIMESTAMP
 
 __all__ = ["SOURCE_TYPES", "SAMPLER_FUNCTIONS", "SourceType", "check_source_params",
-           "build_source"]
+           "build_source", "preflight_source"]
 
 STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """Stream names a spec may give: what an operator can read (``Operator`` input names)."""
@@ -44,6 +49,10 @@ class SourceType:
     build: Callable[[Mapping[str, Any]], Source]
     """Construct the source from already-checked params."""
     doc: str = ""
+    preflight: Callable[[Mapping[str, Any]], str | None] | None = None
+    """Optional, for device sources: is the device there (checked-params -> a problem or
+    None)? Called by the launcher before starting anything; must return promptly, open no
+    stream and leave no thread behind."""
 
 
 SAMPLER_FUNCTIONS: dict[str, str] = {
@@ -63,6 +72,15 @@ def _field(path: str, message: str) -> str:
 def _load(qualname: str) -> Any:
     module, _, attr = qualname.partition(":")
     return getattr(importlib.import_module(module), attr)
+
+
+def _lazy(qualname: str) -> Callable[..., Any]:
+    """A function imported when first called (device modules stay unimported until needed)."""
+    def call(*args: Any) -> Any:
+        return _load(qualname)(*args)
+
+    call.__qualname__ = call.__name__ = qualname
+    return call
 
 
 def _is_number(value: Any) -> bool:
@@ -188,6 +206,10 @@ def _build_sampler(params: Mapping[str, Any]) -> Source:
     return Sampler(functions, sample_rate=params["sample_rate"])
 
 
+_MOUSE = "genki_signals.data_sources.mouse"
+_KEYBOARD = "genki_signals.data_sources.keyboard"
+_MIC = "genki_signals.data_sources.microphone"
+
 SOURCE_TYPES: dict[str, SourceType] = {
     "Sampler": SourceType(_check_sampler, _build_sampler,
                           "functions of time sampled at sample_rate (SineWave, RandomNoise...)"),
@@ -195,6 +217,19 @@ SOURCE_TYPES: dict[str, SourceType] = {
                       lambda p: _load("genki_signals.data_sources.lsl:build_lsl_source")(p),
                       "a Lab Streaming Layer stream (LSLSourceParams: name, content_type, "
                       "source_id, channels...; the lsl extra)"),
+
+    "Mouse": SourceType(_lazy(f"{_MOUSE}:check_mouse_params"),
+                        _lazy(f"{_MOUSE}:build_mouse_source"),
+                        "the pointer via pynput, sampled at sample_rate (MouseParams)",
+                        preflight=_lazy(f"{_MOUSE}:mouse_preflight")),
+    "Keyboard": SourceType(_lazy(f"{_KEYBOARD}:check_keyboard_params"),
+                           _lazy(f"{_KEYBOARD}:build_keyboard_source"),
+                           "named keys (0/1 each) via pynput, sampled at sample_rate "
+                           "(KeyboardParams)",
+                           preflight=_lazy(f"{_KEYBOARD}:keyboard_preflight")),
+    "Microphone": SourceType(_lazy(f"{_MIC}:check_mic_params"), _lazy(f"{_MIC}:build_mic_source"),
+                             "an audio input via sounddevice, on its own clock (MicParams)",
+                             preflight=_lazy(f"{_MIC}:mic_preflight")),
 }
 """Source types a spec's ``params.type`` may name."""
 
@@ -214,6 +249,15 @@ def check_source_params(params: Any) -> tuple[Problems, list[str]]:
                                                                      f"{type_name!r}"
         return [_field("params.type", f"{what} (known: {', '.join(SOURCE_TYPES)})")], []
     return SOURCE_TYPES[type_name].check(params)
+
+
+def preflight_source(params: Mapping[str, Any]) -> str | None:
+    """For valid ``params``: why the source's device is unusable on this machine, or None.
+
+    Only device source types have a preflight; the others always pass.
+    """
+    source_type = SOURCE_TYPES[params["type"]]
+    return source_type.preflight(params) if source_type.preflight is not None else None
 
 
 def build_source(params: Mapping[str, Any]) -> Source:

@@ -36,6 +36,11 @@ class SourceNodeLogic(NodeLogic):
         return self._started and bool(getattr(self.source, "finite", False)) \
             and not self.source.is_active
 
+    def stats(self) -> dict:
+        """The source's own counters (e.g. a microphone's overflows), when it keeps any."""
+        stats = getattr(self.source, "stats", None)
+        return stats() if callable(stats) else {}
+
     def close(self) -> None:
         if self._started:
             self.source.stop()
