@@ -187,6 +187,19 @@ class DeviceClockFit:
             units = units - self.wrap * np.round((units - last) / self.wrap)
         return self._a + self._b * (units * self.scale - self._x0) - self.latency
 
+    def spread(self) -> float | None:
+        """Median height (s) of the buckets' earliest arrivals above the fitted line.
+
+        An uncertainty of the mapping: the line touches the lowest point, and the other
+        buckets' fastest packets sit this far above it on the median. ~0 when the minimum
+        transport delay is steady; None until the rate is fitted (two buckets).
+        """
+        if not self._rate_known:
+            return None
+        u = np.array([p[0] for p in self._buckets.values()])
+        y = np.array([p[1] for p in self._buckets.values()])
+        return float(np.median(y - (self._a + self._b * u)))
+
     def stats(self) -> dict[str, Any]:
         return {"device_rate_ppm": self.drift_ppm if self._rate_known else None,
                 "device_points": len(self._buckets), "device_resets": self.resets,

@@ -27,7 +27,7 @@ from genki_signals.data_sources.base import Source, SourceParameterError
 from genki_signals.frames import TIMESTAMP
 
 __all__ = ["SOURCE_TYPES", "SAMPLER_FUNCTIONS", "SourceType", "check_source_params",
-           "build_source"]
+           "build_source", "source_preflight"]
 
 STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """Stream names a spec may give: what an operator can read (``Operator`` input names)."""
@@ -44,6 +44,9 @@ class SourceType:
     build: Callable[[Mapping[str, Any]], Source]
     """Construct the source from already-checked params."""
     doc: str = ""
+    preflight: Callable[[Mapping[str, Any]], str | None] | None = None
+    """What stops this source from running on this machine (e.g. no Bluetooth adapter), or
+    None; called by ``genki launch`` before any node starts, never by ``genki validate``."""
 
 
 SAMPLER_FUNCTIONS: dict[str, str] = {
@@ -188,9 +191,18 @@ def _build_sampler(params: Mapping[str, Any]) -> Source:
     return Sampler(functions, sample_rate=params["sample_rate"])
 
 
+def _lazy(qualname: str) -> Callable[..., Any]:
+    """A function imported when first called (checking a spec imports no hardware library)."""
+    return lambda *args: _load(qualname)(*args)
+
+
 SOURCE_TYPES: dict[str, SourceType] = {
     "Sampler": SourceType(_check_sampler, _build_sampler,
                           "functions of time sampled at sample_rate (SineWave, RandomNoise...)"),
+    "wave": SourceType(_lazy("genki_signals.data_sources.wave.params:check"),
+                       _lazy("genki_signals.data_sources.wave.params:build"),
+                       "the Genki Wave ring over Bluetooth LE (params: WaveParams)",
+                       _lazy("genki_signals.data_sources.wave.params:preflight")),
 }
 """Source types a spec's ``params.type`` may name."""
 
@@ -210,6 +222,14 @@ def check_source_params(params: Any) -> tuple[Problems, list[str]]:
                                                                      f"{type_name!r}"
         return [_field("params.type", f"{what} (known: {', '.join(SOURCE_TYPES)})")], []
     return SOURCE_TYPES[type_name].check(params)
+
+
+def source_preflight(params: Mapping[str, Any]) -> str | None:
+    """Why the source of these (checked) params cannot run on this machine, or None."""
+    source_type = SOURCE_TYPES.get(params.get("type")) if isinstance(params, Mapping) else None
+    if source_type is None or source_type.preflight is None:
+        return None
+    return source_type.preflight(params)
 
 
 def build_source(params: Mapping[str, Any]) -> Source:

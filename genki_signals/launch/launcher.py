@@ -124,6 +124,7 @@ class Launcher:
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         """Bind the control socket, start every node, wait until all are ready."""
+        self._preflight()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_not_running()
         self.router = self.context.socket(zmq.ROUTER)
@@ -156,6 +157,17 @@ class Launcher:
                 raise LaunchError(f"topology '{self.spec.name}' failed to start: {causes}")
             self._service(0.05)
         self.say("launch", "all nodes ready")
+
+    def _preflight(self) -> None:
+        """Fail before anything starts when a source cannot run here (e.g. no BLE adapter)."""
+        from genki_signals.data_sources.registry import source_preflight
+
+        for node in self.spec.nodes:
+            if node.kind == "source":
+                reason = source_preflight(node.params)
+                if reason:
+                    raise LaunchError(f"topology '{self.spec.name}' not started: node "
+                                      f"'{node.id}' ({node.params.get('type')}): {reason}")
 
     def _check_not_running(self) -> None:
         sock_path = self.address[len("ipc://"):] if self.address.startswith("ipc://") else None
