@@ -325,7 +325,8 @@ def motion_fields(records: np.ndarray) -> dict[str, np.ndarray]:
     """Time-first arrays of DATASTREAM records, plus the host-computed fields.
 
     ``grav = acc - linacc``; ``acc_glob``, ``linacc_glob``: ``acc``, ``linacc`` rotated by the
-    normalised ``current_pose``. Vectors are float32 ``(n, 3)``, poses ``(n, 4)``, ``peak``
+    normalised ``current_pose`` (an all-zero pose, no orientation yet, leaves them unrotated).
+    Vectors are float32 ``(n, 3)``, poses ``(n, 4)``, ``peak``
     bool, ``peak_norm_velocity`` float32, ``timestamp_us`` int64.
     """
     out = {k: np.ascontiguousarray(records[k]) for k in
