@@ -13,8 +13,8 @@ decodes every write (``writes``), answers the device-info request, streams once 
 mode and configured (motion, raw or spectrogram frames, made by our encoder), and sends a tick's
 bytes as notifications of random sizes (``chunk``, 20-244 B by default) so frames are split at
 random places. Each sample's ``timestamp_us`` is the ring's clock: ``clock()`` (default
-``time.monotonic``) since ``start()``, skewed by ``skew_ppm``; a tick is sent ``jitter`` seconds
-(uniform) late. ``sent`` keeps ``(timestamp_us, clock time of the sample)`` of every streamed
+``time.monotonic``) since ``start()`` when the sample is taken, skewed by ``skew_ppm``; it is
+sent ``jitter`` seconds (uniform) later. ``sent`` keeps ``(timestamp_us, clock time of the sample)`` of every streamed
 sample: the truth a test compares mapped timestamps with. Controls (thread-safe): ``silence()``
 / ``resume()``, ``drop()`` (the ring disconnects), ``press(button, action)``, ``inject(bytes)``
 (raw bytes, e.g. a corrupt frame), ``close()``.
@@ -263,17 +263,21 @@ class VirtualRing:
         return int(round((t - self._boot) * (1 + self.skew_ppm * 1e-6) * 1e6))
 
     async def _stream(self, connection: Any, config: tuple[p.Datastream, bool, float]) -> None:
+        """Sample at ``rate`` (ticks on the clock), stamp, wait ``jitter``, notify.
+
+        The sample time is the clock when the tick runs (a late tick is a late sample, as on a
+        real device), so ``sent`` stays the truth even when this process is starved of CPU.
+        """
         datastream, spectrogram, _ = config
         period = 1.0 / self.rate
         k0 = math.ceil((self.clock() - self._boot) / period)
         k = k0
         while True:
-            t = self._boot + k * period
-            delay = t + self._rng.uniform(0.0, self.jitter) - self.clock()
-            await asyncio.sleep(max(delay, 0.0))
+            await asyncio.sleep(max(self._boot + k * period - self.clock(), 0.0))
             k += 1
             if self._silent.is_set():
                 continue
+            t = self.clock()
             us = self.device_us(t)
             device_t = us * 1e-6
             data = b""
@@ -297,6 +301,8 @@ class VirtualRing:
             if not data:
                 continue
             self.sent.append((us, t))
+            if self.jitter:
+                await asyncio.sleep(self._rng.uniform(0.0, self.jitter))
             await self._notify(connection, data)
 
     async def _notify(self, connection: Any, data: bytes) -> None:
