@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from genki_signals.models.onnx_builders import write_all
+from pathlib import Path
+
+from genki_signals.models.onnx_builders import make_swipe_cnn, write_all
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -21,6 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for kind, path in write_all(args.directory, seed=args.seed).items():
         print(f"{kind}: {path}")
+    swipe = Path(args.directory) / "swipe_cnn.onnx"  # the wave-swipe demo's model
+    make_swipe_cnn(swipe)
+    print(f"swipe_cnn: {swipe}")
 
 
 if __name__ == "__main__":
