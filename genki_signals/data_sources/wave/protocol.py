@@ -178,6 +178,19 @@ def _name(kind: type[enum.IntEnum], value: int) -> str:
         return str(value)
 
 
+def _cobs() -> Any:
+    """The ``cobs`` codec, imported on first use (checking a spec needs no hardware extra)."""
+    global _COBS
+    if _COBS is None:
+        from cobs import cobs
+
+        _COBS = cobs
+    return _COBS
+
+
+_COBS: Any = None
+
+
 class FrameError(ValueError):
     """One frame is malformed; ``reason`` is the counter it is filed under."""
 
@@ -192,11 +205,9 @@ def decode_message(frame: bytes, *, from_device: bool = True) -> tuple[int, int,
     ``from_device``: sizes of what the ring sends (``DEVICE_SIZES``); False: of what a host
     sends (``HOST_SIZES``, for a virtual ring).
     """
-    from cobs import cobs
-
     try:
-        raw = cobs.decode(frame)
-    except cobs.DecodeError as exc:
+        raw = _cobs().decode(frame)
+    except _cobs().DecodeError as exc:
         raise FrameError("cobs", str(exc)) from None
     if len(raw) < HEADER.size:
         raise FrameError("truncated", f"{len(raw)} bytes, shorter than the 4-byte header")
@@ -218,13 +229,20 @@ def decode_message(frame: bytes, *, from_device: bool = True) -> tuple[int, int,
     return kind, msg_id, payload
 
 
+_NO_MOTION = np.empty(0, MOTION_DTYPE)
+_NO_RAW = np.empty(0, RAW_DTYPE)
+_NO_SPECTROGRAM = np.empty(0, SPECTROGRAM_DTYPE)
+for _a in (_NO_MOTION, _NO_RAW, _NO_SPECTROGRAM):
+    _a.flags.writeable = False  # shared by every Decoded without such records
+
+
 @dataclass
 class Decoded:
     """What one ``WaveDecoder.feed`` produced, in arrival order per kind."""
 
-    motion: np.ndarray = field(default_factory=lambda: np.empty(0, MOTION_DTYPE))
-    raw: np.ndarray = field(default_factory=lambda: np.empty(0, RAW_DTYPE))
-    spectrogram: np.ndarray = field(default_factory=lambda: np.empty(0, SPECTROGRAM_DTYPE))
+    motion: np.ndarray = field(default_factory=lambda: _NO_MOTION)
+    raw: np.ndarray = field(default_factory=lambda: _NO_RAW)
+    spectrogram: np.ndarray = field(default_factory=lambda: _NO_SPECTROGRAM)
     buttons: list[ButtonEvent] = field(default_factory=list)
     device_info: list[DeviceInfo] = field(default_factory=list)
     battery: list[BatteryStatus] = field(default_factory=list)
@@ -314,11 +332,14 @@ def _device_info(payload: bytes) -> DeviceInfo:
 
 
 # ------------------------------------------------------------------ host-side fields
-def _rotate(q: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """``q v q*`` for unit quaternions ``q (n, 4)`` (w, x, y, z) and vectors ``v (n, 3)``."""
-    w, u = q[:, :1], q[:, 1:]
-    t = 2.0 * np.cross(u, v)
-    return v + w * t + np.cross(u, t)
+def _rotation_matrices(q: np.ndarray) -> np.ndarray:
+    """``(n, 3, 3)`` rotation matrices of unit quaternions ``q (n, 4)`` (w, x, y, z)."""
+    w, x, y, z = q.T
+    return np.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+        axis=1).reshape(-1, 3, 3)
 
 
 def motion_fields(records: np.ndarray) -> dict[str, np.ndarray]:
@@ -336,10 +357,12 @@ def motion_fields(records: np.ndarray) -> dict[str, np.ndarray]:
     out["timestamp_us"] = records["timestamp_us"].astype(np.int64)
     out["grav"] = out["acc"] - out["linacc"]
     q = out["current_pose"].astype(np.float64)
-    norm = np.linalg.norm(q, axis=1, keepdims=True)
+    norm = np.sqrt(np.einsum("ij,ij->i", q, q))[:, None]
     q = np.divide(q, norm, out=np.zeros_like(q), where=norm > 0)
-    out["acc_glob"] = _rotate(q, out["acc"]).astype(np.float32)
-    out["linacc_glob"] = _rotate(q, out["linacc"]).astype(np.float32)
+    q[norm[:, 0] == 0, 0] = 1.0  # no pose yet: the identity
+    both = np.stack([out["acc"], out["linacc"]], axis=1).astype(np.float64)  # (n, 2, 3)
+    rotated = np.einsum("nij,nkj->nki", _rotation_matrices(q), both).astype(np.float32)
+    out["acc_glob"], out["linacc_glob"] = rotated[:, 0], rotated[:, 1]
     return out
 
 
@@ -362,10 +385,8 @@ def spectrogram_fields(records: np.ndarray) -> dict[str, np.ndarray]:
 def encode_message(kind: int, msg_id: int, payload: bytes = b"", *,
                    size: int | None = None) -> bytes:
     """``COBS(header || payload) || 0x00``; ``size`` overrides the header's payload size."""
-    from cobs import cobs
-
     header = HEADER.pack(kind, msg_id, len(payload) if size is None else size)
-    return cobs.encode(header + bytes(payload)) + b"\x00"
+    return _cobs().encode(header + bytes(payload)) + b"\x00"
 
 
 def _records(dtype: np.dtype, values: Any) -> np.ndarray:

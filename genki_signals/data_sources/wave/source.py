@@ -257,7 +257,7 @@ class WaveDataSource(Source):
         self.decoder.reset()  # a frame cut by the last disconnect is not completed by this one
         try:
             await client.connect()
-            await client.start_notify(p.API_CHAR_UUID, self._on_notify)
+            await client.start_notify(p.API_CHAR_UUID, self.handle_notification)
             for request in (p.device_info_request(), p.api_mode_request(), self.config_bytes):
                 await client.write_gatt_char(p.API_CHAR_UUID, request, response=False)
             self._client = client
@@ -302,8 +302,11 @@ class WaveDataSource(Source):
                               f"{self.scan_timeout:g} s")
         return address
 
-    def _on_notify(self, _sender: Any, data: bytearray) -> None:
-        """One notification (on the loop thread): decode, queue with its arrival time."""
+    def handle_notification(self, _sender: Any, data: bytes | bytearray) -> None:
+        """One notification: decode, queue with its arrival time (``clock.now()``).
+
+        The BLE callback (on the loop thread); a benchmark may feed bytes directly.
+        """
         arrival = self.clock.now()
         self.notifications += 1
         out = self.decoder.feed(data)
@@ -359,7 +362,8 @@ class WaveDataSource(Source):
             self._records, self._arrivals, self._counts = [], [], []
         if not chunks:
             return self._empty()
-        records = np.concatenate(chunks)
+        records = chunks[0] if len(chunks) == 1 else \
+            np.frombuffer(b"".join(c.tobytes() for c in chunks), chunks[0].dtype)
         fields = (p.spectrogram_fields(records) if self.spectrogram else
                   p.raw_fields(records) if self.raw else p.motion_fields(records))
         arrival = np.repeat(np.asarray(arrivals), counts)
