@@ -84,23 +84,27 @@ def stack_latency():
     """
     clock = Clock()
     with VirtualRing(clock=clock.now, seed=99) as ring:
-        source = WaveDataSource(ring.address, transport=ring.transport, clock=clock)
+        source = WaveDataSource(ring.address, transport=ring.transport, clock=clock,
+                                )
         source.start()
         try:
-            frames = collect(source, 1.5)
+            frames = collect(source, 3.0)
             drain(ring, source, frames)
         finally:
             source.stop()
-    return float(np.median(timestamp_errors(ring, joined(frames))))
+    data = joined(frames)
+    settled = data["timestamp"] > data["timestamp"][0] + 1.0
+    return float(np.median(timestamp_errors(ring, data)[settled]))
 
 
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("skew_ppm", [100.0, -100.0])
 def test_motion_stream_writes_values_no_loss_and_device_timestamps(rings, stack_latency,
                                                                    skew_ppm):
-    ring, source = rings(dict(fit_options={"latency": stack_latency}), jitter=0.005,
-                         skew_ppm=skew_ppm, seed=int(skew_ppm))
+    ring, source = rings(dict(fit_options={"latency": stack_latency}),
+                         jitter=0.005, skew_ppm=skew_ppm, seed=int(skew_ppm))
     source.start()
-    frames = collect(source, 3.0)
+    frames = collect(source, 12.0)
     drain(ring, source, frames)
     data = joined(frames)
 
@@ -116,7 +120,7 @@ def test_motion_stream_writes_values_no_loss_and_device_timestamps(rings, stack_
     # 0 lost: every sample the ring sent, in order, once
     sent_us = [us for us, _ in ring.sent]
     assert data["timestamp_us"].tolist() == sent_us
-    assert len(sent_us) >= 150  # 3 s at 100 Hz (fewer when the machine is starved)
+    assert len(sent_us) >= 600  # 12 s at 100 Hz (fewer when the machine is starved)
     assert source.stats()["wave_dropped_frames"] == 0
 
     # values: what the trajectory gave at each sample's device time, bit for bit in float32
@@ -128,9 +132,10 @@ def test_motion_stream_writes_values_no_loss_and_device_timestamps(rings, stack_
     np.testing.assert_allclose(data["grav"], data["acc"] - data["linacc"], atol=1e-6)
 
     # timestamps: the ring's clock mapped onto ours, not the jittered arrivals. The mapping is
-    # causal (a read maps with the pairs seen so far): judged once the fit has a full second.
+    # causal (a read maps with the pairs seen so far, and the rate is only as good as the span
+    # of device time behind it): judged after the first 4 s.
     err = timestamp_errors(ring, data)
-    settled = data["timestamp"] > data["timestamp"][0] + 1.0
+    settled = data["timestamp"] > data["timestamp"][0] + 4.0
     assert np.max(np.abs(err[settled])) < 1e-3, (np.min(err), np.max(err), stack_latency)
     assert np.max(np.abs(err)) < 0.02  # even the first reads: within the injected jitter
     assert np.all(np.diff(data["timestamp"]) > 0)
@@ -256,7 +261,8 @@ def test_buttons_device_info_recenter_and_corrupt_frames(rings, caplog):
     assert np.all(np.abs(events["buttons"]["timestamp"] - (now - 0.4)) < 0.4)
     assert source.is_active and source.connected
     stats = source.stats()
-    assert stats["wave_dropped_by_reason"] == {"truncated": 1, "unknown_id": 1}
+    assert {k: v for k, v in stats.items() if k.startswith("wave_dropped")} == {
+        "wave_dropped_frames": 2, "wave_dropped_truncated": 1, "wave_dropped_unknown_id": 1}
     assert joined(frames)["timestamp"].size > 20  # streaming went on
 
     source.recenter()

@@ -426,7 +426,7 @@ class WaveDataSource(Source):
             "wave_reconnects": self.reconnects, "wave_notifications": self.notifications,
             "wave_samples": self.samples, "wave_frames": self.decoder.frames,
             "wave_dropped_frames": self.decoder.dropped,
-            "wave_dropped_by_reason": dict(self.decoder.errors),
+            **{f"wave_dropped_{reason}": n for reason, n in sorted(self.decoder.errors.items())},
             "wave_partial_frames": self.decoder.partial,
             "wave_clock_uncertainty_ms": None if uncertainty is None else uncertainty * 1e3,
             **{f"wave_{k}": v for k, v in self.fit.stats().items()},
