@@ -294,3 +294,34 @@ def test_discovery_by_name_and_a_clear_error_when_nothing_is_found(rings):
     with pytest.raises(SourceError, match="no BLE device whose name contains 'NoSuchRing'"):
         missing.start()
     assert not missing.is_active
+
+
+def test_a_source_node_publishes_data_buttons_and_device_info_and_reports_stats(rings):
+    from genki_signals.bus.codec import decode, encode
+    from genki_signals.nodes.source_node import SourceNodeLogic
+
+    ring, source = rings()
+    logic = SourceNodeLogic(source)
+    logic.start()
+    try:
+        outputs = []
+        for _ in range(10):
+            time.sleep(0.04)
+            outputs += logic.poll(0.0)
+        ring.press(p.Button.BOTTOM, p.ButtonAction.DOUBLE_CLICK)
+        deadline = time.monotonic() + 5
+        while not any(o.timeline == "buttons" for o in outputs) and time.monotonic() < deadline:
+            time.sleep(0.04)
+            outputs += logic.poll(0.0)
+        stats = logic.stats()
+    finally:
+        logic.close()
+    assert not source.is_active
+    by = {(o.timeline, o.kind): o.frame for o in outputs}
+    assert {("main", "data"), ("device", "event"), ("buttons", "event")} <= set(by)
+    assert by[("buttons", "event")]["action"].tolist() == [b"double_click"]
+    assert stats["wave_firmware"] == "1.7.4" and stats["wave_serial"] == "VIRTUAL0001"
+    for (timeline, kind), frame in by.items():  # every frame crosses the bus codec intact
+        message = decode(encode(f"ring/{timeline}", frame, node_id="ring", seq=1, kind=kind))
+        assert sorted(message.frame) == sorted(frame)
+        assert message.frame["timestamp"].tolist() == frame["timestamp"].tolist()
