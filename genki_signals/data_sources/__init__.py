@@ -11,6 +11,7 @@ from genki_signals.data_sources.sampler import Sampler
 from genki_signals.data_sources.synthetic import RandomNoise, SineWave, SquareWave, TriangleWave
 from genki_signals.data_sources.trajectory import GestureScript
 from genki_signals.data_sources.replay import ReplaySource
+from genki_signals.data_sources.wave.source import WaveDataSource
 
 __all__ = [
     "Source",
@@ -22,4 +23,5 @@ __all__ = [
     "RandomNoise",
     "GestureScript",
     "ReplaySource",
+    "WaveDataSource",
 ]

@@ -160,11 +160,13 @@ class WaveDataSource(Source):
         started.wait(5)
         deadline = time.monotonic() + self.connect_timeout
         while not self._streaming.wait(0.05):
-            if time.monotonic() > deadline or not self._thread.is_alive():
+            gave_up = not self._thread.is_alive()
+            if time.monotonic() > deadline or gave_up:
                 reason = self.last_error or "no answer"
+                when = "" if gave_up else f" after {self.connect_timeout:g} s"
                 self.stop()
                 raise SourceError(f"Wave ring ({self.ble_address or 'name ' + repr(self.name)})"
-                                  f": not streaming after {self.connect_timeout:g} s: {reason}")
+                                  f": not streaming{when}: {reason}")
 
     def _run(self, started: threading.Event) -> None:
         loop = asyncio.new_event_loop()
@@ -217,7 +219,12 @@ class WaveDataSource(Source):
             if self.transport:
                 from genki_signals.data_sources.wave.bumble_backend import open_central
 
-                central, hci = await open_central(self.transport)
+                try:
+                    central, hci = await open_central(self.transport)
+                except Exception as exc:  # noqa: BLE001 - reported by start()
+                    self.last_error = f"cannot open HCI transport {self.transport!r}: {exc!r}"
+                    log.error("Wave ring: %s", self.last_error)
+                    return
             while not self._stopping.is_set():
                 try:
                     await self._session(central)
