@@ -14,11 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
+from proc_helpers import REPO, LauncherProcess
 
 from genki_signals.data_sources.wave.source import TRANSPORT_ENV
 from genki_signals.data_sources.wave.virtual import VirtualRing, swipe_motion
 from genki_signals.models.onnx_builders import make_swipe_cnn
-from proc_helpers import REPO, LauncherProcess
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -118,7 +118,7 @@ def run_baseline(chunks: list[bytes], times: list[float]) -> float:
                 raw = cobs.decode(frame)
             except cobs.DecodeError:
                 continue
-            kind, msg_id, _size = struct.unpack_from("<BBH", raw)
+            _kind, msg_id, _size = struct.unpack_from("<BBH", raw)
             if msg_id == 1:
                 v = _MOTION.unpack(raw[4:])
                 rows.append({"gyro": v[0:3], "acc": v[3:6], "mag": v[6:9],

@@ -29,7 +29,7 @@ from bleak.backends.service import BleakGATTService, BleakGATTServiceCollection
 from bleak.exc import BleakError
 from bleak.uuids import normalize_uuid_str
 
-__all__ = ["BumbleClientBackend", "open_central", "find_by_name"]
+__all__ = ["BumbleClientBackend", "find_by_name", "open_central"]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class BumbleClientBackend(BaseBleakClient):
         if connection is not None:
             try:
                 await asyncio.wait_for(connection.disconnect(), 2.0)
-            except (asyncio.TimeoutError, Exception) as exc:  # the link may be gone already
+            except (TimeoutError, Exception) as exc:  # the link may be gone already
                 log.debug("bumble disconnect: %r", exc)
                 self._connection = self._peer = None
 
@@ -193,7 +193,7 @@ async def find_by_name(device: Any, name: str, timeout: float) -> str | None:
     await device.start_scanning(filter_duplicates=True)
     try:
         return await asyncio.wait_for(found, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
     finally:
         device.remove_listener("advertisement", on_advertisement)

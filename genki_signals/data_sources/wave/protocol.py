@@ -36,13 +36,41 @@ from typing import Any
 import numpy as np
 
 __all__ = [
-    "SERVICE_UUID", "API_CHAR_UUID", "MsgType", "MsgId", "Button", "ButtonAction", "DeviceMode",
-    "Datastream", "MOTION_DTYPE", "RAW_DTYPE", "SPECTROGRAM_DTYPE", "SPECTROGRAM_CHANNELS",
-    "SPECTROGRAM_BINS", "DeviceInfo", "ButtonEvent", "BatteryStatus", "Decoded", "WaveDecoder",
-    "FrameError", "decode_message", "encode_message", "encode_motion", "encode_raw",
-    "encode_spectrogram", "encode_button", "encode_device_info", "encode_battery",
-    "device_info_request", "api_mode_request", "config_request", "recenter_request",
-    "motion_fields", "raw_fields", "spectrogram_fields", "MAX_FRAME",
+    "API_CHAR_UUID",
+    "MAX_FRAME",
+    "MOTION_DTYPE",
+    "RAW_DTYPE",
+    "SERVICE_UUID",
+    "SPECTROGRAM_BINS",
+    "SPECTROGRAM_CHANNELS",
+    "SPECTROGRAM_DTYPE",
+    "BatteryStatus",
+    "Button",
+    "ButtonAction",
+    "ButtonEvent",
+    "Datastream",
+    "Decoded",
+    "DeviceInfo",
+    "DeviceMode",
+    "FrameError",
+    "MsgId",
+    "MsgType",
+    "WaveDecoder",
+    "api_mode_request",
+    "config_request",
+    "decode_message",
+    "device_info_request",
+    "encode_battery",
+    "encode_button",
+    "encode_device_info",
+    "encode_message",
+    "encode_motion",
+    "encode_raw",
+    "encode_spectrogram",
+    "motion_fields",
+    "raw_fields",
+    "recenter_request",
+    "spectrogram_fields",
 ]
 
 SERVICE_UUID = "65e9296c-8dfb-11ea-bc55-0242ac130003"
@@ -326,7 +354,7 @@ class WaveDecoder:
 
 def _device_info(payload: bytes) -> DeviceInfo:
     major, minor, patch, board, mac, serial = _DEVICE_INFO.unpack(payload)
-    text = lambda b: b.split(b"\x00", 1)[0].decode("ascii", "replace")  # noqa: E731
+    text = lambda b: b.split(b"\x00", 1)[0].decode("ascii", "replace")
     return DeviceInfo((major, minor, patch), text(board), ":".join(f"{b:02x}" for b in mac),
                       text(serial))
 

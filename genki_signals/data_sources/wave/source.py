@@ -36,7 +36,6 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -48,7 +47,7 @@ from genki_signals.data_sources.wave import protocol as p
 from genki_signals.errors import SourceError
 from genki_signals.frames import TIMESTAMP, Frame
 
-__all__ = ["WaveDataSource", "TRANSPORT_ENV", "stream_shapes", "MIN_FIRMWARE"]
+__all__ = ["MIN_FIRMWARE", "TRANSPORT_ENV", "WaveDataSource", "stream_shapes"]
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +230,7 @@ class WaveDataSource(Source):
                     failures = 0
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # noqa: BLE001 - any BLE failure: retry
+                except Exception as exc:
                     failures += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
                     log.warning("Wave ring: %s", self.last_error)
@@ -256,7 +255,9 @@ class WaveDataSource(Source):
         disconnected = asyncio.Event()
         kwargs: dict[str, Any] = {}
         if central is not None:
-            from genki_signals.data_sources.wave.bumble_backend import BumbleClientBackend
+            from genki_signals.data_sources.wave.bumble_backend import (
+                BumbleClientBackend,
+            )
 
             kwargs = {"backend": BumbleClientBackend, "bumble_device": central}
         client = BleakClient(address, lambda _c: disconnected.set(),

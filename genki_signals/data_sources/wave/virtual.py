@@ -36,7 +36,7 @@ import numpy as np
 
 from genki_signals.data_sources.wave import protocol as p
 
-__all__ = ["VirtualRing", "wave_motion", "swipe_motion", "DEFAULT_INFO"]
+__all__ = ["DEFAULT_INFO", "VirtualRing", "swipe_motion", "wave_motion"]
 
 DEFAULT_INFO = p.DeviceInfo((1, 7, 4), "wave-v2", "f0:f0:f0:f0:f0:01", "VIRTUAL0001")
 
@@ -136,7 +136,6 @@ class VirtualRing:
 
     async def _setup(self) -> None:
         from bumble.controller import Controller
-        from bumble.core import AdvertisingData
         from bumble.device import Device
         from bumble.gatt import Characteristic, CharacteristicValue, Service
         from bumble.hci import Address
