@@ -280,7 +280,7 @@ def test_check_source_params() -> None:
         "field 'params': must be a mapping with a 'type', got 'Sampler'"]
     assert check_source_params({})[0] == [
         "field 'params.type': missing required field (known: Sampler, lsl, Mouse, Keyboard, "
-        "Microphone)"]
+        "Microphone, wave)"]
 
 
 def test_build_source_makes_a_sampler_without_starting_it() -> None:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from genki_signals.testing.onnx_builders import make_motion_gru, write_all
+from genki_signals.testing.onnx_builders import make_motion_gru, make_swipe_cnn, write_all
 
-SHIPPED = {"motion_gru": make_motion_gru}
+SHIPPED = {"motion_gru": make_motion_gru, "swipe_cnn": make_swipe_cnn}
 """The models the specs in ``specs/`` use: name -> builder (``<name>.onnx``)."""
 
 

@@ -18,6 +18,8 @@ from genki_signals.data_sources.keyboard import KeyboardDataSource
 from genki_signals.data_sources.microphone import MicDataSource
 from genki_signals.data_sources.mouse import MouseDataSource
 
+from genki_signals.data_sources.wave.source import WaveDataSource
+
 __all__ = [
     "Source",
     "SourceParameterError",
@@ -33,4 +35,6 @@ __all__ = [
     "MouseDataSource",
     "KeyboardDataSource",
     "MicDataSource",
+
+    "WaveDataSource",
 ]

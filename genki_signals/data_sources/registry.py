@@ -210,14 +210,14 @@ _MOUSE = "genki_signals.data_sources.mouse"
 _KEYBOARD = "genki_signals.data_sources.keyboard"
 _MIC = "genki_signals.data_sources.microphone"
 
+
 SOURCE_TYPES: dict[str, SourceType] = {
     "Sampler": SourceType(_check_sampler, _build_sampler,
                           "functions of time sampled at sample_rate (SineWave, RandomNoise...)"),
-    "lsl": SourceType(lambda p: _load("genki_signals.data_sources.lsl:check_lsl_params")(p),
-                      lambda p: _load("genki_signals.data_sources.lsl:build_lsl_source")(p),
+    "lsl": SourceType(_lazy("genki_signals.data_sources.lsl:check_lsl_params"),
+                      _lazy("genki_signals.data_sources.lsl:build_lsl_source"),
                       "a Lab Streaming Layer stream (LSLSourceParams: name, content_type, "
                       "source_id, channels...; the lsl extra)"),
-
     "Mouse": SourceType(_lazy(f"{_MOUSE}:check_mouse_params"),
                         _lazy(f"{_MOUSE}:build_mouse_source"),
                         "the pointer via pynput, sampled at sample_rate (MouseParams)",
@@ -230,6 +230,10 @@ SOURCE_TYPES: dict[str, SourceType] = {
     "Microphone": SourceType(_lazy(f"{_MIC}:check_mic_params"), _lazy(f"{_MIC}:build_mic_source"),
                              "an audio input via sounddevice, on its own clock (MicParams)",
                              preflight=_lazy(f"{_MIC}:mic_preflight")),
+    "wave": SourceType(_lazy("genki_signals.data_sources.wave.params:check"),
+                       _lazy("genki_signals.data_sources.wave.params:build"),
+                       "the Genki Wave ring over Bluetooth LE (params: WaveParams)",
+                       _lazy("genki_signals.data_sources.wave.params:preflight")),
 }
 """Source types a spec's ``params.type`` may name."""
 
@@ -252,12 +256,14 @@ def check_source_params(params: Any) -> tuple[Problems, list[str]]:
 
 
 def preflight_source(params: Mapping[str, Any]) -> str | None:
-    """For valid ``params``: why the source's device is unusable on this machine, or None.
+    """Why the source of these (checked) params cannot run on this machine, or None.
 
     Only device source types have a preflight; the others always pass.
     """
-    source_type = SOURCE_TYPES[params["type"]]
-    return source_type.preflight(params) if source_type.preflight is not None else None
+    source_type = SOURCE_TYPES.get(params.get("type")) if isinstance(params, Mapping) else None
+    if source_type is None or source_type.preflight is None:
+        return None
+    return source_type.preflight(params)
 
 
 def build_source(params: Mapping[str, Any]) -> Source:
