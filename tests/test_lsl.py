@@ -162,7 +162,7 @@ def test_an_outlet_that_goes_away_and_comes_back_is_recovered(source_id):
 def test_outlet_sink_is_read_by_a_plain_pylsl_inlet():
     name = unique("genki_out")
     clock = Clock()
-    sink = LSLOutletSinkLogic(LSLSinkParams(keys=("sine_0", "vec"), name=name,
+    sink = LSLOutletSinkLogic(LSLSinkParams(type="lsl", keys=("sine_0", "vec"), name=name,
                                             content_type="EEG"), clock=clock)
     sink.start()
     ts = clock.now() + np.arange(50) / 100.0
@@ -205,7 +205,7 @@ def test_outlet_sink_is_read_by_a_plain_pylsl_inlet():
 def test_events_become_an_lsl_marker_stream():
     name = unique("gestures")
     clock = Clock()
-    sink = LSLOutletSinkLogic(LSLSinkParams(name=name), clock=clock)
+    sink = LSLOutletSinkLogic(LSLSinkParams(type="lsl", name=name), clock=clock)
     sink.start()
 
     def event(t: float, label: bytes, score: float) -> dict[str, np.ndarray]:

@@ -20,64 +20,20 @@ give the edge a lossy policy too. The URL is logged and in the heartbeat (``foxg
 
 from __future__ import annotations
 
-import ipaddress
 import logging
-import numbers
-from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from genki_signals.clock import Clock, default_clock
+from genki_signals.nodes.kinds.sink_foxglove import DEFAULT_PORT, FoxgloveSinkParams
 from genki_signals.nodes.logic import NodeLogic, Output
 
-__all__ = ["FoxgloveSinkParams", "FoxgloveSinkLogic", "FoxgloveServer", "check_foxglove_sink",
-           "build_foxglove_sink"]
+__all__ = ["FoxgloveSinkParams", "FoxgloveSinkLogic", "FoxgloveServer", "build_foxglove_sink"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 8765
 BACKLOG = 1024
-
-
-@dataclass(frozen=True)
-class FoxgloveSinkParams:
-    """A ``type: foxglove`` sink's params."""
-
-    host: str = "127.0.0.1"
-    """Address to bind (loopback by default: non-loopback only under the multi-host rules)."""
-    port: int = DEFAULT_PORT
-    """TCP port (0: any free port)."""
-    keys: tuple[str, ...] | None = None
-    """Streams to serve (None: every stream)."""
-    topics: tuple[str, ...] | None = None
-    """Topic prefixes to serve (None: every input topic)."""
-
-    @classmethod
-    def parse(cls, params: Mapping[str, Any]) -> tuple[FoxgloveSinkParams | None, list[str]]:
-        problems: list[str] = []
-        host = params.get("host", "127.0.0.1")
-        try:
-            ipaddress.ip_address("127.0.0.1" if host == "localhost" else host)
-        except (ValueError, TypeError):
-            problems.append(f"field 'params.host': must be an IP address to bind (default "
-                            f"127.0.0.1, loopback), got {host!r}")
-        port = params.get("port", DEFAULT_PORT)
-        if isinstance(port, bool) or not isinstance(port, numbers.Integral) or \
-                not 0 <= port <= 65535:
-            problems.append(f"field 'params.port': must be a port number 0..65535 (0: any free "
-                            f"port), got {port!r}")
-        topics = params.get("topics")
-        if topics is not None and (not isinstance(topics, list) or not topics or
-                                   not all(isinstance(t, str) and t for t in topics)):
-            problems.append(f"field 'params.topics': must be a non-empty list of topic "
-                            f"prefixes, got {topics!r}")
-        if problems:
-            return None, problems
-        keys = params.get("keys")
-        return cls(host=host, port=int(port), keys=tuple(keys) if keys else None,
-                   topics=tuple(topics) if topics else None), []
 
 
 class FoxgloveServer:
@@ -125,10 +81,10 @@ class FoxgloveSinkLogic(NodeLogic):
 
     merge_inputs = False  # frames as they arrive: a viewer needs no cross-input ordering
 
-    def __init__(self, params: FoxgloveSinkParams = FoxgloveSinkParams(), *,
+    def __init__(self, params: FoxgloveSinkParams | None = None, *,
                  name: str = "genki-signals", clock: Clock | None = None,
                  wall_anchor: float | None = None) -> None:
-        self.params = params
+        self.params = params if params is not None else FoxgloveSinkParams(type="foxglove")
         self.name = name
         self.clock = clock
         self.wall_anchor = wall_anchor
@@ -171,25 +127,17 @@ class FoxgloveSinkLogic(NodeLogic):
             self.server = None
 
 
-def check_foxglove_sink(params: Mapping[str, Any], available: list[str] | None) -> list[str]:
-    """``SinkType.check`` for ``type: foxglove``."""
-    return FoxgloveSinkParams.parse(params)[1]
-
-
-def build_foxglove_sink(config: Any) -> FoxgloveSinkLogic:
+def build_foxglove_sink(params: FoxgloveSinkParams, config: Any) -> FoxgloveSinkLogic:
     """The logic of a ``type: foxglove`` sink node (``config``: its ``NodeConfig``).
 
     Log times use the run's wall anchor from the launcher's directory (as recordings do), so a
     live view and a recording of the same run agree to the nanosecond."""
     from genki_signals.bus import control
 
-    parsed, problems = FoxgloveSinkParams.parse(config.params)
-    if problems:
-        raise ValueError(f"node '{config.id}': " + "; ".join(problems))
     try:
         wall_anchor = control.request(config.control_endpoint, "directory",
                                       timeout=2.0).get("wall_anchor")
     except (TimeoutError, OSError, AttributeError, KeyError, TypeError):
         wall_anchor = None  # the node's own clock anchor (within milliseconds)
-    return FoxgloveSinkLogic(parsed, name=f"{config.topology or 'genki-signals'} ({config.id})",
+    return FoxgloveSinkLogic(params, name=f"{config.topology or 'genki-signals'} ({config.id})",
                              wall_anchor=wall_anchor)

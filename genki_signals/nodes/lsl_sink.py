@@ -29,70 +29,22 @@ the node restarts. Needs the ``lsl`` extra.
 from __future__ import annotations
 
 import logging
-import math
-import numbers
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from genki_signals.clock import Clock, default_clock
 from genki_signals.frames import TIMESTAMP, frame_length, is_companion
+from genki_signals.nodes.kinds.sink_lsl import LSLSinkParams
 from genki_signals.nodes.logic import NodeLogic, Output
 
-__all__ = ["LSLSinkParams", "LSLOutletSinkLogic", "check_lsl_sink", "build_lsl_sink",
-           "LSL_SINK_FIELDS"]
+__all__ = ["LSLSinkParams", "LSLOutletSinkLogic"]
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("float32", "double64", "int32", "int16", "int8", "int64")
 _NUMPY_OF = {"float32": np.float32, "double64": np.float64, "int32": np.int32,
              "int16": np.int16, "int8": np.int8, "int64": np.int64}
-LSL_SINK_FIELDS = ("keys", "name", "content_type", "nominal_rate", "format", "source_id")
-
-
-@dataclass(frozen=True)
-class LSLSinkParams:
-    """A ``type: lsl`` sink's params."""
-
-    keys: tuple[str, ...] | None = None
-    """Streams to publish as channels, in order (None: every numeric stream of a topic)."""
-    name: str | None = None
-    """LSL stream name (None: the topic); with several topics, ``<name>/<timeline>``."""
-    content_type: str = "genki"
-    """LSL content type (``EEG``, ``Mocap``...)."""
-    nominal_rate: float | None = None
-    """Samples per second announced (None: measured from the first frame; 0: irregular)."""
-    format: str | None = None
-    """LSL channel format (None: float32 when every stream is float32, else double64...)."""
-    source_id: str | None = None
-    """LSL source id prefix (None: ``genki/<topology>/<node>``); the topic is appended."""
-
-    @classmethod
-    def parse(cls, params: Mapping[str, Any]) -> tuple[LSLSinkParams | None, list[str]]:
-        """Typed params and problems (``keys`` is checked by the generic sink check)."""
-        problems: list[str] = []
-        for k in ("name", "content_type", "source_id"):
-            v = params.get(k)
-            if v is not None and (not isinstance(v, str) or not v):
-                problems.append(f"field 'params.{k}': must be a non-empty string, got {v!r}")
-        rate = params.get("nominal_rate")
-        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, numbers.Real)
-                                 or not math.isfinite(rate) or rate < 0):
-            problems.append(f"field 'params.nominal_rate': must be a number >= 0 (0: "
-                            f"irregular), got {rate!r}")
-        fmt = params.get("format")
-        if fmt is not None and fmt not in FORMATS:
-            problems.append(f"field 'params.format': must be one of {', '.join(FORMATS)}, "
-                            f"got {fmt!r}")
-        if problems:
-            return None, problems
-        keys = params.get("keys")
-        return cls(keys=tuple(keys) if keys else None, name=params.get("name"),
-                   content_type=params.get("content_type") or "genki",
-                   nominal_rate=None if rate is None else float(rate), format=fmt,
-                   source_id=params.get("source_id")), []
 
 
 def choose_format(dtypes: Sequence[np.dtype]) -> str:
@@ -125,8 +77,9 @@ class LSLOutletSinkLogic(NodeLogic):
 
     merge_inputs = False  # each topic is its own outlet: no need to order across inputs
 
-    def __init__(self, params: LSLSinkParams = LSLSinkParams(), *, source_id_prefix: str = "genki",
+    def __init__(self, params: LSLSinkParams | None = None, *, source_id_prefix: str = "genki",
                  clock: Clock | None = None) -> None:
+        params = params if params is not None else LSLSinkParams(type="lsl")
         self.params = params
         self.source_id_prefix = params.source_id or source_id_prefix
         self.clock = clock if clock is not None else default_clock()
@@ -234,18 +187,3 @@ class LSLOutletSinkLogic(NodeLogic):
     def close(self) -> None:
         self.outlets.clear()  # pylsl destroys each outlet with its object
         self.markers.clear()
-
-
-# ---------------------------------------------------------------------- the sink table entries
-def check_lsl_sink(params: Mapping[str, Any], available: list[str] | None) -> list[str]:
-    """``SinkType.check`` for ``type: lsl``."""
-    return LSLSinkParams.parse(params)[1]
-
-
-def build_lsl_sink(config: Any) -> LSLOutletSinkLogic:
-    """The logic of a ``type: lsl`` sink node (``config``: its ``NodeConfig``)."""
-    parsed, problems = LSLSinkParams.parse(config.params)
-    if problems:
-        raise ValueError(f"node '{config.id}': " + "; ".join(problems))
-    return LSLOutletSinkLogic(
-        parsed, source_id_prefix=f"genki/{config.topology or 'topology'}/{config.id}")
