@@ -144,8 +144,9 @@ def test_bad_parameters_name_the_field():
                                            "device": "USB", "dtype": "int16"})
     assert problems == [] and names == ["timestamp", "audio"]
     problems, _ = check_source_params({"type": "Microphone", "channels": 0, "rate": 1})
-    assert "field 'params.rate': unknown field" in problems[0]
-    assert "field 'params.channels': must be an integer >= 1, got 0" in problems[1]
+    text = "\n".join(problems)
+    assert len(problems) == 2 and "field 'params.rate': unknown field" in text
+    assert "field 'params.channels': must be an integer >= 1, got 0" in text
 
 
 # ---------------------------------------------------------------------- timeline unit tests

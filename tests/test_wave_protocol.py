@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
+from genki_signals.data_sources.registry import check_source_params as check
 from genki_signals.data_sources.wave import protocol as p
-from genki_signals.data_sources.wave.params import check, stream_names
+from genki_signals.data_sources.wave.params import stream_names
 from genki_signals.data_sources.wave.source import stream_shapes
 
 pytestmark = pytest.mark.timeout(120)

@@ -18,19 +18,20 @@ one more input event; it is a daemon thread).
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
 
 from genki_signals.clock import Clock
 from genki_signals.data_sources.base import SourceParameterError
 from genki_signals.data_sources.input_devices import (SampledInput, display_problem,
                                                       import_pynput, start_listener)
-from genki_signals.data_sources.params import parse_params
+from genki_signals.data_sources.registry import UpdateRate
 from genki_signals.errors import SourceError
 from genki_signals.frames import TIMESTAMP
+from genki_signals.params import Field, Float, Str, invalid, params
 
 __all__ = ["KeyboardDataSource", "KeyboardParams", "KEY_NAMES", "key_name_problem"]
 
@@ -164,46 +165,47 @@ class KeyboardDataSource(SampledInput):
 
 
 # ------------------------------------------------------------------ spec source type
-@dataclass(frozen=True)
+def _key_names(keys: tuple[str, ...]) -> tuple[str, ...]:
+    problems = [p.replace("'keys' ", "", 1) for p in _check_keys(keys)]
+    if problems:
+        raise invalid("; ".join(problems))
+    return keys
+
+
+def _stream_name(name: str) -> str:
+    from genki_signals.data_sources.registry import STREAM_NAME
+
+    if not STREAM_NAME.match(name) or name == TIMESTAMP:
+        raise invalid(f"bad stream name {name!r} (letters, digits, underscore; "
+                      f"not '{TIMESTAMP}')")
+    return name
+
+
+@params
 class KeyboardParams:
     """A ``Keyboard`` source node: named keys sampled at ``sample_rate``."""
 
-    keys: tuple[str, ...]
+    type: Literal["Keyboard"]
+    keys: Annotated[tuple[Str, ...], pydantic.AfterValidator(_key_names), Field(
+        description="a non-empty list of key names")]
     """Key names (see ``KEY_NAMES``) or single characters; one 0/1 channel each."""
-    sample_rate: float = 100.0
+    sample_rate: Annotated[Float, Field(gt=0)] = 100.0
     """Samples per second."""
-    name: str = STREAM
+    name: Annotated[Str, pydantic.AfterValidator(_stream_name)] = STREAM
     """The stream's name."""
-    update_rate: float | None = None
-    """Frames the node publishes per second (default 25)."""
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = []
-        for problem in _check_keys(self.keys):
-            out.append(("keys", problem.replace("'keys' ", "", 1)))
-        if self.sample_rate <= 0:
-            out.append(("sample_rate", f"must be > 0, got {self.sample_rate!r}"))
-        if self.update_rate is not None and self.update_rate <= 0:
-            out.append(("update_rate", f"must be > 0, got {self.update_rate!r}"))
-        from genki_signals.data_sources.registry import STREAM_NAME
-
-        if not STREAM_NAME.match(self.name) or self.name == TIMESTAMP:
-            out.append(("name", f"bad stream name {self.name!r} (letters, digits, underscore; "
-                                f"not '{TIMESTAMP}')"))
-        return out
+    update_rate: UpdateRate = 25.0
+    """Frames the node publishes per second."""
 
 
-def check_keyboard_params(params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    parsed, problems = parse_params(KeyboardParams, params)
-    return problems, ([TIMESTAMP, parsed.name] if parsed else [])
+def keyboard_streams(p: KeyboardParams) -> list[str]:
+    return [TIMESTAMP, p.name]
 
 
-def build_keyboard_source(params: Mapping[str, Any]) -> Any:
+def build_keyboard_source(p: KeyboardParams) -> Any:
     from genki_signals.data_sources.sampler import Sampler
 
-    p, _ = parse_params(KeyboardParams, params)
     return Sampler({p.name: KeyboardDataSource(list(p.keys))}, sample_rate=p.sample_rate)
 
 
-def keyboard_preflight(params: Mapping[str, Any]) -> str | None:
+def keyboard_preflight(p: KeyboardParams) -> str | None:
     return display_problem("the keyboard", listener=True)

@@ -31,25 +31,26 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Sequence
+from typing import Annotated, Any, Literal
 
 import numpy as np
+import pydantic
 
 from genki_signals.clock import Clock
 from genki_signals.data_sources.base import Source, SourceParameterError
+from genki_signals.data_sources.registry import STREAM_NAME, UpdateRate
 from genki_signals.errors import SourceError
 from genki_signals.frames import TIMESTAMP, Frame
+from genki_signals.params import Field, Float, Name, Problem, Str, invalid, params, parse
 
 __all__ = ["LSLDataSource", "LSLSourceParams", "LSL_TIMESTAMP", "lsl_to_topology_offset",
-           "check_lsl_params", "build_lsl_source", "import_pylsl"]
+           "lsl_problems", "lsl_streams", "build_lsl_source", "import_pylsl"]
 
 log = logging.getLogger(__name__)
 
 LSL_TIMESTAMP = "lsl_timestamp"
 DEFAULT_KEY = "data"
-_NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 # LSL channel formats (pylsl.cf_*) -> numpy dtypes
 _FORMATS = {1: np.float32, 2: np.float64, 3: None, 4: np.int32, 5: np.int16, 6: np.int8,
@@ -79,72 +80,39 @@ def lsl_to_topology_offset(clock: Clock, local_clock: Any, probes: int = 3) -> f
     return best
 
 
-@dataclass(frozen=True)
+def _stream_name(name: str) -> str:
+    if not STREAM_NAME.match(name) or name in (TIMESTAMP, LSL_TIMESTAMP):
+        raise invalid(f"must be a stream name (letters, digits, underscore; not "
+                      f"'{TIMESTAMP}' or '{LSL_TIMESTAMP}'), got {name!r}")
+    return name
+
+
+StreamName = Annotated[Str, pydantic.AfterValidator(_stream_name)]
+Seconds = Annotated[Float, Field(gt=0)]
+
+
+@params
 class LSLSourceParams:
     """A ``type: lsl`` source's params (also ``LSLDataSource``'s keyword arguments)."""
 
-    name: str | None = None
+    type: Literal["lsl"]
+    name: Name | None = None
     """LSL stream name to resolve."""
-    content_type: str | None = None
+    content_type: Name | None = None
     """LSL content type to resolve (``EEG``, ``Markers``...); ``type`` names the source type."""
-    source_id: str | None = None
+    source_id: Name | None = None
     """LSL source id to resolve (the most specific: survives an outlet restart)."""
-    channels: tuple[str, ...] | None = None
+    channels: Annotated[tuple[StreamName, ...], Field(
+        min_length=1, description="a non-empty list of stream names")] | None = None
     """One stream name per LSL channel; None: one stream ``key`` of shape (n, channels)."""
-    key: str = DEFAULT_KEY
+    key: StreamName = DEFAULT_KEY
     """The stream name of the samples when ``channels`` is not given."""
-    resolve_timeout: float = 5.0
+    resolve_timeout: Seconds = 5.0
     """Seconds ``start()`` waits for a matching stream."""
-    max_buffer: float = 60.0
+    max_buffer: Seconds = 60.0
     """Seconds (or x100 samples for irregular streams) liblsl buffers when reads lag."""
-
-    FIELDS = ("name", "content_type", "source_id", "channels", "key", "resolve_timeout",
-              "max_buffer")
-
-    @classmethod
-    def parse(cls, params: Mapping[str, Any]) -> tuple[LSLSourceParams | None, list[str]]:
-        """Typed params from a spec's ``params`` (``type: lsl`` included) and the problems,
-        each ``field 'params.X': message``."""
-        problems: list[str] = []
-        allowed = ("type", "update_rate", *cls.FIELDS)  # update_rate: the node's publish rate
-        for k in params:
-            if k not in allowed:
-                problems.append(f"field 'params.{k}': unknown field (allowed: "
-                                f"{', '.join(allowed)})")
-        query = {k: params.get(k) for k in ("name", "content_type", "source_id")}
-        for k, v in query.items():
-            if v is not None and (not isinstance(v, str) or not v):
-                problems.append(f"field 'params.{k}': must be a non-empty string, got {v!r}")
-        if not any(query.values()):
-            problems.append("field 'params.name': give at least one of name, source_id, "
-                            "content_type to resolve the LSL stream")
-        channels = params.get("channels")
-        if channels is not None:
-            if (not isinstance(channels, list) or not channels
-                    or not all(isinstance(c, str) and c and set(c) <= _NAME_CHARS
-                               and not c[0].isdigit() for c in channels)):
-                problems.append(f"field 'params.channels': must be a non-empty list of stream "
-                                f"names (letters, digits, underscore), got {channels!r}")
-            elif len(set(channels)) != len(channels) or \
-                    {TIMESTAMP, LSL_TIMESTAMP} & set(channels):
-                problems.append(f"field 'params.channels': names must be unique and not "
-                                f"'{TIMESTAMP}' or '{LSL_TIMESTAMP}', got {channels!r}")
-        key = params.get("key", DEFAULT_KEY)
-        if not isinstance(key, str) or not key or not set(key) <= _NAME_CHARS or \
-                key in (TIMESTAMP, LSL_TIMESTAMP) or key[0].isdigit():
-            problems.append(f"field 'params.key': must be a stream name, got {key!r}")
-        for k in ("resolve_timeout", "max_buffer", "update_rate"):
-            v = params.get(k, 1.0)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or \
-                    not math.isfinite(v):
-                problems.append(f"field 'params.{k}': must be a number > 0, got {v!r}")
-        if problems:
-            return None, problems
-        return cls(name=params.get("name"), content_type=params.get("content_type"),
-                   source_id=params.get("source_id"),
-                   channels=tuple(channels) if channels else None, key=key,
-                   resolve_timeout=float(params.get("resolve_timeout", 5.0)),
-                   max_buffer=float(params.get("max_buffer", 60.0))), []
+    update_rate: UpdateRate = 25.0
+    """The node's publish rate (frames per second)."""
 
     @property
     def stream_names(self) -> list[str]:
@@ -168,10 +136,11 @@ class LSLDataSource(Source):
         spec = {"name": name, "content_type": type, "source_id": source_id,
                 "channels": list(channels) if channels is not None else None, "key": key,
                 "resolve_timeout": resolve_timeout, "max_buffer": max_buffer}
-        params, problems = LSLSourceParams.parse({k: v for k, v in spec.items()
-                                                  if v is not None})
+        params, problems = parse(LSLSourceParams, {"type": "lsl", **{
+            k: v for k, v in spec.items() if v is not None}})
+        problems += lsl_problems(params) if params is not None else []
         if problems:
-            raise SourceParameterError("LSLDataSource: " + "; ".join(problems))
+            raise SourceParameterError("LSLDataSource: " + "; ".join(map(str, problems)))
         self.params: LSLSourceParams = params
         self.stream_names = params.stream_names[1:]
         self.info: Any = None  # the resolved pylsl.StreamInfo
@@ -329,18 +298,24 @@ class LSLDataSource(Source):
 
 
 # ---------------------------------------------------------------------- the registry entry
-def check_lsl_params(params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """``SourceType.check`` for ``type: lsl``: problems and the stream names."""
-    parsed, problems = LSLSourceParams.parse(params)
-    return problems, parsed.stream_names if parsed else []
+def lsl_problems(p: LSLSourceParams) -> list[Problem]:
+    """``SourceType.check`` for ``type: lsl``: what the field types cannot say."""
+    problems = []
+    if not (p.name or p.content_type or p.source_id):
+        problems.append(Problem("params.name", "give at least one of name, source_id, "
+                                               "content_type to resolve the LSL stream"))
+    if p.channels is not None and len(set(p.channels)) != len(p.channels):
+        problems.append(Problem("params.channels", f"names must be unique, got "
+                                                   f"{list(p.channels)!r}"))
+    return problems
 
 
-def build_lsl_source(params: Mapping[str, Any]) -> LSLDataSource:
+def lsl_streams(p: LSLSourceParams) -> list[str]:
+    return p.stream_names
+
+
+def build_lsl_source(p: LSLSourceParams) -> LSLDataSource:
     """``SourceType.build`` for ``type: lsl``."""
-    parsed, problems = LSLSourceParams.parse(params)
-    if problems:
-        raise SourceParameterError("; ".join(problems))
-    return LSLDataSource(parsed.name, parsed.content_type, parsed.source_id,
-                         channels=parsed.channels,
-                         key=parsed.key, resolve_timeout=parsed.resolve_timeout,
-                         max_buffer=parsed.max_buffer)
+    return LSLDataSource(p.name, p.content_type, p.source_id, channels=p.channels,
+                         key=p.key, resolve_timeout=p.resolve_timeout,
+                         max_buffer=p.max_buffer)

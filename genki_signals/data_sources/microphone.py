@@ -30,10 +30,8 @@ import collections
 import importlib
 import math
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
@@ -41,9 +39,10 @@ from genki_signals.clock import Clock
 from genki_signals.data_sources.audio_timeline import AudioTimeline
 from genki_signals.data_sources.base import Source, SourceParameterError
 from genki_signals.data_sources.input_devices import HARDWARE_EXTRA
-from genki_signals.data_sources.params import parse_params
+from genki_signals.data_sources.registry import UpdateRate
 from genki_signals.errors import SourceError
 from genki_signals.frames import TIMESTAMP, Frame
+from genki_signals.params import Field, Float, Int, Str, params
 
 __all__ = ["MicDataSource", "MicParams", "AUDIO", "DTYPES", "import_sounddevice",
            "input_device_problem"]
@@ -299,45 +298,38 @@ def _check(device: Any, sample_rate: Any, channels: Any, dtype: Any, blocksize: 
 
 
 # ------------------------------------------------------------------ spec source type
-@dataclass(frozen=True)
+@params
 class MicParams:
     """A ``Microphone`` source node: an audio input on its own clock."""
 
-    device: int | str | None = None
+    type: Literal["Microphone"]
+    device: Annotated[Int | Str | None, Field(
+        description="a device index, a device name or null")] = None
     """PortAudio device index or (part of a) name; null: the default input."""
-    sample_rate: float | None = None
+    sample_rate: Annotated[Float, Field(gt=0)] | None = None
     """Samples per second; null: the device's default rate."""
-    channels: int = 1
+    channels: Annotated[Int, Field(ge=1)] = 1
     """Channels captured: ``audio`` is (n, channels)."""
-    dtype: str = "float32"
-    """Sample format (float32, int16, int32, int8, uint8)."""
-    blocksize: int | None = None
+    dtype: Literal["float32", "int16", "int32", "int8", "uint8"] = "float32"
+    """Sample format (``DTYPES``)."""
+    blocksize: Annotated[Int, Field(ge=0, description="an integer >= 0 (0: PortAudio "
+                                                      "chooses) or null (10 ms)")] | None = None
     """Frames per PortAudio callback; null: 10 ms; 0: PortAudio chooses."""
-    max_buffer: float = 10.0
+    max_buffer: Annotated[Float, Field(gt=0, description="a number of seconds > 0")] = 10.0
     """Seconds of unread audio kept before the oldest is dropped (counted)."""
-    update_rate: float | None = None
-    """Frames the node publishes per second (default 25)."""
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = _check(self.device, self.sample_rate, self.channels, self.dtype, self.blocksize,
-                     self.max_buffer)
-        if self.update_rate is not None and self.update_rate <= 0:
-            out.append(("update_rate", f"must be > 0, got {self.update_rate!r}"))
-        return out
+    update_rate: UpdateRate = 25.0
+    """Frames the node publishes per second."""
 
 
-def check_mic_params(params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    parsed, problems = parse_params(MicParams, params)
-    return problems, ([TIMESTAMP, AUDIO] if parsed else [])
+def mic_streams(p: MicParams) -> list[str]:
+    return [TIMESTAMP, AUDIO]
 
 
-def build_mic_source(params: Mapping[str, Any]) -> Source:
-    p, _ = parse_params(MicParams, params)
+def build_mic_source(p: MicParams) -> Source:
     return MicDataSource(device=p.device, sample_rate=p.sample_rate, channels=p.channels,
                          dtype=p.dtype, blocksize=p.blocksize, max_buffer=p.max_buffer)
 
 
-def mic_preflight(params: Mapping[str, Any]) -> str | None:
-    p, _ = parse_params(MicParams, params)
+def mic_preflight(p: MicParams) -> str | None:
     return input_device_problem("the microphone", p.device, p.sample_rate, p.channels,
                                 p.dtype)

@@ -24,18 +24,18 @@ told to stop and never joined (it is a daemon thread).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
 from genki_signals.clock import Clock
 from genki_signals.data_sources.input_devices import (SampledInput, display_problem,
                                                       import_pynput, start_listener)
-from genki_signals.data_sources.params import parse_params
+from genki_signals.data_sources.registry import UpdateRate
 from genki_signals.errors import SourceError
 from genki_signals.frames import TIMESTAMP
+from genki_signals.params import Bool, Field, Float, params
 
 __all__ = ["MouseDataSource", "MouseParams", "POSITION", "BUTTONS", "SCROLL"]
 
@@ -141,45 +141,32 @@ class MouseDataSource(SampledInput):
 
 
 # ------------------------------------------------------------------ spec source type
-@dataclass(frozen=True)
+@params
 class MouseParams:
     """A ``Mouse`` source node: the pointer sampled at ``sample_rate``."""
 
-    sample_rate: float = 100.0
+    type: Literal["Mouse"]
+    sample_rate: Annotated[Float, Field(gt=0)] = 100.0
     """Samples per second."""
-    buttons: bool = False
+    buttons: Bool = False
     """Also publish ``mouse_buttons`` (left, middle, right: 0/1)."""
-    scroll: bool = False
+    scroll: Bool = False
     """Also publish ``mouse_scroll`` (accumulated scroll steps dx, dy)."""
-    update_rate: float | None = None
-    """Frames the node publishes per second (default 25)."""
-
-    def problems(self) -> list[tuple[str, str]]:
-        out = []
-        if self.sample_rate <= 0:
-            out.append(("sample_rate", f"must be > 0, got {self.sample_rate!r}"))
-        if self.update_rate is not None and self.update_rate <= 0:
-            out.append(("update_rate", f"must be > 0, got {self.update_rate!r}"))
-        return out
-
-    def stream_names(self) -> list[str]:
-        return [TIMESTAMP, POSITION, *([BUTTONS] if self.buttons else []),
-                *([SCROLL] if self.scroll else [])]
+    update_rate: UpdateRate = 25.0
+    """Frames the node publishes per second."""
 
 
-def check_mouse_params(params: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    parsed, problems = parse_params(MouseParams, params)
-    return problems, (parsed.stream_names() if parsed else [])
+def mouse_streams(p: MouseParams) -> list[str]:
+    return [TIMESTAMP, POSITION, *([BUTTONS] if p.buttons else []),
+            *([SCROLL] if p.scroll else [])]
 
 
-def build_mouse_source(params: Mapping[str, Any]) -> Any:
+def build_mouse_source(p: MouseParams) -> Any:
     from genki_signals.data_sources.sampler import Sampler
 
-    p, _ = parse_params(MouseParams, params)
     return Sampler(MouseDataSource(buttons=p.buttons, scroll=p.scroll).streams(),
                    sample_rate=p.sample_rate)
 
 
-def mouse_preflight(params: Mapping[str, Any]) -> str | None:
-    p, _ = parse_params(MouseParams, params)
-    return display_problem("the mouse", listener=bool(p and (p.buttons or p.scroll)))
+def mouse_preflight(p: MouseParams) -> str | None:
+    return display_problem("the mouse", listener=p.buttons or p.scroll)
