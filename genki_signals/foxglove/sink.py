@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from genki_signals.clock import Clock, default_clock
+from genki_signals.frames import Topic
 from genki_signals.nodes.kinds.sink_foxglove import DEFAULT_PORT, FoxgloveSinkParams
 from genki_signals.nodes.logic import NodeLogic, Output
 
@@ -79,7 +80,7 @@ class FoxgloveServer:
 class FoxgloveSinkLogic(NodeLogic):
     """Serves every received frame to Foxglove clients (see the module doc)."""
 
-    merge_inputs = False  # frames as they arrive: a viewer needs no cross-input ordering
+    input_mode = "arrival"  # a viewer needs no cross-input ordering
 
     def __init__(self, params: FoxgloveSinkParams | None = None, *,
                  name: str = "genki-signals", clock: Clock | None = None,
@@ -104,15 +105,17 @@ class FoxgloveSinkLogic(NodeLogic):
     def _wanted(self, topic: str) -> bool:
         return self.params.topics is None or topic.startswith(self.params.topics)
 
-    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
+        input_name = str(topic)  # "<node>/<timeline>": the outlet's (channel's) name
         if self.server is not None and self._wanted(input_name):
             self.server.publish(input_name, frame)
             self.frames += 1
         return []
 
-    def on_event(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_event(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
+        input_name = str(topic)  # "<node>/<timeline>": the outlet's (channel's) name
         if self.server is not None and self._wanted(input_name):
             self.server.publish(input_name, frame, kind="event")
         return []

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from genki_signals.clock import Clock, default_clock
-from genki_signals.frames import TIMESTAMP, frame_length, is_companion
+from genki_signals.frames import TIMESTAMP, Topic, frame_length, is_companion
 from genki_signals.nodes.kinds.sink_lsl import LSLSinkParams
 from genki_signals.nodes.logic import NodeLogic, Output
 
@@ -75,7 +75,7 @@ class _Outlet:
 class LSLOutletSinkLogic(NodeLogic):
     """Pushes every received sample into an LSL outlet per topic (see the module doc)."""
 
-    merge_inputs = False  # each topic is its own outlet: no need to order across inputs
+    input_mode = "arrival"  # each topic is its own outlet: no need to order across inputs
 
     def __init__(self, params: LSLSinkParams | None = None, *, source_id_prefix: str = "genki",
                  clock: Clock | None = None) -> None:
@@ -133,8 +133,9 @@ class LSLOutletSinkLogic(NodeLogic):
                  ", ".join(labels), fmt, rate)
         return _Outlet(outlet, keys, np.dtype(_NUMPY_OF[fmt]), len(labels))
 
-    def on_frame(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
+        input_name = str(topic)  # "<node>/<timeline>": the outlet's (channel's) name
         n = frame_length(frame)
         if n == 0:
             return []
@@ -152,8 +153,9 @@ class LSLOutletSinkLogic(NodeLogic):
         self.samples += n
         return []
 
-    def on_event(self, input_name: str, frame: dict[str, np.ndarray], now: float
+    def on_event(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
+        input_name = str(topic)  # "<node>/<timeline>": the outlet's (channel's) name
         n = frame_length(frame)
         if n == 0:
             return []
