@@ -40,12 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_schema)
 
     from genki_signals.launch.commands import add_verbs as add_launch_verbs
+    from genki_signals.foxglove.cli import add_verb as add_foxglove_verb
     from genki_signals.plot.cli import add_verb as add_plot_verb
     from genki_signals.record.commands import add_verbs as add_record_verbs
 
     add_launch_verbs(verbs)  # launch, replay, topics, echo, top
-    add_record_verbs(verbs)  # record, inspect, export
+    add_record_verbs(verbs)  # record, inspect, export, recover
     add_plot_verb(verbs)  # plot: a live browser dashboard of a running topology
+    add_foxglove_verb(verbs)  # foxglove: live view in Foxglove of a running topology
 
     from genki_signals.export.command import add_verb as add_export_verb
 

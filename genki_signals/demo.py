@@ -52,9 +52,15 @@ def spectrum_peaks(spectrum: np.ndarray, sample_rate: float, window_size: int,
     return sorted(float(freqs[i]) for i in top)
 
 
-def run_demo(duration: float = 10.0, update_rate: float = 25.0) -> DataBuffer:
-    """Run the seed demo in-process, printing a status line twice a second."""
-    buffer = DataBuffer(maxlen=400)
+def run_demo(duration: float = 10.0, update_rate: float = 25.0, maxlen: int = 400
+             ) -> DataBuffer:
+    """Run the seed demo in-process, printing a status line twice a second.
+
+    ``samples`` counts every sample read so far (it keeps growing); the buffer keeps the last
+    ``maxlen`` of them, shown as ``buffer n/maxlen``.
+    """
+    buffer = DataBuffer(maxlen=maxlen)
+    total = 0
     system = System(seed_source(), seed_derived_signals())
     print("genki demo: sine 3 Hz + sine 7 Hz + noise at 100 Hz -> "
           "Sum, Sum, FourierTransform(256/128), SampleRate, MovingAverage(10)")
@@ -62,7 +68,9 @@ def run_demo(duration: float = 10.0, update_rate: float = 25.0) -> DataBuffer:
     with system:
         start = time.monotonic()
         while (elapsed := time.monotonic() - start) < duration:
-            buffer.extend(system.read())
+            frame = system.read()
+            total += len(frame.get("timestamp", ()))
+            buffer.extend(frame)
             if elapsed >= next_print and len(buffer):
                 next_print += 0.5
                 rate = buffer["smooth_sample_rate"][-1]
@@ -70,7 +78,8 @@ def run_demo(duration: float = 10.0, update_rate: float = 25.0) -> DataBuffer:
                 peaks = ("(filling first window)" if not spectrum.any() else
                          " and ".join(f"{f:.1f} Hz" for f in
                                       spectrum_peaks(spectrum, SAMPLE_RATE, 256)))
-                print(f"t={buffer['timestamp'][-1]:6.2f}s  samples={len(buffer):4d}  "
+                print(f"t={buffer['timestamp'][-1]:6.2f}s  samples={total:5d} "
+                      f"(buffer {len(buffer)}/{maxlen})  "
                       f"rate={rate:7.2f} Hz  wave_with_noise={buffer['wave_with_noise'][-1]:+7.3f}"
                       f"  spectrum peaks: {peaks}", flush=True)
             time.sleep(1.0 / update_rate)

@@ -55,6 +55,8 @@ LAYER_OF: dict[str, str] = {
     # exception: it imports nodes.logic and plot/, and only nodes/ and launch/ import it.
     "genki_signals.plot.node": "nodes",
     "genki_signals.nodes": "nodes",
+    # The live Foxglove view: a sink node kind plus its attach verb, like plot/node.py.
+    "genki_signals.foxglove": "nodes",
     "genki_signals.launch": "launch",
     "genki_signals.testing": "testing",
     "genki_signals.demo": "cli",

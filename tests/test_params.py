@@ -141,7 +141,8 @@ def test_every_kind_has_one_module_and_a_params_class() -> None:
     kinds = node_kinds()
     assert kind_names() == ["source", "graph", "sink", "inference", "custom", "aligner",
                             "recorder", "replay"]
-    assert [k.type for k in kinds if k.kind == "sink"] == ["printer", "csv", "null", "plot"]
+    assert [k.type for k in kinds if k.kind == "sink"] == ["printer", "csv", "null", "plot",
+                                                           "lsl", "foxglove"]
     modules = [k.build.__module__ for k in kinds if k.kind != "source"]
     assert len(set(modules)) == len(modules)  # each kind (and sink type) its own module
     for k in kinds:
@@ -233,7 +234,7 @@ def test_adding_a_kind_is_one_new_module(tmp_path, monkeypatch) -> None:
             parse_topology({"nodes": [source, {"id": "c", "kind": "sink", "inputs": ["s"],
                                                "params": {"type": "counter", "keys": ["y"]}}]})
         with pytest.raises(Exception, match=r"unknown sink type 'teapot' \(known: printer, "
-                                            r"csv, null, plot, counter\)"):
+                                            r"csv, null, plot, counter, lsl, foxglove\)"):
             parse_topology({"nodes": [source, {"id": "c", "kind": "sink", "inputs": ["s"],
                                                "params": {"type": "teapot"}}]})
         assert "CounterParams" in topology_schema()["$defs"]

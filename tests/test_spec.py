@@ -279,7 +279,8 @@ def test_check_source_params() -> None:
     assert check_source_params("Sampler")[0] == [
         "field 'params': must be a mapping with a 'type', got 'Sampler'"]
     assert check_source_params({})[0] == [
-        "field 'params.type': missing required field (known: Sampler)"]
+        "field 'params.type': missing required field (known: Sampler, lsl, Mouse, Keyboard, "
+        "Microphone, wave)"]
 
 
 def test_build_source_makes_a_sampler_without_starting_it() -> None:

@@ -163,11 +163,15 @@ class DeviceClockFit:
             self._refit()
 
     def _refit(self) -> None:
-        pts = sorted(self._buckets.values())
+        pts = [self._buckets[k] for k in sorted(self._buckets)]
         u = np.array([p[0] for p in pts])
         y = np.array([p[1] for p in pts])
-        if len(pts) >= 2 and u[-1] - u[0] >= self.bucket:
-            b = _envelope_slope(u, y, float(u.mean()))
+        # The rate comes from complete buckets: the newest is still filling, and its earliest
+        # arrival so far (of a few samples) can sit far above the envelope and tilt the hull's
+        # last edge. It still counts for the offset (the line stays under every point).
+        ud, yd = u[:-1], y[:-1]
+        if len(ud) >= 2 and ud[-1] - ud[0] >= self.bucket:
+            b = _envelope_slope(ud, yd, float(ud.mean()))
             lo, hi = 1.0 - self.max_rate_error, 1.0 + self.max_rate_error
             self._b = min(max(b, lo), hi)
             self._rate_known = True
@@ -186,6 +190,20 @@ class DeviceClockFit:
             units = dev + self._unwrap
             units = units - self.wrap * np.round((units - last) / self.wrap)
         return self._a + self._b * (units * self.scale - self._x0) - self.latency
+
+    def spread(self) -> float | None:
+        """Median height (s) of the buckets' earliest arrivals above the fitted line.
+
+        An uncertainty of the mapping: the line touches the lowest point, and the other
+        complete buckets' fastest packets sit this far above it on the median. ~0 when the minimum
+        transport delay is steady; None until the rate is fitted (two buckets).
+        """
+        if not self._rate_known:
+            return None
+        done = [self._buckets[k] for k in sorted(self._buckets)][:-1]  # the newest is filling
+        u = np.array([p[0] for p in done])
+        y = np.array([p[1] for p in done])
+        return float(np.median(y - (self._a + self._b * u)))
 
     def stats(self) -> dict[str, Any]:
         return {"device_rate_ppm": self.drift_ppm if self._rate_known else None,

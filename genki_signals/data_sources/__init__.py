@@ -11,6 +11,14 @@ from genki_signals.data_sources.sampler import Sampler
 from genki_signals.data_sources.synthetic import RandomNoise, SineWave, SquareWave, TriangleWave
 from genki_signals.data_sources.trajectory import GestureScript
 from genki_signals.data_sources.replay import ReplaySource
+from genki_signals.data_sources.lsl import LSLDataSource  # pylsl is imported at start()
+
+# Device sources: importing them touches no device (pynput and sounddevice load in start()).
+from genki_signals.data_sources.keyboard import KeyboardDataSource
+from genki_signals.data_sources.microphone import MicDataSource
+from genki_signals.data_sources.mouse import MouseDataSource
+
+from genki_signals.data_sources.wave.source import WaveDataSource
 
 __all__ = [
     "Source",
@@ -22,4 +30,11 @@ __all__ = [
     "RandomNoise",
     "GestureScript",
     "ReplaySource",
+    "LSLDataSource",
+
+    "MouseDataSource",
+    "KeyboardDataSource",
+    "MicDataSource",
+
+    "WaveDataSource",
 ]

@@ -10,7 +10,9 @@ To add a source type (an entry in the old style maps over directly: its keys bec
    ``Field``), and ``update_rate: UpdateRate = 25.0`` (the node's publish rate);
 2. ``streams(p) -> [TIMESTAMP, *names]`` and ``build(p) -> Source`` (import the source inside);
 3. optionally ``check(p) -> list[Problem]`` (what types cannot say) and ``preflight(p)``;
-4. one entry below: ``"Name": SourceType(Params, streams, build, check, doc, preflight)``.
+4. one entry below: ``"Name": SourceType(Params, streams, build, check, doc, preflight)``, or,
+   for a source type whose parts live in its own module, ``_entry(module, "Params", ...)``
+   (imported when a spec first names the type).
 A function a ``Sampler`` can sample is one ``SAMPLER_FUNCTIONS`` entry; its params class is made
 from the constructor's signature (classes are imported when a spec first needs them).
 """
@@ -35,7 +37,8 @@ from genki_signals.params import (Field, Float, Problem, Str, invalid, params, s
                                   strict, unreported)
 
 __all__ = ["SOURCE_TYPES", "SAMPLER_FUNCTIONS", "SourceType", "UpdateRate",
-           "check_source_params", "parse_source_params", "build_source", "source_streams"]
+           "check_source_params", "parse_source_params", "build_source", "source_streams",
+           "preflight_source"]
 
 STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """Stream names a spec may give: what an operator can read (``Operator`` input names)."""
@@ -154,9 +157,45 @@ def _build_sampler(p: Any) -> Source:
     return Sampler(functions, sample_rate=p.sample_rate)
 
 
+# ------------------------------------------------------------------ sources in their own modules
+def _lazy(qualname: str) -> Callable[..., Any]:
+    """A function of another module, imported when first called: listing the types
+    imports no source module, and checking a spec imports no hardware library (pynput,
+    sounddevice, pylsl, bleak: those are imported by a source's ``start`` or ``preflight``)."""
+    def call(*args: Any) -> Any:
+        return _load(qualname)(*args)
+
+    call.__qualname__ = call.__name__ = qualname
+    return call
+
+
+def _entry(module: str, params_class: str, streams: str, build: str, doc: str,
+           check: str | None = None, preflight: str | None = None) -> SourceType:
+    """A ``SourceType`` whose parts live in ``genki_signals.data_sources.<module>``."""
+    where = f"genki_signals.data_sources.{module}:"
+    return SourceType(functools.cache(lambda: _load(where + params_class)), _lazy(where + streams),
+                      _lazy(where + build), check and _lazy(where + check), doc,
+                      preflight and _lazy(where + preflight))
+
+
 SOURCE_TYPES: dict[str, SourceType] = {
     "Sampler": SourceType(_sampler_params, _sampler_streams, _build_sampler, None,
                           "functions of time sampled at sample_rate (SineWave, RandomNoise...)"),
+    "lsl": _entry("lsl", "LSLSourceParams", "lsl_streams", "build_lsl_source",
+                  "a Lab Streaming Layer stream (the lsl extra)", check="lsl_problems"),
+    "Mouse": _entry("mouse", "MouseParams", "mouse_streams", "build_mouse_source",
+                    "the pointer via pynput, sampled at sample_rate",
+                    preflight="mouse_preflight"),
+    "Keyboard": _entry("keyboard", "KeyboardParams", "keyboard_streams",
+                       "build_keyboard_source",
+                       "named keys (0/1 each) via pynput, sampled at sample_rate",
+                       preflight="keyboard_preflight"),
+    "Microphone": _entry("microphone", "MicParams", "mic_streams", "build_mic_source",
+                         "an audio input via sounddevice, on its own clock",
+                         preflight="mic_preflight"),
+    "wave": _entry("wave.params", "WaveParams", "streams", "build",
+                   "the Genki Wave ring over Bluetooth LE", check="check",
+                   preflight="preflight"),
 }
 """Source types a spec's ``params.type`` may name."""
 
@@ -193,6 +232,18 @@ def check_source_params(data: Any) -> tuple[list[str], list[str]]:
 def source_streams(p: Any) -> list[str]:
     """The streams of a parsed source params object (``timestamp`` first)."""
     return SOURCE_TYPES[p.type].streams(p)
+
+
+def preflight_source(data: Any) -> str | None:
+    """What stops the source of these params (parsed, or a mapping) from running on this
+    machine (a missing device or display), or None. For the launcher, before it starts
+    anything; never for ``genki validate``. Invalid params pass (the checker reports them)."""
+    if isinstance(data, Mapping):
+        data, _ = parse_source_params(data)
+    if data is None:
+        return None
+    preflight = SOURCE_TYPES[data.type].preflight
+    return preflight(data) if preflight is not None else None
 
 
 def build_source(data: Any) -> Source:

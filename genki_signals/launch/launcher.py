@@ -1,5 +1,7 @@
 """The launcher: start, supervise and stop one process per node of a validated topology.
 
+* Device sources are checked first (``preflight``: is the mouse's display, the microphone
+  there?), so a missing device fails the launch before any process starts.
 * Endpoints are resolved up front (``ipc://`` files in the run directory unless the spec names
   one), every node gets a ``NodeConfig`` file and starts as ``python -m genki_signals.nodes`` in
   its own process group (its own session), pinned to cores when the spec says so.
@@ -140,7 +142,8 @@ class Launcher:
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
-        """Bind the control socket, start every node, wait until all are ready."""
+        """Check devices, bind the control socket, start every node, wait until all are ready."""
+        self._preflight()
         self._install_signal_handlers()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._check_not_running()
@@ -186,6 +189,19 @@ class Launcher:
             self._service(0.05)
         self._starting = False
         self.say("launch", "all nodes ready")
+
+    def _preflight(self) -> None:
+        """Raise ``LaunchError`` naming every source node whose device is missing here.
+
+        Runs before anything is started (see ``data_sources.registry.preflight_source``).
+        """
+        from genki_signals.data_sources.registry import preflight_source
+
+        problems = [f"node '{node.id}': {problem}" for node in self.spec.nodes
+                    if node.kind == "source" and (problem := preflight_source(node.params))]
+        if problems:
+            raise LaunchError(f"topology '{self.spec.name}' cannot start, nothing was "
+                              f"started:\n  " + "\n  ".join(problems))
 
     def _check_not_running(self) -> None:
         sock_path = self.address[len("ipc://"):] if self.address.startswith("ipc://") else None

@@ -13,7 +13,8 @@ from genki_signals.bus.directory import directory
 from genki_signals.errors import GenkiError
 
 
-def print_topics(address: str, out: IO[str] = sys.stdout) -> None:
+def print_topics(address: str, out: IO[str] | None = None) -> None:
+    out = out or sys.stdout  # looked up at call time (tests capture sys.stdout)
     d = directory(address)
     print(f"topology '{d['topology']}' at {d['address']}", file=out)
     for topic, where in sorted(d["topics"].items()):
@@ -21,8 +22,9 @@ def print_topics(address: str, out: IO[str] = sys.stdout) -> None:
 
 
 def echo(address: str, topic: str, count: int | None = None, duration: float | None = None,
-         out: IO[str] = sys.stdout) -> int:
+         out: IO[str] | None = None) -> int:
     """Print decoded frames of ``topic`` (a prefix) with the measured frame and sample rate."""
+    out = out or sys.stdout
     from genki_signals.bus.sockets import Subscriber
 
     d = directory(address)
@@ -61,8 +63,9 @@ def echo(address: str, topic: str, count: int | None = None, duration: float | N
 
 
 def top(address: str, interval: float = 1.0, iterations: int | None = None,
-        out: IO[str] = sys.stdout) -> None:
+        out: IO[str] | None = None) -> None:
     """A live per-node table: state, rate, latency, drops, gaps, errors, CPU, memory."""
+    out = out or sys.stdout
     i = 0
     while iterations is None or i < iterations:
         d = directory(address)
@@ -75,9 +78,10 @@ def top(address: str, interval: float = 1.0, iterations: int | None = None,
 
 
 def format_top(d: dict[str, Any]) -> str:
+    # frames/s: what a node publishes, or for a sink (publishes nothing) what it receives
     head = (f"{'node':16s} {'kind':7s} {'state':10s} {'restarts':>8s} {'frames/s':>9s} "
-            f"{'latency ms':>10s} {'drops':>7s} {'gaps':>6s} {'errors':>6s} {'cpu %':>6s} "
-            f"{'mem MB':>7s}")
+            f"{'in/s':>7s} {'latency ms':>10s} {'drops':>7s} {'gaps':>6s} {'errors':>6s} "
+            f"{'cpu %':>6s} {'mem MB':>7s}")
     lines = [f"topology '{d['topology']}' at {d['address']}", head]
     for n in d["nodes"]:
         st = n.get("stats") or {}
@@ -87,10 +91,17 @@ def format_top(d: dict[str, Any]) -> str:
         errors = st.get("decode_errors", 0) + st.get("frame_errors", 0)
         lines.append(
             f"{n['id']:16s} {n['kind']:7s} {n['state']:10s} {n['restarts']:8d} "
-            f"{st.get('rate_out', 0.0):9.1f} {lat} {st.get('drops', 0):7d} "
+            f"{_shown_rate(n['kind'], st):9.1f} {st.get('rate_in', 0.0):7.1f} {lat} "
+            f"{st.get('drops', 0):7d} "
             f"{st.get('gaps', 0):6d} {errors:6d} {st.get('cpu_percent', 0.0):6.1f} "
             f"{st.get('rss_bytes', 0) / 1e6:7.1f}")
     return "\n".join(lines)
+
+
+def _shown_rate(kind: str, stats: dict[str, Any]) -> float:
+    """frames/s of the table: published frames, received ones for sinks and recorders."""
+    key = "rate_in" if kind in ("sink", "recorder") else "rate_out"
+    return float(stats.get(key, 0.0) or 0.0)
 
 
 def _describe(value: np.ndarray) -> str:

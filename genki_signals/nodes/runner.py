@@ -160,7 +160,7 @@ class NodeRunner:
             step = self._step_inputs
             self._feeder = feeder_for(self.logic.input_mode, [e.node for e in self.config.inputs],
                                       max_lag=self.config.extra.get("max_lag", 0.5))
-        self._stats_mark = (time.monotonic(), 0)
+        self._stats_mark = (time.monotonic(), 0, 0)
         next_beat = time.monotonic()
         while not self._stop_requested:
             mono = time.monotonic()
@@ -285,10 +285,11 @@ class NodeRunner:
             if sock is not None:
                 for key, value in sock.stats.as_dict().items():
                     out[key] = out.get(key, 0) + value
-        frames_out = out.get("frames_out", 0)
-        t0, n0 = self._stats_mark
+        frames_out, frames_in = out.get("frames_out", 0), out.get("frames_in", 0)
+        t0, n0, i0 = self._stats_mark
         out["rate_out"] = (frames_out - n0) / max(mono - t0, 1e-9)
-        self._stats_mark = (mono, frames_out)
+        out["rate_in"] = (frames_in - i0) / max(mono - t0, 1e-9)  # what a sink receives
+        self._stats_mark = (mono, frames_out, frames_in)
         out["latency"] = self._last_latency
         clock_service = getattr(self, "_clock_service", None)
         if clock_service is not None:

@@ -10,7 +10,9 @@ class SourceNodeLogic(NodeLogic):
     """Publishes everything a source produced since the last poll, ``update_rate`` times a second.
 
     A finite source (a replay) that stops being active is ``finished``: the runner then sends
-    end-of-stream downstream.
+    end-of-stream downstream. A source with ``read_events()`` (the Wave ring's buttons and
+    device info) has its event frames published as ``event`` outputs on their own timelines;
+    a source with ``stats()`` has its counters in the node's heartbeats.
     """
 
     input_mode = "timed"
@@ -26,15 +28,27 @@ class SourceNodeLogic(NodeLogic):
 
     def poll(self, now: float) -> list[Output]:
         frame = self.source.read()
+        events = getattr(self.source, "read_events", None)
+        outputs = [Output(timeline, part, "event") for timeline, part in events()] \
+            if events is not None else []
         if not frame or frame_length(frame) == 0:
-            return []
+            return outputs
         return [Output(timeline or "main", part) for timeline, part in
-                split_timelines(frame).items()]
+                split_timelines(frame).items()] + outputs
+
+    def stats(self) -> dict:
+        stats = getattr(self.source, "stats", None)
+        return stats() if stats is not None else {}
 
     @property
     def finished(self) -> bool:
         return self._started and bool(getattr(self.source, "finite", False)) \
             and not self.source.is_active
+
+    def stats(self) -> dict:
+        """The source's own counters (e.g. a microphone's overflows), when it keeps any."""
+        stats = getattr(self.source, "stats", None)
+        return stats() if callable(stats) else {}
 
     def close(self) -> None:
         if self._started:

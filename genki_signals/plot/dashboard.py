@@ -51,6 +51,27 @@ from genki_signals.plot.views import (
 
 log = logging.getLogger(__name__)
 
+CLOSED_SEND = "Failed sending message as connection was closed"
+
+
+class _ClosedSendFilter(logging.Filter):
+    """Drops Bokeh's warning for an update that was already on its way to a browser tab that
+    just closed (the ticks skip sessions without a connection, but one update can be in
+    flight): normal, not a fault. Counted instead (``closed_sends`` in ``stats()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(CLOSED_SEND):
+            self.count += 1
+            return False
+        return True
+
+
+_CLOSED_SENDS = _ClosedSendFilter()
+
 DEFAULT_FPS = 30.0
 DEFAULT_WINDOW = 5.0  # seconds of history a line panel shows unless its spec says
 DEFAULT_HOST = "127.0.0.1"
@@ -101,8 +122,8 @@ class Dashboard:
     ``panels``: PanelSpecs, keys, ``KEY:TYPE`` strings or mappings; None or empty: one panel per
     key of the buffer, chosen by ``guess(key, sample_shape)`` (default: a long vector becomes a
     spectrogram, anything else a line), panels being added as keys appear. ``port`` 0 picks a free port; a busy port falls back to a free one
-    (``port_fallback``). Line and trace panels without a ``window`` show the last ``window``
-    seconds. ``feed_stats`` adds counters (frames, drops, gaps) to ``stats()``.
+    (``port_fallback``). Line, trace and spectrogram panels without a ``window`` show the last
+    ``window`` seconds. ``feed_stats`` adds counters (frames, drops, gaps) to ``stats()``.
     """
 
     def __init__(self, buffer: Any, panels: Iterable[Any] | None = None, *,
@@ -138,8 +159,9 @@ class Dashboard:
         self._server: Any = None
 
     def _windowed(self, spec: PanelSpec) -> PanelSpec:
-        """A line or trace without a ``window`` shows the last ``self.window`` seconds."""
-        if spec.window is None and spec.type in ("line", "trace2D"):
+        """A line, trace or spectrogram without a ``window`` shows the last ``self.window``
+        seconds (all panels of a page span the same time)."""
+        if spec.window is None and spec.type in ("line", "trace2D", "spectrogram"):
             return dataclasses.replace(spec, window=self.window)
         return spec
 
@@ -150,6 +172,9 @@ class Dashboard:
 
     def start(self, timeout: float = 15.0) -> str:
         """Serve in a background thread; returns the URL once the port is bound."""
+        ws_log = logging.getLogger("bokeh.server.views.ws")
+        if _CLOSED_SENDS not in ws_log.filters:
+            ws_log.addFilter(_CLOSED_SENDS)
         self._thread = threading.Thread(target=self._serve, name="genki-dashboard", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout):
@@ -234,7 +259,8 @@ class Dashboard:
                                "panels": list(self.panel_keys),
                                "updates": self.updates, "ticks": self.ticks,
                                "draw_seconds": round(self.draw_seconds, 4),
-                               "errors": self.errors, "fps": self.fps}
+                               "errors": self.errors, "fps": self.fps,
+                               "closed_sends": _CLOSED_SENDS.count}
         if self.feed_stats is not None:
             out.update(self.feed_stats())
         return out
@@ -256,11 +282,24 @@ class Dashboard:
         doc.js_on_event(DocumentReady, CustomJS(args={"div": fps_div}, code=_FPS_JS))
         session = _Session(self, box)
 
+        seen = [False]  # has a browser connected to this session yet?
+
+        def connected() -> bool:
+            """False once the session's browser tab is gone: bokeh keeps the session a while
+            and every update sent to it would fail (a warning each). Before its first
+            connection (the page is loading) the session is drawn as usual."""
+            server_session = getattr(doc.session_context, "_session", None)
+            count = getattr(server_session, "connection_count", 1)
+            seen[0] = seen[0] or count > 0
+            return count > 0 or not seen[0]
+
         def tick() -> None:
-            session.tick()
+            if connected():
+                session.tick()
 
         def slow_tick() -> None:
-            stats_div.text = _format_stats(self.stats())
+            if connected():
+                stats_div.text = _format_stats(self.stats())
 
         doc.add_periodic_callback(tick, max(1, int(round(1000.0 / self.fps))))
         doc.add_periodic_callback(slow_tick, 1000)
@@ -431,6 +470,9 @@ class _BokehPanel:
                             "dw": [float(times[-1]) - x0], "dh": [df * len(freqs)]}
         if (self.mapper.low, self.mapper.high) != (data.low, data.high):
             self.mapper.update(low=data.low, high=data.high)
+        if data.span is not None and (self.figure.x_range.start,
+                                      self.figure.x_range.end) != data.span:
+            self.figure.x_range.update(start=data.span[0], end=data.span[1])
         if self.figure.yaxis[0].axis_label != data.freq_label:
             self.figure.yaxis[0].axis_label = data.freq_label
 

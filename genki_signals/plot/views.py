@@ -311,6 +311,7 @@ class SpectrogramData:
     high: float
     freq_label: str
     dt: float  # the time one spectrum (image column) covers, up to its timestamp
+    span: tuple[float, float] | None = None  # the time axis to show (the panel's window)
 
 
 class SpectrogramHistory:
@@ -366,7 +367,16 @@ class SpectrogramHistory:
         self.revision += len(times)
 
     def _data(self, buffer: Any) -> SpectrogramData:
-        rows = self._rows
+        rows, times = self._rows, self._times
+        span = None
+        if self.spec.window is not None:  # the same seconds as the line panels beside it
+            try:
+                end = max(float(buffer.timestamps()[-1]), float(times[-1]))
+            except (KeyError, IndexError):
+                end = float(times[-1])
+            span = (end - self.spec.window, end)
+            first = min(int(np.searchsorted(times, span[0], side="right")), len(times) - 1)
+            rows, times = rows[first:], times[first:]
         bins = rows.shape[1]
         window_size = self.spec.window_size or 2 * (bins - 1)
         rate = self.spec.sample_rate or estimate_rate(buffer)
@@ -384,8 +394,8 @@ class SpectrogramHistory:
             dt = float(np.median(np.diff(self._times)))
         else:  # one spectrum so far: as wide as its window
             dt = window_size / rate if rate else 1.0
-        return SpectrogramData(self._times.copy(), freqs, np.maximum(rows, low), low, high,
-                               label, dt if dt > 0 else 1.0)
+        return SpectrogramData(times.copy(), freqs, np.maximum(rows, low), low, high,
+                               label, dt if dt > 0 else 1.0, span)
 
 
 def estimate_rate(buffer: Any) -> float | None:

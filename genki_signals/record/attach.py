@@ -128,7 +128,7 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
             if recorder.frames - shown >= 100 or (msg is None and recorder.frames != shown):
                 bar.update(recorder.frames - shown)
                 shown = recorder.frames
-                bar.set_postfix(MB=f"{recorder.bytes / 1e6:.1f}", gaps=recorder.gaps,
+                bar.set_postfix(MB=f"{_file_mb(out):.1f}", gaps=recorder.gaps,
                                 refresh=False)
     except KeyboardInterrupt:
         reason = "interrupted"
@@ -141,3 +141,11 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
           file=stream)
     return AttachResult(Path(out), recorder.frames, recorder.bytes, recorder.gaps, drops,
                         reason, lossy)
+
+
+def _file_mb(path: str | os.PathLike[str]) -> float:
+    """Megabytes the recording takes on disk (compressed), 0 before it exists."""
+    try:
+        return os.path.getsize(path) / 1e6
+    except OSError:
+        return 0.0

@@ -1,5 +1,5 @@
-"""``genki`` verbs for recordings: record, inspect, export (``genki replay`` runs a topology,
-so it lives with the launch verbs in ``genki_signals.launch.commands``)."""
+"""``genki`` verbs for recordings: record, inspect, export, recover (``genki replay`` runs a
+topology, so it lives with the launch verbs in ``genki_signals.launch.commands``)."""
 
 from __future__ import annotations
 
@@ -46,14 +46,25 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true", help="show no progress bar")
     p.set_defaults(func=cmd_inspect)
 
-    p = verbs.add_parser("export", help="export a recording to CSV files or a NumPy .npz")
+    p = verbs.add_parser("export", help="export a recording to CSV files, a NumPy .npz or a "
+                                        "Foxglove-decodable MCAP file")
     p.add_argument("recording", type=Path, help="an MCAP recording made by genki record")
     p.add_argument("--csv", type=Path, metavar="DIR", help="one CSV per topic in DIR")
     p.add_argument("--npz", type=Path, metavar="FILE", help="one .npz, keys TOPIC/FIELD")
+    p.add_argument("--foxglove", type=Path, metavar="FILE",
+                   help="an MCAP file of JSON messages with JSON Schemas, one per sample "
+                        "(Foxglove plots /TOPIC.FIELD)")
     p.add_argument("--topics", nargs="+", metavar="PREFIX",
                    help="export only topics starting with these prefixes")
     p.add_argument("--no-progress", action="store_true", help="show no progress bar")
     p.set_defaults(func=cmd_export)
+
+    p = verbs.add_parser("recover", help="write a complete copy of a crashed (unclosed) "
+                                         "recording that every MCAP tool opens")
+    p.add_argument("recording", type=Path, help="the crashed recording (left unchanged)")
+    p.add_argument("output", type=Path, help="the recovered recording to write")
+    p.add_argument("--no-progress", action="store_true", help="show no progress bar")
+    p.set_defaults(func=cmd_recover)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -77,12 +88,28 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from genki_signals.record.export import export_csv, export_npz
 
-    if not args.csv and not args.npz:
-        raise GenkiError("export: give --csv DIR and/or --npz FILE")
+    if not args.csv and not args.npz and not args.foxglove:
+        raise GenkiError("export: give --csv DIR, --npz FILE and/or --foxglove FILE")
+    if args.foxglove:
+        from genki_signals.record.foxglove import export_foxglove
+
+        result = export_foxglove(args.recording, args.foxglove, args.topics,
+                                 progress=_progress(args))
+        print(f"wrote {result.path}: {result.messages} messages on {result.channels} channels "
+              f"(json + JSON Schema)")
     if args.npz:
         out = export_npz(args.recording, args.npz, args.topics, progress=_progress(args))
         print(f"wrote {out}")
     if args.csv:
         files = export_csv(args.recording, args.csv, args.topics, progress=_progress(args))
         print(f"wrote {len(files)} CSV files to {args.csv}")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    from genki_signals.record.recover import recover_recording
+
+    result = recover_recording(args.recording, args.output, progress=_progress(args))
+    print(f"wrote {result.path}: {result.messages} messages on {result.topics} topics, closed "
+          f"with a summary (read: {result.report.describe()})")
     return 0

@@ -159,6 +159,9 @@ def format_summary(s: RecordingSummary) -> str:
         lines.append(f"  {s.duration:.3f} s recorded from {start.isoformat(timespec='seconds')}"
                      f", {len(s.topics)} topics")
     lines.append(f"  read: {s.report.describe()}")
+    if not s.report.complete:
+        lines.append(f"  not closed: other MCAP tools cannot read it as it is; "
+                     f"`genki recover {s.path} <out.mcap>` writes a complete copy")
     stats = s.metadata.get(META_STATS)
     if stats:
         lines.append(f"  recorder's count: {stats.get('frames', '?')} frames, "

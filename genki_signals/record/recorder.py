@@ -290,7 +290,12 @@ class Recorder:
 
     def summary(self) -> str:
         """One line: what was written where, and what was lost."""
-        return (f"recorded {self.frames} frames ({self.bytes / 1e6:.2f} MB) on "
+        try:  # what the file takes on disk (compressed), not the messages' own size
+            size = f"{self.path.stat().st_size / 1e6:.2f} MB"
+        except OSError:
+            size = "? MB"
+        return (f"recorded {self.frames} frames ({size} on disk, {self.bytes / 1e6:.2f} MB of "
+                f"messages uncompressed) on "
                 f"{len(self.topic_stats)} topics to {self.path}; {self.gaps} lost before "
                 f"the recorder (sequence gaps), max lag {self.max_lag * 1000:.1f} ms")
 

@@ -219,3 +219,44 @@ def write_all(directory, seed: int = 0) -> dict[str, Path]:
     make_cnn(paths["cnn"], window=128, features=3, channels=8, kernel=5, classes=3, seed=seed)
     make_mlp(paths["mlp"], features=4, hidden=16, classes=3, seed=seed)
     return paths
+
+
+SWIPE_CLASSES = ["background", "swipe"]
+
+
+def make_swipe_cnn(path, window: int = 128) -> dict[str, np.ndarray]:
+    """A hand-made 1-D CNN that scores swipes of the Wave ring: the wave-swipe demo's model.
+
+    Input ``x (N, window, 6)``: ``Concatenate(['linacc', 'gyro'])`` (g, deg/s). Conv1d, kernel
+    5, 12 channels: a 5-tap moving average of each feature scaled by +s and -s (s = 100 for
+    linacc, 1 for gyro: 1 g counts like 100 deg/s), so Relu + global average pool give the
+    window's mean absolute activity per feature. Classes ``SWIPE_CLASSES``:
+    ``softmax([0, 0.1 * sum(activity) - 4])``. At rest p(swipe) = 0.018; a 0.3 s swipe
+    peaking at 400 deg/s with a 1.5 g push, whole in a 128-sample window at 100 Hz, gives
+    about 0.98. A stand-in for a trained swipe model with the seed's interface (windows of
+    linacc + gyro -> class probabilities) whose behaviour is known, so tests can expect events.
+    """
+    from onnx import TensorProto, helper
+
+    F, K, C = 6, 5, 2
+    scale = np.array([100.0, 100.0, 100.0, 1.0, 1.0, 1.0])
+    conv_W = np.zeros((2 * F, F, K))
+    for i in range(F):
+        conv_W[2 * i, i, :] = scale[i] / K
+        conv_W[2 * i + 1, i, :] = -scale[i] / K
+    w = {"conv_W": _f32(conv_W), "conv_b": _f32(np.zeros(2 * F)),
+         "W_out": _f32(np.stack([np.zeros(2 * F), np.full(2 * F, 0.1)], axis=1)),
+         "b_out": _f32([0.0, -4.0])}
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["x_cf"], perm=[0, 2, 1]),           # (N, F, W)
+        helper.make_node("Conv", ["x_cf", "conv_W", "conv_b"], ["conv"], kernel_shape=[K]),
+        helper.make_node("Relu", ["conv"], ["act"]),
+        helper.make_node("GlobalAveragePool", ["act"], ["pooled"]),               # (N, 2F, 1)
+        helper.make_node("Flatten", ["pooled"], ["feat"], axis=1),
+        helper.make_node("Gemm", ["feat", "W_out", "b_out"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", window, F])]
+    outputs = [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", C])]
+    _save(nodes, "swipe_cnn", inputs, outputs, w, path)
+    return w
