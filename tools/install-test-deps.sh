@@ -15,6 +15,7 @@ PACKAGES=(
   libasound2-plugins # tests/test_microphone.py (slow_audio): ALSA's pulse device
   pulseaudio         # tests/test_microphone.py (slow_audio): a private null-sink server
   pulseaudio-utils   # tests/test_microphone.py (slow_audio): pacat plays into the null sink
+  chromium           # tests/test_plot_dashboard.py, test_cli_rough_edges.py: headless browser
 )
 
 missing=()
