@@ -35,6 +35,7 @@ def sampler_spec(tmp_path: Path, name: str, sink: dict, rate: int = 200) -> Path
     return spec
 
 
+@pytest.mark.process
 def test_genki_record_reports_the_compressed_file_size_and_shows_progress(
         tmp_path, launcher_factory, capsys):
     from genki_signals.record.attach import record_topology
@@ -58,6 +59,7 @@ def test_genki_record_reports_the_compressed_file_size_and_shows_progress(
     lp.wait_exit(timeout=30)
 
 
+@pytest.mark.process
 def test_top_shows_what_a_sink_receives(tmp_path, launcher_factory):
     lp = launcher_factory(sampler_spec(tmp_path, "top_rate", {"type": "null"}))
     lp.wait_ready()
@@ -136,6 +138,7 @@ def test_closing_a_dashboard_tab_logs_no_closed_connection_warnings(caplog):
     assert not closed, [r.getMessage() for r in closed]
 
 
+@pytest.mark.process
 def test_make_models_leaves_only_the_tracked_models_behind(tmp_path):
     tracked = subprocess.run(["git", "ls-files", "specs/models"], cwd=REPO, text=True,
                              capture_output=True, check=True).stdout.split()

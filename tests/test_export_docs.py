@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "export.md"
 ROOT = DOC.parent.parent
@@ -31,6 +32,7 @@ def run(cwd: Path, code: str, block_project: bool = False) -> str:
     return res.stdout
 
 
+@pytest.mark.process
 def test_worked_example_runs_from_recording_to_host(tmp_path):
     code = scripts()
     assert list(code) == ["record.py", "train.py", "host.py"]

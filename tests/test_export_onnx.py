@@ -225,6 +225,7 @@ def test_float64_outputs_and_opset_18(tmp_path):
 
 
 # ---------------------------------------------------------------- the CLI
+@pytest.mark.process
 def test_cli_exports_a_graph_node_of_a_spec(tmp_path):
     import pathlib
 

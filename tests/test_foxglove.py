@@ -177,6 +177,7 @@ def receive(ws, subscription: int, count: int, timeout: float) -> list[tuple[int
     return got
 
 
+@pytest.mark.process
 @pytest.mark.timeout(90)
 def test_live_foxglove_sink_serves_a_running_topology(tmp_path, launcher_factory):
     spec = tmp_path / "live.yaml"

@@ -267,6 +267,7 @@ NO_DISPLAY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.process
 def test_import_works_and_use_fails_clearly_without_a_display():
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
     out = subprocess.run([sys.executable, "-c", NO_DISPLAY_SCRIPT], env=env, text=True,
@@ -349,6 +350,7 @@ def circle_commands(cx: int, cy: int, r: int, steps: int, seconds: float) -> lis
     return args
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 def test_mouse_gesture_spec_gives_an_event_for_an_xdotool_circle(xvfb, tmp_path):
     spec = REPO / "specs" / "mouse-gesture.yaml"
@@ -372,6 +374,7 @@ def test_mouse_gesture_spec_gives_an_event_for_an_xdotool_circle(xvfb, tmp_path)
     assert len(events) == 1, lp.output
 
 
+@pytest.mark.process
 def test_launch_without_a_display_fails_before_starting_anything(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DISPLAY"}
     out = subprocess.run([sys.executable, "-m", "genki_signals.cli", "launch",
@@ -384,6 +387,7 @@ def test_launch_without_a_display_fails_before_starting_anything(tmp_path):
     assert "started node" not in out.stdout and not (tmp_path / "run").exists()
 
 
+@pytest.mark.process
 def test_example_specs_validate_anywhere_without_loading_device_libraries():
     script = textwrap.dedent("""
         import sys

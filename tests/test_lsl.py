@@ -259,6 +259,7 @@ def test_lsl_source_and_sink_are_validated_in_specs():
 
 
 # ====================================================================== real processes
+@pytest.mark.process
 @pytest.mark.timeout(90)
 def test_a_topology_reads_an_lsl_stream_and_republishes_it(tmp_path, launcher_factory):
     """test outlet -> [lsl source node -> lsl sink node] -> plain pylsl inlet in the test."""

@@ -320,6 +320,7 @@ def test_missing_device_and_unsupported_rate_list_the_input_devices(virtmic):
 
 
 # ---------------------------------------------------------------------- as a topology
+@pytest.mark.process
 @pytest.mark.timeout(120)
 def test_shipped_mic_spectrogram_spec_runs_on_a_default_input(virtmic, tmp_path):
     """specs/mic-spectrogram.yaml as shipped (default input, 44.1 kHz), on a virtual default
@@ -346,6 +347,7 @@ def test_shipped_mic_spectrogram_spec_runs_on_a_default_input(virtmic, tmp_path)
     assert "[dashboard] INFO dashboard: http://127.0.0.1:" in lp.output
 
 
+@pytest.mark.process
 def test_launch_without_an_input_device_fails_before_starting_anything(tmp_path):
     # the shipped spec, naming a device no machine has (this one may have a microphone)
     spec = tmp_path / "mic-spectrogram.yaml"

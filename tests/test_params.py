@@ -150,6 +150,7 @@ def test_every_kind_has_one_module_and_a_params_class() -> None:
         assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen
 
 
+@pytest.mark.process
 def test_a_sink_node_imports_only_its_own_kind() -> None:
     import subprocess
     import sys

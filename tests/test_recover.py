@@ -29,6 +29,7 @@ def mcap_package_read(path) -> tuple[int, Exception | None]:
     return count, None
 
 
+@pytest.mark.process
 def test_a_killed_recording_is_recovered_for_the_mcap_indexed_reader(tmp_path, launcher_factory,
                                                                       capsys):
     spec = tmp_path / "crash.yaml"

@@ -122,6 +122,7 @@ def seen(out: str) -> dict:
     return json.loads(lines[0][5:])
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("mode", ["merged", "arrival", "raw"])
 def test_each_input_mode_sees_frames_in_its_own_order(tmp_path, ctx, mode):
     """b's frames (later timestamps) arrive before a's: ``merged`` sees them in timestamp order,
@@ -181,6 +182,7 @@ def test_each_input_mode_sees_frames_in_its_own_order(tmp_path, ctx, mode):
         assert got["ticks"] == 0
 
 
+@pytest.mark.process
 def test_a_logic_declaring_an_unknown_input_mode_is_refused_naming_it(tmp_path, ctx):
     proc, router, ups = two_input_node(tmp_path, ctx, "sometimes")
     try:

@@ -68,6 +68,7 @@ def wait_all_gone(procs: list[psutil.Process], within: float) -> list[psutil.Pro
     return alive(procs)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 0), (signal.SIGTERM, 143),
                                        (signal.SIGHUP, 129)])
 def test_stop_signal_stops_the_topology_cleanly(tmp_path, launcher_factory, sig, code):
@@ -84,6 +85,7 @@ def test_stop_signal_stops_the_topology_cleanly(tmp_path, launcher_factory, sig,
     assert not run_dir.exists()
 
 
+@pytest.mark.process
 def test_sigkill_of_the_launcher_leaves_no_node_behind(tmp_path, launcher_factory):
     # 'stuck' ignores SIGTERM and blocks in its logic: only the hard deadline ends it
     spec = chain_spec(tmp_path, "orphans", """
@@ -125,6 +127,7 @@ def all_ready(d: dict) -> bool:
     return bool(d["nodes"]) and all(n["state"] == "ready" for n in d["nodes"])
 
 
+@pytest.mark.process
 def test_launch_piped_to_head_stops_cleanly_after_head_left(tmp_path):
     """``genki launch ... | head -n 1``: the reader leaves early, then Ctrl-C."""
     spec = chain_spec(tmp_path, "pipe_head")
@@ -152,6 +155,7 @@ def test_launch_piped_to_head_stops_cleanly_after_head_left(tmp_path):
             p.wait(timeout=10)
 
 
+@pytest.mark.process
 def test_ctrl_c_of_launch_piped_to_tee_is_a_clean_stop(tmp_path):
     """``genki launch ... | tee log`` in a shell; Ctrl-C reaches the whole job, so tee dies with
     the launcher's last lines still to come."""
@@ -182,6 +186,7 @@ def test_ctrl_c_of_launch_piped_to_tee_is_a_clean_stop(tmp_path):
         job.wait(timeout=10)
 
 
+@pytest.mark.process
 def test_second_launch_is_refused_and_leaves_the_running_topology_alone(tmp_path,
                                                                        launcher_factory):
     spec = chain_spec(tmp_path, "twice")
@@ -206,6 +211,7 @@ def test_second_launch_is_refused_and_leaves_the_running_topology_alone(tmp_path
     assert lp.wait_exit(timeout=30) == 0, lp.output
 
 
+@pytest.mark.process
 def test_unresponsive_node_is_killed_and_restarted_by_the_default_policy(tmp_path,
                                                                         launcher_factory):
     spec = tmp_path / "hang.yaml"
@@ -250,6 +256,7 @@ def heartbeat_stat(d: dict, node: str, key: str) -> tuple[float, int]:
     return time.monotonic() - n["heartbeat_age"], n["stats"][key]
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 def test_stopped_undeclared_subscriber_cannot_stall_a_lossless_publisher(tmp_path,
                                                                         launcher_factory):
@@ -304,6 +311,7 @@ def test_stopped_undeclared_subscriber_cannot_stall_a_lossless_publisher(tmp_pat
     assert lp.wait_exit(timeout=30) == 0, lp.output
 
 
+@pytest.mark.process
 @pytest.mark.timeout(120)
 def test_stalled_declared_lossless_reader_blocks_but_never_gets_the_publisher_killed(
         tmp_path, launcher_factory):

@@ -299,6 +299,7 @@ def test_spec_stream_names_are_the_source_streams(mode):
         ["timestamp", *stream_shapes(**mode)]
 
 
+@pytest.mark.process
 def test_checking_a_wave_spec_imports_no_radio_library():
     code = ("import sys; from genki_signals.data_sources.registry import check_source_params;"
             "assert check_source_params({'type': 'wave', 'name': 'Wave'})[0] == [];"

@@ -47,6 +47,7 @@ def wait(predicate, timeout: float, what: str, lp: LauncherProcess) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.process
 def test_the_wave_swipe_spec_emits_the_scripted_swipe_and_nothing_while_still(
         ring, tmp_path, monkeypatch):
     lp = launch_against(ring, SPEC, tmp_path / "run", monkeypatch, "--duration", "60")
@@ -98,6 +99,7 @@ def test_the_swipe_model_scores_rest_low_and_a_whole_swipe_high(tmp_path):
     assert probs[1, 1] == pytest.approx(expected, abs=1e-5) and probs[1, 1] > 0.9
 
 
+@pytest.mark.process
 def test_launch_without_an_adapter_fails_before_start_naming_node_and_reason(tmp_path,
                                                                              monkeypatch):
     if any(Path("/sys/class/bluetooth").glob("hci*")):
