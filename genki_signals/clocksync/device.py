@@ -261,15 +261,16 @@ def _hull_slope_with_prior(u: np.ndarray, y: np.ndarray, prior: float) -> float:
     """Least-squares slope through the lower hull's vertices, shrunk toward 1.
 
     A Gaussian prior ``N(1, prior**2)`` on the slope, against the points' noise: the robust
-    spread (MAD) of the lower half of the residuals under the nominal rate, at least 0.1 ms.
+    spread (MAD) of the lower half of the residuals under the hull's own slope, at least 0.1 ms.
     Every hull vertex counts (not only the edge at the mean), so one lucky low bucket tilts the
     rate less; the prior keeps a short span of device time from producing a wild rate.
     """
     hull = _lower_hull(u, y)
     uh, yh = u[hull], y[hull]
-    r = y - u
+    uc, yc = uh - uh.mean(), yh - yh.mean()
+    free = float(np.dot(uc, yc) / np.dot(uc, uc))  # the hull's own slope, no prior
+    r = y - free * u
     low = r[r <= np.median(r)]
     noise = max(1.4826 * float(np.median(np.abs(low - np.median(low)))), 1e-4)
     lam = (noise / prior) ** 2
-    uc, yc = uh - uh.mean(), yh - yh.mean()
     return float((np.dot(uc, yc) + lam) / (np.dot(uc, uc) + lam))
