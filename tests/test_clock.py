@@ -164,6 +164,34 @@ def test_device_clock_is_mapped_to_leader_time_within_1_ms(wrap):
     assert fit.resets == 0
 
 
+def test_device_clock_rate_prior_steadies_the_rate_of_a_short_span():
+    """A few buckets whose floors wander by ~0.5 ms: the hull edge alone can be off by hundreds
+    of ppm; the prior keeps the rate near nominal until the span of device time outweighs it."""
+    errors = {None: [], 100e-6: []}
+    for seed in range(20):
+        for prior in errors:
+            rng = np.random.default_rng(seed)
+            fit = DeviceClockFit(1e-6, rate_prior=prior)
+            for true_t, dev, arrival in device_session(rng, seconds=3.0, packet=10,
+                                                       drift=-100e-6, gap=(99, 99)):
+                arrival = arrival + (rng.uniform(0, 1e-3) if rng.random() < 0.05 else 1e-3)
+                fit.update(dev, np.full(dev.size, arrival))
+            errors[prior].append(abs(fit.drift_ppm - (1 / (1 - 100e-6) - 1) * 1e6))
+    assert np.median(errors[100e-6]) < np.median(errors[None])
+    # and over a long session (a drift within the prior's range) it maps within 1 ms
+    rng = np.random.default_rng(7)
+    fit = DeviceClockFit(1e-6, rate_prior=100e-6, max_rate_error=200e-6)
+    worst = 0.0
+    for true_t, dev, arrival in device_session(rng, seconds=60.0, drift=-150e-6):
+        mapped = fit.update(dev, np.full(dev.size, arrival))
+        if true_t[0] > 3.0 + 2.0:
+            worst = max(worst, float(np.abs(mapped - true_t).max()))
+    assert worst < 1e-3
+    assert fit.drift_ppm == pytest.approx((1 / (1 - 150e-6) - 1) * 1e6, abs=10)
+    with pytest.raises(ValueError, match="rate_prior"):
+        DeviceClockFit(1e-6, rate_prior=0.0)
+
+
 def test_device_clock_restart_restarts_the_fit():
     rng = np.random.default_rng(1)
     fit = DeviceClockFit(1e-6)

@@ -41,11 +41,15 @@ class DeviceClockFit:
 
     ``scale``: seconds per device unit (1e-6 for microseconds, ``1 / fs`` for a sample counter).
     ``max_rate_error``: the fitted rate ``b`` stays within ``1 +- max_rate_error``.
+    ``rate_prior``: when the device's crystal tolerance is known (e.g. ``100e-6``), the rate is
+    the least-squares line through the lower hull's vertices, regularised toward the nominal
+    rate 1 as a Gaussian prior of this standard deviation: with few buckets the prior dominates,
+    with many the data do. None: the slope of the hull edge at the mean device time (no prior).
     """
 
     def __init__(self, scale: float = 1.0, *, window: float = 60.0, bucket: float = 0.5,
                  wrap: float | None = None, reset_after: float = 1.0, latency: float = 0.0,
-                 max_rate_error: float = 0.01) -> None:
+                 max_rate_error: float = 0.01, rate_prior: float | None = None) -> None:
         for name, value in (("scale", scale), ("window", window), ("bucket", bucket),
                             ("reset_after", reset_after)):
             if not (math.isfinite(value) and value > 0):
@@ -59,6 +63,10 @@ class DeviceClockFit:
         self.reset_after = float(reset_after)
         self.latency = float(latency)
         self.max_rate_error = float(max_rate_error)
+        if rate_prior is not None and not (math.isfinite(rate_prior) and rate_prior > 0):
+            raise ValueError(f"DeviceClockFit: 'rate_prior' must be > 0 or None, got "
+                             f"{rate_prior!r}")
+        self.rate_prior = None if rate_prior is None else float(rate_prior)
         self.resets = 0
         self.samples = 0
         self._clear()
@@ -171,7 +179,10 @@ class DeviceClockFit:
         # last edge. It still counts for the offset (the line stays under every point).
         ud, yd = u[:-1], y[:-1]
         if len(ud) >= 2 and ud[-1] - ud[0] >= self.bucket:
-            b = _envelope_slope(ud, yd, float(ud.mean()))
+            if self.rate_prior is None:
+                b = _envelope_slope(ud, yd, float(ud.mean()))
+            else:
+                b = _hull_slope_with_prior(ud, yd, self.rate_prior)
             lo, hi = 1.0 - self.max_rate_error, 1.0 + self.max_rate_error
             self._b = min(max(b, lo), hi)
             self._rate_known = True
@@ -230,3 +241,36 @@ def _envelope_slope(u: np.ndarray, y: np.ndarray, at: float) -> float:
             return float((y[k] - y[j]) / (u[k] - u[j]))
     j, k = hull[-2], hull[-1]
     return float((y[k] - y[j]) / (u[k] - u[j]))
+
+
+def _lower_hull(u: np.ndarray, y: np.ndarray) -> list[int]:
+    """Indices of the lower convex hull of the points (sorted by u)."""
+    hull: list[int] = []
+    for i in range(len(u)):
+        while len(hull) >= 2:
+            j, k = hull[-2], hull[-1]
+            if (y[k] - y[j]) * (u[i] - u[j]) >= (y[i] - y[j]) * (u[k] - u[j]):
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    return hull
+
+
+def _hull_slope_with_prior(u: np.ndarray, y: np.ndarray, prior: float) -> float:
+    """Least-squares slope through the lower hull's vertices, shrunk toward 1.
+
+    A Gaussian prior ``N(1, prior**2)`` on the slope, against the points' noise: the robust
+    spread (MAD) of the lower half of the residuals under the hull's own slope, at least 0.1 ms.
+    Every hull vertex counts (not only the edge at the mean), so one lucky low bucket tilts the
+    rate less; the prior keeps a short span of device time from producing a wild rate.
+    """
+    hull = _lower_hull(u, y)
+    uh, yh = u[hull], y[hull]
+    uc, yc = uh - uh.mean(), yh - yh.mean()
+    free = float(np.dot(uc, yc) / np.dot(uc, uc))  # the hull's own slope, no prior
+    r = y - free * u
+    low = r[r <= np.median(r)]
+    noise = max(1.4826 * float(np.median(np.abs(low - np.median(low)))), 1e-4)
+    lam = (noise / prior) ** 2
+    return float((np.dot(uc, yc) + lam) / (np.dot(uc, uc) + lam))

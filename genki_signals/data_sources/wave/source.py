@@ -47,6 +47,10 @@ from genki_signals.data_sources.wave import protocol as p
 from genki_signals.errors import SourceError
 from genki_signals.frames import TIMESTAMP, Frame
 
+# The ring's crystal is assumed within +-200 ppm of nominal: the clock fit's rate is clamped
+# there and regularised toward nominal (a prior of 100 ppm) while few buckets exist.
+RING_CLOCK_FIT: dict[str, Any] = {"max_rate_error": 200e-6, "rate_prior": 100e-6}
+
 __all__ = ["MIN_FIRMWARE", "TRANSPORT_ENV", "WaveDataSource", "stream_shapes"]
 
 log = logging.getLogger(__name__)
@@ -112,7 +116,7 @@ class WaveDataSource(Source):
         self.finite = stop_on_top_hold  # then it may end on its own (a node then finishes)
         self._shapes = stream_shapes(self.spectrogram, self.raw)
         self.stream_names = list(self._shapes)
-        self.fit = DeviceClockFit(1e-6, **(fit_options or {}))
+        self.fit = DeviceClockFit(1e-6, **{**RING_CLOCK_FIT, **(fit_options or {})})
         self.decoder = p.WaveDecoder()
         self.device_info: p.DeviceInfo | None = None
         self.battery: p.BatteryStatus | None = None
