@@ -301,8 +301,18 @@ class VirtualRing:
                 continue
             self.sent.append((us, t))
             if self.jitter:
-                await asyncio.sleep(self._rng.uniform(0.0, self.jitter))
+                await self._sleep_exactly(self._rng.uniform(0.0, self.jitter))
             await self._notify(connection, data)
+
+    async def _sleep_exactly(self, seconds: float) -> None:
+        """Wait ``seconds`` without asyncio's overshoot (the epoll selector rounds its timeout up
+        to whole milliseconds, which would put a ~1 ms floor under a uniform(0, jitter) delay):
+        sleep to 2 ms short of the end, then yield to the loop until the end."""
+        end = self.clock() + seconds
+        if seconds > 0.002:
+            await asyncio.sleep(seconds - 0.002)
+        while self.clock() < end:
+            await asyncio.sleep(0)
 
     async def _notify(self, connection: Any, data: bytes) -> None:
         """Send ``data`` as notifications of random sizes within ``chunk``."""
