@@ -382,7 +382,7 @@ def test_launch_without_a_display_fails_before_starting_anything(tmp_path):
                           str(tmp_path / "run")], env=env, text=True, capture_output=True,
                          timeout=60)
     assert out.returncode == 1
-    assert "node 'mouse': the mouse needs an X display: DISPLAY is not set" in out.stderr
+    assert "node 'mouse' (Mouse): the mouse needs an X display: DISPLAY is not set" in out.stderr
     assert "nothing was started" in out.stderr
     assert "started node" not in out.stdout and not (tmp_path / "run").exists()
 

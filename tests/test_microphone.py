@@ -358,7 +358,8 @@ def test_launch_without_an_input_device_fails_before_starting_anything(tmp_path)
                           "--run-dir", str(tmp_path / "run")], text=True, capture_output=True,
                          timeout=60)
     assert out.returncode == 1, out
-    assert "node 'mic': the microphone: no input device 'genki-test-missing-mic'" in out.stderr
+    assert "node 'mic' (Microphone): the microphone: no input device " \
+           "'genki-test-missing-mic'" in out.stderr
     assert "available input devices" in out.stderr and "nothing was started" in out.stderr
     assert not (tmp_path / "run").exists()
 

@@ -197,8 +197,9 @@ class Launcher:
         """
         from genki_signals.data_sources.registry import preflight_source
 
-        problems = [f"node '{node.id}': {problem}" for node in self.spec.nodes
-                    if node.kind == "source" and (problem := preflight_source(node.params))]
+        problems = [f"node '{node.id}' ({node.parsed.type}): {problem}"
+                    for node in self.spec.nodes
+                    if node.kind == "source" and (problem := preflight_source(node.parsed))]
         if problems:
             raise LaunchError(f"topology '{self.spec.name}' cannot start, nothing was "
                               f"started:\n  " + "\n  ".join(problems))
