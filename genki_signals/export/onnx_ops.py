@@ -432,9 +432,9 @@ def _fourier(b: OnnxBuilder, op: sp.FourierTransform, xs, shapes, out) -> str:
 
 
 # ----------------------------------------------------------------- models
-def _inference(b: OnnxBuilder, op: inf.Inference, xs, shapes, out) -> str:
+def _load_model_for(b: OnnxBuilder, op: inf.Inference):
+    """The operator's model, checked for inlining and converted to the builder's opset."""
     import onnx
-    from onnx import helper, numpy_helper
 
     if not op._whole_chunk:
         raise ExportError(f"{op.describe()}: not exportable: model '{op.model}' must be run one "
@@ -459,11 +459,19 @@ def _inference(b: OnnxBuilder, op: inf.Inference, xs, shapes, out) -> str:
             raise ExportError(f"{op.describe()}: model '{op.model}' (opset "
                               f"{domains.get('')}) cannot be converted to opset {b.opset}: "
                               f"{exc}") from None
-    g = model.graph
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-           for node in g.node for a in node.attribute):
+           for node in model.graph.node for a in node.attribute):
         raise ExportError(f"{op.describe()}: not exportable: model '{op.model}' has nodes "
                           f"with subgraphs")
+    return model
+
+
+def _inference(b: OnnxBuilder, op: inf.Inference, xs, shapes, out) -> str:
+    import onnx
+    from onnx import helper, numpy_helper
+
+    model = _load_model_for(b, op)
+    g = model.graph
     prefix = f"{b.scope}/model/"
     ren = lambda s: prefix + s if s else s
     for init in g.initializer:
