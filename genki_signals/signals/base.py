@@ -365,6 +365,8 @@ class StatefulOperator(Operator, abstract=True):
             return super().__call__(*chunks)
         x = chunks[0]
         if type(x) is not np.ndarray:
+            if _is_tensor(x):
+                return self._call_tensor(chunks)
             x = np.asarray(x)
         if x.ndim == 0:
             raise self._scalar_error(self.inputs[0])
