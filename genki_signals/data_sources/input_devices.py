@@ -112,10 +112,18 @@ class SampledInput(Source):
     def __init__(self, clock: Clock | None = None) -> None:
         super().__init__(clock)
         self._active = False
+        self._listener: Any = None  # the pynput listener, when the device uses one
 
     @property
     def is_active(self) -> bool:
         return self._active
+
+    def stop(self) -> None:
+        """Stop at once (the listener is told to stop, never joined; see the module doc)."""
+        self._active = False
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.stop()
 
     def read(self) -> Frame:
         name = type(self).__name__

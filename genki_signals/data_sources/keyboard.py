@@ -103,13 +103,6 @@ class KeyboardDataSource(SampledInput):
         self._listener = listener
         self._active = True
 
-    def stop(self) -> None:
-        """Stop at once (the listener is told to stop, never joined; see the module doc)."""
-        self._active = False
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()
-
     # ------------------------------------------------------------ key identity
     @staticmethod
     def _identity(key: Any) -> tuple:

@@ -94,11 +94,7 @@ class MouseDataSource(SampledInput):
         self._active = True
 
     def stop(self) -> None:
-        """Stop at once (the listener is told to stop, never joined; see the module doc)."""
-        self._active = False
-        listener, self._listener = self._listener, None
-        if listener is not None:
-            listener.stop()
+        super().stop()
         self._controller = None
 
     # ------------------------------------------------------------ listener callbacks
