@@ -61,6 +61,7 @@ __all__ = [
     "decode_message",
     "device_info_request",
     "encode_battery",
+    "battery_request",
     "encode_button",
     "encode_device_info",
     "encode_message",
@@ -463,6 +464,11 @@ def encode_battery(status: BatteryStatus) -> bytes:
 
 def device_info_request() -> bytes:
     return encode_message(MsgType.REQUEST, MsgId.DEVICE_INFO)
+
+
+def battery_request() -> bytes:
+    """BATTERY_STATUS request (no payload): the ring answers with a 12-byte status."""
+    return encode_message(MsgType.REQUEST, MsgId.BATTERY_STATUS)
 
 
 def api_mode_request() -> bytes:

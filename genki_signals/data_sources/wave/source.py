@@ -31,6 +31,8 @@ on ``bumble_backend.BumbleClientBackend``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import math
 import os
@@ -117,6 +119,12 @@ class WaveDataSource(Source):
         self._shapes = stream_shapes(self.spectrogram, self.raw)
         self.stream_names = list(self._shapes)
         self.fit = DeviceClockFit(1e-6, **{**RING_CLOCK_FIT, **(fit_options or {})})
+        # The link's one-way latency: given (fit_options latency) or probed (see _probe_link).
+        self.probe_latency = "latency" not in (fit_options or {})
+        self.link_rtt: float | None = None  # the smallest request-reply round trip (s)
+        self.link_probes = 0
+        self._reply: asyncio.Event | None = None  # set by a battery reply (loop thread)
+        self._reply_arrival = 0.0
         self.decoder = p.WaveDecoder()
         self.device_info: p.DeviceInfo | None = None
         self.battery: p.BatteryStatus | None = None
@@ -282,7 +290,15 @@ class WaveDataSource(Source):
             self._ever_streamed = True
             self._streaming.set()
             self.last_error = ""
-            await disconnected.wait()
+            probe = asyncio.ensure_future(self._probe_link(client)) if self.probe_latency \
+                else None
+            try:
+                await disconnected.wait()
+            finally:
+                if probe is not None:
+                    probe.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await probe
             self._streaming.clear()
             self.disconnects += 1
             self.last_error = "the ring disconnected"
@@ -296,6 +312,42 @@ class WaveDataSource(Source):
                     await asyncio.wait_for(client.disconnect(), 0.5)
                 except (Exception, asyncio.CancelledError):  # noqa: BLE001 - best effort
                     pass
+
+    async def _probe_link(self, client: Any) -> None:
+        """Measure the link's one-way latency, NTP-style: half the smallest round trip of a
+        battery request and its reply, taken as the fit's ``latency`` (mapped times are the
+        earliest arrivals, later than the samples by that latency).
+
+        20 probes 50 ms apart, then one a second; the smallest round trip of the connection
+        counts (a late reply only lengthens a trip). Assumes the two directions are about
+        equally fast; a battery status the ring sends unasked just after a request would make a
+        trip look shorter. The replies also keep ``battery`` fresh.
+        """
+        self._reply = asyncio.Event()
+        self.link_rtt = None
+        try:
+            for i in itertools.count():
+                self._reply.clear()
+                sent = self.clock.now()
+                try:
+                    await client.write_gatt_char(p.API_CHAR_UUID, p.battery_request(),
+                                                 response=False)
+                except Exception as exc:  # noqa: BLE001 - the link went: the session ends
+                    log.debug("Wave ring: latency probe stopped: %s", exc)
+                    return
+                try:
+                    await asyncio.wait_for(self._reply.wait(), 0.5)
+                except asyncio.TimeoutError:
+                    pass
+                else:
+                    rtt = self._reply_arrival - sent
+                    self.link_probes += 1
+                    if self.link_rtt is None or rtt < self.link_rtt:
+                        self.link_rtt = rtt
+                        self.fit.latency = rtt / 2
+                await asyncio.sleep(0.05 if i < 20 else 1.0)
+        finally:
+            self._reply = None
 
     async def _discover(self, central: Any) -> str:
         if central is not None:
@@ -336,6 +388,9 @@ class WaveDataSource(Source):
             self._on_device_info(info)
         for status in out.battery:
             self.battery = status
+            if self._reply is not None:
+                self._reply_arrival = arrival
+                self._reply.set()
         for event in out.buttons:
             if (self.stop_on_top_hold and event.button == p.Button.TOP
                     and event.action == p.ButtonAction.EXTRA_LONG):
@@ -441,6 +496,9 @@ class WaveDataSource(Source):
             **{f"wave_dropped_{reason}": n for reason, n in sorted(self.decoder.errors.items())},
             "wave_partial_frames": self.decoder.partial,
             "wave_clock_uncertainty_ms": None if uncertainty is None else uncertainty * 1e3,
+            "wave_link_latency_ms": self.fit.latency * 1e3,
+            "wave_link_rtt_ms": None if self.link_rtt is None else self.link_rtt * 1e3,
+            "wave_link_probes": self.link_probes,
             **{f"wave_{k}": v for k, v in self.fit.stats().items()},
         }
         if self.device_info is not None:

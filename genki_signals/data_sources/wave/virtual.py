@@ -91,6 +91,7 @@ class VirtualRing:
                  jitter: float = 0.0, chunk: tuple[int, int] = (20, 244), seed: int = 0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.name, self.address, self.info = name, address, info
+        self.battery = p.BatteryStatus(3.9, 80.0, False)  # the answer to battery requests
         self.motion, self.rate, self.spectrogram_every = motion, float(rate), spectrogram_every
         self.skew_ppm, self.jitter, self.chunk = float(skew_ppm), float(jitter), chunk
         self.clock = clock
@@ -242,11 +243,19 @@ class VirtualRing:
 
     def _handle(self, connection: Any, msg_id: int, payload: bytes) -> None:
         if msg_id == p.MsgId.DEVICE_INFO:
-            self._loop.create_task(self._notify(connection, p.encode_device_info(self.info)))
-        elif msg_id == p.MsgId.DEVICE_MODE:
+            self._loop.create_task(self._notify(connection, p.encode_device_info(self.info),
+                                                stream=False))
+            return
+        if msg_id == p.MsgId.BATTERY_STATUS:  # answered at once (no jitter), like the ring
+            self._loop.create_task(self._notify(connection, p.encode_battery(self.battery),
+                                                stream=False))
+            return
+        if msg_id == p.MsgId.DEVICE_MODE:
             self.mode = payload[0]
         elif msg_id == p.MsgId.MODIFY_API_CONFIG:
             self.config = p.parse_config(payload)
+        else:
+            return  # other requests do not touch the stream
         if self.mode == p.DeviceMode.API and self.config is not None:
             self._stop_stream()
             self._stream_task = self._loop.create_task(self._stream(connection, self.config))
@@ -314,18 +323,20 @@ class VirtualRing:
         while self.clock() < end:
             await asyncio.sleep(0)
 
-    async def _notify(self, connection: Any, data: bytes) -> None:
-        """Send ``data`` as notifications of random sizes within ``chunk``."""
+    async def _notify(self, connection: Any, data: bytes, stream: bool = True) -> None:
+        """Send ``data`` as notifications of random sizes within ``chunk`` (a reply to a request,
+        ``stream=False``, goes whole and is not listed in ``notifications``)."""
         lo, hi = self.chunk
         rest = memoryview(data)
         async with self._send_lock:
             while len(rest):
                 n = len(rest)
-                if n >= lo * 2 and (n > hi or self._rng.random() < 0.7):
+                if stream and n >= lo * 2 and (n > hi or self._rng.random() < 0.7):
                     size = self._rng.randint(lo, min(hi, n - lo))
                 else:
                     size = n
-                self.notifications.append(size)
+                if stream:
+                    self.notifications.append(size)
                 await self.device.notify_subscriber(connection, self.char, bytes(rest[:size]))
                 rest = rest[size:]
 
