@@ -113,3 +113,36 @@ def test_launch_without_an_adapter_fails_before_start_naming_node_and_reason(tmp
         lp.kill_all()
     assert "node 'ring' (wave): no Bluetooth adapter" in lp.output, lp.output
     assert "started node" not in lp.output, lp.output  # nothing was started
+
+
+@pytest.mark.process
+def test_a_recording_of_the_ring_holds_its_device_info_in_the_metadata(ring, tmp_path,
+                                                                       monkeypatch):
+    """The ring's identity is known only once it connects, after the recording's head is
+    written: the recorder adds it to the file's metadata (``genki.device.<node>``)."""
+    from genki_signals.record.format import META_DEVICE
+    from genki_signals.record.inspect import format_summary, inspect_recording
+    from genki_signals.record.reader import Recording
+
+    spec = tmp_path / "wave-record.yaml"
+    spec.write_text(
+        "name: wave-record\n"
+        "nodes:\n"
+        "  - {id: ring, kind: source, params: {type: wave, name: Wave}}\n"
+        "  - {id: rec, kind: recorder, inputs: [ring], params: {path: ring.mcap}}\n")
+    lp = launch_against(ring, spec, tmp_path / "run", monkeypatch, "--duration", "60")
+    try:
+        wait(lambda: len(ring.sent) > 100, 60, "1 s of streaming", lp)
+        lp.interrupt()
+        assert lp.wait_exit(timeout=30) == 0, lp.output
+    finally:
+        lp.kill_all()
+    with Recording(tmp_path / "ring.mcap") as rec:
+        topics = {m.topic for m in rec.messages()}  # a whole pass meets every metadata record
+        assert {"ring/main", "ring/device"} <= topics, topics
+        device = rec.metadata.get(META_DEVICE + "ring")
+    assert device == ring.info.as_dict() == {"firmware": "1.7.4", "board": "wave-v2",
+                                             "mac": "f0:f0:f0:f0:f0:01",
+                                             "serial": "VIRTUAL0001"}, device
+    text = format_summary(inspect_recording(tmp_path / "ring.mcap"))
+    assert f"device ring: firmware {device['firmware']}" in text, text

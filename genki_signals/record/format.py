@@ -50,6 +50,8 @@ META_TOPOLOGY = "genki.topology"
 META_NODES = "genki.nodes"
 META_USER = "genki.user"
 META_STATS = "genki.stats"
+META_DEVICE = "genki.device."  # + node id: the device info a source reported (a ``device`` event)
+DEVICE_STREAM = "device"  # the event stream a device source reports its identity on
 
 MAX_PARTS = 1 + 1 + 4096  # topic, header, buffers (a frame has at most a few thousand fields)
 

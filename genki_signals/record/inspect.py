@@ -20,7 +20,7 @@ import numpy as np
 
 from genki_signals.bus.codec import MAX_GAP
 from genki_signals.frames import TIMESTAMP
-from genki_signals.record.format import META_RECORDING, META_STATS, META_USER
+from genki_signals.record.format import META_DEVICE, META_RECORDING, META_STATS, META_USER
 from genki_signals.record.reader import ReadReport, Recording
 
 __all__ = ["inspect_recording", "RecordingSummary", "TopicSummary", "format_summary"]
@@ -166,6 +166,10 @@ def format_summary(s: RecordingSummary) -> str:
     if stats:
         lines.append(f"  recorder's count: {stats.get('frames', '?')} frames, "
                      f"{stats.get('gaps', '?')} lost before the recorder")
+    for name, info in sorted(s.metadata.items()):
+        if name.startswith(META_DEVICE):
+            lines.append(f"  device {name[len(META_DEVICE):]}: "
+                         + ", ".join(f"{k} {v}" for k, v in info.items()))
     user = s.metadata.get(META_USER)
     if user:
         lines.append("  metadata: " + ", ".join(f"{k}={v}" for k, v in user.items()))

@@ -34,8 +34,10 @@ from typing import Any
 from genki_signals.bus.codec import MAX_GAP, DecodeError, Message, decode, encode
 from genki_signals.clock import Clock, default_clock
 from genki_signals.record.format import (
+    DEVICE_STREAM,
     FORMAT,
     MESSAGE_ENCODING,
+    META_DEVICE,
     META_NODES,
     META_RECORDING,
     META_STATS,
@@ -106,6 +108,7 @@ class Recorder:
         self.flush_interval = float(flush_interval)
         self.fsync = fsync
         self.topic_stats: dict[str, TopicStats] = {}
+        self.devices: dict[str, dict[str, str]] = {}  # node -> its last device info
         self.frames = 0
         self.bytes = 0
         self.flushes = 0
@@ -187,6 +190,7 @@ class Recorder:
             msg.topic, msg.frame, node_id=msg.node_id, seq=msg.seq, kind=msg.kind,
             publish_time=msg.publish_time)
         self._write(msg.topic, msg.node_id, msg.seq, msg.publish_time, parts, log_time)
+        self._note_device(msg.topic, msg.kind, msg.frame)
         return True
 
     def record_parts(self, parts: Sequence[Any], log_time: float | None = None) -> bool:
@@ -198,6 +202,7 @@ class Recorder:
         if not self.accepts(msg.topic):
             return False
         self._write(msg.topic, msg.node_id, msg.seq, msg.publish_time, parts, log_time)
+        self._note_device(msg.topic, msg.kind, msg.frame)
         return True
 
     def record_frame(self, topic: str, frame: Mapping[str, Any], *, node_id: str,
@@ -213,7 +218,28 @@ class Recorder:
             self._seq[topic] = seq + 1
         parts = encode(topic, frame, node_id=node_id, seq=seq, kind=kind, publish_time=t)
         self._write(topic, node_id, seq, t, parts, now if log_time is None else log_time)
+        self._note_device(topic, kind, frame)
         return True
+
+    def _note_device(self, topic: str, kind: str, frame: Mapping[str, Any]) -> None:
+        """A source's ``device`` event (e.g. the Wave ring's firmware, board, MAC, serial,
+        known only once it connects, after the head was written) also goes into the file's
+        metadata, as ``genki.device.<node>``, whenever it changes."""
+        node, _, stream = topic.rpartition("/")
+        if kind != "event" or stream != DEVICE_STREAM or not node:
+            return
+        info: dict[str, str] = {}
+        for key, values in frame.items():
+            if key == "timestamp" or not len(values):
+                continue
+            value = values[-1]
+            info[key] = value.decode("utf-8", "replace") if isinstance(value, bytes) \
+                else str(value.item() if hasattr(value, "item") else value)
+        with self._lock:
+            if self._closed or not info or self.devices.get(node) == info:
+                return
+            self.devices[node] = info
+            self._writer.add_metadata(META_DEVICE + node, info)
 
     def _ns(self, t: float) -> int:
         return max(0, self.wall_anchor_ns + int(round(t * 1e9)))
