@@ -9,8 +9,9 @@ A publisher's lossless endpoint is a ZeroMQ ROUTER (behind the PLAIN token gate 
 
     reader -> publisher   {"op": "hello", "reader": name, "topics": [prefixes],
                            "epoch": int | None, "resume": {topic: first seq wanted} | None,
-                           "window": bytes, "on_stall": str, "stall_after": s, "max_bytes": int}
+                           "window": bytes, "window_msgs": messages, "on_stall": str, "stall_after": s, "max_bytes": int}
                           {"op": "credit", "consumed": bytes read so far on this connection,
+                           "consumed_msgs": messages read so far on this connection,
                            "acks": {topic: last seq durably processed}}
                           {"op": "bye"}
     publisher -> reader   {"op": "welcome", "epoch": int, "node": publisher node id}
@@ -18,8 +19,9 @@ A publisher's lossless endpoint is a ZeroMQ ROUTER (behind the PLAIN token gate 
                           {"op": "ping"}
 
 Flow control is a byte window per reader (``queue_bytes``): the publisher sends a reader at
-most that many bytes (wire bytes + ``MESSAGE_OVERHEAD`` per message) beyond what the reader
-reported as read (``consumed``), so every reader's send queue, kernel buffers and receive queue
+most that many bytes (wire bytes + ``MESSAGE_OVERHEAD`` per message; and at most
+``window_msgs`` messages, the reader's ``rcvhwm``) beyond what the reader reported as read
+(``consumed``), so every reader's send queue, kernel buffers and receive queue
 hold at most ``window`` bytes together, whatever the message size (ZeroMQ's own high-water marks
 count messages and stay unlimited on these sockets). Credits and acks are batched by the reader
 (every ``ACK_EVERY`` messages or a quarter window, and whenever it is about to wait), and read
@@ -60,6 +62,7 @@ STALL_POLICIES = ("block", "degrade", "fail")
 DEFAULT_STALL_POLICY = "block"
 DEFAULT_STALL_AFTER = 5.0  # s without room before the stall policy acts (block: logs)
 DEFAULT_WINDOW_BYTES = 16 * 1024 * 1024  # per reader: bytes sent and not yet read
+DEFAULT_WINDOW_MESSAGES = 1000  # per reader: messages sent and not yet read (its rcvhwm)
 DEFAULT_RETAIN_BYTES = 64 * 1024 * 1024  # per publisher
 DEFAULT_RETAIN_SECONDS = 30.0  # per publisher
 MESSAGE_OVERHEAD = 64  # bytes counted per message on top of its parts (libzmq's msg_t)
@@ -143,7 +146,8 @@ class _Reader:
     """What a publisher knows about one reader (by name), across its connections."""
 
     __slots__ = ("name", "rid", "topics", "covers", "window", "on_stall", "stall_after",
-                 "max_bytes", "sent", "consumed", "cursor", "want", "acked", "mode",
+                 "max_bytes", "sent", "consumed", "window_msgs", "sent_msgs", "consumed_msgs",
+                 "cursor", "want", "acked", "mode",
                  "stall_since", "reported", "resend_until")
 
     def __init__(self, name: str, mode: str) -> None:
@@ -157,6 +161,9 @@ class _Reader:
         self.max_bytes = 1 << 62
         self.sent = 0  # bytes sent on this connection
         self.consumed = 0  # bytes the reader reported read on this connection
+        self.window_msgs = DEFAULT_WINDOW_MESSAGES
+        self.sent_msgs = 0
+        self.consumed_msgs = 0
         self.cursor = 0  # index (publish counter) of the next retained frame to consider
         self.want: dict[str, int] = {}  # first seq wanted per topic (resume); empty: all
         self.acked: dict[str, int] = {}  # last seq acknowledged per topic
@@ -248,7 +255,8 @@ class LosslessServer:
                 r.cursor += 1
                 continue
             inflight = r.sent - r.consumed
-            if inflight > 0 and inflight + cost > r.window:
+            if inflight > 0 and (inflight + cost > r.window
+                                 or r.sent_msgs - r.consumed_msgs >= r.window_msgs):
                 if r.mode == "degraded":
                     self.stats.drops += 1
                     r.cursor += 1
@@ -272,6 +280,7 @@ class LosslessServer:
                 send(parts[i], _SNDMORE, copy=False)
             send(parts[last], 0, copy=False)
             r.sent += cost
+            r.sent_msgs += 1
             if r.cursor < r.resend_until:
                 self.stats.resent += 1
             r.cursor += 1
@@ -455,8 +464,13 @@ class LosslessServer:
             consumed = msg.get("consumed")
             if type(consumed) is not int:
                 raise ValueError("credit without consumed bytes")
+            consumed_msgs = msg.get("consumed_msgs", 0)
+            if type(consumed_msgs) is not int:
+                raise ValueError("credit with a bad message count")
             if consumed > r.consumed:
                 r.consumed = min(consumed, r.sent)
+            if consumed_msgs > r.consumed_msgs:
+                r.consumed_msgs = min(consumed_msgs, r.sent_msgs)
             acked = r.acked
             for topic, seq in _seq_map(msg.get("acks")).items():
                 if seq > acked.get(topic, -1):
@@ -495,7 +509,8 @@ class LosslessServer:
         r.on_stall = on_stall
         r.stall_after = float(msg.get("stall_after", DEFAULT_STALL_AFTER))
         r.max_bytes = int(msg.get("max_bytes", 1 << 62))
-        r.sent = r.consumed = 0
+        r.window_msgs = max(1, int(msg.get("window_msgs", DEFAULT_WINDOW_MESSAGES)))
+        r.sent = r.consumed = r.sent_msgs = r.consumed_msgs = 0
         r.stall_since, r.reported = None, False
         resume = msg.get("resume")
         if resume is not None:  # the reader says where it is
@@ -547,7 +562,8 @@ class LosslessServer:
     def settled(self) -> bool:
         """Every connected lossless reader has read everything due to it (or left)."""
         self.service()
-        return all(r.cursor >= self._head and r.consumed >= r.sent
+        return all(r.cursor >= self._head and r.consumed >= r.sent and (
+                   r.consumed_msgs >= r.sent_msgs)
                    for r in self._live if r.mode == "lossless")
 
     def reader_modes(self) -> dict[str, str]:
@@ -559,8 +575,8 @@ class LosslessLink:
     """The reader side of one lossless edge: hello, credit and acks, epoch, failure."""
 
     def __init__(self, reader: str, topics: list[str], *, resume: Lineage | None,
-                 auto_ack: bool, window: int, on_stall: str, stall_after: float,
-                 max_bytes: int) -> None:
+                 auto_ack: bool, window: int, window_msgs: int, on_stall: str,
+                 stall_after: float, max_bytes: int) -> None:
         if on_stall not in STALL_POLICIES:
             raise ValueError(f"on_stall must be one of {STALL_POLICIES}, got {on_stall!r}")
         self.reader = reader
@@ -568,6 +584,8 @@ class LosslessLink:
         self.resume = resume
         self.auto_ack = auto_ack
         self.window = window
+        self.window_msgs = max(1, window_msgs)
+        self.credit_msgs = max(1, min(ACK_EVERY, self.window_msgs // 4))
         self.on_stall = on_stall
         self.stall_after = stall_after
         self.max_bytes = max_bytes
@@ -579,6 +597,7 @@ class LosslessLink:
         self.unreported = 0  # bytes read since the last credit
         self.unreported_msgs = 0
         self.consumed = 0  # bytes read on this connection
+        self.consumed_msgs = 0
         self.popped: dict[str, int] = {}  # last seq returned by recv, per topic
         self.npopped = 0  # messages returned by recv
         self._npopped_credited = 0
@@ -589,7 +608,7 @@ class LosslessLink:
     def hello(self, received: Mapping[str, int] | None) -> bytes:
         """The hello of a new connection. ``received``: last seq received per topic (on a
         re-connection), else the ``resume`` lineage given at connect (if any)."""
-        self.unreported = self.unreported_msgs = self.consumed = 0
+        self.unreported = self.unreported_msgs = self.consumed = self.consumed_msgs = 0
         if received:
             epoch: int | None = self.epoch
             resume: dict[str, int] | None = {t: s + 1 for t, s in received.items()}
@@ -598,16 +617,19 @@ class LosslessLink:
         else:
             epoch, resume = None, None
         return pack_control("hello", reader=self.reader, topics=self.topics, epoch=epoch,
-                            resume=resume, window=self.window, on_stall=self.on_stall,
+                            resume=resume, window=self.window, window_msgs=self.window_msgs,
+                            on_stall=self.on_stall,
                             stall_after=self.stall_after, max_bytes=self.max_bytes)
 
     def credit(self) -> bytes:
         self.consumed += self.unreported
+        self.consumed_msgs += self.unreported_msgs
         self.unreported = self.unreported_msgs = 0
         self.acks_dirty = False
         self._npopped_credited = self.npopped
         acks = self.popped if self.auto_ack else self.acks
-        return pack_control("credit", consumed=self.consumed, acks=acks)
+        return pack_control("credit", consumed=self.consumed, consumed_msgs=self.consumed_msgs,
+                            acks=acks)
 
     def credit_due(self) -> bool:
         return self.unreported > 0 or self.acks_dirty or (

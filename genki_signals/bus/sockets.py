@@ -58,7 +58,6 @@ from zmq.utils.monitor import recv_monitor_message
 from genki_signals.bus.codec import (
     DEFAULT_MAX_BYTES, MAX_GAP, DecodeError, Message, decode, encode,
 )
-from genki_signals.bus.lossless import ACK_EVERY
 from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
 from genki_signals.bus.lossless import (
@@ -566,7 +565,7 @@ class Subscriber:
                     reader or f"reader-{os.getpid()}-{id(edge):x}", topics, resume=resume,
                     auto_ack=auto_ack,
                     window=self._max_queue_bytes if queue_bytes is None else int(queue_bytes),
-                    on_stall=on_stall, stall_after=float(stall_after), max_bytes=self._max_bytes)
+                    window_msgs=rcvhwm, on_stall=on_stall, stall_after=float(stall_after), max_bytes=self._max_bytes)
             except ValueError as exc:
                 raise BusError(f"lossless edge to {endpoint!r}: {exc}") from None
         self._open(edge)
@@ -721,7 +720,7 @@ class Subscriber:
             if link is not None and edge.queue.room(edge.budget) == 0:
                 break
         if link is not None and (link.unreported >= link.credit_bytes
-                                 or link.unreported_msgs >= ACK_EVERY):
+                                 or link.unreported_msgs >= link.credit_msgs):
             self._send_credit(edge)
 
     def _push(self, edge: _Edge, parts: list[zmq.Frame]) -> None:
