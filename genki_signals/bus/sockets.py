@@ -272,14 +272,20 @@ class Publisher:
         return Lineage(self.epoch, dict(self._seq))
 
     def restore(self, lineage: Lineage) -> None:
-        """Before the first ``publish``: continue the numbering of a checkpoint, so that
+        """Before the first ``publish`` and before a lossless reader connected (i.e. right
+        after construction; ``service`` and ``wait_for_subscribers`` let readers in): continue
+        the numbering of a checkpoint, so that
         re-emitted frames are duplicates downstream (dropped), not a reset."""
-        if self._published:
-            raise BusError(f"publisher '{self.node_id}': restore() after the first publish")
+        if self._published or self.lossless_readers_connected():
+            raise BusError(f"publisher '{self.node_id}': restore() after the first publish or "
+                           f"after a lossless reader connected (it was told another epoch)")
         self.epoch = lineage.epoch
         self._seq = {str(t): int(s) for t, s in lineage.next_seq.items()}
         if self._server is not None:
             self._server.epoch = lineage.epoch
+
+    def lossless_readers_connected(self) -> int:
+        return 0 if self._server is None else len(self._server._live)  # noqa: SLF001
 
     @property
     def lossless_readers(self) -> dict[str, str]:
@@ -811,12 +817,12 @@ class Subscriber:
                         if key not in self.upstreams and len(self.upstreams) < self._max_upstreams:
                             self.upstreams[key] = UpstreamStats(last_seq=int(nxt) - 1)
                 self._by_node[link.node] = edge
-            elif op == "failed":
+            elif op == "failed" and self._failed is None:  # the first reason says why
                 reason = msg.get("reason")
                 self._failed = (f"lossless edge from {edge.endpoint} (reader '{link.reader}'): "
                                 f"the publisher failed this reader: {reason}")
                 log.error("%s", self._failed)
-            elif op != "ping":
+            elif op not in ("ping", "failed"):
                 raise ValueError(f"unknown control message {op!r}")
         except (ValueError, TypeError) as exc:
             self.stats.decode_errors += 1
