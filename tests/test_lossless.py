@@ -398,3 +398,89 @@ def test_reader_killed_with_sigkill_and_restarted_gets_every_frame_exactly_once(
     stats = report["stats"]
     assert stats["resent"] > 0 and stats["evicted"] == 0 and report["pending_at_eos"] == ["r"]
     assert done == "done duplicates=0 gaps=0"
+
+
+# --- the spec's stall policies, with a SIGSTOPped declared reader --------------------------------
+
+POLICY_SPEC = """
+name: policies
+nodes:
+  - id: signals
+    kind: source
+    params:
+      type: Sampler
+      sample_rate: 500
+      update_rate: 500
+      sources: {{x: {{type: SineWave, frequency: 2}}}}
+  - id: good
+    kind: sink
+    inputs: [{{node: signals, policy: lossless}}]
+    params: {{type: "null"}}
+  - id: slow
+    kind: sink
+    inputs: [{{node: signals, policy: lossless, on_stall: {policy}, stall_after: 1.0,
+              queue_bytes: 65536}}]
+    params: {{type: "null"}}
+"""
+
+
+def _node(d: dict, node: str) -> dict:
+    return next(n for n in d["nodes"] if n["id"] == node)
+
+
+def _stat(d: dict, node: str, key: str) -> tuple[float, int]:
+    n = _node(d, node)
+    return time.monotonic() - n["heartbeat_age"], n["stats"].get(key, 0)
+
+
+@pytest.mark.process
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("policy", ["degrade", "fail"])
+def test_spec_stall_policy_keeps_the_source_rate_with_a_stopped_declared_reader(
+        tmp_path, launcher_factory, policy):
+    """A 500 frames/s source with two declared lossless readers; one (``on_stall: degrade`` or
+    ``fail``, ``stall_after: 1.0``) is suspended with SIGSTOP. Once its policy acted, the source
+    publishes at full rate again and the other reader receives every frame; the stalled
+    reader is named in the log. ``fail``: once resumed, the failed reader exits 1 and is
+    restarted (default policy on-failure); ``degrade``: it goes on, lossy (gaps)."""
+    import psutil
+    spec = tmp_path / "policies.yaml"
+    spec.write_text(POLICY_SPEC.format(policy=policy))
+    lp = launcher_factory(spec, "--grace", "30")  # the suspended reader is not killed meanwhile
+    d = lp.wait_ready(timeout=90)  # start-up takes long on a loaded machine
+    slow = psutil.Process(_node(d, "slow")["pid"])
+    slow.suspend()
+    counter = "degraded" if policy == "degrade" else "failed_readers"
+    try:
+        d = lp.wait_for(lambda d: _stat(d, "signals", counter)[1] >= 1 and d, 20,
+                        f"the source's '{counter}' counter")
+        time.sleep(1.5)  # what the stall held back is through
+        d = lp.wait_for(lambda d: d, 5, "directory")
+        t0, n0 = _stat(d, "good", "samples")
+        stalls0 = _stat(d, "signals", "stalls")[1]
+        time.sleep(8.0)
+        d = lp.wait_for(lambda d: d, 5, "directory")
+        t1, n1 = _stat(d, "good", "samples")
+        # the source's samples as the other declared reader receives them (a Sampler that
+        # falls behind on a loaded machine puts more samples in a frame: count samples)
+        rate = (n1 - n0) / (t1 - t0)
+        assert rate == pytest.approx(500, rel=0.03), (rate, lp.output)
+        assert _stat(d, "signals", "stalls")[1] == stalls0  # no more waiting for it
+        assert _stat(d, "good", "gaps")[1] == 0
+        assert _node(d, "signals")["restarts"] == _node(d, "good")["restarts"] == 0
+    finally:
+        slow.resume()
+    if policy == "fail":
+        assert "lossless reader 'slow' of 'signals' failed: no room for" in lp.output
+        lp.wait_for(lambda d: _node(d, "slow")["restarts"] >= 1
+                    and _node(d, "slow")["state"] == "ready", 30, "the failed reader restarted")
+        assert "the publisher failed this reader" in lp.output
+    else:
+        assert "lossless reader 'slow' of 'signals' had no room for" in lp.output
+        assert "served lossy" in lp.output
+        d = lp.wait_for(lambda d: _stat(d, "slow", "gaps")[1] > 0 and d, 15,
+                        "the degraded reader's gaps")
+        assert _node(d, "slow")["restarts"] == 0
+    lp.interrupt()
+    assert lp.wait_exit(timeout=40) == 0, lp.output
+    assert "unresponsive" not in lp.output
