@@ -8,6 +8,7 @@ test and the spec-level stall policy tests are at the end.
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -484,3 +485,51 @@ def test_spec_stall_policy_keeps_the_source_rate_with_a_stopped_declared_reader(
     lp.interrupt()
     assert lp.wait_exit(timeout=40) == 0, lp.output
     assert "unresponsive" not in lp.output
+
+
+# --- spec fields --------------------------------------------------------------------------------
+
+def test_spec_lossless_fields_reach_both_ends_of_the_edge(tmp_path):
+    from genki_signals.launch.launcher import Launcher
+    from genki_signals.launch.spec import parse_topology
+    from genki_signals.nodes.runner import lossless_reader_options, publisher_retention
+    data = {"name": "t", "nodes": [
+        {"id": "src", "kind": "source",
+         "params": {"type": "Sampler", "sample_rate": 10, "sources": {"x": {"type": "SineWave"}}}},
+        {"id": "a", "kind": "sink", "params": {"type": "null"},
+         "inputs": [{"node": "src", "policy": "lossless", "on_stall": "degrade",
+                     "stall_after": 2.0, "queue_bytes": 65536, "retain_bytes": 1000,
+                     "retain_seconds": 5.0}]},
+        {"id": "b", "kind": "sink", "params": {"type": "null"},
+         "inputs": [{"node": "src", "policy": "lossless", "retain_seconds": 9.0}]},
+        {"id": "c", "kind": "sink", "params": {"type": "null"}, "inputs": ["src"]},
+    ]}
+    spec = parse_topology(data)
+    assert parse_topology(spec.to_dict()) == spec
+    edge = spec.node("a").inputs[0]
+    assert (edge.on_stall, edge.stall_after, edge.queue_bytes) == ("degrade", 2.0, 65536)
+    configs = Launcher(spec, run_dir=tmp_path / "run")._resolve()  # noqa: SLF001
+    a_edge = configs["a"].inputs[0]
+    assert lossless_reader_options(configs["a"], a_edge) == {
+        "reader": "a", "on_stall": "degrade", "stall_after": 2.0, "queue_bytes": 65536}
+    assert lossless_reader_options(configs["c"], configs["c"].inputs[0]) == {}
+    # the upstream retains for its declared readers, as long as the most demanding one asks
+    assert publisher_retention(configs["src"]) == {
+        "lossless_readers": ["a", "b"], "retain_bytes": 64 * 1024 * 1024,
+        "retain_seconds": 9.0}
+
+
+@pytest.mark.parametrize("edge, problem", [
+    ({"node": "src", "on_stall": "degrade"}, "field 'inputs[0].on_stall': only a lossless edge"),
+    ({"node": "src", "policy": "lossless", "on_stall": "drop"}, "inputs[0].on_stall"),
+    ({"node": "src", "policy": "lossless", "stall_after": 0}, "inputs[0].stall_after"),
+    ({"node": "src", "policy": "lossless", "queue_bytes": 10}, "inputs[0].queue_bytes"),
+])
+def test_spec_lossless_fields_are_checked(edge, problem):
+    from genki_signals.launch.spec import TopologySpecError, parse_topology
+    data = {"name": "t", "nodes": [
+        {"id": "src", "kind": "source",
+         "params": {"type": "Sampler", "sample_rate": 10, "sources": {"x": {"type": "SineWave"}}}},
+        {"id": "a", "kind": "sink", "params": {"type": "null"}, "inputs": [edge]}]}
+    with pytest.raises(TopologySpecError, match=re.escape(problem)):
+        parse_topology(data)
