@@ -67,6 +67,7 @@ DEFAULT_RETAIN_BYTES = 64 * 1024 * 1024  # per publisher
 DEFAULT_RETAIN_SECONDS = 30.0  # per publisher
 MESSAGE_OVERHEAD = 64  # bytes counted per message on top of its parts (libzmq's msg_t)
 ACK_EVERY = 256  # messages a reader reads between credits (also a quarter window of bytes)
+CREDIT_INTERVAL = 0.02  # s: an idle reader sends what it read / acknowledged this often at most
 STALL_POLL = 0.1  # s between calls of the publisher's on_stall while it waits
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is malformed
 
@@ -217,16 +218,38 @@ class LosslessServer:
         self.abandoned = False  # on_stall said stop: never wait again
 
     # ---------------------------------------------------------------- publishing
-    def publish(self, topic: str, seq: int, parts: list[Any], nbytes: int) -> None:
+    def publish(self, topic: str, seq: int, parts: list[Any], nbytes: int, now: float) -> None:
+        """Retain the frame and send it to every connected reader that has room (``now``:
+        ``time.monotonic()``); wait for lossless readers that have none (stall policies)."""
         if not self._readers:
             return  # nobody to send to or retain for
-        now = time.monotonic()
         cost = nbytes + MESSAGE_OVERHEAD
         self._ret.append((topic, seq, parts, cost, now))
-        self._head += 1
+        last = self._head
+        self._head = last + 1
         self.retained_bytes += cost
         stalled = None
+        send = self.sock.send
         for r in self._live:
+            # the common case, inline: caught up, wants this topic, room in its window
+            if r.cursor == last and r.covers.get(topic) \
+                    and (not r.want or seq >= r.want.get(topic, -1)) \
+                    and r.sent - r.consumed + cost <= r.window \
+                    and r.sent_msgs - r.consumed_msgs < r.window_msgs \
+                    and nbytes <= r.max_bytes:
+                try:
+                    send(r.rid, _NOBLOCK | _SNDMORE)
+                except zmq.ZMQError:
+                    pass  # gone or full: the general path below sorts it out
+                else:
+                    n = len(parts) - 1
+                    for i in range(n):
+                        send(parts[i], _SNDMORE, copy=False)
+                    send(parts[n], 0, copy=False)
+                    r.sent += cost
+                    r.sent_msgs += 1
+                    r.cursor = last + 1
+                    continue
             if not self._pump(r) and r.mode == "lossless":
                 if stalled is None:
                     stalled = [r]
@@ -612,6 +635,7 @@ class LosslessLink:
         self.popped: dict[str, int] = {}  # last seq returned by recv, per topic
         self.npopped = 0  # messages returned by recv
         self._npopped_credited = 0
+        self.last_credit = 0.0
         self.acks: dict[str, int] = {}  # explicit acks
         self.acks_dirty = False
         self.failed: str | None = None
@@ -638,9 +662,18 @@ class LosslessLink:
         self.unreported = self.unreported_msgs = 0
         self.acks_dirty = False
         self._npopped_credited = self.npopped
+        self.last_credit = time.monotonic()
         acks = self.popped if self.auto_ack else self.acks
         return pack_control("credit", consumed=self.consumed, consumed_msgs=self.consumed_msgs,
                             acks=acks)
+
+    def credit_wait(self) -> float | None:
+        """None: nothing to report; else seconds until a credit is due (0: now). An idle
+        reader reports at most every ``CREDIT_INTERVAL``: the publisher needs credit only when
+        the window fills, and a reader that read a quarter window reports at once (``recv``)."""
+        if not self.credit_due():
+            return None
+        return max(0.0, self.last_credit + CREDIT_INTERVAL - time.monotonic())
 
     def credit_due(self) -> bool:
         return self.unreported > 0 or self.acks_dirty or (

@@ -47,6 +47,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -253,7 +254,7 @@ class Publisher:
         stats.frames_out += 1
         stats.bytes_out += nbytes
         if self._server is not None:  # last: it may wait, or raise BusStalledError
-            self._server.publish(topic, seq, parts, nbytes)
+            self._server.publish(topic, seq, parts, nbytes, now)
         return seq
 
     def publish_eos(self, topic: str) -> int:
@@ -677,7 +678,9 @@ class Subscriber:
         wait_ms: int | None = 0
         while True:
             if wait_ms != 0 and self._links:  # about to wait: tell publishers what was read
-                self._send_credits(idle=True)
+                due = self._send_credits(idle=True)
+                if due is not None and (wait_ms is None or wait_ms > due):
+                    wait_ms = due  # wake up to send the rest
             for sock, _ in self._poller.poll(wait_ms):
                 edge = self._by_socket.get(sock)
                 if edge is not None:
@@ -841,11 +844,23 @@ class Subscriber:
         except zmq.ZMQError:
             pass  # the publisher is gone or slow: the next credit says it all (cumulative)
 
-    def _send_credits(self, idle: bool = False) -> None:
+    def _send_credits(self, idle: bool = False) -> int | None:
+        """Send credit (and acks) on each lossless edge that has some to send; ``idle``: only
+        those whose ``CREDIT_INTERVAL`` has passed. Returns ms until the next one is due."""
+        next_ms = None
         for edge in self._edges:
             link = edge.link
-            if link is not None and edge.socket is not None and link.credit_due():
+            if link is None or edge.socket is None:
+                continue
+            wait = link.credit_wait()
+            if wait is None:
+                continue
+            if not idle or wait <= 0:
                 self._send_credit(edge)
+            else:
+                ms = max(1, math.ceil(wait * 1000))
+                next_ms = ms if next_ms is None else min(next_ms, ms)
+        return next_ms
 
     def ack(self, node_id: str, topic: str, seq: int) -> None:
         """Tell ``node_id``'s publisher that everything up to and including ``seq`` of
