@@ -99,7 +99,8 @@ class NodeRunner:
                                            lossless_endpoint=cfg.lossless_endpoint,
                                            clock=self.now,
                                            lossless_token=cfg.extra.get("lossless_token"),
-                                           on_stall=self._while_stalled)
+                                           on_stall=self._while_stalled,
+                                           **publisher_retention(cfg))
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
                 self.subscriber = Subscriber(
@@ -107,7 +108,8 @@ class NodeRunner:
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
                                             policy=edge.policy, maxlen=edge.maxlen,
-                                            token=lossless_token_for(cfg, edge))
+                                            token=lossless_token_for(cfg, edge),
+                                            **lossless_reader_options(cfg, edge))
             if self.publisher is not None and cfg.lossless_subscribers:
                 # a lossless reader must see the first frame: wait until it has subscribed
                 if not self._wait_for_first_subscribers(
@@ -238,7 +240,8 @@ class NodeRunner:
             self.publisher.publish(topic, out.frame, kind=out.kind)
 
     def _wait_for_lossless_readers(self) -> None:
-        """After a natural end: wait until every lossless reader has read ``eos`` and hung up.
+        """After a natural end: wait until every lossless reader has read (and, for a reader
+        that crashed, acknowledged) everything up to ``eos``.
 
         A lossless reader may be thousands of frames behind (a replay at full speed feeding a
         slow graph); closing before it is done would drop the queued tail and its ``eos``
@@ -249,10 +252,10 @@ class NodeRunner:
         pub = self.publisher
         if pub is None or pub.lossless_endpoint is None:
             return
-        topics = sorted(self._published_topics or {topic_for(self.config.id)})
         next_beat = time.monotonic()
-        while not self._stop_requested and any(pub.subscribers(t, lossless=True)
-                                               for t in topics):
+        # a reader that crashed near the end is owed its retained tail when it is restarted
+        # (bounded by retain_seconds: past it, the frames are evicted and nobody is owed)
+        while not self._stop_requested and pub.lossless_pending():
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + self.config.heartbeat_interval
@@ -265,6 +268,8 @@ class NodeRunner:
             self.publisher.publish_eos(topic)
 
     def _handle_control(self, timeout: float) -> None:
+        if self.publisher is not None:  # lossless readers' hellos and acks, resends
+            self.publisher.service()
         # round up: poll(0) for a sub-millisecond wait would busy-spin a 1 kHz source
         if not self.ctl.poll(math.ceil(timeout * 1000)):
             return
@@ -304,19 +309,12 @@ class NodeRunner:
     def _while_stalled(self) -> bool:
         """The publisher waits for a full declared lossless reader (called every ~0.1 s):
         keep heartbeating and obeying stop, so the launcher never takes the wait for a hang.
+        (The publisher logs the wait naming the reader and applies its ``on_stall`` policy.)
         True (stop requested): the publisher gives up waiting."""
         now = time.monotonic()
         if now >= getattr(self, "_next_stall_beat", 0.0):
             self._heartbeat()
             self._next_stall_beat = now + self.config.heartbeat_interval
-        episode = self.publisher.stats.stalls  # +1 per publish that had to wait
-        if getattr(self, "_stall", (None,))[0] != episode:
-            self._stall = (episode, now, False)
-        elif not self._stall[2] and now - self._stall[1] >= STALL_REPORT_AFTER:
-            self._stall = (episode, self._stall[1], True)
-            log.warning("a declared lossless reader has had no room for %.0f s: publishing "
-                        "waits (backpressure); readers: %s", now - self._stall[1],
-                        self.config.extra.get("lossless_readers", "see the spec"))
         self._handle_control(timeout=0)
         return self._stop_requested
 
@@ -328,9 +326,26 @@ class NodeRunner:
 
 
 # Supervision (docs/supervision.md), kept apart from the loop above.
-STALL_REPORT_AFTER = 5.0  # s a lossless publish may wait before the wait is logged (once)
-
-
 def lossless_token_for(config: NodeConfig, edge: Any) -> str | None:
     """The run's token for a declared lossless edge (see ``genki_signals.bus.gate``)."""
     return config.extra.get("lossless_token") if edge.policy == "lossless" else None
+
+
+def lossless_reader_options(config: NodeConfig, edge: Any) -> dict[str, Any]:
+    """How this node reads a lossless edge: under its own id (the publisher retains for it
+    by that name), with the spec's stall policy and window (``bus.lossless``)."""
+    if edge.policy != "lossless":
+        return {}
+    return {"reader": config.id, "on_stall": edge.on_stall, "stall_after": edge.stall_after,
+            "queue_bytes": edge.queue_bytes}
+
+
+def publisher_retention(config: NodeConfig) -> dict[str, Any]:
+    """The declared lossless readers of this node and its retention bounds (launcher)."""
+    out: dict[str, Any] = {}
+    if config.lossless_endpoint is not None and "lossless_readers" in config.extra:
+        out["lossless_readers"] = list(config.extra["lossless_readers"])
+    for key in ("retain_bytes", "retain_seconds"):
+        if key in config.extra:
+            out[key] = config.extra[key]
+    return out
