@@ -240,6 +240,15 @@ class Publisher:
         """Send an end-of-stream message on ``topic``; return its sequence number."""
         return self.publish(topic, {}, kind="eos")
 
+    def next_seqs(self) -> dict[str, int]:
+        """Per topic published so far, the sequence number its next message gets."""
+        return dict(self._seq)
+
+    def resume_seqs(self, seqs: Mapping[str, int]) -> None:
+        """Continue numbering from a checkpoint (``nodes/checkpoint.py``): a node restarted
+        from one republishes what it computed after it under the same sequence numbers."""
+        self._seq.update(seqs)
+
     def _send_lossless(self, parts: list[Any], topic: str) -> None:
         sock = self._lossless
         assert sock is not None

@@ -29,6 +29,7 @@ from genki_signals.bus.sockets import Publisher, Subscriber
 from genki_signals.clock import default_clock
 from genki_signals.clocksync.node import start_node_clock, stop_node_clock
 from genki_signals.frames import TIMESTAMP, Topic
+from genki_signals.nodes.checkpoint import NodeCheckpointer
 from genki_signals.nodes.config import NodeConfig, topic_for
 from genki_signals.nodes.logic import NodeLogic, Output, check_input_mode
 from genki_signals.nodes.merge import Delivery, feeder_for
@@ -69,6 +70,7 @@ class NodeRunner:
         self.counters: dict[str, int] = {"frame_errors": 0, "control_errors": 0}
         self._process = psutil.Process()
         self._last_latency = float("nan")
+        self._checkpointer: NodeCheckpointer | None = None
 
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
@@ -90,6 +92,11 @@ class NodeRunner:
         self.subscriber: Subscriber | None = None
         try:
             self._send("register", pid=os.getpid(), incarnation=cfg.incarnation)
+            # state first: a restarted node resumes from its checkpoint (nodes/checkpoint.py)
+            self._checkpointer = NodeCheckpointer.for_config(cfg, self.logic)
+            resume = self._checkpointer.restore() if self._checkpointer is not None else None
+            if resume is not None:
+                log.info("resuming from checkpoint after %d input frames", resume.frames)
             # leader time before anything is stamped (a follower probes the leader first)
             self._clock_service = start_node_clock(
                 cfg.id, cfg.clock_origin, cfg.clock_leader, cfg.clock_endpoint, self.context,
@@ -100,6 +107,8 @@ class NodeRunner:
                                            clock=self.now,
                                            lossless_token=cfg.extra.get("lossless_token"),
                                            on_stall=self._while_stalled)
+                if resume is not None:
+                    self.publisher.resume_seqs(resume.published)
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
                 self.subscriber = Subscriber(
@@ -192,23 +201,35 @@ class NodeRunner:
         msg = self.subscriber.recv(timeout=min(TICK_INTERVAL,
                                                max(0.0, next_beat - time.monotonic())))
         now = self.now()
-        if msg is not None:
+        checkpointer = self._checkpointer
+        if msg is not None and (checkpointer is None
+                                or not checkpointer.skip(msg.topic, msg.seq)):
             for delivery in feeder.receive(Topic.parse(msg.topic), msg, now):
                 self._dispatch(delivery, now)
         for delivery in feeder.ready(now):
             self._dispatch(delivery, now)
+        if checkpointer is not None:
+            self._checkpoint(force=feeder.ended)
         if feeder.ended:
             return True
         self._handle_control(timeout=0)
         return False
 
     # ------------------------------------------------------------------ helpers
+    def _checkpoint(self, force: bool = False) -> None:
+        """Write the checkpoint when due (between dispatches, so no frame is half done)."""
+        pub = self.publisher
+        self._checkpointer.after(self._feeder.consumed,
+                                 pub.next_seqs() if pub is not None else {}, force=force)
+
     def _dispatch(self, delivery: Delivery, now: float) -> None:
         """Hand one delivery to its logic hook and publish the outputs; an error is counted
         in ``frame_errors`` and skipped, never fatal."""
         what, topic, payload = delivery
         logic = self.logic
         try:
+            if what in ("data", "event", "message") and self._checkpointer is not None:
+                self._checkpointer.consumed(1)
             if what == "data":
                 ts = payload.get(TIMESTAMP)
                 if ts is not None and len(ts):
@@ -298,6 +319,8 @@ class NodeRunner:
         with self._process.oneshot():
             out["cpu_percent"] = self._process.cpu_percent()
             out["rss_bytes"] = self._process.memory_info().rss
+        if getattr(self, "_checkpointer", None) is not None:
+            out.update(self._checkpointer.stats())
         out.update(self.logic.stats())
         return out
 
