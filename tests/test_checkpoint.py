@@ -66,12 +66,14 @@ def outputs_of(logic, topic, frames):
 def test_store_round_trips_and_replaces_atomically(tmp_path):
     store = CheckpointStore(checkpoint_path(tmp_path, "g"))
     assert store.load() is None
-    ck = Checkpoint(node="g", consumed={"src/main": 41}, published={"g/main": 42},
+    ck = Checkpoint(node="g", consumed={"src/main": 41}, epochs={"src": 2**62},
+                    lineage={"epoch": 5, "next_seq": {"g/main": 42}},
                     state={"w": np.arange(3.0)}, frames=42, written=1.5)
     nbytes = store.save(ck)
     assert nbytes == os.path.getsize(tmp_path / "g.checkpoint") and store.writes == 1
     back = store.load()
-    assert back.consumed == {"src/main": 41} and back.published == {"g/main": 42}
+    assert back.consumed == {"src/main": 41} and back.epochs == {"src": 2**62}
+    assert back.lineage == {"epoch": 5, "next_seq": {"g/main": 42}}
     assert back.state["w"].tobytes() == np.arange(3.0).tobytes() and back.frames == 42
     assert oct(os.stat(store.path).st_mode & 0o777) == "0o600"
     # a crash while writing the next one leaves a stray temporary file: the old one is read
@@ -194,8 +196,11 @@ def _messages(topic, frames, first_seq=0):
             for i, f in enumerate(frames)]
 
 
-def test_checkpointer_restores_skips_resent_frames_and_records_sequences(gru, tmp_path):
-    """What a runner does around a crash, step by step, with the real feeder and store."""
+def test_checkpointer_restores_and_records_what_a_resume_needs(gru, tmp_path):
+    """What a runner does around a crash, step by step, with the real feeder and store: the
+    upstream resends from the frame after the checkpoint (``resume_lineage``)."""
+    from genki_signals.nodes.runner import resume_lineage
+
     cfg = NodeConfig(id="g", kind="graph", params={}, control_endpoint="ipc://x",
                      extra={"run_dir": str(tmp_path),
                             "checkpoint": {"every_frames": 5, "every_seconds": 60.0}})
@@ -203,14 +208,13 @@ def test_checkpointer_restores_skips_resent_frames_and_records_sequences(gru, tm
     whole = outputs_of(GraphNodeLogic(chain_specs(gru), {"src": []}), "src/main",
                        [m.frame for m in msgs])
 
-    def step(ckptr, feeder, logic, msg, out, next_seq):
-        if ckptr.skip(msg.topic, msg.seq):
-            return None
+    def step(ckptr, feeder, logic, msg, out, first_out_seq):
         feeder.receive(Topic.parse(msg.topic), msg, 0.0)
         for what, topic, frame in feeder.ready(0.0):
             ckptr.consumed(1)
             out += outputs_of(logic, str(topic), [frame])
-        return ckptr.after(feeder.consumed, {"g/main": next_seq + len(out)})
+        lineage = {"epoch": 77, "next_seq": {"g/main": first_out_seq + len(out)}}
+        return ckptr.after(feeder.consumed, lineage, {"src": 1234})
 
     logic = GraphNodeLogic(chain_specs(gru), {"src": []})
     ckptr = NodeCheckpointer.for_config(cfg, logic)
@@ -219,20 +223,24 @@ def test_checkpointer_restores_skips_resent_frames_and_records_sequences(gru, tm
     written = [step(ckptr, feeder, logic, m, out, 0) for m in msgs[:13]]
     # one input: each frame is released at once (the watermark is its own last timestamp)
     assert [c.consumed for c in written if c] == [{"src/main": 4}, {"src/main": 9}]
-    assert ckptr.store.load().published == {"g/main": 10}
+    assert ckptr.store.load().lineage == {"epoch": 77, "next_seq": {"g/main": 10}}
     # crash here: frames 10..12 were computed (and published) after the last checkpoint
     logic2 = GraphNodeLogic(chain_specs(gru), {"src": []})
     ckptr2 = NodeCheckpointer.for_config(cfg, logic2)
     ck = ckptr2.restore()
-    assert ck.consumed == {"src/main": 9} and ck.frames == 10
+    assert ck.consumed == {"src/main": 9} and ck.frames == 10 and ck.epochs == {"src": 1234}
+    want = resume_lineage(ck, "src")
+    assert (want.epoch, dict(want.next_seq)) == (1234, {"src/main": 10})
+    assert resume_lineage(ck, "other") is None
     feeder2, out2 = feeder_for("merged", ["src"], max_lag=None), []
-    for m in msgs[7:]:  # the upstream resends from further back than needed
+    for m in msgs[10:]:  # the upstream resends from seq 10
         step(ckptr2, feeder2, logic2, m, out2, 10)
-    assert ckptr2.resend_skipped == 3  # seqs 7, 8, 9
-    ckptr2.after(feeder2.consumed, {}, force=True)
+    ckptr2.after(feeder2.consumed, None, {}, force=True)
     assert out[:10] + out2 == whole  # frames 10..12 computed again, identically
     assert out[10:13] == out2[:3]
-    assert ckptr2.store.load().consumed == {"src/main": 19} and ckptr2.frames == 20
+    last = ckptr2.store.load()
+    assert last.consumed == {"src/main": 19} and ckptr2.frames == 20
+    assert last.epochs == {"src": 1234}  # kept from the restored checkpoint
 
 
 def test_logic_without_state_is_not_checkpointed(tmp_path):

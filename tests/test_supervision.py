@@ -370,5 +370,5 @@ def test_stalled_declared_lossless_reader_blocks_but_never_gets_the_publisher_ki
             reader.resume()  # killed after the grace period by now
     assert "unresponsive" not in lp.output
     assert "node 'signals' exited with code 0" in lp.output, lp.output
-    assert "[signals] WARNING a declared lossless reader has had no room for 5 s: publishing " \
-           "waits (backpressure); readers: ['out']" in lp.output
+    assert "[signals] WARNING lossless reader 'out' of 'signals' has had no room for 5.0 s: " \
+           "publishing waits (on_stall: block)" in lp.output

@@ -60,6 +60,11 @@ from genki_signals.bus.codec import (
 )
 from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
+from genki_signals.bus.lossless import (
+    DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_SECONDS, DEFAULT_STALL_AFTER, DEFAULT_STALL_POLICY,
+    MESSAGE_OVERHEAD, Lineage, LosslessLink, LosslessServer, ReaderFailedError, new_epoch,
+    pack_control, unpack_control,
+)
 from genki_signals.bus.stats import BusStats, UpstreamStats
 from genki_signals.errors import GenkiError
 
@@ -136,6 +141,9 @@ class Publisher:
         lossless_timeout: float | None = None,
         on_stall: Callable[[], bool] | None = None,
         lossless_token: str | None = None,
+        lossless_readers: Iterable[str] | None = None,
+        retain_bytes: int = DEFAULT_RETAIN_BYTES,
+        retain_seconds: float = DEFAULT_RETAIN_SECONDS,
     ) -> None:
         check_bind_endpoint(endpoint, allow_remote=allow_remote)
         if lossless_endpoint is not None:
@@ -156,28 +164,39 @@ class Publisher:
         self._token = lossless_token
         self._zap_domain = f"genki-lossless/{node_id}/{id(self):x}"
         self._gate = None
-        self._abandoned = False  # on_stall said stop: lossless sends no longer wait
         self._next_drain = 0.0  # time.monotonic() of the next drain in publish
+        self.epoch = new_epoch()  # this numbering of seqs (see bus.lossless, restore)
+        self._server: LosslessServer | None = None
+        self._published = False
         try:
             self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
             self.endpoint: str = self._lossy.getsockopt_string(zmq.LAST_ENDPOINT)
             self.lossless_endpoint: str | None = None
             if lossless_endpoint is not None:
-                self._lossless = self._bind(lossless_endpoint, sndhwm, nodrop=True)
+                self._lossless = self._bind(lossless_endpoint, 0, nodrop=True)
                 self.lossless_endpoint = self._lossless.getsockopt_string(zmq.LAST_ENDPOINT)
+                self._server = LosslessServer(
+                    self._lossless, node_id, self.stats, epoch=self.epoch,
+                    readers=None if lossless_readers is None else list(lossless_readers),
+                    retain_bytes=retain_bytes, retain_seconds=retain_seconds,
+                    on_stall=on_stall, lossless_timeout=lossless_timeout,
+                    stalled_error=BusStalledError)
         except BaseException:
             self.close()
             raise
 
     def _bind(self, endpoint: str, hwm: int, *, nodrop: bool) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.XPUB)
+        """The lossy XPUB, or (``nodrop``) the lossless ROUTER (``bus.lossless``)."""
+        sock = self._ctx.socket(zmq.ROUTER if nodrop else zmq.XPUB)
         self._subs[sock] = collections.Counter()
         sock.setsockopt(zmq.LINGER, 0)  # see close()
         sock.setsockopt(zmq.SNDHWM, hwm)
-        sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # report every (un)subscription
-        if nodrop:
-            sock.setsockopt(zmq.XPUB_NODROP, 1)
-            sock.setsockopt(zmq.SNDTIMEO, _STALL_POLL_MS)
+        if not nodrop:
+            sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # report every (un)subscription
+        else:
+            # each reader's queue is bounded in bytes by its window (bus.lossless), not here
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a gone reader raises EHOSTUNREACH
             if self._token is not None:  # declared readers only (see bus.gate)
                 self._gate = ReaderGate.for_context(self._ctx)
                 self._gate.allow(self._zap_domain, self._token, self._count_refused)
@@ -211,6 +230,7 @@ class Publisher:
         """
         if self._lossy is None:
             raise BusError(f"publisher '{self.node_id}' is closed")
+        self._published = True
         seq = self._seq.get(topic, 0)
         t = self._clock() if publish_time is None else publish_time
         parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind, publish_time=t)
@@ -221,70 +241,57 @@ class Publisher:
         if now >= self._next_drain:
             self._next_drain = now + DRAIN_INTERVAL
             self._drain_subscriptions(self._lossy)
-            if self._lossless is not None:
-                self._drain_subscriptions(self._lossless)
+            if self._server is not None:
+                self._server.service()
         nbytes = len(parts[0]) + len(parts[1])
         for i in range(2, len(parts)):
             nbytes += parts[i].nbytes  # 1-d uint8 arrays (see encode)
-        if self._lossless is not None:
-            self._send_lossless(parts, topic)
         if self._lossy_live:  # nobody subscribed: XPUB would filter everything out anyway
             _send_parts(self._lossy, parts, 0)  # XPUB without NODROP never blocks
         self._seq[topic] = seq + 1
         stats = self.stats
         stats.frames_out += 1
         stats.bytes_out += nbytes
+        if self._server is not None:  # last: it may wait, or raise BusStalledError
+            self._server.publish(topic, seq, parts, nbytes)
         return seq
 
     def publish_eos(self, topic: str) -> int:
         """Send an end-of-stream message on ``topic``; return its sequence number."""
         return self.publish(topic, {}, kind="eos")
 
-    def next_seqs(self) -> dict[str, int]:
-        """Per topic published so far, the sequence number its next message gets."""
-        return dict(self._seq)
+    def service(self) -> None:
+        """Handle lossless readers' hellos, acks and credit now, and send what they are due
+        (resends, room that opened). Never waits; ``publish`` does it every ``DRAIN_INTERVAL``.
+        A node that publishes rarely calls it every loop turn."""
+        if self._server is not None:
+            self._server.service()
 
-    def resume_seqs(self, seqs: Mapping[str, int]) -> None:
-        """Continue numbering from a checkpoint (``nodes/checkpoint.py``): a node restarted
-        from one republishes what it computed after it under the same sequence numbers."""
-        self._seq.update(seqs)
+    def lineage(self) -> Lineage:
+        """This publisher's epoch and next seq per topic (for a checkpoint)."""
+        return Lineage(self.epoch, dict(self._seq))
 
-    def _send_lossless(self, parts: list[Any], topic: str) -> None:
-        sock = self._lossless
-        assert sock is not None
-        try:  # the common case: there is room, send without waiting
-            _send_parts(sock, parts, _NOBLOCK)
-            return
-        except zmq.Again:
-            pass
-        # A subscriber is full (libzmq counts whole messages and checks room when the first part
-        # is sent, so the Again came from part 0 and nothing was sent): wait for room.
-        if self._abandoned:
-            self.stats.drops += 1
-            return
-        self.stats.stalls += 1
-        timeout = self._lossless_timeout
-        deadline = None if timeout is None else time.monotonic() + timeout
-        last = len(parts) - 1
-        for i, part in enumerate(parts):
-            while True:
-                if i == 0:
-                    self._drain_subscriptions(sock)
-                try:
-                    # Blocks up to SNDTIMEO, woken as soon as the full reader makes room.
-                    sock.send(part, _SNDMORE if i < last else 0, copy=False)
-                    break
-                except zmq.Again:
-                    # Giving up after part 0 was sent would leave a half-sent message.
-                    if i == 0 and self._on_stall is not None and self._on_stall():
-                        self._abandoned = True
-                        self.stats.drops += 1
-                        return
-                    if i == 0 and deadline is not None and time.monotonic() >= deadline:
-                        raise BusStalledError(
-                            f"publisher '{self.node_id}': lossless subscriber of topic '{topic}' "
-                            f"full for {timeout} s"
-                        ) from None
+    def restore(self, lineage: Lineage) -> None:
+        """Before the first ``publish`` and before a lossless reader connected (i.e. right
+        after construction; ``service`` and ``wait_for_subscribers`` let readers in): continue
+        the numbering of a checkpoint, so that
+        re-emitted frames are duplicates downstream (dropped), not a reset."""
+        if self._published or self.lossless_readers_connected():
+            raise BusError(f"publisher '{self.node_id}': restore() after the first publish or "
+                           f"after a lossless reader connected (it was told another epoch)")
+        self.epoch = lineage.epoch
+        self._seq = {str(t): int(s) for t, s in lineage.next_seq.items()}
+        if self._server is not None:
+            self._server.epoch = lineage.epoch
+
+    def lossless_readers_connected(self) -> int:
+        return 0 if self._server is None else len(self._server._live)  # noqa: SLF001
+
+    @property
+    def lossless_readers(self) -> dict[str, str]:
+        """Each lossless reader the publisher knows -> its state (new, lossless, degraded,
+        down, failed, closed)."""
+        return {} if self._server is None else self._server.reader_modes()
 
     def _drain_subscriptions(self, sock: zmq.Socket) -> None:
         counter = self._subs[sock]
@@ -301,7 +308,13 @@ class Publisher:
 
     def subscribers(self, topic: str, *, lossless: bool = False) -> int:
         """Number of subscriptions (one per subscriber and matching prefix) that cover ``topic``."""
-        sock = self._lossless if lossless else self._lossy
+        if lossless:
+            if self._server is None:
+                return 0
+            self._server.service()
+            self._server.ping()
+            return self._server.readers_covering(topic)
+        sock = self._lossy
         if sock is None:
             return 0
         self._drain_subscriptions(sock)
@@ -321,17 +334,19 @@ class Publisher:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN)
+            sock.poll(max(1, min(100, int(remaining * 1000))), zmq.POLLIN)
         return True
 
-    def _wait_for_hangup(self, sock: zmq.Socket, timeout: float) -> None:
+    def _wait_for_hangup(self, timeout: float) -> None:
+        """Until every lossless reader has read everything due to it, or left."""
+        server = self._server
         deadline = time.monotonic() + timeout
         while True:
-            self._drain_subscriptions(sock)
+            server.ping()
             remaining = deadline - time.monotonic()
-            if sum(self._subs[sock].values()) <= 0 or remaining <= 0:
+            if server.settled() or remaining <= 0:
                 return
-            sock.poll(max(1, int(remaining * 1000)), zmq.POLLIN)
+            self._lossless.poll(max(1, min(50, int(remaining * 1000))), zmq.POLLIN)
 
     def close(self, *, wait: bool = True) -> None:
         """Close the sockets, first waiting up to ``close_timeout`` s for lossless readers to hang up.
@@ -342,12 +357,12 @@ class Publisher:
         end therefore publishes ``eos``; its lossless readers consume everything, then close.
         ``wait=False`` (used when leaving a ``with`` block by an exception) skips the wait.
         """
-        if wait and self._lossless is not None and self._close_timeout > 0 \
-                and not self._abandoned:
-            self._wait_for_hangup(self._lossless, self._close_timeout)
+        if wait and self._server is not None and self._close_timeout > 0 \
+                and not self._server.abandoned:
+            self._wait_for_hangup(self._close_timeout)
         for sock in self._subs:  # every socket made, bound or not
             sock.close()
-        self._lossy = self._lossless = None
+        self._lossy = self._lossless = self._server = None
         self._subs.clear()
         if self._gate is not None:
             self._gate.forget(self._zap_domain)
@@ -454,6 +469,7 @@ class _Edge:
         self.socket: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
         self.token: str | None = None
+        self.link: LosslessLink | None = None  # a lossless edge (bus.lossless)
         self.endpoint = endpoint
         self.topics = topics
         self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
@@ -507,6 +523,9 @@ class Subscriber:
         self._all_lossless = False  # every edge lossless: recv may return queued messages first
         self.stats = BusStats()
         self.upstreams: dict[tuple[str, str], UpstreamStats] = {}
+        self._n_links = 0  # lossless edges
+        self._by_node: dict[str, _Edge] = {}  # lossless edges by publisher node id (welcome)
+        self._failed: str | None = None  # a publisher failed this reader (on_stall: fail)
 
     def connect(
         self,
@@ -517,12 +536,25 @@ class Subscriber:
         *,
         rcvhwm: int = DEFAULT_HWM,
         token: str | None = None,
+        reader: str | None = None,
+        resume: Lineage | None = None,
+        auto_ack: bool = True,
+        on_stall: str = DEFAULT_STALL_POLICY,
+        stall_after: float = DEFAULT_STALL_AFTER,
+        queue_bytes: int | None = None,
     ) -> None:
         """Subscribe to the topic prefixes ``topics`` (``[""]``: all) at ``endpoint``.
 
         ``maxlen`` bounds the ``drop_oldest`` queue; a ``lossless`` edge must connect to the
         publisher's ``lossless_endpoint``, with the run's ``token`` when the publisher has one
-        (see ``genki_signals.bus.gate``).
+        (see ``genki_signals.bus.gate``). Lossless edges only (see ``bus.lossless`` and
+        docs/decisions.md, "Lossless transport v2: API"): ``reader`` names this reader to the
+        publisher (a declared node id; default: a name unique to this connection);
+        ``resume``: the upstream's lineage to continue from (first seq wanted per topic);
+        ``auto_ack``: acknowledge each message as ``recv`` returns it (else call ``ack``);
+        ``on_stall``/``stall_after``: the publisher's policy when this reader has had no room
+        for that long; ``queue_bytes``: bytes the publisher may have sent beyond what this
+        reader has read (default: ``max_queue_bytes``).
         """
         if policy not in POLICIES:
             raise BusError(f"queue policy must be one of {POLICIES}, got {policy!r}")
@@ -533,27 +565,42 @@ class Subscriber:
             raise BusError(f"topics must be a non-empty list of str prefixes, got {topics!r}")
         edge = _Edge(endpoint, topics, policy, maxlen, rcvhwm, self._max_queue_bytes)
         edge.token = token
+        if policy == "lossless":
+            try:
+                edge.link = LosslessLink(
+                    reader or f"reader-{os.getpid()}-{id(edge):x}", topics, resume=resume,
+                    auto_ack=auto_ack,
+                    window=self._max_queue_bytes if queue_bytes is None else int(queue_bytes),
+                    window_msgs=rcvhwm, on_stall=on_stall, stall_after=float(stall_after), max_bytes=self._max_bytes)
+            except ValueError as exc:
+                raise BusError(f"lossless edge to {endpoint!r}: {exc}") from None
         self._open(edge)
         self._edges.append(edge)
+        self._n_links += edge.link is not None
         self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
 
     def _open(self, edge: _Edge) -> None:
         """A new SUB socket for ``edge`` (first connect, or after its connection dropped)."""
-        sock = self._ctx.socket(zmq.SUB)
+        link = edge.link
+        sock = self._ctx.socket(zmq.SUB if link is None else zmq.DEALER)
         monitor = None
         try:
             sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RCVHWM, edge.rcvhwm)
+            # a lossless edge is bounded in bytes by its window (bus.lossless)
+            sock.setsockopt(zmq.RCVHWM, edge.rcvhwm if link is None else 0)
             sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; see the class doc
             if _is_ipv6(edge.endpoint):
                 sock.setsockopt(zmq.IPV6, 1)
             if edge.token is not None:  # a declared lossless reader (see bus.gate)
                 sock.setsockopt(zmq.PLAIN_USERNAME, PLAIN_USERNAME)
                 sock.setsockopt_string(zmq.PLAIN_PASSWORD, edge.token)
-            for topic in edge.topics:
-                sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+            if link is None:
+                for topic in edge.topics:
+                    sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
             monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             sock.connect(edge.endpoint)
+            if link is not None:  # queued until the connection is up
+                sock.send(link.hello(self._received(link)), _NOBLOCK)
         except zmq.ZMQError as exc:
             if monitor is not None:
                 sock.disable_monitor()
@@ -599,7 +646,10 @@ class Subscriber:
                 parts = _recv_parts(sock)
             except zmq.Again:
                 break
-            self._push(edge, parts)
+            if edge.link is not None and len(parts) == 1:
+                self._on_control(edge, parts[0])
+            else:
+                self._push(edge, parts)
         self._close_edge_sockets(edge)
         self._open(edge)
         self.stats.reconnects += 1
@@ -619,6 +669,8 @@ class Subscriber:
         deadline = None if timeout is None else time.monotonic() + timeout
         wait_ms: int | None = 0
         while True:
+            if wait_ms != 0 and self._links:  # about to wait: tell publishers what was read
+                self._send_credits(idle=True)
             for sock, _ in self._poller.poll(wait_ms):
                 edge = self._by_socket.get(sock)
                 if edge is not None:
@@ -627,6 +679,8 @@ class Subscriber:
                 edge = self._by_monitor.get(sock)
                 if edge is not None:
                     self._on_monitor(edge)
+            if self._failed is not None:
+                raise ReaderFailedError(self._failed)
             msg = self._pop()
             if msg is not None:
                 return msg
@@ -642,29 +696,45 @@ class Subscriber:
         n = len(self._edges)
         for k in range(n):  # round robin over connections
             i = (self._next + k) % n
-            msg = self._edges[i].queue.pop()
+            edge = self._edges[i]
+            msg = edge.queue.pop()
             if msg is not None:
                 self._next = (i + 1) % n
+                if edge.link is not None:
+                    link = edge.link
+                    link.popped[msg.topic] = msg.seq
+                    link.npopped += 1
                 return msg
         return None
 
     def _fill(self, edge: _Edge) -> None:
         """Read up to the queue's room from a socket that polled readable."""
         sock = edge.socket
+        link = edge.link
         room = edge.queue.room(edge.budget)
         for k in range(room):
             if k == 1 and not sock.getsockopt(_EVENTS) & _POLLIN:
-                return  # often just one message: cheaper than ending on zmq.Again
+                break  # often just one message: cheaper than ending on zmq.Again
             try:
                 parts = _recv_parts(sock)
             except zmq.Again:
-                return
+                break
+            if link is not None and len(parts) == 1:
+                self._on_control(edge, parts[0])
+                continue
             self._push(edge, parts)
-            if edge.queue.policy == "lossless" and edge.queue.room(edge.budget) == 0:
-                return
+            if link is not None and edge.queue.room(edge.budget) == 0:
+                break
+        if link is not None and (link.unreported >= link.credit_bytes
+                                 or link.unreported_msgs >= link.credit_msgs):
+            self._send_credit(edge)
 
     def _push(self, edge: _Edge, parts: list[zmq.Frame]) -> None:
         nbytes = _message_bytes(parts)
+        link = edge.link
+        if link is not None:  # read from the socket: room in the publisher's window
+            link.unreported += nbytes + MESSAGE_OVERHEAD
+            link.unreported_msgs += 1
         msg = self._accept(parts, edge, nbytes)
         if msg is None:
             return
@@ -699,6 +769,9 @@ class Subscriber:
             if 0 < missing <= MAX_GAP:
                 up.gaps += missing
                 self.stats.gaps += missing
+            elif missing < 0 and edge.link is not None and not self._is_reset(edge.link, key):
+                self.stats.duplicates += 1  # resent: this reader already has it
+                return None
             elif missing != 0:  # backwards (restarted publisher) or an implausible jump
                 up.resets += 1
                 self.stats.resets += 1
@@ -710,13 +783,99 @@ class Subscriber:
         up.frames += 1
         return msg
 
+    # ------------------------------------------------------------ lossless edges
+    @staticmethod
+    def _is_reset(link: LosslessLink, key: tuple[str, str]) -> bool:
+        """A backwards seq on a lossless edge: the first of each topic after a new epoch is a
+        reset (a restarted numbering); otherwise it is a duplicate of what was delivered."""
+        if not link.new_epoch or key[0] != link.node or key[1] in link.reset_topics:
+            return False
+        link.reset_topics.add(key[1])
+        return True
+
+    @property
+    def _links(self) -> bool:
+        return self._n_links > 0
+
+    def _received(self, link: LosslessLink) -> dict[str, int] | None:
+        """Last seq received per topic from ``link``'s publisher (for a re-connection)."""
+        if link.node is None:
+            return None
+        return {t: up.last_seq for (n, t), up in self.upstreams.items() if n == link.node}
+
+    def _on_control(self, edge: _Edge, payload: Any) -> None:
+        link = edge.link
+        msg = unpack_control(payload)
+        op = None if msg is None else msg["op"]
+        try:
+            if op == "welcome":
+                link.on_welcome(msg)
+                resume = link.resume
+                if resume is not None and resume.epoch == link.epoch:
+                    for topic, nxt in resume.next_seq.items():  # what came before: duplicates
+                        key = (link.node, topic)
+                        if key not in self.upstreams and len(self.upstreams) < self._max_upstreams:
+                            self.upstreams[key] = UpstreamStats(last_seq=int(nxt) - 1)
+                self._by_node[link.node] = edge
+            elif op == "failed" and self._failed is None:  # the first reason says why
+                reason = msg.get("reason")
+                self._failed = (f"lossless edge from {edge.endpoint} (reader '{link.reader}'): "
+                                f"the publisher failed this reader: {reason}")
+                log.error("%s", self._failed)
+            elif op not in ("ping", "failed"):
+                raise ValueError(f"unknown control message {op!r}")
+        except (ValueError, TypeError) as exc:
+            self.stats.decode_errors += 1
+            log.debug("bad control message from %s: %s", edge.endpoint, exc)
+
+    def _send_credit(self, edge: _Edge) -> None:
+        try:
+            edge.socket.send(edge.link.credit(), _NOBLOCK)
+        except zmq.ZMQError:
+            pass  # the publisher is gone or slow: the next credit says it all (cumulative)
+
+    def _send_credits(self, idle: bool = False) -> None:
+        for edge in self._edges:
+            link = edge.link
+            if link is not None and edge.socket is not None and link.credit_due():
+                self._send_credit(edge)
+
+    def ack(self, node_id: str, topic: str, seq: int) -> None:
+        """Tell ``node_id``'s publisher that everything up to and including ``seq`` of
+        ``topic`` is durably processed: it may forget it. Batched (see ``flush_acks``)."""
+        edge = self._by_node.get(node_id)
+        if edge is None:
+            raise BusError(f"ack: no lossless edge from node '{node_id}' has connected "
+                           f"(known: {sorted(self._by_node)})")
+        link = edge.link
+        if seq > link.acks.get(topic, -1):
+            link.acks[topic] = seq
+            link.acks_dirty = True
+
+    def flush_acks(self) -> None:
+        """Send pending acks and credit now (``recv`` does it in batches)."""
+        self._send_credits()
+
+    def delivered(self, node_id: str) -> Lineage | None:
+        """``node_id``'s epoch and the seq after the last message ``recv`` returned, per topic
+        (None: no lossless edge from it has connected)."""
+        edge = self._by_node.get(node_id)
+        if edge is None or edge.link.epoch is None:
+            return None
+        return Lineage(edge.link.epoch, {t: s + 1 for t, s in edge.link.popped.items()})
+
     def pending(self) -> int:
         """Messages received and queued but not yet returned by ``recv``."""
         return sum(len(e.queue) for e in self._edges)
 
     def close(self) -> None:
-        """Close every connection at once (linger 0)."""
+        """Close every connection at once (linger 0; a lossless edge says bye first)."""
         for edge in self._edges:
+            if edge.link is not None and edge.socket is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    edge.socket.send(edge.link.credit(), _NOBLOCK)
+                    edge.socket.send(pack_control("bye"), _NOBLOCK)
+                    edge.socket.setsockopt(zmq.LINGER, 100)
             self._close_edge_sockets(edge)
         self._edges.clear()
         self._by_socket.clear()

@@ -20,7 +20,13 @@ class BusStats:
     ``(node id, topic)`` pair beyond the subscriber's ``max_upstreams`` (skipped); ``refused``:
     connections to a publisher's lossless endpoint refused (not a declared reader, see
     ``bus.gate``); a publisher's ``drops``: lossless messages not sent after its ``on_stall``
-    gave up waiting.
+    gave up waiting, or frames a degraded lossless reader had no room for.
+
+    Lossless edges (``bus.lossless``): ``duplicates``: frames a reader received again in the
+    same epoch (a resend overlapping what it had), dropped; ``evicted``: frames the publisher's
+    retention bounds dropped before every declared reader acknowledged them; ``resent``: frames
+    sent again to a reader that reconnected; ``degraded``/``failed_readers``: readers whose
+    stall policy acted; ``retained_bytes``: bytes held in the publisher's retention (a gauge).
     """
 
     frames_in: int = 0
@@ -36,6 +42,12 @@ class BusStats:
     reconnects: int = 0
     unexpected: int = 0
     refused: int = 0
+    duplicates: int = 0
+    evicted: int = 0
+    resent: int = 0
+    degraded: int = 0
+    failed_readers: int = 0
+    retained_bytes: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

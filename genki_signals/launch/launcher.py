@@ -235,21 +235,26 @@ class Launcher:
                           endpoint=(lossless[e.node] if e.policy == "lossless"
                                     else publish[e.node]),
                           topics=(f"{e.node}/",), policy=e.policy, maxlen=e.maxlen,
-                          streams=tuple(self.spec.output_streams(e.node)))
+                          streams=tuple(self.spec.output_streams(e.node)),
+                          on_stall=e.on_stall, stall_after=e.stall_after,
+                          queue_bytes=e.queue_bytes)
                 for e in node.inputs)
+            readers = [(d.id, e) for d in self.spec.nodes for e in d.inputs
+                       if e.node == node.id and e.policy == "lossless"]
+            retention = {"retain_bytes": max(e.retain_bytes for _, e in readers),
+                         "retain_seconds": max(e.retain_seconds for _, e in readers)
+                         } if readers else {}
             configs[node.id] = NodeConfig(
                 id=node.id, kind=node.kind, params=node.parsed,
                 control_endpoint=self.address, publish_endpoint=publish.get(node.id),
                 lossless_endpoint=lossless.get(node.id), inputs=inputs,
-                lossless_subscribers=sum(1 for d in self.spec.nodes for e in d.inputs
-                                         if e.node == node.id and e.policy == "lossless"),
+                lossless_subscribers=len(readers),
                 clock_origin=self.clock_origin, heartbeat_interval=self.heartbeat_interval,
                 clock_leader=self.clock_leader, clock_endpoint=self.clock_endpoint,
                 spec_dir=spec_dir, topology=self.spec.name,
-                extra={**self._checkpoint_extra(node),
-                       **self.node_extra.get(node.id, {}), "lossless_token": self.lossless_token,
-                       "lossless_readers": [d.id for d in self.spec.nodes for e in d.inputs
-                                            if e.node == node.id and e.policy == "lossless"]})
+                extra={**self._checkpoint_extra(node), **self.node_extra.get(node.id, {}),
+                       "lossless_token": self.lossless_token,
+                       "lossless_readers": [d for d, _ in readers], **retention})
         return configs
 
     def _checkpoint_extra(self, node: Any) -> dict[str, Any]:

@@ -38,8 +38,9 @@ from typing import Annotated, Any
 import psutil
 
 from genki_signals.launch.topology import (DEFAULT_HOST, DEFAULT_MAXLEN, DEFAULT_POLICY,
-                                           InputSpec, NodeSpec, Policy, RestartName,
-                                           RestartPolicy, TopologySpec, TopologySpecError)
+                                           LOSSLESS_FIELDS, InputSpec, NodeSpec, Policy,
+                                           RestartName, RestartPolicy, StallPolicy,
+                                           TopologySpec, TopologySpecError)
 from genki_signals.nodes.kinds import KindContext, Upstream, kind_info, kind_names, select_kind
 from genki_signals.params import (Field, Float, Int, Problem, Str, params, parse, salvage,
                                   unreported)
@@ -247,6 +248,12 @@ class InputParams:
     node: Annotated[Str, Field(pattern=ID_PATTERN.pattern, description="a node id")]
     policy: Policy | None = None  # None: the kind's default
     maxlen: Annotated[Int, Field(ge=1)] = DEFAULT_MAXLEN
+    # lossless edges only (None: the default, see InputSpec)
+    on_stall: StallPolicy | None = None
+    stall_after: Annotated[Float, Field(gt=0)] | None = None
+    queue_bytes: Annotated[Int, Field(ge=1024)] | None = None
+    retain_bytes: Annotated[Int, Field(ge=0)] | None = None
+    retain_seconds: Annotated[Float, Field(ge=0)] | None = None
 
 
 @params
@@ -287,7 +294,14 @@ def _check_inputs(raw: Any, bad: Callable[[str, str], None],
             bad(f"{where}.node", f"node '{edge.node}' is already an input")
             edge = None
         if edge is not None:
-            out.append(InputSpec(edge.node, edge.policy or default_policy, edge.maxlen))
+            policy = edge.policy or default_policy
+            extra = {k: getattr(edge, k) for k in LOSSLESS_FIELDS if getattr(edge, k) is not None}
+            if extra and policy != "lossless":
+                bad(f"{where}.{next(iter(extra))}", f"only a lossless edge has it "
+                    f"(this edge's policy is {policy})")
+                edge = None
+            else:
+                out.append(InputSpec(edge.node, policy, edge.maxlen, **extra))
         all_ok = all_ok and edge is not None
     return out, all_ok
 

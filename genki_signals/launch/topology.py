@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from genki_signals.bus.lossless import (DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_SECONDS,
+                                        DEFAULT_STALL_AFTER, DEFAULT_STALL_POLICY,
+                                        DEFAULT_WINDOW_BYTES)
 from genki_signals.specfile import SpecError
 
 __all__ = ["TopologySpec", "NodeSpec", "InputSpec", "RestartPolicy", "TopologySpecError",
@@ -24,6 +27,7 @@ DEFAULT_MAXLEN = 1000
 DEFAULT_HOST = "localhost"
 
 Policy = Literal["latest", "drop_oldest", "lossless"]
+StallPolicy = Literal["block", "degrade", "fail"]
 RestartName = Literal["never", "on-failure", "always"]
 
 
@@ -34,9 +38,23 @@ class InputSpec:
     node: str
     policy: Policy = DEFAULT_POLICY
     maxlen: int = DEFAULT_MAXLEN  # the bound of a drop_oldest queue
+    # lossless edges only (bus.lossless, docs/supervision.md)
+    on_stall: StallPolicy = DEFAULT_STALL_POLICY  # when this reader has had no room ...
+    stall_after: float = DEFAULT_STALL_AFTER  # ... for this many seconds
+    queue_bytes: int = DEFAULT_WINDOW_BYTES  # bytes sent to this reader and not yet read
+    retain_bytes: int = DEFAULT_RETAIN_BYTES  # the upstream keeps unacknowledged frames ...
+    retain_seconds: float = DEFAULT_RETAIN_SECONDS  # ... up to these bounds (max over readers)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"node": self.node, "policy": self.policy, "maxlen": self.maxlen}
+        out = {"node": self.node, "policy": self.policy, "maxlen": self.maxlen}
+        for name in LOSSLESS_FIELDS:
+            value = getattr(self, name)
+            if value != getattr(InputSpec, name):
+                out[name] = value
+        return out
+
+
+LOSSLESS_FIELDS = ("on_stall", "stall_after", "queue_bytes", "retain_bytes", "retain_seconds")
 
 
 @dataclass(frozen=True)

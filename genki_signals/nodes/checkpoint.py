@@ -4,11 +4,13 @@ A checkpoint is what a restarted node needs to continue a stream as if it had ne
 
 * ``state``: its logic's ``state_dict()`` (a graph node: every operator's carried state);
 * ``consumed``: per input topic, the sequence number of the last frame whose effect is in
-  ``state`` (the node asks its upstream to resend from the frame after it, and skips older
-  frames it is sent again);
-* ``published``: per own topic, the next sequence number to publish (the restarted node
-  republishes what it computed after the checkpoint with the same numbers, so a reader can tell
-  a repeat from new data).
+  ``state``, and ``epochs``: per upstream node, the numbering those sequence numbers belong to
+  (``bus.lossless.Lineage``). Restarted, the node asks each lossless upstream to resend from the
+  frame after it (``Subscriber.connect(resume=...)``); after writing a checkpoint it
+  acknowledges ``consumed`` upstream (``Subscriber.ack``), which then forgets those frames;
+* ``lineage``: its own publisher's epoch and next sequence number per topic
+  (``Publisher.lineage``): restarted, it republishes what it computed after the checkpoint
+  under the same numbers, which its readers drop as duplicates.
 
 The file is ``<run dir>/<node id>.checkpoint``: a magic line, a CRC-32 of the body and the body,
 msgpack with arrays as dtype/shape/bytes (``signals.state``; never pickle). It is replaced
@@ -41,7 +43,7 @@ __all__ = ["CheckpointError", "Checkpoint", "CheckpointStore", "CheckpointParams
 
 MAGIC = b"GENKI-CHECKPOINT 1\n"
 _CRC = struct.Struct(">I")
-_KEYS = {"node", "consumed", "published", "state", "frames", "written"}
+_KEYS = {"node", "consumed", "epochs", "lineage", "state", "frames", "written"}
 
 DEFAULT_EVERY_FRAMES = 50
 DEFAULT_EVERY_SECONDS = 0.5
@@ -74,15 +76,17 @@ class Checkpoint:
 
     node: str
     consumed: dict[str, int] = field(default_factory=dict)
-    published: dict[str, int] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+    lineage: dict[str, Any] | None = None  # Lineage.to_dict() of the node's publisher
     state: dict[str, Any] = field(default_factory=dict)
     frames: int = 0  # input frames consumed since the node first started (all incarnations)
     written: float = 0.0  # time.time() when written
 
     def to_bytes(self) -> bytes:
         body = encode_state({"node": self.node, "consumed": dict(self.consumed),
-                             "published": dict(self.published), "state": self.state,
-                             "frames": self.frames, "written": self.written})
+                             "epochs": dict(self.epochs), "lineage": self.lineage,
+                             "state": self.state, "frames": self.frames,
+                             "written": self.written})
         return MAGIC + _CRC.pack(zlib.crc32(body)) + body
 
     @classmethod
@@ -100,12 +104,16 @@ class Checkpoint:
             raise CheckpointError(f"{where}: {exc}") from None
         if set(tree) != _KEYS:
             raise CheckpointError(f"{where}: fields {sorted(tree)}, expected {sorted(_KEYS)}")
-        for key in ("consumed", "published"):
+        for key in ("consumed", "epochs"):
             seqs = tree[key]
             if not isinstance(seqs, dict) or not all(
                     isinstance(k, str) and type(v) is int and v >= 0 for k, v in seqs.items()):
-                raise CheckpointError(f"{where}: field '{key}' must map topics to sequence "
-                                      f"numbers")
+                raise CheckpointError(f"{where}: field '{key}' must map names to integers")
+        lineage = tree["lineage"]
+        if lineage is not None and (not isinstance(lineage, dict)
+                                    or set(lineage) != {"epoch", "next_seq"}):
+            raise CheckpointError(f"{where}: field 'lineage' must be null or "
+                                  f"{{epoch, next_seq}}")
         if not isinstance(tree["node"], str) or not isinstance(tree["state"], dict) \
                 or type(tree["frames"]) is not int:
             raise CheckpointError(f"{where}: malformed node, state or frames field")
@@ -207,20 +215,18 @@ def checkpoint_settings(params: Any, lossless_inputs: bool) -> Mapping[str, Any]
 class NodeCheckpointer:
     """The runner's side of checkpoints: restore once at start, then save when due.
 
-    The runner calls ``restore`` before it connects its inputs, ``skip`` for every received
-    message (True: a frame the checkpoint already holds, sent again: drop it), and ``after``
-    after each round of dispatches, with the feeder's ``consumed`` and the publisher's next
-    sequence numbers; ``after`` writes the checkpoint when the schedule says so and returns it
-    (the runner then acknowledges upstream up to ``consumed``).
+    The runner calls ``restore`` before it binds or connects anything (the checkpoint says where
+    to resume), ``consumed`` per frame handed to the logic, and ``after`` after each round of
+    dispatches with the feeder's ``consumed``, its publisher's lineage and its upstreams'
+    epochs; ``after`` writes the checkpoint when the schedule says so and returns it (the runner
+    then acknowledges upstream up to ``consumed``).
     """
 
     def __init__(self, node_id: str, logic: Any, store: CheckpointStore,
                  schedule: CheckpointSchedule) -> None:
         self.node_id, self.logic, self.store, self.schedule = node_id, logic, store, schedule
         self.frames = 0
-        self.resend_skipped = 0
         self.restored: Checkpoint | None = None
-        self._skip_upto: dict[str, int] = {}
 
     @classmethod
     def for_config(cls, config: Any, logic: Any) -> "NodeCheckpointer | None":
@@ -245,40 +251,31 @@ class NodeCheckpointer:
                                   f"'{ckpt.node}', not '{self.node_id}'")
         self.logic.load_state_dict(ckpt.state)
         self.frames = ckpt.frames
-        self._skip_upto = dict(ckpt.consumed)
         self.restored = ckpt
         return ckpt
-
-    def skip(self, topic: str, seq: int) -> bool:
-        """True for a message of ``topic`` the checkpoint already holds (sent again after a
-        restart); the first newer message of a topic ends the skipping for that topic."""
-        upto = self._skip_upto.get(topic)
-        if upto is None:
-            return False
-        if seq <= upto:
-            self.resend_skipped += 1
-            return True
-        del self._skip_upto[topic]
-        return False
 
     def consumed(self, frames: int) -> None:
         self.frames += frames
         self.schedule.consumed(frames)
 
-    def after(self, consumed: Mapping[str, int], published: Mapping[str, int],
-              mono: float | None = None, force: bool = False) -> Checkpoint | None:
-        """Write a checkpoint if due (or ``force`` and anything changed); it, or None."""
+    def after(self, consumed: Mapping[str, int], lineage: Mapping[str, Any] | None,
+              epochs: Mapping[str, int], mono: float | None = None,
+              force: bool = False) -> Checkpoint | None:
+        """Write a checkpoint if due (or ``force`` and anything changed); it, or None.
+        What a restored checkpoint knew and nothing since changed is kept."""
         mono = time.monotonic() if mono is None else mono
         if not (self.schedule.due(mono) or (force and self.schedule.frames_since)):
             return None
-        base = self.restored.consumed if self.restored is not None else {}
-        ckpt = Checkpoint(node=self.node_id, consumed={**base, **consumed},
-                          published=dict(published), state=self.logic.state_dict(),
-                          frames=self.frames, written=time.time())
+        old = self.restored
+        ckpt = Checkpoint(node=self.node_id,
+                          consumed={**(old.consumed if old else {}), **consumed},
+                          epochs={**(old.epochs if old else {}), **epochs},
+                          lineage=dict(lineage) if lineage is not None else None,
+                          state=self.logic.state_dict(), frames=self.frames,
+                          written=time.time())
         self.store.save(ckpt)
         self.schedule.done(mono)
         return ckpt
 
     def stats(self) -> dict[str, Any]:
-        return {"checkpoints": self.store.writes, "checkpoint_bytes": self.store.last_bytes,
-                "resend_skipped": self.resend_skipped}
+        return {"checkpoints": self.store.writes, "checkpoint_bytes": self.store.last_bytes}

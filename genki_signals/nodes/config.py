@@ -29,6 +29,10 @@ class InputEdge:
     policy: str = "drop_oldest"
     maxlen: int = 1000
     streams: tuple[str, ...] = ()  # the upstream's stream names, from spec validation
+    # a lossless edge's stall policy and window (bus.lossless; the spec's input edge fields)
+    on_stall: str = "block"
+    stall_after: float = 5.0
+    queue_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ import psutil
 import zmq
 
 from genki_signals.bus import control
+from genki_signals.bus.lossless import Lineage
 from genki_signals.bus.sockets import Publisher, Subscriber
 from genki_signals.clock import default_clock
 from genki_signals.clocksync.node import start_node_clock, stop_node_clock
@@ -106,9 +107,11 @@ class NodeRunner:
                                            lossless_endpoint=cfg.lossless_endpoint,
                                            clock=self.now,
                                            lossless_token=cfg.extra.get("lossless_token"),
-                                           on_stall=self._while_stalled)
-                if resume is not None:
-                    self.publisher.resume_seqs(resume.published)
+                                           on_stall=self._while_stalled,
+                                           **publisher_retention(cfg))
+                if resume is not None and resume.lineage is not None:
+                    # re-emitted frames keep their numbers: duplicates downstream, not new data
+                    self.publisher.restore(Lineage.from_dict(resume.lineage))
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
                 self.subscriber = Subscriber(
@@ -116,7 +119,9 @@ class NodeRunner:
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
                                             policy=edge.policy, maxlen=edge.maxlen,
-                                            token=lossless_token_for(cfg, edge))
+                                            token=lossless_token_for(cfg, edge),
+                                            **lossless_reader_options(cfg, edge),
+                                            **self._resume_options(edge, resume))
             if self.publisher is not None and cfg.lossless_subscribers:
                 # a lossless reader must see the first frame: wait until it has subscribed
                 if not self._wait_for_first_subscribers(
@@ -201,14 +206,12 @@ class NodeRunner:
         msg = self.subscriber.recv(timeout=min(TICK_INTERVAL,
                                                max(0.0, next_beat - time.monotonic())))
         now = self.now()
-        checkpointer = self._checkpointer
-        if msg is not None and (checkpointer is None
-                                or not checkpointer.skip(msg.topic, msg.seq)):
+        if msg is not None:
             for delivery in feeder.receive(Topic.parse(msg.topic), msg, now):
                 self._dispatch(delivery, now)
         for delivery in feeder.ready(now):
             self._dispatch(delivery, now)
-        if checkpointer is not None:
+        if self._checkpointer is not None:
             self._checkpoint(force=feeder.ended)
         if feeder.ended:
             return True
@@ -216,11 +219,38 @@ class NodeRunner:
         return False
 
     # ------------------------------------------------------------------ helpers
+    def _resume_options(self, edge: Any, resume: Any) -> dict[str, Any]:
+        """A checkpointed node acknowledges its lossless inputs itself, after each checkpoint;
+        restarted from one, it asks each upstream to resend from the frame after it."""
+        if self._checkpointer is None or edge.policy != "lossless":
+            return {}
+        options: dict[str, Any] = {"auto_ack": False}
+        if resume is not None:
+            lineage = resume_lineage(resume, edge.node)
+            if lineage is not None:
+                options["resume"] = lineage
+        return options
+
     def _checkpoint(self, force: bool = False) -> None:
-        """Write the checkpoint when due (between dispatches, so no frame is half done)."""
-        pub = self.publisher
-        self._checkpointer.after(self._feeder.consumed,
-                                 pub.next_seqs() if pub is not None else {}, force=force)
+        """Write the checkpoint when due (between dispatches, so no frame is half done), then
+        acknowledge the checkpointed frames upstream, which may then forget them."""
+        pub, sub = self.publisher, self.subscriber
+        epochs = {}
+        for edge in self.config.inputs:
+            if edge.policy == "lossless":
+                delivered = sub.delivered(edge.node)
+                if delivered is not None:
+                    epochs[edge.node] = delivered.epoch
+        ckpt = self._checkpointer.after(
+            self._feeder.consumed, pub.lineage().to_dict() if pub is not None else None,
+            epochs, force=force)
+        if ckpt is None:
+            return
+        for edge in self.config.inputs:
+            if edge.policy == "lossless" and edge.node in epochs:
+                for topic, seq in ckpt.consumed.items():
+                    if Topic.parse(topic).node == edge.node:
+                        sub.ack(edge.node, topic, seq)
 
     def _dispatch(self, delivery: Delivery, now: float) -> None:
         """Hand one delivery to its logic hook and publish the outputs; an error is counted
@@ -286,6 +316,8 @@ class NodeRunner:
             self.publisher.publish_eos(topic)
 
     def _handle_control(self, timeout: float) -> None:
+        if self.publisher is not None:  # lossless readers' hellos and acks, resends
+            self.publisher.service()
         # round up: poll(0) for a sub-millisecond wait would busy-spin a 1 kHz source
         if not self.ctl.poll(math.ceil(timeout * 1000)):
             return
@@ -327,19 +359,12 @@ class NodeRunner:
     def _while_stalled(self) -> bool:
         """The publisher waits for a full declared lossless reader (called every ~0.1 s):
         keep heartbeating and obeying stop, so the launcher never takes the wait for a hang.
+        (The publisher logs the wait naming the reader and applies its ``on_stall`` policy.)
         True (stop requested): the publisher gives up waiting."""
         now = time.monotonic()
         if now >= getattr(self, "_next_stall_beat", 0.0):
             self._heartbeat()
             self._next_stall_beat = now + self.config.heartbeat_interval
-        episode = self.publisher.stats.stalls  # +1 per publish that had to wait
-        if getattr(self, "_stall", (None,))[0] != episode:
-            self._stall = (episode, now, False)
-        elif not self._stall[2] and now - self._stall[1] >= STALL_REPORT_AFTER:
-            self._stall = (episode, self._stall[1], True)
-            log.warning("a declared lossless reader has had no room for %.0f s: publishing "
-                        "waits (backpressure); readers: %s", now - self._stall[1],
-                        self.config.extra.get("lossless_readers", "see the spec"))
         self._handle_control(timeout=0)
         return self._stop_requested
 
@@ -351,9 +376,36 @@ class NodeRunner:
 
 
 # Supervision (docs/supervision.md), kept apart from the loop above.
-STALL_REPORT_AFTER = 5.0  # s a lossless publish may wait before the wait is logged (once)
-
-
 def lossless_token_for(config: NodeConfig, edge: Any) -> str | None:
     """The run's token for a declared lossless edge (see ``genki_signals.bus.gate``)."""
     return config.extra.get("lossless_token") if edge.policy == "lossless" else None
+
+
+def resume_lineage(checkpoint: Any, upstream: str) -> Lineage | None:
+    """What a node restarted from ``checkpoint`` asks ``upstream`` for: its epoch as the node
+    knew it and, per topic, the first seq not in the checkpoint (None: nothing known)."""
+    epoch = checkpoint.epochs.get(upstream)
+    if epoch is None:
+        return None
+    return Lineage(epoch, {t: seq + 1 for t, seq in checkpoint.consumed.items()
+                           if Topic.parse(t).node == upstream})
+
+
+def lossless_reader_options(config: NodeConfig, edge: Any) -> dict[str, Any]:
+    """How this node reads a lossless edge: under its own id (the publisher retains for it
+    by that name), with the spec's stall policy and window (``bus.lossless``)."""
+    if edge.policy != "lossless":
+        return {}
+    return {"reader": config.id, "on_stall": edge.on_stall, "stall_after": edge.stall_after,
+            "queue_bytes": edge.queue_bytes}
+
+
+def publisher_retention(config: NodeConfig) -> dict[str, Any]:
+    """The declared lossless readers of this node and its retention bounds (launcher)."""
+    out: dict[str, Any] = {}
+    if config.lossless_endpoint is not None and "lossless_readers" in config.extra:
+        out["lossless_readers"] = list(config.extra["lossless_readers"])
+    for key in ("retain_bytes", "retain_seconds"):
+        if key in config.extra:
+            out[key] = config.extra[key]
+    return out
