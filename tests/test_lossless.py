@@ -291,3 +291,110 @@ def test_stall_policy_releases_the_publisher_from_a_stalled_reader(ctx, tmp_path
     good.close()
     slow.close()
     pub.close()
+
+
+# --- real processes: a reader killed with SIGKILL and restarted -------------------------------
+
+SOURCE = r"""
+import json, sys, time
+import numpy as np
+from genki_signals.bus.sockets import Publisher
+lossy, lossless, n, rate = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+pub = Publisher(lossy, "src", lossless_endpoint=lossless, lossless_readers=["r"],
+                close_timeout=30.0)
+print("bound", flush=True)
+assert pub.wait_for_subscribers("x", lossless=True, timeout=10)
+t0 = time.monotonic()
+for i in range(n):
+    due = t0 + i / rate
+    while (now := time.monotonic()) < due:
+        pub.service()  # what a runner does every loop turn: hellos, acks, resends
+        time.sleep(min(0.002, due - now))
+    pub.publish("x", {"i": np.array([i * 7])})
+pub.publish_eos("x")
+pending = pub.lossless_pending()
+pub.close()  # waits until the reader, restarted or not, has everything
+print(json.dumps({"stats": pub.stats.as_dict(), "pending_at_eos": pending}), flush=True)
+"""
+
+READER = r"""
+import os, sys
+from genki_signals.bus.sockets import Subscriber
+from genki_signals.bus.lossless import Lineage
+endpoint, out_path = sys.argv[1], sys.argv[2]
+# The durable record is the output file: one line per frame, written with one write(2) (a
+# SIGKILL cannot tear it). A restart resumes after its last line: a checkpoint in miniature.
+resume = None
+if os.path.exists(out_path):
+    lines = open(out_path).read().splitlines()
+    if lines:
+        epoch, seq, _ = lines[-1].split()
+        resume = Lineage(int(epoch), {"x": int(seq) + 1})
+sub = Subscriber()
+sub.connect(endpoint, ["x"], policy="lossless", reader="r", resume=resume, auto_ack=False)
+fd = os.open(out_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+print("started", flush=True)
+while True:
+    msg = sub.recv(10)
+    if msg is None:
+        sys.exit(2)
+    if msg.kind == "eos":
+        break
+    epoch = sub.delivered("src").epoch
+    os.write(fd, f"{epoch} {msg.seq} {int(msg.frame['i'][0])}\n".encode())
+    sub.ack("src", "x", msg.seq)  # durably processed: the publisher may forget it
+sub.flush_acks()
+print(f"done duplicates={sub.stats.duplicates} gaps={sub.stats.gaps}", flush=True)
+sub.close()
+"""
+
+
+def _popen(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env=env_with_tests_on_path())
+
+
+def _kill(*procs: subprocess.Popen) -> None:
+    for p in procs:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+        p.wait(5)
+
+
+@pytest.mark.process
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("rate", [1000.0])
+def test_reader_killed_with_sigkill_and_restarted_gets_every_frame_exactly_once(tmp_path, rate):
+    n = 6000  # 6 s at 1 kHz; the reader is down for about a second of it
+    lossless = f"ipc://{tmp_path}/src-lossless"
+    out = tmp_path / "reader.out"
+    source = _popen(SOURCE, f"ipc://{tmp_path}/src", lossless, n, rate)
+    reader = _popen(READER, lossless, out)
+    try:
+        assert source.stdout.readline().strip() == "bound", source.stderr.read()
+        assert reader.stdout.readline().strip() == "started", reader.stderr.read()
+        deadline = time.monotonic() + 20
+        while (not out.exists() or out.stat().st_size < 15_000) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.killpg(reader.pid, signal.SIGKILL)  # mid-stream, at an arbitrary frame
+        reader.wait(5)
+        killed_at = len(out.read_text().splitlines())
+        assert 500 < killed_at < n - 2000, killed_at
+        time.sleep(1.0)  # down for a second: ~1000 frames published meanwhile
+        reader = _popen(READER, lossless, out)
+        assert reader.stdout.readline().strip() == "started", reader.stderr.read()
+        done = reader.stdout.readline().strip()
+        assert done.startswith("done"), reader.stderr.read()
+        assert reader.wait(10) == 0
+        report = json.loads(source.stdout.readline())
+        assert source.wait(10) == 0
+    finally:
+        _kill(source, reader)
+    rows = [line.split() for line in out.read_text().splitlines()]
+    assert len({r[0] for r in rows}) == 1  # one epoch: the source never restarted
+    assert [int(r[1]) for r in rows] == list(range(n))  # every frame, once, in order
+    assert [int(r[2]) for r in rows] == [7 * i for i in range(n)]
+    stats = report["stats"]
+    assert stats["resent"] > 0 and stats["evicted"] == 0 and report["pending_at_eos"] == ["r"]
+    assert done == "done duplicates=0 gaps=0"

@@ -441,6 +441,8 @@ class LosslessServer:
                 log.debug("bad control message from a lossless reader: %s", exc)
         if changed:
             self._prune()
+        if self._ret and time.monotonic() - self._ret[0][4] > self.retain_seconds:
+            self._evict(time.monotonic())
         self.stats.retained_bytes = self.retained_bytes
         head = self._head
         for r in list(self._live):
@@ -559,12 +561,21 @@ class LosslessServer:
             if not self._tell(r.rid, pack_control("ping")):
                 self._down(r)
 
-    def settled(self) -> bool:
-        """Every connected lossless reader has read everything due to it (or left)."""
+    def pending(self) -> list[str]:
+        """The readers that still need something: a connected lossless reader that has not
+        read everything due to it, or (while retention holds unacknowledged frames) a
+        reader that holds retention: down (to be restarted) or declared and never seen.
+        Empty: a publisher may close without losing anything it promised."""
         self.service()
-        return all(r.cursor >= self._head and r.consumed >= r.sent and (
-                   r.consumed_msgs >= r.sent_msgs)
-                   for r in self._live if r.mode == "lossless")
+        names = [r.name for r in self._live if r.mode == "lossless" and (
+            r.cursor < self._head or r.consumed < r.sent or r.consumed_msgs < r.sent_msgs)]
+        if self._ret:  # after _prune: some holder has not acknowledged the oldest frame
+            topic, seq = self._ret[0][0], self._ret[0][1]
+            for r in self._readers.values():
+                if r.holds() and r.name not in names and (r.covers.get(topic) or r.cover(topic)) \
+                        and r.acked.get(topic, -1) < seq:
+                    names.append(r.name)
+        return names
 
     def reader_modes(self) -> dict[str, str]:
         return {name: r.mode for name, r in self._readers.items()}

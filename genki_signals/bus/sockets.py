@@ -337,14 +337,21 @@ class Publisher:
             sock.poll(max(1, min(100, int(remaining * 1000))), zmq.POLLIN)
         return True
 
+    def lossless_pending(self) -> list[str]:
+        """The lossless readers this publisher still owes frames (``LosslessServer.pending``):
+        connected ones that have not read everything, and, while retained frames are not
+        acknowledged, ones that are down or not seen yet. Pings the connected ones."""
+        if self._server is None:
+            return []
+        self._server.ping()
+        return self._server.pending()
+
     def _wait_for_hangup(self, timeout: float) -> None:
-        """Until every lossless reader has read everything due to it, or left."""
-        server = self._server
+        """Until no lossless reader is owed anything (``lossless_pending``), or ``timeout``."""
         deadline = time.monotonic() + timeout
         while True:
-            server.ping()
             remaining = deadline - time.monotonic()
-            if server.settled() or remaining <= 0:
+            if not self.lossless_pending() or remaining <= 0:
                 return
             self._lossless.poll(max(1, min(50, int(remaining * 1000))), zmq.POLLIN)
 

@@ -289,7 +289,8 @@ class NodeRunner:
             self.publisher.publish(topic, out.frame, kind=out.kind)
 
     def _wait_for_lossless_readers(self) -> None:
-        """After a natural end: wait until every lossless reader has read ``eos`` and hung up.
+        """After a natural end: wait until every lossless reader has read (and, for a reader
+        that crashed, acknowledged) everything up to ``eos``.
 
         A lossless reader may be thousands of frames behind (a replay at full speed feeding a
         slow graph); closing before it is done would drop the queued tail and its ``eos``
@@ -300,10 +301,10 @@ class NodeRunner:
         pub = self.publisher
         if pub is None or pub.lossless_endpoint is None:
             return
-        topics = sorted(self._published_topics or {topic_for(self.config.id)})
         next_beat = time.monotonic()
-        while not self._stop_requested and any(pub.subscribers(t, lossless=True)
-                                               for t in topics):
+        # a reader that crashed near the end is owed its retained tail when it is restarted
+        # (bounded by retain_seconds: past it, the frames are evicted and nobody is owed)
+        while not self._stop_requested and pub.lossless_pending():
             if time.monotonic() >= next_beat:
                 self._heartbeat()
                 next_beat = time.monotonic() + self.config.heartbeat_interval
