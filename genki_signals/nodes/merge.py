@@ -101,10 +101,12 @@ class MergedFeeder:
     def __init__(self, inputs: Iterable[str], max_lag: float | None = 0.5) -> None:
         self.merger = TimestampMerger(inputs, max_lag=max_lag)
         self.consumed: dict[str, int] = {}
+        self._eos: dict[str, int] = {}  # end-of-stream seqs, consumed once nothing is held
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
         if message.kind == "eos":
             self.merger.end(topic.node)
+            self._eos[str(topic)] = message.seq
         else:
             # (an empty frame is dropped here and not counted as consumed: if it is sent
             # again after a restart, it is dropped again)
@@ -117,6 +119,9 @@ class MergedFeeder:
         for _, (kind, topic, seq), frame in self.merger.pop_ready(now):
             self.consumed[str(topic)] = seq
             out.append((kind, topic, frame))
+        if self._eos and len(self.merger) == 0:  # every frame before each eos is handed out
+            self.consumed.update(self._eos)
+            self._eos.clear()
         return out
 
     @property

@@ -251,6 +251,7 @@ class NodeRunner:
                 for topic, seq in ckpt.consumed.items():
                     if Topic.parse(topic).node == edge.node:
                         sub.ack(edge.node, topic, seq)
+        sub.flush_acks()  # once per checkpoint: the upstream frees its retention now
 
     def _dispatch(self, delivery: Delivery, now: float) -> None:
         """Hand one delivery to its logic hook and publish the outputs; an error is counted
