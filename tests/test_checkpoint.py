@@ -15,10 +15,16 @@ import pytest
 from genki_signals.bus.codec import decode, encode
 from genki_signals.errors import GraphError
 from genki_signals.frames import Topic
-from genki_signals.nodes.checkpoint import (Checkpoint, CheckpointError, CheckpointParams,
-                                            CheckpointSchedule, CheckpointStore,
-                                            NodeCheckpointer, checkpoint_path,
-                                            checkpoint_settings)
+from genki_signals.nodes.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointParams,
+    CheckpointSchedule,
+    CheckpointStore,
+    NodeCheckpointer,
+    checkpoint_path,
+    checkpoint_settings,
+)
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.graph_node import GraphNodeLogic
 from genki_signals.nodes.merge import feeder_for

@@ -22,7 +22,12 @@ import genki_signals.signals as s
 from genki_signals.errors import GraphError, OperatorError
 from genki_signals.graph import SignalGraph
 from genki_signals.signals.base import OPERATORS, StatefulOperator
-from genki_signals.signals.state import StateError, copy_state, decode_state, encode_state
+from genki_signals.signals.state import (
+    StateError,
+    copy_state,
+    decode_state,
+    encode_state,
+)
 
 MODEL_TYPES = ("Inference", "WindowedInference")
 

@@ -38,8 +38,14 @@ from genki_signals.errors import GenkiError
 from genki_signals.params import Bool, Field, Float, Int, params
 from genki_signals.signals.state import StateError, decode_state, encode_state
 
-__all__ = ["CheckpointError", "Checkpoint", "CheckpointStore", "CheckpointParams",
-           "CheckpointSchedule", "checkpoint_path"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "CheckpointParams",
+    "CheckpointSchedule",
+    "CheckpointStore",
+    "checkpoint_path",
+]
 
 MAGIC = b"GENKI-CHECKPOINT 1\n"
 _CRC = struct.Struct(">I")
@@ -90,7 +96,7 @@ class Checkpoint:
         return MAGIC + _CRC.pack(zlib.crc32(body)) + body
 
     @classmethod
-    def from_bytes(cls, data: bytes, where: str = "checkpoint") -> "Checkpoint":
+    def from_bytes(cls, data: bytes, where: str = "checkpoint") -> Checkpoint:
         head = len(MAGIC) + _CRC.size
         if not data.startswith(MAGIC) or len(data) < head:
             raise CheckpointError(f"{where}: not a genki checkpoint (bad magic)")
@@ -229,7 +235,7 @@ class NodeCheckpointer:
         self.restored: Checkpoint | None = None
 
     @classmethod
-    def for_config(cls, config: Any, logic: Any) -> "NodeCheckpointer | None":
+    def for_config(cls, config: Any, logic: Any) -> NodeCheckpointer | None:
         """From ``config.extra["checkpoint"]`` (the launcher sets it, with ``run_dir``);
         None when the node is not checkpointed or its logic keeps no checkpointable state."""
         settings = config.extra.get("checkpoint")

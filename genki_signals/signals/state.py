@@ -23,7 +23,7 @@ import numpy as np
 
 from genki_signals.errors import GenkiError
 
-__all__ = ["StateError", "encode_state", "decode_state", "copy_state"]
+__all__ = ["StateError", "copy_state", "decode_state", "encode_state"]
 
 _EXT_ARRAY = 1   # payload: msgpack [dtype.str, shape, raw C-order bytes]
 _EXT_SCALAR = 2  # payload: the same, for a numpy scalar (shape [])

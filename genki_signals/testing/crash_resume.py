@@ -185,6 +185,7 @@ def run(spec: Path, run_dir: Path, *, kill_after: float | None = None,
                 src = next(n for n in d["nodes"] if n["id"] == SOURCE)
                 retained = max(retained, int(src["stats"].get("retained_bytes", 0)))
                 g = next(n for n in d["nodes"] if n["id"] == GRAPH)
+                result.stats = dict(g["stats"])
                 if g["state"] == "ready" and g["restarts"] >= 1 and \
                         time.monotonic() > killed_mono + 1.5:
                     break
