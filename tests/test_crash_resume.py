@@ -15,7 +15,7 @@ import pytest
 
 from genki_signals.testing.crash_resume import SCENARIOS, frames_equal, prepare, run
 
-pytestmark = [pytest.mark.process, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.process, pytest.mark.timeout(420)]
 
 
 @pytest.mark.parametrize("rate", ["100Hz", "1kHz"])

@@ -144,18 +144,35 @@ def _kill_tree(proc: subprocess.Popen, known: dict[int, psutil.Process]) -> None
     proc.wait(timeout=5)
 
 
+# ``genki launch SPEC --run-dir DIR`` (launch/commands.py) with a longer ready timeout: on a
+# loaded machine three interpreters importing numpy, scipy and ONNX Runtime can take > 20 s.
+_LAUNCH = """
+import sys
+from genki_signals.launch.launcher import Launcher
+from genki_signals.launch.spec import load_topology
+launcher = Launcher(load_topology(sys.argv[1]), run_dir=sys.argv[2],
+                    ready_timeout=float(sys.argv[3]))
+try:
+    launcher.start()
+    code = launcher.run()
+finally:
+    launcher.stop()
+sys.exit(code)
+"""
+
+
 def run(spec: Path, run_dir: Path, *, kill_after: float | None = None,
-        timeout: float = 90.0) -> RunResult:
-    """Launch ``spec``; with ``kill_after``, SIGKILL the graph node that many seconds after
-    every node is ready. Waits for the natural end (every node finished) and reads
-    ``out.mcap`` next to the spec."""
+        timeout: float = 150.0, ready_timeout: float = 90.0) -> RunResult:
+    """Launch ``spec`` (as ``genki launch`` does, in its own process); with ``kill_after``,
+    SIGKILL the graph node that many seconds after every node is ready. Waits for the natural
+    end (every node finished) and reads ``out.mcap`` next to the spec."""
     from genki_signals.record.export import read_frames
     from genki_signals.record.reader import Recording
 
     address = f"ipc://{run_dir / 'control'}"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "genki_signals.cli", "launch", str(spec),
-                             "--run-dir", str(run_dir)], stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, str(spec), str(run_dir),
+                             str(ready_timeout)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     lines: list[str] = []
