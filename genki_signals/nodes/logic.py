@@ -112,7 +112,8 @@ class NodeLogic:
         return None
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue from ``state_dict`` output, before the first call after ``start``."""
+        """Continue from ``state_dict`` output; the runner calls it once, before ``start``,
+        when the node restarts from a checkpoint."""
         raise NotImplementedError(f"{type(self).__name__} keeps no checkpointable state")
 
     def close(self) -> None:
