@@ -108,6 +108,35 @@ class SignalGraph:
         for op in self._ops.values():
             op.reset()
 
+    # ---------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, dict[str, Any]]:
+        """Every operator's carried state keyed by operator name (stateless ones: ``{}``):
+        plain data a checkpoint stores (``signals.state.encode_state``) and a graph built from
+        the same spec continues from (``load_state_dict``)."""
+        with self._lock:
+            return {name: op.state_dict() for name, op in self._ops.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Load ``state_dict`` output into every operator. The operator names must be exactly
+        this graph's; a state that does not fit an operator raises ``GraphError`` naming it,
+        and then no operator keeps a partial state (all are reset)."""
+        with self._lock:
+            if not isinstance(state, Mapping):
+                raise GraphError(f"graph state must be a mapping, got {type(state).__name__}")
+            missing = sorted(set(self._ops) - set(state))
+            extra = sorted(set(state) - set(self._ops))
+            if missing or extra:
+                raise GraphError(
+                    "graph state does not fit this graph"
+                    + (f"; no state for operator(s) {', '.join(missing)}" if missing else "")
+                    + (f"; state for unknown operator(s) {', '.join(extra)}" if extra else ""))
+            try:
+                for name, op in self._ops.items():
+                    op.load_state_dict(state[name])
+            except OperatorError as exc:
+                self.reset()
+                raise GraphError(f"graph state does not fit operator '{name}': {exc}") from exc
+
     # ---------------------------------------------------------------- running
     def process(self, frame: Mapping[str, np.ndarray]) -> Frame:
         """Run one chunk through the graph; returns the input frame plus every derived stream.

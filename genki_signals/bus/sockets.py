@@ -344,6 +344,7 @@ class Publisher:
         acknowledged, ones that are down or not seen yet. Pings the connected ones."""
         if self._server is None:
             return []
+        self._server.service()  # a reader's last acks and bye first: then it is closed, not down
         self._server.ping()
         return self._server.pending()
 

@@ -48,6 +48,7 @@ from genki_signals.bus.endpoints import ipc_endpoint
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
 from genki_signals.launch.spec import NodeSpec, TopologySpec, publishes
+from genki_signals.nodes.checkpoint import checkpoint_settings
 from genki_signals.nodes.config import InputEdge, NodeConfig, topic_for
 from genki_signals.nodes.parent_watch import LAUNCHER_PID_ENV
 
@@ -251,9 +252,18 @@ class Launcher:
                 clock_origin=self.clock_origin, heartbeat_interval=self.heartbeat_interval,
                 clock_leader=self.clock_leader, clock_endpoint=self.clock_endpoint,
                 spec_dir=spec_dir, topology=self.spec.name,
-                extra={**self.node_extra.get(node.id, {}), "lossless_token": self.lossless_token,
+                extra={**self._checkpoint_extra(node), **self.node_extra.get(node.id, {}),
+                       "lossless_token": self.lossless_token,
                        "lossless_readers": [d for d, _ in readers], **retention})
         return configs
+
+    def _checkpoint_extra(self, node: Any) -> dict[str, Any]:
+        """``run_dir`` and ``checkpoint`` (when and whether) for a node whose kind has a
+        ``checkpoint`` field: a restart resumes from ``<run dir>/<id>.checkpoint``."""
+        settings = checkpoint_settings(node.parsed, any(e.policy == "lossless"
+                                                        for e in node.inputs))
+        return {} if settings is None else {"run_dir": str(self.run_dir),
+                                            "checkpoint": dict(settings)}
 
     def _spawn(self, node: NodeProcess) -> None:
         node.incarnation += 1

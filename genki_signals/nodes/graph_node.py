@@ -60,6 +60,7 @@ class GraphNodeLogic(NodeLogic):
         self.upstreams = {k: list(v) for k, v in upstreams.items()}
         self._primary = Topic(next(iter(self.upstreams), ""))
         self._graphs: dict[Topic, SignalGraph] = {}
+        self._keys: dict[Topic, list[str]] = {}  # each sub-graph's source keys (checkpoints)
         self._single = len(self.upstreams) <= 1
         if not self._single and all(self.upstreams.values()):
             self._check_no_mixing()
@@ -115,4 +116,40 @@ class GraphNodeLogic(NodeLogic):
         self._pending = rest
         graph = SignalGraph(mine, source_keys=frame.keys())
         self._graphs[topic] = graph
+        self._keys[topic] = list(frame.keys())
         return graph
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Per input topic seen so far: its sub-graph's operators (in order), source keys and
+        operator states. The operators of topics not seen yet are still fresh."""
+        return {"graphs": [{"topic": str(topic), "operators": graph.outputs,
+                            "source_keys": self._keys[topic], "state": graph.state_dict()}
+                           for topic, graph in self._graphs.items()]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rebuild the sub-graphs of the topics seen before the checkpoint and load their
+        operators' states (raises ``GraphError`` naming what does not fit this node)."""
+        if self._graphs:
+            raise GraphError("a graph node's state is loaded before its first frame")
+        entries = state.get("graphs") if isinstance(state, Mapping) else None
+        if not isinstance(entries, list) or set(state) != {"graphs"}:
+            raise GraphError("graph node state must be {'graphs': [...]}")
+        pending = {op.name: op for op in self._pending}
+        for entry in entries:
+            if not isinstance(entry, Mapping) or set(entry) != {"topic", "operators",
+                                                                "source_keys", "state"}:
+                raise GraphError("graph node state: each entry needs topic, operators, "
+                                 "source_keys and state")
+            names = list(entry["operators"])
+            unknown = [n for n in names if n not in pending]
+            if unknown:
+                raise GraphError(f"graph node state names operator(s) this node does not "
+                                 f"have (or runs twice): {', '.join(map(str, unknown))}")
+            topic = Topic.parse(entry["topic"])
+            graph = SignalGraph([pending.pop(n) for n in names],
+                                source_keys=entry["source_keys"])
+            graph.load_state_dict(entry["state"])
+            self._graphs[topic] = graph
+            self._keys[topic] = list(entry["source_keys"])
+        self._pending = [op for op in self._pending if op.name in pending]

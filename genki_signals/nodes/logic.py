@@ -105,6 +105,17 @@ class NodeLogic:
         """Extra counters for the heartbeat."""
         return {}
 
+    def state_dict(self) -> dict[str, Any] | None:
+        """The logic's state as plain data for a checkpoint (``nodes/checkpoint.py``), taken
+        between two calls; None (the default): this logic cannot be checkpointed, a restart
+        starts it afresh."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from ``state_dict`` output; the runner calls it once, before ``start``,
+        when the node restarts from a checkpoint."""
+        raise NotImplementedError(f"{type(self).__name__} keeps no checkpointable state")
+
     def close(self) -> None:
         pass
 

@@ -11,7 +11,9 @@ A delivery is ``(what, topic, payload)``:
 * ``("tick", None, None)``: ``tick``.
 
 Feeders are plain objects, no sockets: ``receive`` each message, then dispatch what ``ready``
-returns; ``ended`` once every input sent end-of-stream and nothing is held back.
+returns; ``ended`` once every input sent end-of-stream and nothing is held back. ``consumed``
+maps each input topic to the sequence number of the last message handed out for dispatch (held
+frames not included): what a checkpoint taken after dispatching records (``nodes/checkpoint.py``).
 """
 
 from __future__ import annotations
@@ -98,16 +100,29 @@ class MergedFeeder:
 
     def __init__(self, inputs: Iterable[str], max_lag: float | None = 0.5) -> None:
         self.merger = TimestampMerger(inputs, max_lag=max_lag)
+        self.consumed: dict[str, int] = {}
+        self._eos: dict[str, int] = {}  # end-of-stream seqs, consumed once nothing is held
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
         if message.kind == "eos":
             self.merger.end(topic.node)
+            self._eos[str(topic)] = message.seq
         else:
-            self.merger.push(topic.node, message.frame, arrival=now, tag=(message.kind, topic))
+            # (an empty frame is dropped here and not counted as consumed: if it is sent
+            # again after a restart, it is dropped again)
+            self.merger.push(topic.node, message.frame, arrival=now,
+                             tag=(message.kind, topic, message.seq))
         return []
 
     def ready(self, now: float) -> list[Delivery]:
-        return [(kind, topic, frame) for _, (kind, topic), frame in self.merger.pop_ready(now)]
+        out: list[Delivery] = []
+        for _, (kind, topic, seq), frame in self.merger.pop_ready(now):
+            self.consumed[str(topic)] = seq
+            out.append((kind, topic, frame))
+        if self._eos and len(self.merger) == 0:  # every frame before each eos is handed out
+            self.consumed.update(self._eos)
+            self._eos.clear()
+        return out
 
     @property
     def ended(self) -> bool:
@@ -119,8 +134,10 @@ class ArrivalFeeder:
 
     def __init__(self, inputs: Iterable[str]) -> None:
         self._open = set(inputs)
+        self.consumed: dict[str, int] = {}
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        self.consumed[str(topic)] = message.seq
         if message.kind == "eos":
             self._open.discard(topic.node)
             return [("eos", topic, None)]
@@ -139,8 +156,10 @@ class RawFeeder:
 
     def __init__(self, inputs: Iterable[str]) -> None:
         self._open = set(inputs)
+        self.consumed: dict[str, int] = {}
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        self.consumed[str(topic)] = message.seq
         if message.kind == "eos":
             self._open.discard(topic.node)
         return [("message", topic, message)]

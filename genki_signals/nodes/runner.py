@@ -25,10 +25,12 @@ import psutil
 import zmq
 
 from genki_signals.bus import control
+from genki_signals.bus.lossless import Lineage
 from genki_signals.bus.sockets import Publisher, Subscriber
 from genki_signals.clock import default_clock
 from genki_signals.clocksync.node import start_node_clock, stop_node_clock
 from genki_signals.frames import TIMESTAMP, Topic
+from genki_signals.nodes.checkpoint import NodeCheckpointer
 from genki_signals.nodes.config import NodeConfig, topic_for
 from genki_signals.nodes.logic import NodeLogic, Output, check_input_mode
 from genki_signals.nodes.merge import Delivery, feeder_for
@@ -69,6 +71,7 @@ class NodeRunner:
         self.counters: dict[str, int] = {"frame_errors": 0, "control_errors": 0}
         self._process = psutil.Process()
         self._last_latency = float("nan")
+        self._checkpointer: NodeCheckpointer | None = None
 
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
@@ -90,6 +93,11 @@ class NodeRunner:
         self.subscriber: Subscriber | None = None
         try:
             self._send("register", pid=os.getpid(), incarnation=cfg.incarnation)
+            # state first: a restarted node resumes from its checkpoint (nodes/checkpoint.py)
+            self._checkpointer = NodeCheckpointer.for_config(cfg, self.logic)
+            resume = self._checkpointer.restore() if self._checkpointer is not None else None
+            if resume is not None:
+                log.info("resuming from checkpoint after %d input frames", resume.frames)
             # leader time before anything is stamped (a follower probes the leader first)
             self._clock_service = start_node_clock(
                 cfg.id, cfg.clock_origin, cfg.clock_leader, cfg.clock_endpoint, self.context,
@@ -101,6 +109,9 @@ class NodeRunner:
                                            lossless_token=cfg.extra.get("lossless_token"),
                                            on_stall=self._while_stalled,
                                            **publisher_retention(cfg))
+                if resume is not None and resume.lineage is not None:
+                    # re-emitted frames keep their numbers: duplicates downstream, not new data
+                    self.publisher.restore(Lineage.from_dict(resume.lineage))
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
                 self.subscriber = Subscriber(
@@ -109,7 +120,8 @@ class NodeRunner:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
                                             policy=edge.policy, maxlen=edge.maxlen,
                                             token=lossless_token_for(cfg, edge),
-                                            **lossless_reader_options(cfg, edge))
+                                            **lossless_reader_options(cfg, edge),
+                                            **self._resume_options(edge, resume))
             if self.publisher is not None and cfg.lossless_subscribers:
                 # a lossless reader must see the first frame: wait until it has subscribed
                 if not self._wait_for_first_subscribers(
@@ -199,18 +211,56 @@ class NodeRunner:
                 self._dispatch(delivery, now)
         for delivery in feeder.ready(now):
             self._dispatch(delivery, now)
+        if self._checkpointer is not None:
+            self._checkpoint(force=feeder.ended)
         if feeder.ended:
             return True
         self._handle_control(timeout=0)
         return False
 
     # ------------------------------------------------------------------ helpers
+    def _resume_options(self, edge: Any, resume: Any) -> dict[str, Any]:
+        """A checkpointed node acknowledges its lossless inputs itself, after each checkpoint;
+        restarted from one, it asks each upstream to resend from the frame after it."""
+        if self._checkpointer is None or edge.policy != "lossless":
+            return {}
+        options: dict[str, Any] = {"auto_ack": False}
+        if resume is not None:
+            lineage = resume_lineage(resume, edge.node)
+            if lineage is not None:
+                options["resume"] = lineage
+        return options
+
+    def _checkpoint(self, force: bool = False) -> None:
+        """Write the checkpoint when due (between dispatches, so no frame is half done), then
+        acknowledge the checkpointed frames upstream, which may then forget them."""
+        pub, sub = self.publisher, self.subscriber
+        epochs = {}
+        for edge in self.config.inputs:
+            if edge.policy == "lossless":
+                delivered = sub.delivered(edge.node)
+                if delivered is not None:
+                    epochs[edge.node] = delivered.epoch
+        ckpt = self._checkpointer.after(
+            self._feeder.consumed, pub.lineage().to_dict() if pub is not None else None,
+            epochs, force=force)
+        if ckpt is None:
+            return
+        for edge in self.config.inputs:
+            if edge.policy == "lossless" and edge.node in epochs:
+                for topic, seq in ckpt.consumed.items():
+                    if Topic.parse(topic).node == edge.node:
+                        sub.ack(edge.node, topic, seq)
+        sub.flush_acks()  # once per checkpoint: the upstream frees its retention now
+
     def _dispatch(self, delivery: Delivery, now: float) -> None:
         """Hand one delivery to its logic hook and publish the outputs; an error is counted
         in ``frame_errors`` and skipped, never fatal."""
         what, topic, payload = delivery
         logic = self.logic
         try:
+            if what in ("data", "event", "message") and self._checkpointer is not None:
+                self._checkpointer.consumed(1)
             if what == "data":
                 ts = payload.get(TIMESTAMP)
                 if ts is not None and len(ts):
@@ -303,6 +353,8 @@ class NodeRunner:
         with self._process.oneshot():
             out["cpu_percent"] = self._process.cpu_percent()
             out["rss_bytes"] = self._process.memory_info().rss
+        if getattr(self, "_checkpointer", None) is not None:
+            out.update(self._checkpointer.stats())
         out.update(self.logic.stats())
         return out
 
@@ -329,6 +381,16 @@ class NodeRunner:
 def lossless_token_for(config: NodeConfig, edge: Any) -> str | None:
     """The run's token for a declared lossless edge (see ``genki_signals.bus.gate``)."""
     return config.extra.get("lossless_token") if edge.policy == "lossless" else None
+
+
+def resume_lineage(checkpoint: Any, upstream: str) -> Lineage | None:
+    """What a node restarted from ``checkpoint`` asks ``upstream`` for: its epoch as the node
+    knew it and, per topic, the first seq not in the checkpoint (None: nothing known)."""
+    epoch = checkpoint.epochs.get(upstream)
+    if epoch is None:
+        return None
+    return Lineage(epoch, {t: seq + 1 for t, seq in checkpoint.consumed.items()
+                           if Topic.parse(t).node == upstream})
 
 
 def lossless_reader_options(config: NodeConfig, edge: Any) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from genki_signals.errors import OperatorError
+from genki_signals.signals.state import copy_state
 
 OPERATORS: dict[str, type[Operator]] = {}
 """Registry of operator types by name: what ``from_dict`` and spec validation look up."""
@@ -178,6 +179,24 @@ class Operator:
     def reset(self) -> None:
         """Return to the state right after construction (stateless operators: nothing to do)."""
         self.emitted = np.empty(0, dtype=np.intp)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """The carried state as plain data (numbers, strings, lists, numpy arrays), enough for
+        a *fresh* operator with the same parameters to continue the stream exactly where this
+        one is (``load_state_dict``): what a checkpoint stores. Copies, never views. Stateless
+        operators have none: ``{}``. ``signals.state.encode_state`` turns it into bytes."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a ``state_dict`` of an operator with the same parameters (raises
+        ``OperatorError`` naming the operator and field when it does not fit)."""
+        if not isinstance(state, Mapping):
+            raise OperatorError(f"{self.describe()}: state must be a mapping, "
+                                f"got {type(state).__name__}")
+        if state:
+            raise OperatorError(f"{self.describe()}: has no carried state, got field(s) "
+                                f"{', '.join(map(repr, sorted(state)))}")
 
     def pop_events(self) -> list[Event]:
         """The events raised by the most recent call, then forgets them.
@@ -335,6 +354,14 @@ class StatefulOperator(Operator, abstract=True):
     _kinds: ClassVar[str] = "biuf"
     """Accepted numpy dtype kinds of the first input (the default ``_check_input``)."""
 
+    state_fields: ClassVar[tuple[str, ...]] = ()
+    """The attributes that carry the stream's state across calls (``"_zi"``), which
+    ``state_dict`` stores under their names without the leading underscore (``"zi"``). Whatever
+    ``_reset_for`` derives from the sample shape alone (buffers' capacity, broadcast shapes) is
+    not listed: loading a state rebuilds it with ``_reset_for`` on a zero sample, then sets
+    these fields. Operators whose state is part of a bigger buffer override ``_export_state`` /
+    ``_import_state`` instead."""
+
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(abstract=abstract, **kwargs)
         if "_step" in cls.__dict__:
@@ -384,6 +411,75 @@ class StatefulOperator(Operator, abstract=True):
             self._reset_for(x, *more)
             self._sample_shape = x.shape[1:]
         self._input_dtype = x.dtype
+
+    # ------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, Any]:
+        """``sample_shape`` and ``input_dtype`` of the stream (None before its first sample),
+        then, once the stream has started, one entry per state field (see ``state_fields``)."""
+        started = self._sample_shape is not None
+        out: dict[str, Any] = {
+            "sample_shape": list(self._sample_shape) if started else None,
+            "input_dtype": self._input_dtype.str if started and self._input_dtype is not None
+            else None,
+        }
+        if started:
+            out.update(copy_state(self._export_state()))
+        return out
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping):
+            raise OperatorError(f"{self.describe()}: state must be a mapping, "
+                                f"got {type(state).__name__}")
+        shape, dtype = state.get("sample_shape"), state.get("input_dtype")
+        expected = {"sample_shape", "input_dtype"}
+        if shape is not None:
+            expected |= set(self._state_keys())
+        if set(state) != expected:
+            missing, extra = sorted(expected - set(state)), sorted(set(state) - expected)
+            raise OperatorError(
+                f"{self.describe()}: state does not fit this operator"
+                + (f"; missing field(s) {', '.join(map(repr, missing))}" if missing else "")
+                + (f"; unknown field(s) {', '.join(map(repr, extra))}" if extra else ""))
+        self.reset()
+        if shape is None:
+            return
+        if not isinstance(shape, (list, tuple)) or not all(
+                isinstance(d, (int, np.integer)) and d >= 0 for d in shape):
+            raise OperatorError(f"{self.describe()}: state field 'sample_shape' must be a "
+                                f"list of sizes, got {shape!r}")
+        try:
+            input_dtype = np.dtype(dtype if dtype is not None else np.float64)
+        except TypeError:
+            raise OperatorError(f"{self.describe()}: state field 'input_dtype' is not a "
+                                f"dtype: {dtype!r}") from None
+        zero = np.zeros((1, *(int(d) for d in shape)), dtype=input_dtype)
+        self._check_input(zero)
+        self._reset_for(zero)  # what the shape alone determines (buffers, broadcast shapes)
+        self._sample_shape = zero.shape[1:]
+        self._input_dtype = input_dtype if dtype is not None else None  # validated above
+        self._import_state({k: copy_state(v) for k, v in state.items()
+                            if k not in ("sample_shape", "input_dtype")})
+
+    def _state_keys(self) -> tuple[str, ...]:
+        """The state's field names besides the shape and dtype (``state_fields`` by default)."""
+        return tuple(f.lstrip("_") for f in self.state_fields)
+
+    def _export_state(self) -> dict[str, Any]:
+        """The carried state, once the stream has started (``state_fields`` by default)."""
+        return {f.lstrip("_"): getattr(self, f) for f in self.state_fields}
+
+    def _import_state(self, state: dict[str, Any]) -> None:
+        """Set the carried state after ``_reset_for`` rebuilt the rest. The default sets each
+        field, checking that an array field gets an array with the same trailing shape."""
+        for f in self.state_fields:
+            value, current = state[f.lstrip("_")], getattr(self, f, None)
+            if isinstance(current, np.ndarray) and (
+                    not isinstance(value, np.ndarray) or value.shape[1:] != current.shape[1:]
+                    or value.ndim != current.ndim):
+                got = value.shape if isinstance(value, np.ndarray) else type(value).__name__
+                raise OperatorError(f"{self.describe()}: state field '{f.lstrip('_')}' must "
+                                    f"be an array shaped like {current.shape}, got {got}")
+            setattr(self, f, value)
 
     # ------------------------------------------------------------------- hooks
     def _check_input(self, x: np.ndarray) -> None:

@@ -82,6 +82,8 @@ class Integrate(_Stateful):
         self._trapezoid = method == "trapezoid"
         self.reset()
 
+    state_fields = ("_acc", "_last_x", "_last_t", "_first")
+
     def reset(self) -> None:
         super().reset()
         self._acc: np.ndarray | float = 0.0        # y of the last sample so far
@@ -140,6 +142,8 @@ class Differentiate(_Stateful):
         self.sig_b = sig_b
         self.reset()
 
+    state_fields = ("_last_x", "_last_b", "_first")
+
     def reset(self) -> None:
         super().reset()
         self._last_x: np.ndarray | float = 0.0
@@ -183,6 +187,8 @@ class SampleRate(_Stateful):
         self.input = input
         self.reset()
 
+    state_fields = ("_last",)
+
     def reset(self) -> None:
         super().reset()
         self._last: np.ndarray | float = math.nan
@@ -214,6 +220,8 @@ class MovingAverage(_Stateful):
         self.length = self.check_int("length", length, minimum=1)
         self._inv = 1.0 / self.length
         self.reset()
+
+    state_fields = ("_tail",)
 
     def reset(self) -> None:
         super().reset()
@@ -305,6 +313,8 @@ class ExponentialMovingAverage(_Stateful):
         self._a = np.array([1.0, float(alpha) - 1.0])
         self.reset()
 
+    state_fields = ("_zi",)
+
     def reset(self) -> None:
         super().reset()
         self._zi: np.ndarray | None = None
@@ -333,6 +343,8 @@ class Delay(_Stateful):
         self.samples = self.check_int("samples", samples, minimum=0)
         self.fill = self.check_number("fill", fill)
         self.reset()
+
+    state_fields = ("_held",)
 
     def reset(self) -> None:
         super().reset()

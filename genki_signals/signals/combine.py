@@ -78,3 +78,16 @@ class Combine(Operator):
         super().reset()
         for op in self._order:
             op.reset()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The inner operators' states, keyed by inner name (stateless ones included, empty)."""
+        return {op.name: op.state_dict() for op in self._order}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        names = {op.name for op in self._order}
+        if not isinstance(state, Mapping) or set(state) != names:
+            have = sorted(state) if isinstance(state, Mapping) else type(state).__name__
+            raise self._fail("state", f"must hold one entry per inner operator "
+                                      f"({', '.join(sorted(names))}), got {have}")
+        for op in self._order:
+            op.load_state_dict(state[op.name])

@@ -37,6 +37,8 @@ class _Carrying(StatefulOperator, abstract=True):
 
     input: str
 
+    state_fields = ("_carry",)
+
     def reset(self) -> None:
         super().reset()
         self._carry: np.ndarray | None = None
@@ -196,6 +198,8 @@ class EventTrigger(StatefulOperator):
             raise self._fail("ignore", f"names {unknown!r} that are not in classes "
                                        f"({classes!r})")
         return list(ignore)
+
+    state_fields = ("_on", "_last_time")  # events of the last call are not state
 
     def reset(self) -> None:
         super().reset()

@@ -50,6 +50,8 @@ class _SOSFilter(StatefulOperator, abstract=True):
                                     f"({nyquist:g} Hz), got {value!r}")
         return value
 
+    state_fields = ("_zi",)  # the second-order sections' delay values
+
     def reset(self) -> None:
         super().reset()
         self._zi: np.ndarray | None = None
@@ -148,6 +150,8 @@ class GaussianSmooth(StatefulOperator):
     def delay(self) -> int:
         """The delay of the smoothed signal, in samples: the kernel radius ``r``."""
         return self._radius
+
+    state_fields = ("_tail",)
 
     def reset(self) -> None:
         super().reset()

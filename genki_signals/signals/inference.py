@@ -376,6 +376,35 @@ class Inference(_OnnxOperator):
                                dtype=np.float32)
         self._out_known = False  # whether _empty has the real output row shape and dtype
 
+    # ------------------------------------------------------------------- state
+    def _state_keys(self) -> tuple[str, ...]:
+        return ("states", "empty", "out_known")
+
+    def _export_state(self) -> dict[str, Any]:
+        """The recurrent states (one array per state input, in ``state_in`` order; none when
+        stateless) and the output row shape learnt so far (what an empty chunk returns)."""
+        return {"states": [self._feed[name] for name in self._state_in],
+                "empty": self._empty, "out_known": self._out_known}
+
+    def _import_state(self, state: dict[str, Any]) -> None:
+        states, empty = state["states"], state["empty"]
+        if not isinstance(states, list) or len(states) != len(self._state_in):
+            raise OperatorError(f"{self.describe()}: state field 'states' must hold one array "
+                                f"per state input ({', '.join(self._state_in) or 'none'})")
+        for name, value, init in zip(self._state_in, states, self._init):
+            if not isinstance(value, np.ndarray) or value.dtype != init.dtype \
+                    or not _fits(value.shape, self._inputs[name].shape):
+                got = (f"{value.dtype} {value.shape}" if isinstance(value, np.ndarray)
+                       else type(value).__name__)
+                raise OperatorError(f"{self.describe()}: state for '{name}' must be a "
+                                    f"{init.dtype} array of shape "
+                                    f"{_fmt(self._inputs[name].shape)}, got {got}")
+            self._feed[name] = value
+        if not isinstance(empty, np.ndarray) or empty.shape[:1] != (0,):
+            raise OperatorError(f"{self.describe()}: state field 'empty' must be an array "
+                                f"with no rows")
+        self._empty, self._out_known = empty, bool(state["out_known"])
+
     # ----------------------------------------------------------------- running
     def _empty_result(self, x: np.ndarray) -> np.ndarray:
         return self._empty
@@ -549,6 +578,33 @@ class WindowedInference(_OnnxOperator):
         W, hop, sample = self.window_size, self.hop, x.shape[1:]
         rows = max(4 * (W + hop), min(4096, (1 << 18) // max(1, math.prod(sample))))
         self._buf = np.empty((rows, *sample), dtype=self._model_dtype)
+
+    def _state_keys(self) -> tuple[str, ...]:
+        return ("carried", "next", "empty", "out_known")
+
+    def _export_state(self) -> dict[str, Any]:
+        """The carried samples (not the buffer's spare room), the hop phase and the output
+        row shape learnt so far."""
+        return {"carried": self._buf[:self._fill], "next": self._next,
+                "empty": self._empty, "out_known": self._out_known}
+
+    def _import_state(self, state: dict[str, Any]) -> None:
+        carried, nxt, empty = state["carried"], state["next"], state["empty"]
+        buf = self._buf
+        assert buf is not None
+        if not isinstance(carried, np.ndarray) or carried.shape[1:] != buf.shape[1:] \
+                or len(carried) > len(buf):
+            raise OperatorError(f"{self.describe()}: state field 'carried' must hold at most "
+                                f"{len(buf)} samples of shape {buf.shape[1:]}")
+        if isinstance(nxt, bool) or not isinstance(nxt, int) or not 0 < nxt <= self.window_size:
+            raise OperatorError(f"{self.describe()}: state field 'next' must be an integer in "
+                                f"1..{self.window_size}, got {nxt!r}")
+        if not isinstance(empty, np.ndarray) or empty.shape[:1] != (0,):
+            raise OperatorError(f"{self.describe()}: state field 'empty' must be an array "
+                                f"with no rows")
+        buf[:len(carried)] = carried
+        self._fill, self._next = len(carried), nxt
+        self._empty, self._out_known = empty, bool(state["out_known"])
 
     def _empty_result(self, x: np.ndarray) -> np.ndarray:
         self.emitted = _NO_ROWS

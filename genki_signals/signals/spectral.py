@@ -9,6 +9,7 @@ import numpy as np
 import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 
+from genki_signals.errors import OperatorError
 from genki_signals.signals.base import StatefulOperator
 
 __all__ = ["FourierTransform"]
@@ -99,6 +100,28 @@ class FourierTransform(StatefulOperator):
         self._next = self.window_size               # samples still needed to complete a window
         self._last: np.ndarray | None = None        # (1, F, *trail): latest spectrum (upsample)
         self._empty: np.ndarray | None = None
+
+    # -------------------------------------------------------------------- state
+    def _state_keys(self) -> tuple[str, ...]:
+        return ("carried", "next", "last")
+
+    def _export_state(self) -> dict[str, Any]:
+        """The carried samples (not the buffer's spare room), the hop phase, the last spectrum."""
+        return {"carried": self._buf[:self._fill], "next": self._next, "last": self._last}
+
+    def _import_state(self, state: dict[str, Any]) -> None:
+        carried, last = state["carried"], state["last"]
+        if not isinstance(carried, np.ndarray) or carried.shape[1:] != self._buf.shape[1:] \
+                or len(carried) > len(self._buf) or not isinstance(last, np.ndarray) \
+                or last.shape != self._last.shape:
+            raise OperatorError(f"{self.describe()}: state fields 'carried'/'last' do not fit "
+                                f"samples of shape {self._buf.shape[1:]}")
+        nxt = state["next"]
+        if isinstance(nxt, bool) or not isinstance(nxt, int) or not 0 < nxt <= self.window_size:
+            raise OperatorError(f"{self.describe()}: state field 'next' must be an integer in "
+                                f"1..{self.window_size}, got {nxt!r}")
+        self._buf[:len(carried)] = carried
+        self._fill, self._next, self._last = len(carried), nxt, last
 
     # ------------------------------------------------------------------ running
     def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:

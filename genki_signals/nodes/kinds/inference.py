@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from genki_signals.nodes.checkpoint import CheckpointParams
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import NodeKind
 from genki_signals.nodes.kinds.graph import Operators, build_graph, graph_outputs
@@ -17,6 +18,7 @@ from genki_signals.params import Field, Int, params
 class InferenceParams:
     operators: Operators
     threads: Annotated[Int, Field(ge=1)] | None = None
+    checkpoint: CheckpointParams = CheckpointParams()
 
 
 def _build(params: Any, config: NodeConfig) -> NodeLogic:
