@@ -56,6 +56,11 @@ def topology_schema() -> dict[str, Any]:
                      "description": "the run's name (default: the file's stem)"},
             "clock_leader": {"type": ["string", "null"],
                              "description": f"a node id or '{LAUNCHER}' (default)"},
+            "allow_paths": {"type": ["array", "null"],
+                            "items": {"type": "string", "minLength": 1},
+                            "description": "folders (relative to the spec's folder, or "
+                                           "absolute) that the spec's file paths may use "
+                                           "besides the spec's own folder"},
             "nodes": {"type": "array", "minItems": 1,
                       "items": _node(names, [k for k in kinds], ref)},
         },

@@ -43,6 +43,7 @@ from genki_signals.launch.topology import (DEFAULT_HOST, DEFAULT_MAXLEN, DEFAULT
 from genki_signals.nodes.kinds import KindContext, Upstream, kind_info, kind_names, select_kind
 from genki_signals.params import (Field, Float, Int, Problem, Str, params, parse, salvage,
                                   unreported)
+from genki_signals.spec_paths import PathPolicy
 from genki_signals.specfile import load_spec_file
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
 
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # topology name: a safe file name
-TOP_KEYS = ("name", "nodes", "clock_leader")
+TOP_KEYS = ("name", "nodes", "clock_leader", "allow_paths")
 NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint")
 RESTART_KEYS = ("policy", "max_restarts", "window", "backoff")
 RESTART_POLICIES = ("never", "on-failure", "always")
@@ -116,14 +117,22 @@ class _Draft:
     inputs_ok: bool = True  # every input entry parsed
 
 
-def load_topology(path: str | os.PathLike[str]) -> TopologySpec:
+def load_topology(path: str | os.PathLike[str],
+                  trusted_paths: Iterable[str | os.PathLike[str]] = ()) -> TopologySpec:
     """Read and validate a topology spec file (raises ``SpecError`` listing every problem)."""
     path = Path(path)
-    return parse_topology(load_spec_file(path), path=path)
+    return parse_topology(load_spec_file(path), path=path, trusted_paths=trusted_paths)
 
 
-def parse_topology(data: Any, path: str | os.PathLike[str] | None = None) -> TopologySpec:
-    """Validate a parsed spec (``path`` names the file in messages and anchors relative paths)."""
+def parse_topology(data: Any, path: str | os.PathLike[str] | None = None,
+                   trusted_paths: Iterable[str | os.PathLike[str]] = ()) -> TopologySpec:
+    """Validate a parsed spec (``path`` names the file in messages and anchors relative paths).
+
+    The spec's file paths must stay inside its folder or its ``allow_paths``
+    (``genki_signals.spec_paths``); ``trusted_paths`` are files given on the command line,
+    allowed wherever they are. Without ``path`` (a spec built in code) paths resolve against
+    the current directory and are not confined.
+    """
     path = Path(path) if path is not None else None
     problems = _Problems(str(path) if path is not None else "<topology>")
     if not isinstance(data, Mapping):
@@ -156,14 +165,30 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None) -> Top
     _check_endpoints(drafts, problems)
     leader = _check_clock_leader(data, ids, problems)
     spec_dir = path.parent if path is not None else None
-    streams = _check_kinds(order, in_cycle, ids, spec_dir, problems)
+    allow = _check_allow_paths(data, problems)
+    policy = PathPolicy.make(spec_dir.absolute() if spec_dir is not None else None, allow,
+                             trusted_paths)
+    streams = _check_kinds(order, in_cycle, ids, spec_dir, policy, problems)
     if problems:
         raise TopologySpecError(problems.lines())
     nodes = tuple(NodeSpec(id=d.id, kind=d.kind, params=copy.deepcopy(d.params),  # type: ignore
                            inputs=tuple(d.inputs), host=d.host, cpu=d.cpu, restart=d.restart,
                            endpoint=d.endpoint, parsed=d.parsed) for d in drafts)
     return TopologySpec(name=name, nodes=nodes, path=path, clock_leader=leader,
+                        allow_paths=tuple(allow),
                         streams={k: dict(v) for k, v in streams.items()})
+
+
+def _check_allow_paths(data: Mapping[str, Any], problems: _Problems) -> list[str]:
+    """The top-level ``allow_paths``: folders (relative to the spec's) paths may also use."""
+    raw = data.get("allow_paths")
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
+        problems.top("allow_paths", f"must be a list of folder paths (relative to the spec's "
+                                    f"folder, or absolute), got {raw!r}")
+        return []
+    return list(raw)
 
 
 def _check_name(data: Mapping[str, Any], path: Path | None, problems: _Problems) -> str:
@@ -444,7 +469,8 @@ def _check_clock_leader(data: Mapping[str, Any], ids: Mapping[str, _Draft],
 
 
 def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Draft],
-                 spec_dir: Path | None, problems: _Problems) -> dict[str, dict[str, str]]:
+                 spec_dir: Path | None, paths: PathPolicy, problems: _Problems
+                 ) -> dict[str, dict[str, str]]:
     """Kind-specific params in topological order; returns each node's output streams."""
     outputs: dict[str, dict[str, str] | None] = {n: None for n in in_cycle}
     for d in order:
@@ -460,7 +486,7 @@ def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Dra
                 entry.inputs == "required" and not d.inputs):
             # A broken or unknown input: nothing to check streams against.
             upstreams += (Upstream("?", None),)
-        ctx = KindContext(d.id, upstreams, spec_dir)  # type: ignore[arg-type]
+        ctx = KindContext(d.id, upstreams, spec_dir, paths=paths)  # type: ignore[arg-type]
         value, found = salvage(entry.params_class, d.params, context=ctx)
         streams = None
         if value is not None:  # what is valid is checked further, skipping what was reported

@@ -94,6 +94,7 @@ class TopologySpec:
     nodes: tuple[NodeSpec, ...]
     path: Path | None = None
     clock_leader: str | None = None  # a node id or 'launcher' (None: the launcher leads)
+    allow_paths: tuple[str, ...] = ()  # folders the spec's paths may use besides its own
     streams: Mapping[str, Mapping[str, str]] = field(
         default_factory=dict, compare=False, hash=False, repr=False)
     """Per node: each output stream -> its timeline (``main`` or the root operator's name)."""
@@ -124,6 +125,8 @@ class TopologySpec:
         out: dict[str, Any] = {"name": self.name}
         if self.clock_leader is not None:
             out["clock_leader"] = self.clock_leader
+        if self.allow_paths:
+            out["allow_paths"] = list(self.allow_paths)
         out["nodes"] = [n.to_dict() for n in self.nodes]
         return out
 

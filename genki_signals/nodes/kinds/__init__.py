@@ -28,6 +28,7 @@ from typing import Any, Literal
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.logic import NodeLogic
 from genki_signals.params import Problem, is_params_class, parse
+from genki_signals.spec_paths import PathPolicy
 
 __all__ = ["NodeKind", "KindContext", "Upstream", "node_kinds", "entries_of", "kind_names",
            "kind_info",
@@ -51,12 +52,15 @@ class Upstream:
 
 @dataclass(frozen=True)
 class KindContext:
-    """What a kind's ``outputs`` hook gets besides its params: node id, inputs, spec directory."""
+    """What a kind's ``outputs`` hook gets besides its params: node id, inputs, spec directory,
+    and where the spec's paths may point (``paths``; the ``InputPath``/``OutputPath`` params
+    types check themselves against it while the spec is parsed)."""
 
     node_id: str
     upstreams: tuple[Upstream, ...]
     spec_dir: Path | None
     reported: tuple[str, ...] = ()  # params paths already reported by the parser: skip them
+    paths: PathPolicy | None = None  # None: paths are not checked (in-process use)
 
     @property
     def streams_known(self) -> bool:
@@ -89,8 +93,14 @@ class KindContext:
 
     def resolve(self, path: str) -> Path:
         """A path from the spec, relative to the spec file's directory."""
+        if self.paths is not None:
+            return self.paths.resolve(path)
         p = Path(path).expanduser()
         return p if p.is_absolute() or self.spec_dir is None else self.spec_dir / p
+
+    def check_path(self, path: str, *, must_exist: bool) -> str | None:
+        """What is wrong with a path the spec gives (see ``genki_signals.spec_paths``)."""
+        return None if self.paths is None else self.paths.check(path, must_exist=must_exist)[1]
 
 
 @dataclass(frozen=True)
