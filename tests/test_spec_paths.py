@@ -94,14 +94,16 @@ def test_model_path_escaping_the_folder_is_refused_before_it_is_opened(tmp_path)
     spec = write(tmp_path / "a" / "b", {"nodes": [
         source(), {"id": "g", "kind": "graph", "inputs": ["s"], "params": {"operators": [op]}}]})
     [problem] = problems_of(spec)
-    assert f"{spec}: node 'g': field 'params.operators[0].model': '../../etc/passwd'" in problem
+    assert f"{spec}: node 'g': field 'params.operators[0]': Inference 'y': model " \
+           f"'../../etc/passwd'" in problem
     assert "outside the spec's folder" in problem
     # an operator's own base_dir cannot lead out either
     op.update(model="passwd", base_dir="/etc")
     spec = write(tmp_path / "a" / "b", {"nodes": [
         source(), {"id": "g", "kind": "graph", "inputs": ["s"], "params": {"operators": [op]}}]})
     [problem] = problems_of(spec)
-    assert "field 'params.operators[0].model': 'passwd' (resolves to /etc/passwd)" in problem
+    assert "field 'params.operators[0]': Inference 'y': model 'passwd' (resolves to " \
+           "/etc/passwd)" in problem
 
 
 def test_allow_paths_opens_a_folder_and_only_that_folder(tmp_path):

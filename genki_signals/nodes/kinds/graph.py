@@ -62,8 +62,9 @@ def build_operators(specs: tuple[Any, ...], spec_dir: Any, paths: PathPolicy | N
     for i, spec in enumerate(specs):
         path = f"params.operators[{i}]"
         problem = _model_path_problem(spec, paths)
-        if problem is not None:
-            problems.append(Problem(f"{path}.model", problem))
+        if problem is not None:  # worded as the operator's own errors are
+            problems.append(Problem(path, f"{spec['type']} '{spec.get('name', '?')}': "
+                                          f"model {problem}"))
             continue
         try:
             op = Operator.from_dict(with_node_defaults(spec, base_dir=base_dir)
