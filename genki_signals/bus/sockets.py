@@ -445,6 +445,7 @@ class _Edge:
         self.socket: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
         self.token: str | None = None
+        self.node: str | None = None  # the node id this edge carries (None: any)
         self.endpoint = endpoint
         self.topics = topics
         self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
@@ -508,12 +509,16 @@ class Subscriber:
         *,
         rcvhwm: int = DEFAULT_HWM,
         token: str | None = None,
+        node: str | None = None,
     ) -> None:
         """Subscribe to the topic prefixes ``topics`` (``[""]``: all) at ``endpoint``.
 
         ``maxlen`` bounds the ``drop_oldest`` queue; a ``lossless`` edge must connect to the
         publisher's ``lossless_endpoint``, with the run's ``token`` when the publisher has one
-        (see ``genki_signals.bus.gate``).
+        (see ``genki_signals.bus.gate``). ``node``: the one node id this edge carries (the
+        spec's wiring); a message from another node id, or on a topic not under
+        ``<node>/``, is counted in ``stats.unexpected`` and skipped (a forged ``eos`` never
+        ends the input). None: any node id (tools that attach to a whole topology).
         """
         if policy not in POLICIES:
             raise BusError(f"queue policy must be one of {POLICIES}, got {policy!r}")
@@ -524,6 +529,7 @@ class Subscriber:
             raise BusError(f"topics must be a non-empty list of str prefixes, got {topics!r}")
         edge = _Edge(endpoint, topics, policy, maxlen, rcvhwm, self._max_queue_bytes)
         edge.token = token
+        edge.node = node
         self._open(edge)
         self._edges.append(edge)
         self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
@@ -677,6 +683,12 @@ class Subscriber:
         except DecodeError as exc:
             self.stats.decode_errors += 1
             log.debug("dropping undecodable message from %s: %s", edge.endpoint, exc)
+            return None
+        if edge.node is not None and (msg.node_id != edge.node
+                                      or not msg.topic.startswith(edge.node + "/")):
+            self.stats.unexpected += 1  # not the node the spec wires in: forged or misrouted
+            log.debug("dropping a %s message of node %r on %r from %s (expected node %r)",
+                      msg.kind, msg.node_id, msg.topic, edge.endpoint, edge.node)
             return None
         key = (msg.node_id, msg.topic)
         up = self.upstreams.get(key)

@@ -11,7 +11,10 @@ A delivery is ``(what, topic, payload)``:
 * ``("tick", None, None)``: ``tick``.
 
 Feeders are plain objects, no sockets: ``receive`` each message, then dispatch what ``ready``
-returns; ``ended`` once every input sent end-of-stream and nothing is held back.
+returns; ``ended`` once every input sent end-of-stream and nothing is held back. A message whose
+topic names a node that is not one of the inputs is counted in ``unexpected`` and ignored: an
+``eos`` ends only an input the spec wires in (the runner's Subscriber already drops such
+messages per edge; this holds for any other caller too).
 """
 
 from __future__ import annotations
@@ -98,8 +101,12 @@ class MergedFeeder:
 
     def __init__(self, inputs: Iterable[str], max_lag: float | None = 0.5) -> None:
         self.merger = TimestampMerger(inputs, max_lag=max_lag)
+        self.unexpected = 0
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        if topic.node not in self.merger.inputs:
+            self.unexpected += 1
+            return []
         if message.kind == "eos":
             self.merger.end(topic.node)
         else:
@@ -118,9 +125,14 @@ class ArrivalFeeder:
     """``arrival``: every frame and end-of-stream as it arrives; a tick after each."""
 
     def __init__(self, inputs: Iterable[str]) -> None:
-        self._open = set(inputs)
+        self.inputs = frozenset(inputs)
+        self._open = set(self.inputs)
+        self.unexpected = 0
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        if topic.node not in self.inputs:
+            self.unexpected += 1
+            return []
         if message.kind == "eos":
             self._open.discard(topic.node)
             return [("eos", topic, None)]
@@ -138,9 +150,14 @@ class RawFeeder:
     """``raw``: every message itself (end-of-stream included), as it arrives."""
 
     def __init__(self, inputs: Iterable[str]) -> None:
-        self._open = set(inputs)
+        self.inputs = frozenset(inputs)
+        self._open = set(self.inputs)
+        self.unexpected = 0
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        if topic.node not in self.inputs:
+            self.unexpected += 1
+            return []
         if message.kind == "eos":
             self._open.discard(topic.node)
         return [("message", topic, message)]

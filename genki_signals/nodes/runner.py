@@ -107,7 +107,8 @@ class NodeRunner:
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
                                             policy=edge.policy, maxlen=edge.maxlen,
-                                            token=lossless_token_for(cfg, edge))
+                                            token=lossless_token_for(cfg, edge),
+                                            node=edge.node)  # others: counted, skipped
             if self.publisher is not None and cfg.lossless_subscribers:
                 # a lossless reader must see the first frame: wait until it has subscribed
                 if not self._wait_for_first_subscribers(
@@ -285,6 +286,9 @@ class NodeRunner:
             if sock is not None:
                 for key, value in sock.stats.as_dict().items():
                     out[key] = out.get(key, 0) + value
+        feeder = getattr(self, "_feeder", None)  # messages of inputs the spec does not wire
+        if feeder is not None and feeder.unexpected:
+            out["unexpected"] = out.get("unexpected", 0) + feeder.unexpected
         frames_out, frames_in = out.get("frames_out", 0), out.get("frames_in", 0)
         t0, n0, i0 = self._stats_mark
         out["rate_out"] = (frames_out - n0) / max(mono - t0, 1e-9)
