@@ -110,9 +110,10 @@ def test_allow_paths_opens_a_folder_and_only_that_folder(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     shutil.copy(GRU, models / "gru.onnx")
-    op = {"type": "Inference", "model": "../models/gru.onnx", "input": "x", "name": "y",
+    op = {"type": "Inference", "model": "../models/gru.onnx", "input": "x1", "name": "y",
           "stateful": True}
-    graph = {"id": "g", "kind": "graph", "inputs": ["s"], "params": {"operators": [op]}}
+    one = {"type": "Reshape", "input": "x", "shape": [1], "name": "x1"}  # the GRU's (1,)
+    graph = {"id": "g", "kind": "graph", "inputs": ["s"], "params": {"operators": [one, op]}}
     spec = write(tmp_path / "spec", {"nodes": [source(), graph]})
     assert "outside the spec's folder" in problems_of(spec)[0]
     spec = write(tmp_path / "spec", {"allow_paths": ["../models"], "nodes": [source(), graph]})

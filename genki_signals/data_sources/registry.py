@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 import pydantic
 
 from genki_signals.data_sources.base import Source, SourceParameterError
@@ -38,7 +39,7 @@ from genki_signals.params import (Field, Float, Problem, Str, invalid, params, s
 
 __all__ = ["SOURCE_TYPES", "SAMPLER_FUNCTIONS", "SourceType", "UpdateRate",
            "check_source_params", "parse_source_params", "build_source", "source_streams",
-           "preflight_source"]
+           "source_samples", "preflight_source"]
 
 STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """Stream names a spec may give: what an operator can read (``Operator`` input names)."""
@@ -64,6 +65,10 @@ class SourceType:
     """Optional, for device sources: what stops the source running on this machine (parsed
     params -> a problem or None); for the launcher before it starts anything, never for
     ``genki validate``."""
+    samples: Callable[[Any], dict[str, tuple[tuple[int, ...], str]]] | None = None
+    """Optional: each stream's per-sample shape and dtype (``np.dtype.str``) for valid params,
+    without side effects (no device opened); what the dry run of a graph downstream feeds it
+    (``genki_signals.nodes.dry_run``). None: not declared, no dry run downstream."""
 
     def params_class(self) -> type:
         return self.params if isinstance(self.params, type) else self.params()
@@ -148,6 +153,15 @@ def _sampler_streams(p: Any) -> list[str]:
     return [TIMESTAMP, *p.sources]
 
 
+def _sampler_samples(p: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each function evaluated (fresh objects, thrown away) at two times, as the Sampler
+    would: its per-sample shape and dtype."""
+    sampler = _build_sampler(p)  # constructed, never started: no thread
+    frame = sampler.sample_at(np.arange(2, dtype=np.float64) / p.sample_rate)
+    return {name: (tuple(v.shape[1:]), v.dtype.str) for name, v in frame.items()
+            if name != TIMESTAMP}
+
+
 def _build_sampler(p: Any) -> Source:
     from genki_signals.data_sources.sampler import Sampler
 
@@ -180,7 +194,8 @@ def _entry(module: str, params_class: str, streams: str, build: str, doc: str,
 
 SOURCE_TYPES: dict[str, SourceType] = {
     "Sampler": SourceType(_sampler_params, _sampler_streams, _build_sampler, None,
-                          "functions of time sampled at sample_rate (SineWave, RandomNoise...)"),
+                          "functions of time sampled at sample_rate (SineWave, RandomNoise...)",
+                          samples=_sampler_samples),
     "lsl": _entry("lsl", "LSLSourceParams", "lsl_streams", "build_lsl_source",
                   "a Lab Streaming Layer stream (the lsl extra)", check="lsl_problems"),
     "Mouse": _entry("mouse", "MouseParams", "mouse_streams", "build_mouse_source",
@@ -232,6 +247,13 @@ def check_source_params(data: Any) -> tuple[list[str], list[str]]:
 def source_streams(p: Any) -> list[str]:
     """The streams of a parsed source params object (``timestamp`` first)."""
     return SOURCE_TYPES[p.type].streams(p)
+
+
+def source_samples(p: Any) -> dict[str, tuple[tuple[int, ...], str]] | None:
+    """Each stream's per-sample shape and dtype for parsed params, when the type declares them
+    (``SourceType.samples``), else None."""
+    samples = SOURCE_TYPES[p.type].samples
+    return samples(p) if samples is not None else None
 
 
 def preflight_source(data: Any) -> str | None:

@@ -471,8 +471,13 @@ def _check_clock_leader(data: Mapping[str, Any], ids: Mapping[str, _Draft],
 def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Draft],
                  spec_dir: Path | None, paths: PathPolicy, problems: _Problems
                  ) -> dict[str, dict[str, str]]:
-    """Kind-specific params in topological order; returns each node's output streams."""
+    """Kind-specific params in topological order; returns each node's output streams.
+
+    Each node's declared sample shapes (``KindContext.published_samples``) flow to the nodes
+    downstream, whose checks may run their logic on zero frames of those shapes (a graph's
+    dry run, ``nodes/kinds/dry_run.py``)."""
     outputs: dict[str, dict[str, str] | None] = {n: None for n in in_cycle}
+    samples: dict[str, dict[str, Any]] = {}
     for d in order:
         outputs[d.id] = None  # type: ignore[index]
         if d.kind is None or not d.has_params:
@@ -481,7 +486,8 @@ def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Dra
         if entry is None:
             problems.node_all(d.index, d.id, found)
             continue
-        upstreams = tuple(Upstream(e.node, outputs.get(e.node)) for e in d.inputs)
+        upstreams = tuple(Upstream(e.node, outputs.get(e.node), samples.get(e.node))
+                          for e in d.inputs)
         if not d.inputs_ok or any(e.node not in ids for e in d.inputs) or (
                 entry.inputs == "required" and not d.inputs):
             # A broken or unknown input: nothing to check streams against.
@@ -495,4 +501,6 @@ def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Dra
         problems.node_all(d.index, d.id, found)
         if not found:
             d.parsed, outputs[d.id] = value, streams  # type: ignore[index]
+            if streams is not None and ctx.published_samples:
+                samples[d.id] = dict(ctx.published_samples)  # type: ignore[index]
     return {k: v for k, v in outputs.items() if v is not None}

@@ -114,7 +114,15 @@ def graph_outputs(params: Any, ctx: KindContext) -> Outputs:
                            for name, message in exc.problems], None
     if not known:
         return problems, None
-    return _flow(graph, ctx, origins, ambiguous, index, problems)
+    problems, outputs = _flow(graph, ctx, origins, ambiguous, index, problems)
+    if outputs is not None:  # names and wiring fit: now shapes and dtypes, on zero frames
+        from genki_signals.nodes.dry_run import dry_run_graph
+
+        faults, samples = dry_run_graph(ops, ctx.upstreams, index)
+        if faults:
+            return problems + faults, None
+        ctx.published_samples.update(samples or {})
+    return problems, outputs
 
 
 def _flow(graph: Any, ctx: KindContext, origins: dict[str, Origin], ambiguous: set[str],

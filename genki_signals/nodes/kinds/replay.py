@@ -50,6 +50,9 @@ def _outputs(params: Any, ctx: KindContext) -> Outputs:
                                        f"{rec.report.describe()})")], None
     except RecordingError as exc:
         return [Problem("params.path", str(exc))], None
+    # the recorded shapes, for the dry run of the graphs downstream
+    ctx.published_samples.update({name: (tuple(shape), dtype.str)
+                                  for name, (_, dtype, shape) in streams.items()})
     return [], {name: timeline for name, (timeline, _, _) in streams.items()}
 
 
