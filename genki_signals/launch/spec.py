@@ -38,7 +38,7 @@ from typing import Annotated, Any
 import psutil
 
 from genki_signals.launch.topology import (DEFAULT_HOST, DEFAULT_MAXLEN, DEFAULT_POLICY,
-                                           InputSpec, NodeSpec, Policy, RestartName,
+                                           InputSpec, Limits, NodeSpec, Policy, RestartName,
                                            RestartPolicy, TopologySpec, TopologySpecError)
 from genki_signals.nodes.kinds import KindContext, Upstream, kind_info, kind_names, select_kind
 from genki_signals.params import (Field, Float, Int, Problem, Str, params, parse, salvage,
@@ -54,7 +54,7 @@ __all__ = [
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # topology name: a safe file name
 TOP_KEYS = ("name", "nodes", "clock_leader", "allow_paths")
-NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint")
+NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint", "limits")
 RESTART_KEYS = ("policy", "max_restarts", "window", "backoff")
 RESTART_POLICIES = ("never", "on-failure", "always")
 LAUNCHER = "launcher"  # the clock_leader value naming the launcher itself
@@ -111,6 +111,7 @@ class _Draft:
     cpu: tuple[int, ...] | None = None
     restart: RestartPolicy = RestartPolicy()
     endpoint: str | None = None
+    limits: Limits = Limits()
     parsed: Any = None  # the kind's params object, once checked
     ok: bool = True  # usable as a node of the graph (has a unique id)
     has_params: bool = True  # a missing 'params' is reported once, not per kind check
@@ -173,7 +174,8 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None,
         raise TopologySpecError(problems.lines())
     nodes = tuple(NodeSpec(id=d.id, kind=d.kind, params=copy.deepcopy(d.params),  # type: ignore
                            inputs=tuple(d.inputs), host=d.host, cpu=d.cpu, restart=d.restart,
-                           endpoint=d.endpoint, parsed=d.parsed) for d in drafts)
+                           endpoint=d.endpoint, limits=d.limits, parsed=d.parsed)
+                  for d in drafts)
     return TopologySpec(name=name, nodes=nodes, path=path, clock_leader=leader,
                         allow_paths=tuple(allow),
                         streams={k: dict(v) for k, v in streams.items()})
@@ -263,6 +265,10 @@ def _check_placement(raw: Mapping[str, Any], d: _Draft, bad: Callable[[str, str]
         d.endpoint = _check_endpoint(raw["endpoint"], bad)
         if d.kind is not None and not publishes(d.kind):
             bad("endpoint", f"a {d.kind} node publishes nothing; remove 'endpoint'")
+    if raw.get("limits") is not None:
+        d.limits = _check_limits(raw["limits"], bad)
+        if d.kind is not None and kind_info(d.kind).inputs == "none":
+            bad("limits", f"a {d.kind} node takes no inputs: its limits bound nothing")
 
 
 @params
@@ -282,6 +288,27 @@ class RestartParams:
     max_restarts: Annotated[Int, Field(ge=0)] = 5
     window: Annotated[Float, Field(gt=0)] = 60.0
     backoff: Annotated[Float, Field(ge=0)] = 0.5
+
+
+Bytes = Annotated[Int, Field(ge=1024, description="a number of bytes >= 1024")]
+
+
+@params
+class LimitsParams:
+    """A node's ``limits`` as written (``Limits`` is the checked model; defaults there)."""
+
+    max_message_bytes: Bytes = Limits.max_message_bytes
+    receive_queue_bytes: Bytes = Limits.receive_queue_bytes
+    merge_buffer_bytes: Bytes = Limits.merge_buffer_bytes
+
+
+def _check_limits(raw: Any, bad: Callable[[str, str], None]) -> Limits:
+    value, problems = parse(LimitsParams, raw, "limits")
+    for p in problems:
+        bad(p.path, p.message)
+    if value is None:
+        return Limits()
+    return Limits(value.max_message_bytes, value.receive_queue_bytes, value.merge_buffer_bytes)
 
 
 Cores = Annotated[tuple[Annotated[Int, Field(ge=0, description="a core index >= 0")], ...],
