@@ -124,3 +124,20 @@ def test_the_dry_run_has_no_side_effects(tmp_path, monkeypatch):
     assert spec.output_streams("derived") == ["timestamp", "y"]
     assert threading.active_count() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.yaml"]
+
+
+@pytest.mark.parametrize("source, stream, shape", [
+    ({"type": "Mouse", "sample_rate": 100}, "mouse_position", "(2,)"),
+    ({"type": "Keyboard", "keys": ["a", "b", "c"], "name": "keys"}, "keys", "(3,)"),
+    ({"type": "Microphone", "channels": 2}, "audio", "(2,)"),
+])
+def test_device_sources_declare_their_shapes_without_opening_a_device(source, stream, shape):
+    """Checked on a machine without display or sound card: nothing is opened."""
+    data = {"nodes": [{"id": "dev", "kind": "source", "params": source},
+                      graph("g", "dev", reshape(stream, [5], "z"))]}
+    with pytest.raises(TopologySpecError) as info:
+        parse_topology(data)
+    [problem] = info.value.problems
+    assert f"node 'g': field 'params.operators[0]': dry run on zero samples of dev/main: " \
+           f"Reshape 'z': input '{stream}' with per-sample shape {shape} cannot be " \
+           f"reshaped to [5]" in problem

@@ -184,12 +184,13 @@ def _lazy(qualname: str) -> Callable[..., Any]:
 
 
 def _entry(module: str, params_class: str, streams: str, build: str, doc: str,
-           check: str | None = None, preflight: str | None = None) -> SourceType:
+           check: str | None = None, preflight: str | None = None,
+           samples: str | None = None) -> SourceType:
     """A ``SourceType`` whose parts live in ``genki_signals.data_sources.<module>``."""
     where = f"genki_signals.data_sources.{module}:"
     return SourceType(functools.cache(lambda: _load(where + params_class)), _lazy(where + streams),
                       _lazy(where + build), check and _lazy(where + check), doc,
-                      preflight and _lazy(where + preflight))
+                      preflight and _lazy(where + preflight), samples and _lazy(where + samples))
 
 
 SOURCE_TYPES: dict[str, SourceType] = {
@@ -200,14 +201,14 @@ SOURCE_TYPES: dict[str, SourceType] = {
                   "a Lab Streaming Layer stream (the lsl extra)", check="lsl_problems"),
     "Mouse": _entry("mouse", "MouseParams", "mouse_streams", "build_mouse_source",
                     "the pointer via pynput, sampled at sample_rate",
-                    preflight="mouse_preflight"),
+                    preflight="mouse_preflight", samples="mouse_samples"),
     "Keyboard": _entry("keyboard", "KeyboardParams", "keyboard_streams",
                        "build_keyboard_source",
                        "named keys (0/1 each) via pynput, sampled at sample_rate",
-                       preflight="keyboard_preflight"),
+                       preflight="keyboard_preflight", samples="keyboard_samples"),
     "Microphone": _entry("microphone", "MicParams", "mic_streams", "build_mic_source",
                          "an audio input via sounddevice, on its own clock",
-                         preflight="mic_preflight"),
+                         preflight="mic_preflight", samples="mic_samples"),
     "wave": _entry("wave.params", "WaveParams", "streams", "build",
                    "the Genki Wave ring over Bluetooth LE", check="check",
                    preflight="preflight"),

@@ -10,8 +10,8 @@ upstream graph's dry-run results), and reports the first operator that fails, na
 
 It has no side effects: the operators are fresh objects made for the check and thrown away
 (model sessions included); nothing is read or written, no thread or process starts. An input
-whose shapes are not declared (a device source, a custom node, an aligner) is not dry-run: the
-check says nothing rather than guess.
+whose shapes are not declared (a Wave ring or LSL source, a custom node, an aligner) is not
+dry-run: the check says nothing rather than guess.
 """
 
 from __future__ import annotations
