@@ -179,3 +179,13 @@ def test_feeders_ignore_inputs_the_spec_does_not_wire(mode):
     feeder.receive(Topic("a"), _Msg("eos"), 0.0)
     feeder.ready(0.0)
     assert feeder.ended
+
+
+def test_genki_top_counts_unexpected_and_oversized_as_errors():
+    from genki_signals.launch.tools import format_top
+
+    d = {"topology": "t", "address": "ipc://x", "nodes": [
+        {"id": "g", "kind": "graph", "state": "ready", "restarts": 0,
+         "stats": {"unexpected": 3, "oversized": 2, "decode_errors": 1, "frame_errors": 4}}]}
+    row = format_top(d).splitlines()[2].split()
+    assert row[0] == "g" and row[9] == "10"  # the errors column
