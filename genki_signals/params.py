@@ -52,7 +52,7 @@ from pydantic.fields import FieldInfo
 
 __all__ = ["params", "parse", "salvage", "unreported", "invalid", "dump", "schema", "Problem",
            "Field", "Int", "Float", "Str", "Bool", "Name", "Names", "strict", "what",
-           "is_params_class", "field_names"]
+           "is_params_class", "field_names", "InputPath", "OutputPath"]
 
 Int = Annotated[int, Strict()]
 """An integer; ``true``/``false`` and ``1.0`` are not integers."""
@@ -66,6 +66,33 @@ Name = Annotated[str, Strict(), Field(min_length=1)]
 Names = Annotated[tuple[Name, ...], Field(min_length=1,
                                           description="a non-empty list of stream names")]
 """A non-empty list of stream names."""
+
+
+def _spec_path(must_exist: bool) -> Any:
+    """A validator: in the spec checker (a context with a ``paths`` policy) the path must stay
+    where the spec may point (``genki_signals.spec_paths``); elsewhere (the node process
+    re-reading its checked params) it is taken as it is."""
+
+    def check(value: str, info: pydantic.ValidationInfo) -> str:
+        policy = getattr(info.context, "paths", None)
+        if policy is not None:
+            _, problem = policy.check(value, must_exist=must_exist)
+            if problem is not None:
+                raise invalid(problem)
+        return value
+
+    return pydantic.AfterValidator(check)
+
+
+InputPath = Annotated[str, Strict(), Field(
+    min_length=1, description="the path of an existing file (relative to the spec's folder)"),
+    _spec_path(must_exist=True)]
+"""A file the node reads (a recording, a model): inside the spec's folder, existing, regular."""
+OutputPath = Annotated[str, Strict(), Field(
+    min_length=1, description="a file path (relative to the spec's folder)"),
+    _spec_path(must_exist=False)]
+"""A file the node writes (a recording, a CSV): inside the spec's folder; if it exists, a
+regular file."""
 
 _CONFIG = pydantic.ConfigDict(extra="forbid", allow_inf_nan=False)
 

@@ -37,6 +37,7 @@ LAYER_OF: dict[str, str] = {
     "genki_signals.clock": "core",
     "genki_signals.specfile": "core",
     "genki_signals.params": "core",  # typed params parsing, once it exists
+    "genki_signals.spec_paths": "core",  # where a spec's file paths may point
     "genki_signals.signals": "signals",
     "genki_signals.graph": "graph",
     # Export sits with the graph: SignalGraph.to_onnx is a lazy hook into it (same layer), and

@@ -449,12 +449,17 @@ def test_recorder_and_replay_kinds_are_validated(tmp_path):
                         "flush_interval": 0, "colour": 1}}]})
     problems = str(err.value)
     for text in ("node 'signals': field 'params.speed': must be a number > 0 or 'max'",
-                 "node 'other': field 'params.path': ", "none.mcap: no such file",
+                 "node 'other': field 'params.path': ", "none.mcap' does not exist",
                  "node 'rec': field 'params.path': ", "is a directory",
-                 "field 'params.topics[0]': 'x/' matches no topic",
                  "field 'params.compression': must be one of zstd, lz4, none",
                  "field 'params.flush_interval'", "field 'params.colour': unknown field"):
         assert text in problems, problems
+    with pytest.raises(TopologySpecError, match=r"field 'params.topics\[0\]': 'x/' matches "
+                                                r"no topic"):
+        parse_topology({"nodes": [
+            {"id": "other", "kind": "replay", "params": {"path": str(rec_path)}},
+            {"id": "rec", "kind": "recorder", "inputs": ["other"],
+             "params": {"path": str(tmp_path / "out.mcap"), "topics": ["x/"]}}]})
     with pytest.raises(TopologySpecError, match="holds no frames of node 'mic'.*recorded "
                                                 "nodes: signals"):
         parse_topology({"nodes": [{"id": "x", "kind": "replay",

@@ -479,6 +479,7 @@ class _Edge:
         self.monitor: zmq.Socket | None = None
         self.token: str | None = None
         self.link: LosslessLink | None = None  # a lossless edge (bus.lossless)
+        self.node: str | None = None  # the node id this edge carries (None: any)
         self.endpoint = endpoint
         self.topics = topics
         self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
@@ -551,6 +552,7 @@ class Subscriber:
         on_stall: str = DEFAULT_STALL_POLICY,
         stall_after: float = DEFAULT_STALL_AFTER,
         queue_bytes: int | None = None,
+        node: str | None = None,
     ) -> None:
         """Subscribe to the topic prefixes ``topics`` (``[""]``: all) at ``endpoint``.
 
@@ -563,7 +565,10 @@ class Subscriber:
         ``auto_ack``: acknowledge each message as ``recv`` returns it (else call ``ack``);
         ``on_stall``/``stall_after``: the publisher's policy when this reader has had no room
         for that long; ``queue_bytes``: bytes the publisher may have sent beyond what this
-        reader has read (default: ``max_queue_bytes``).
+        reader has read (default: ``max_queue_bytes``). ``node``: the one node id this edge
+        carries (the spec's wiring); a message from another node id, or on a topic not under
+        ``<node>/``, is counted in ``stats.unexpected`` and skipped (a forged ``eos`` never
+        ends the input). None: any node id (tools that attach to a whole topology).
         """
         if policy not in POLICIES:
             raise BusError(f"queue policy must be one of {POLICIES}, got {policy!r}")
@@ -583,6 +588,7 @@ class Subscriber:
                     window_msgs=rcvhwm, on_stall=on_stall, stall_after=float(stall_after), max_bytes=self._max_bytes)
             except ValueError as exc:
                 raise BusError(f"lossless edge to {endpoint!r}: {exc}") from None
+        edge.node = node
         self._open(edge)
         self._edges.append(edge)
         self._n_links += edge.link is not None
@@ -767,6 +773,12 @@ class Subscriber:
         except DecodeError as exc:
             self.stats.decode_errors += 1
             log.debug("dropping undecodable message from %s: %s", edge.endpoint, exc)
+            return None
+        if edge.node is not None and (msg.node_id != edge.node
+                                      or not msg.topic.startswith(edge.node + "/")):
+            self.stats.unexpected += 1  # not the node the spec wires in: forged or misrouted
+            log.debug("dropping a %s message of node %r on %r from %s (expected node %r)",
+                      msg.kind, msg.node_id, msg.topic, edge.endpoint, edge.node)
             return None
         key = (msg.node_id, msg.topic)
         up = self.upstreams.get(key)

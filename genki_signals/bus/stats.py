@@ -16,8 +16,10 @@ class BusStats:
     jumped further than ``codec.MAX_GAP`` (a restarted or forged publisher): each is one reset,
     never a gap count. ``oversized``: messages over the subscriber's ``max_bytes`` (skipped);
     ``reconnects``: connections re-opened after they dropped (a part over ``max_bytes`` makes
-    libzmq drop the connection; a publisher restart too); ``unexpected``: messages of a
-    ``(node id, topic)`` pair beyond the subscriber's ``max_upstreams`` (skipped); ``refused``:
+    libzmq drop the connection; a publisher restart too); ``unexpected``: messages from a node
+    id or topic the edge does not carry (``Subscriber.connect(node=)``: forged or misrouted,
+    an ``eos`` included) or of a ``(node id, topic)`` pair beyond the subscriber's
+    ``max_upstreams`` (skipped); ``refused``:
     connections to a publisher's lossless endpoint refused (not a declared reader, see
     ``bus.gate``); a publisher's ``drops``: lossless messages not sent after its ``on_stall``
     gave up waiting, or frames a degraded lossless reader had no room for.

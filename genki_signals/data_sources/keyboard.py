@@ -194,6 +194,11 @@ def keyboard_streams(p: KeyboardParams) -> list[str]:
     return [TIMESTAMP, p.name]
 
 
+def keyboard_samples(p: KeyboardParams) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Per-sample shape and dtype of the stream (for the spec checker's dry run)."""
+    return {p.name: ((len(p.keys),), np.dtype(np.float64).str)}
+
+
 def build_keyboard_source(p: KeyboardParams) -> Any:
     from genki_signals.data_sources.sampler import Sampler
 

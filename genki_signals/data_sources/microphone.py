@@ -325,6 +325,11 @@ def mic_streams(p: MicParams) -> list[str]:
     return [TIMESTAMP, AUDIO]
 
 
+def mic_samples(p: MicParams) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Per-sample shape and dtype of ``audio`` (for the spec checker's dry run)."""
+    return {AUDIO: ((p.channels,), np.dtype(p.dtype).str)}
+
+
 def build_mic_source(p: MicParams) -> Source:
     return MicDataSource(device=p.device, sample_rate=p.sample_rate, channels=p.channels,
                          dtype=p.dtype, blocksize=p.blocksize, max_buffer=p.max_buffer)

@@ -157,6 +157,13 @@ def mouse_streams(p: MouseParams) -> list[str]:
             *([SCROLL] if p.scroll else [])]
 
 
+def mouse_samples(p: MouseParams) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Per-sample shape and dtype of each stream (for the spec checker's dry run)."""
+    f8 = np.dtype(np.float64).str
+    return {POSITION: ((2,), f8), **({BUTTONS: ((len(BUTTON_NAMES),), f8)} if p.buttons else {}),
+            **({SCROLL: ((2,), f8)} if p.scroll else {})}
+
+
 def build_mouse_source(p: MouseParams) -> Any:
     from genki_signals.data_sources.sampler import Sampler
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 
+import numpy as np
 import pydantic
 
 from genki_signals.data_sources.base import Source, SourceParameterError
@@ -38,7 +39,7 @@ from genki_signals.params import (Field, Float, Problem, Str, invalid, params, s
 
 __all__ = ["SOURCE_TYPES", "SAMPLER_FUNCTIONS", "SourceType", "UpdateRate",
            "check_source_params", "parse_source_params", "build_source", "source_streams",
-           "preflight_source"]
+           "source_samples", "preflight_source"]
 
 STREAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 """Stream names a spec may give: what an operator can read (``Operator`` input names)."""
@@ -64,6 +65,10 @@ class SourceType:
     """Optional, for device sources: what stops the source running on this machine (parsed
     params -> a problem or None); for the launcher before it starts anything, never for
     ``genki validate``."""
+    samples: Callable[[Any], dict[str, tuple[tuple[int, ...], str]]] | None = None
+    """Optional: each stream's per-sample shape and dtype (``np.dtype.str``) for valid params,
+    without side effects (no device opened); what the dry run of a graph downstream feeds it
+    (``genki_signals.nodes.dry_run``). None: not declared, no dry run downstream."""
 
     def params_class(self) -> type:
         return self.params if isinstance(self.params, type) else self.params()
@@ -148,6 +153,15 @@ def _sampler_streams(p: Any) -> list[str]:
     return [TIMESTAMP, *p.sources]
 
 
+def _sampler_samples(p: Any) -> dict[str, tuple[tuple[int, ...], str]]:
+    """Each function evaluated (fresh objects, thrown away) at two times, as the Sampler
+    would: its per-sample shape and dtype."""
+    sampler = _build_sampler(p)  # constructed, never started: no thread
+    frame = sampler.sample_at(np.arange(2, dtype=np.float64) / p.sample_rate)
+    return {name: (tuple(v.shape[1:]), v.dtype.str) for name, v in frame.items()
+            if name != TIMESTAMP}
+
+
 def _build_sampler(p: Any) -> Source:
     from genki_signals.data_sources.sampler import Sampler
 
@@ -170,29 +184,31 @@ def _lazy(qualname: str) -> Callable[..., Any]:
 
 
 def _entry(module: str, params_class: str, streams: str, build: str, doc: str,
-           check: str | None = None, preflight: str | None = None) -> SourceType:
+           check: str | None = None, preflight: str | None = None,
+           samples: str | None = None) -> SourceType:
     """A ``SourceType`` whose parts live in ``genki_signals.data_sources.<module>``."""
     where = f"genki_signals.data_sources.{module}:"
     return SourceType(functools.cache(lambda: _load(where + params_class)), _lazy(where + streams),
                       _lazy(where + build), check and _lazy(where + check), doc,
-                      preflight and _lazy(where + preflight))
+                      preflight and _lazy(where + preflight), samples and _lazy(where + samples))
 
 
 SOURCE_TYPES: dict[str, SourceType] = {
     "Sampler": SourceType(_sampler_params, _sampler_streams, _build_sampler, None,
-                          "functions of time sampled at sample_rate (SineWave, RandomNoise...)"),
+                          "functions of time sampled at sample_rate (SineWave, RandomNoise...)",
+                          samples=_sampler_samples),
     "lsl": _entry("lsl", "LSLSourceParams", "lsl_streams", "build_lsl_source",
                   "a Lab Streaming Layer stream (the lsl extra)", check="lsl_problems"),
     "Mouse": _entry("mouse", "MouseParams", "mouse_streams", "build_mouse_source",
                     "the pointer via pynput, sampled at sample_rate",
-                    preflight="mouse_preflight"),
+                    preflight="mouse_preflight", samples="mouse_samples"),
     "Keyboard": _entry("keyboard", "KeyboardParams", "keyboard_streams",
                        "build_keyboard_source",
                        "named keys (0/1 each) via pynput, sampled at sample_rate",
-                       preflight="keyboard_preflight"),
+                       preflight="keyboard_preflight", samples="keyboard_samples"),
     "Microphone": _entry("microphone", "MicParams", "mic_streams", "build_mic_source",
                          "an audio input via sounddevice, on its own clock",
-                         preflight="mic_preflight"),
+                         preflight="mic_preflight", samples="mic_samples"),
     "wave": _entry("wave.params", "WaveParams", "streams", "build",
                    "the Genki Wave ring over Bluetooth LE", check="check",
                    preflight="preflight"),
@@ -232,6 +248,13 @@ def check_source_params(data: Any) -> tuple[list[str], list[str]]:
 def source_streams(p: Any) -> list[str]:
     """The streams of a parsed source params object (``timestamp`` first)."""
     return SOURCE_TYPES[p.type].streams(p)
+
+
+def source_samples(p: Any) -> dict[str, tuple[tuple[int, ...], str]] | None:
+    """Each stream's per-sample shape and dtype for parsed params, when the type declares them
+    (``SourceType.samples``), else None."""
+    samples = SOURCE_TYPES[p.type].samples
+    return samples(p) if samples is not None else None
 
 
 def preflight_source(data: Any) -> str | None:

@@ -170,6 +170,12 @@ class Sampler(Source):
             due += 1
         return due
 
+    def sample_at(self, ts: np.ndarray) -> Frame:
+        """The frame the functions give at times ``ts`` (s), computed now in the caller's
+        thread (what the sampling thread does each tick; the spec checker's dry run uses it to
+        learn each stream's per-sample shape and dtype). Raises ``SourceError``."""
+        return self._sample(np.asarray(ts, dtype=np.float64))
+
     def _sample(self, ts: np.ndarray) -> Frame:
         frame: Frame = {TIMESTAMP: ts}
         n = len(ts)

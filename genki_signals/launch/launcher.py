@@ -35,7 +35,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -253,7 +253,7 @@ class Launcher:
                 clock_leader=self.clock_leader, clock_endpoint=self.clock_endpoint,
                 spec_dir=spec_dir, topology=self.spec.name,
                 extra={**self._checkpoint_extra(node), **self.node_extra.get(node.id, {}),
-                       "lossless_token": self.lossless_token,
+                       "lossless_token": self.lossless_token, "limits": asdict(node.limits),
                        "lossless_readers": [d for d, _ in readers], **retention})
         return configs
 

@@ -87,7 +87,9 @@ def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable
     if live:
         notes.append(f"live nodes not replayed: {', '.join(live)}; the run ends when they "
                      f"stop (--duration, Ctrl-C), not at the recording's end")
-    new_spec = parse_topology(data, path=spec.path)
+    # the recording and --record were given on the command line: allowed wherever they are
+    trusted = [recording] + ([Path(record).expanduser().resolve()] if record is not None else [])
+    new_spec = parse_topology(data, path=spec.path, trusted_paths=trusted)
     extra = {n: {"max_lag": None} for n in below} if speed is None else {}
     return ReplayPlan(new_spec, data, extra, replace, below, notes)
 

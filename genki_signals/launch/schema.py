@@ -16,7 +16,8 @@ from typing import Any
 import pydantic
 
 from genki_signals.launch.spec import (DEFAULT_HOST, ID_PATTERN, LAUNCHER, NAME_PATTERN,
-                                       RESTART_POLICIES, Cores, InputParams, RestartParams)
+                                       RESTART_POLICIES, Cores, InputParams, LimitsParams,
+                                       RestartParams)
 from genki_signals.nodes.kinds import NodeKind, node_kinds
 
 __all__ = ["topology_schema"]
@@ -34,7 +35,8 @@ def topology_schema() -> dict[str, Any]:
     kinds = node_kinds()
     inputs = [(_key(k), "validation", pydantic.TypeAdapter(k.params_class)) for k in kinds]
     inputs += [(name, "validation", pydantic.TypeAdapter(tp)) for name, tp in
-               (("input", InputParams), ("restart", RestartParams), ("cpu", Cores))]
+               (("input", InputParams), ("restart", RestartParams), ("cpu", Cores),
+                ("limits", LimitsParams))]
     refs, defs = pydantic.TypeAdapter.json_schemas(inputs)  # type: ignore[arg-type]
     ref = {key: value for (key, _), value in refs.items()}
     for entry in kinds:  # a type alias (YAML's bare `type: null`) is a valid type too
@@ -56,6 +58,11 @@ def topology_schema() -> dict[str, Any]:
                      "description": "the run's name (default: the file's stem)"},
             "clock_leader": {"type": ["string", "null"],
                              "description": f"a node id or '{LAUNCHER}' (default)"},
+            "allow_paths": {"type": ["array", "null"],
+                            "items": {"type": "string", "minLength": 1},
+                            "description": "folders (relative to the spec's folder, or "
+                                           "absolute) that the spec's file paths may use "
+                                           "besides the spec's own folder"},
             "nodes": {"type": "array", "minItems": 1,
                       "items": _node(names, [k for k in kinds], ref)},
         },
@@ -93,6 +100,7 @@ def _node(names: list[str], kinds: list[NodeKind], ref: dict[str, Any]) -> dict[
             "cpu": {"anyOf": [ref["cpu"], {"type": "null"}]},
             "restart": {"anyOf": [{"enum": list(RESTART_POLICIES)}, ref["restart"]]},
             "endpoint": {"type": ["string", "null"], "pattern": ENDPOINT_PATTERN},
+            "limits": {"anyOf": [ref["limits"], {"type": "null"}]},
         },
         "allOf": per_kind,
     }

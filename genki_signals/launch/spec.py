@@ -38,12 +38,13 @@ from typing import Annotated, Any
 import psutil
 
 from genki_signals.launch.topology import (DEFAULT_HOST, DEFAULT_MAXLEN, DEFAULT_POLICY,
-                                           LOSSLESS_FIELDS, InputSpec, NodeSpec, Policy,
-                                           RestartName, RestartPolicy, StallPolicy,
+                                           LOSSLESS_FIELDS, InputSpec, Limits, NodeSpec,
+                                           Policy, RestartName, RestartPolicy, StallPolicy,
                                            TopologySpec, TopologySpecError)
 from genki_signals.nodes.kinds import KindContext, Upstream, kind_info, kind_names, select_kind
 from genki_signals.params import (Field, Float, Int, Problem, Str, params, parse, salvage,
                                   unreported)
+from genki_signals.spec_paths import PathPolicy
 from genki_signals.specfile import load_spec_file
 
 __all__ = [
@@ -53,8 +54,8 @@ __all__ = [
 
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # topology name: a safe file name
-TOP_KEYS = ("name", "nodes", "clock_leader")
-NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint")
+TOP_KEYS = ("name", "nodes", "clock_leader", "allow_paths")
+NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint", "limits")
 RESTART_KEYS = ("policy", "max_restarts", "window", "backoff")
 RESTART_POLICIES = ("never", "on-failure", "always")
 LAUNCHER = "launcher"  # the clock_leader value naming the launcher itself
@@ -111,20 +112,29 @@ class _Draft:
     cpu: tuple[int, ...] | None = None
     restart: RestartPolicy = RestartPolicy()
     endpoint: str | None = None
+    limits: Limits = Limits()
     parsed: Any = None  # the kind's params object, once checked
     ok: bool = True  # usable as a node of the graph (has a unique id)
     has_params: bool = True  # a missing 'params' is reported once, not per kind check
     inputs_ok: bool = True  # every input entry parsed
 
 
-def load_topology(path: str | os.PathLike[str]) -> TopologySpec:
+def load_topology(path: str | os.PathLike[str],
+                  trusted_paths: Iterable[str | os.PathLike[str]] = ()) -> TopologySpec:
     """Read and validate a topology spec file (raises ``SpecError`` listing every problem)."""
     path = Path(path)
-    return parse_topology(load_spec_file(path), path=path)
+    return parse_topology(load_spec_file(path), path=path, trusted_paths=trusted_paths)
 
 
-def parse_topology(data: Any, path: str | os.PathLike[str] | None = None) -> TopologySpec:
-    """Validate a parsed spec (``path`` names the file in messages and anchors relative paths)."""
+def parse_topology(data: Any, path: str | os.PathLike[str] | None = None,
+                   trusted_paths: Iterable[str | os.PathLike[str]] = ()) -> TopologySpec:
+    """Validate a parsed spec (``path`` names the file in messages and anchors relative paths).
+
+    The spec's file paths must stay inside its folder or its ``allow_paths``
+    (``genki_signals.spec_paths``); ``trusted_paths`` are files given on the command line,
+    allowed wherever they are. Without ``path`` (a spec built in code) paths resolve against
+    the current directory and are not confined.
+    """
     path = Path(path) if path is not None else None
     problems = _Problems(str(path) if path is not None else "<topology>")
     if not isinstance(data, Mapping):
@@ -157,14 +167,31 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None) -> Top
     _check_endpoints(drafts, problems)
     leader = _check_clock_leader(data, ids, problems)
     spec_dir = path.parent if path is not None else None
-    streams = _check_kinds(order, in_cycle, ids, spec_dir, problems)
+    allow = _check_allow_paths(data, problems)
+    policy = PathPolicy.make(spec_dir.absolute() if spec_dir is not None else None, allow,
+                             trusted_paths)
+    streams = _check_kinds(order, in_cycle, ids, spec_dir, policy, problems)
     if problems:
         raise TopologySpecError(problems.lines())
     nodes = tuple(NodeSpec(id=d.id, kind=d.kind, params=copy.deepcopy(d.params),  # type: ignore
                            inputs=tuple(d.inputs), host=d.host, cpu=d.cpu, restart=d.restart,
-                           endpoint=d.endpoint, parsed=d.parsed) for d in drafts)
+                           endpoint=d.endpoint, limits=d.limits, parsed=d.parsed)
+                  for d in drafts)
     return TopologySpec(name=name, nodes=nodes, path=path, clock_leader=leader,
+                        allow_paths=tuple(allow),
                         streams={k: dict(v) for k, v in streams.items()})
+
+
+def _check_allow_paths(data: Mapping[str, Any], problems: _Problems) -> list[str]:
+    """The top-level ``allow_paths``: folders (relative to the spec's) paths may also use."""
+    raw = data.get("allow_paths")
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
+        problems.top("allow_paths", f"must be a list of folder paths (relative to the spec's "
+                                    f"folder, or absolute), got {raw!r}")
+        return []
+    return list(raw)
 
 
 def _check_name(data: Mapping[str, Any], path: Path | None, problems: _Problems) -> str:
@@ -239,6 +266,10 @@ def _check_placement(raw: Mapping[str, Any], d: _Draft, bad: Callable[[str, str]
         d.endpoint = _check_endpoint(raw["endpoint"], bad)
         if d.kind is not None and not publishes(d.kind):
             bad("endpoint", f"a {d.kind} node publishes nothing; remove 'endpoint'")
+    if raw.get("limits") is not None:
+        d.limits = _check_limits(raw["limits"], bad)
+        if d.kind is not None and kind_info(d.kind).inputs == "none":
+            bad("limits", f"a {d.kind} node takes no inputs: its limits bound nothing")
 
 
 @params
@@ -264,6 +295,27 @@ class RestartParams:
     max_restarts: Annotated[Int, Field(ge=0)] = 5
     window: Annotated[Float, Field(gt=0)] = 60.0
     backoff: Annotated[Float, Field(ge=0)] = 0.5
+
+
+Bytes = Annotated[Int, Field(ge=1024, description="a number of bytes >= 1024")]
+
+
+@params
+class LimitsParams:
+    """A node's ``limits`` as written (``Limits`` is the checked model; defaults there)."""
+
+    max_message_bytes: Bytes = Limits.max_message_bytes
+    receive_queue_bytes: Bytes = Limits.receive_queue_bytes
+    merge_buffer_bytes: Bytes = Limits.merge_buffer_bytes
+
+
+def _check_limits(raw: Any, bad: Callable[[str, str], None]) -> Limits:
+    value, problems = parse(LimitsParams, raw, "limits")
+    for p in problems:
+        bad(p.path, p.message)
+    if value is None:
+        return Limits()
+    return Limits(value.max_message_bytes, value.receive_queue_bytes, value.merge_buffer_bytes)
 
 
 Cores = Annotated[tuple[Annotated[Int, Field(ge=0, description="a core index >= 0")], ...],
@@ -458,9 +510,15 @@ def _check_clock_leader(data: Mapping[str, Any], ids: Mapping[str, _Draft],
 
 
 def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Draft],
-                 spec_dir: Path | None, problems: _Problems) -> dict[str, dict[str, str]]:
-    """Kind-specific params in topological order; returns each node's output streams."""
+                 spec_dir: Path | None, paths: PathPolicy, problems: _Problems
+                 ) -> dict[str, dict[str, str]]:
+    """Kind-specific params in topological order; returns each node's output streams.
+
+    Each node's declared sample shapes (``KindContext.published_samples``) flow to the nodes
+    downstream, whose checks may run their logic on zero frames of those shapes (a graph's
+    dry run, ``nodes/kinds/dry_run.py``)."""
     outputs: dict[str, dict[str, str] | None] = {n: None for n in in_cycle}
+    samples: dict[str, dict[str, Any]] = {}
     for d in order:
         outputs[d.id] = None  # type: ignore[index]
         if d.kind is None or not d.has_params:
@@ -469,12 +527,13 @@ def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Dra
         if entry is None:
             problems.node_all(d.index, d.id, found)
             continue
-        upstreams = tuple(Upstream(e.node, outputs.get(e.node)) for e in d.inputs)
+        upstreams = tuple(Upstream(e.node, outputs.get(e.node), samples.get(e.node))
+                          for e in d.inputs)
         if not d.inputs_ok or any(e.node not in ids for e in d.inputs) or (
                 entry.inputs == "required" and not d.inputs):
             # A broken or unknown input: nothing to check streams against.
             upstreams += (Upstream("?", None),)
-        ctx = KindContext(d.id, upstreams, spec_dir)  # type: ignore[arg-type]
+        ctx = KindContext(d.id, upstreams, spec_dir, paths=paths)  # type: ignore[arg-type]
         value, found = salvage(entry.params_class, d.params, context=ctx)
         streams = None
         if value is not None:  # what is valid is checked further, skipping what was reported
@@ -483,4 +542,6 @@ def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Dra
         problems.node_all(d.index, d.id, found)
         if not found:
             d.parsed, outputs[d.id] = value, streams  # type: ignore[index]
+            if streams is not None and ctx.published_samples:
+                samples[d.id] = dict(ctx.published_samples)  # type: ignore[index]
     return {k: v for k, v in outputs.items() if v is not None}

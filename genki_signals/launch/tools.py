@@ -88,7 +88,9 @@ def format_top(d: dict[str, Any]) -> str:
         latency = st.get("latency")
         lat = f"{latency * 1000:10.1f}" if isinstance(latency, float) and \
             math.isfinite(latency) else f"{'-':>10s}"
-        errors = st.get("decode_errors", 0) + st.get("frame_errors", 0)
+        # bad input: undecodable, oversized, from an unwired node id or topic, or failing
+        errors = sum(st.get(k, 0) for k in ("decode_errors", "oversized", "unexpected",
+                                             "frame_errors"))
         lines.append(
             f"{n['id']:16s} {n['kind']:7s} {n['state']:10s} {n['restarts']:8d} "
             f"{_shown_rate(n['kind'], st):9.1f} {st.get('rate_in', 0.0):7.1f} {lat} "

@@ -2,7 +2,7 @@
 
 Frozen dataclasses: ``TopologySpec`` (nodes in file order, the streams each node publishes),
 ``NodeSpec`` (one node: one OS process), ``InputSpec`` (one input edge and its queue policy),
-``RestartPolicy``; and ``TopologySpecError``. ``to_dict`` of each gives plain data that
+``RestartPolicy``, ``Limits`` (a node's byte bounds); and ``TopologySpecError``. ``to_dict`` of each gives plain data that
 ``parse_topology`` turns back into an equal object.
 """
 
@@ -10,16 +10,20 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from genki_signals.bus.lossless import (DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_SECONDS,
                                         DEFAULT_STALL_AFTER, DEFAULT_STALL_POLICY,
                                         DEFAULT_WINDOW_BYTES)
+from genki_signals.bus.codec import DEFAULT_MAX_BYTES
+from genki_signals.bus.sockets import DEFAULT_QUEUE_BYTES
+from genki_signals.nodes.merge import DEFAULT_MERGE_BYTES
 from genki_signals.specfile import SpecError
 
-__all__ = ["TopologySpec", "NodeSpec", "InputSpec", "RestartPolicy", "TopologySpecError",
+__all__ = ["TopologySpec", "NodeSpec", "InputSpec", "RestartPolicy", "Limits",
+           "TopologySpecError",
            "Policy", "RestartName", "DEFAULT_POLICY", "DEFAULT_MAXLEN", "DEFAULT_HOST"]
 
 DEFAULT_POLICY = "drop_oldest"
@@ -58,6 +62,26 @@ LOSSLESS_FIELDS = ("on_stall", "stall_after", "queue_bytes", "retain_bytes", "re
 
 
 @dataclass(frozen=True)
+class Limits:
+    """A node's byte bounds on what it receives (docs/supervision.md has the table of every
+    queue, its default, its field and what overflow does)."""
+
+    max_message_bytes: int = DEFAULT_MAX_BYTES
+    """The largest message accepted on any input; a bigger one is counted (``oversized`` or
+    ``reconnects``) and skipped, the connection stays usable."""
+    receive_queue_bytes: int = DEFAULT_QUEUE_BYTES
+    """Bytes queued per input edge for the node's logic; overflow follows the edge's policy
+    (``drop_oldest`` drops the oldest, ``lossless`` stops reading: backpressure)."""
+    merge_buffer_bytes: int = DEFAULT_MERGE_BYTES
+    """Bytes of frames a node merging several inputs by timestamp may hold back; over it the
+    oldest are released early, counted in ``merge_overflows``."""
+
+    def to_dict(self) -> dict[str, int]:
+        """Only the fields that differ from the defaults."""
+        return {k: v for k, v in asdict(self).items() if v != getattr(Limits, k)}
+
+
+@dataclass(frozen=True)
 class RestartPolicy:
     """When the launcher restarts a node: the policy, a budget per window, the first backoff."""
 
@@ -86,6 +110,7 @@ class NodeSpec:
     cpu: tuple[int, ...] | None = None  # core indices for affinity
     restart: RestartPolicy = RestartPolicy()
     endpoint: str | None = None  # explicit publish endpoint; else the launcher picks ipc://
+    limits: Limits = Limits()
     parsed: Any = field(default=None, compare=False, hash=False, repr=False)
     """``params`` parsed by the kind's params class (what the launcher hands the node)."""
 
@@ -101,6 +126,8 @@ class NodeSpec:
         out["restart"] = self.restart.to_dict()
         if self.endpoint is not None:
             out["endpoint"] = self.endpoint
+        if self.limits.to_dict():
+            out["limits"] = self.limits.to_dict()
         return out
 
 
@@ -112,6 +139,7 @@ class TopologySpec:
     nodes: tuple[NodeSpec, ...]
     path: Path | None = None
     clock_leader: str | None = None  # a node id or 'launcher' (None: the launcher leads)
+    allow_paths: tuple[str, ...] = ()  # folders the spec's paths may use besides its own
     streams: Mapping[str, Mapping[str, str]] = field(
         default_factory=dict, compare=False, hash=False, repr=False)
     """Per node: each output stream -> its timeline (``main`` or the root operator's name)."""
@@ -142,6 +170,8 @@ class TopologySpec:
         out: dict[str, Any] = {"name": self.name}
         if self.clock_leader is not None:
             out["clock_leader"] = self.clock_leader
+        if self.allow_paths:
+            out["allow_paths"] = list(self.allow_paths)
         out["nodes"] = [n.to_dict() for n in self.nodes]
         return out
 

@@ -14,6 +14,10 @@ Feeders are plain objects, no sockets: ``receive`` each message, then dispatch w
 returns; ``ended`` once every input sent end-of-stream and nothing is held back. ``consumed``
 maps each input topic to the sequence number of the last message handed out for dispatch (held
 frames not included): what a checkpoint taken after dispatching records (``nodes/checkpoint.py``).
+A message whose
+topic names a node that is not one of the inputs is counted in ``unexpected`` and ignored: an
+``eos`` ends only an input the spec wires in (the runner's Subscriber already drops such
+messages per edge; this holds for any other caller too).
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ import numpy as np
 
 from genki_signals.frames import TIMESTAMP, Topic
 
+DEFAULT_MERGE_BYTES = 64 * 1024 * 1024
+"""Bytes of frames a ``TimestampMerger`` may hold back by default (spec: ``limits``)."""
+
 Delivery = tuple[str, Topic | None, Any]
 TICK: Delivery = ("tick", None, None)
 
@@ -41,16 +48,25 @@ class TimestampMerger:
     must not stall the others forever: a frame held longer than ``max_lag`` seconds (of arrival
     time) is released anyway and counted in ``late_releases``. ``max_lag=None`` waits forever,
     which is what a lossless replay wants: the release order then depends only on timestamps.
+
+    Memory: the frames held back are bounded in bytes (``max_bytes``, the spec's
+    ``limits.merge_buffer_bytes``): over it, the oldest held frames are released at once,
+    before the watermark reaches them, and counted in ``overflows`` (an input that stays silent
+    without ending, on an edge without ``max_lag``, would otherwise grow the buffer forever).
     """
 
-    def __init__(self, inputs: Iterable[str], max_lag: float | None = 0.5) -> None:
+    def __init__(self, inputs: Iterable[str], max_lag: float | None = 0.5,
+                 max_bytes: int | None = DEFAULT_MERGE_BYTES) -> None:
         self.inputs = list(inputs)
         self.max_lag = max_lag
+        self.max_bytes = max_bytes
         self._latest = {name: -math.inf for name in self.inputs}
         self._ended: set[str] = set()
         self._heap: list[tuple[float, int, str, Any, float, Any]] = []
         self._order = itertools.count()
+        self.nbytes = 0
         self.late_releases = 0
+        self.overflows = 0
 
     def push(self, input_name: str, frame: dict[str, np.ndarray], arrival: float = 0.0,
              tag: Any = None) -> None:
@@ -60,7 +76,10 @@ class TimestampMerger:
             return
         last = float(ts[-1])
         self._latest[input_name] = max(self._latest[input_name], last)
-        heapq.heappush(self._heap, (last, next(self._order), input_name, frame, arrival, tag))
+        size = _frame_bytes(frame)
+        self.nbytes += size
+        heapq.heappush(self._heap, (last, next(self._order), input_name, frame, arrival, tag,
+                                    size))
 
     def end(self, input_name: str) -> None:
         """The input sent end-of-stream: it no longer holds the watermark back."""
@@ -80,14 +99,17 @@ class TimestampMerger:
         out = []
         mark = self.watermark
         while self._heap:
-            last, _, name, frame, arrival, tag = self._heap[0]
+            last, _, name, frame, arrival, tag, size = self._heap[0]
             if last <= mark:
                 pass
             elif self.max_lag is not None and now - arrival > self.max_lag:
                 self.late_releases += 1
+            elif self.max_bytes is not None and self.nbytes > self.max_bytes:
+                self.overflows += 1
             else:
                 break
             heapq.heappop(self._heap)
+            self.nbytes -= size
             out.append((name, tag, frame))
         return out
 
@@ -95,15 +117,24 @@ class TimestampMerger:
         return len(self._heap)
 
 
+def _frame_bytes(frame: Any) -> int:
+    return sum(getattr(v, "nbytes", 0) for v in frame.values())
+
+
 class MergedFeeder:
     """``merged``: data and event frames of every input, released in timestamp order."""
 
-    def __init__(self, inputs: Iterable[str], max_lag: float | None = 0.5) -> None:
-        self.merger = TimestampMerger(inputs, max_lag=max_lag)
+    def __init__(self, inputs: Iterable[str], max_lag: float | None = 0.5,
+                 max_bytes: int | None = DEFAULT_MERGE_BYTES) -> None:
+        self.merger = TimestampMerger(inputs, max_lag=max_lag, max_bytes=max_bytes)
         self.consumed: dict[str, int] = {}
         self._eos: dict[str, int] = {}  # end-of-stream seqs, consumed once nothing is held
+        self.unexpected = 0
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        if topic.node not in self.merger.inputs:
+            self.unexpected += 1
+            return []
         if message.kind == "eos":
             self.merger.end(topic.node)
             self._eos[str(topic)] = message.seq
@@ -133,10 +164,15 @@ class ArrivalFeeder:
     """``arrival``: every frame and end-of-stream as it arrives; a tick after each."""
 
     def __init__(self, inputs: Iterable[str]) -> None:
-        self._open = set(inputs)
+        self.inputs = frozenset(inputs)
+        self._open = set(self.inputs)
         self.consumed: dict[str, int] = {}
+        self.unexpected = 0
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        if topic.node not in self.inputs:
+            self.unexpected += 1
+            return []
         self.consumed[str(topic)] = message.seq
         if message.kind == "eos":
             self._open.discard(topic.node)
@@ -155,10 +191,15 @@ class RawFeeder:
     """``raw``: every message itself (end-of-stream included), as it arrives."""
 
     def __init__(self, inputs: Iterable[str]) -> None:
-        self._open = set(inputs)
+        self.inputs = frozenset(inputs)
+        self._open = set(self.inputs)
         self.consumed: dict[str, int] = {}
+        self.unexpected = 0
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
+        if topic.node not in self.inputs:
+            self.unexpected += 1
+            return []
         self.consumed[str(topic)] = message.seq
         if message.kind == "eos":
             self._open.discard(topic.node)
@@ -172,11 +213,13 @@ class RawFeeder:
         return not self._open
 
 
-def feeder_for(mode: str, inputs: Iterable[str], max_lag: float | None = 0.5
+def feeder_for(mode: str, inputs: Iterable[str], max_lag: float | None = 0.5,
+               max_bytes: int | None = DEFAULT_MERGE_BYTES
                ) -> MergedFeeder | ArrivalFeeder | RawFeeder:
-    """The feeder of a non-timed input mode (``NodeLogic.input_mode``)."""
+    """The feeder of a non-timed input mode (``NodeLogic.input_mode``); ``max_bytes`` bounds
+    what a ``merged`` feeder holds back."""
     if mode == "merged":
-        return MergedFeeder(inputs, max_lag=max_lag)
+        return MergedFeeder(inputs, max_lag=max_lag, max_bytes=max_bytes)
     if mode == "arrival":
         return ArrivalFeeder(inputs)
     if mode == "raw":

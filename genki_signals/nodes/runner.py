@@ -114,12 +114,17 @@ class NodeRunner:
                     self.publisher.restore(Lineage.from_dict(resume.lineage))
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
+                limits = cfg.extra.get("limits", {})  # the spec's byte bounds (or defaults)
                 self.subscriber = Subscriber(
-                    context=self.context, keep_parts=self.logic.input_mode == "raw")
+                    context=self.context, keep_parts=self.logic.input_mode == "raw",
+                    max_queue_bytes=limits.get("receive_queue_bytes"),
+                    **({"max_bytes": limits["max_message_bytes"]}
+                       if "max_message_bytes" in limits else {}))
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
                                             policy=edge.policy, maxlen=edge.maxlen,
                                             token=lossless_token_for(cfg, edge),
+                                            node=edge.node,  # others: counted, skipped
                                             **lossless_reader_options(cfg, edge),
                                             **self._resume_options(edge, resume))
             if self.publisher is not None and cfg.lossless_subscribers:
@@ -172,8 +177,11 @@ class NodeRunner:
             self._next_poll = time.monotonic()
         else:
             step = self._step_inputs
+            limits = self.config.extra.get("limits", {})
             self._feeder = feeder_for(self.logic.input_mode, [e.node for e in self.config.inputs],
-                                      max_lag=self.config.extra.get("max_lag", 0.5))
+                                      max_lag=self.config.extra.get("max_lag", 0.5),
+                                      **({"max_bytes": limits["merge_buffer_bytes"]}
+                                         if "merge_buffer_bytes" in limits else {}))
         self._stats_mark = (time.monotonic(), 0, 0)
         next_beat = time.monotonic()
         while not self._stop_requested:
@@ -340,6 +348,12 @@ class NodeRunner:
             if sock is not None:
                 for key, value in sock.stats.as_dict().items():
                     out[key] = out.get(key, 0) + value
+        feeder = getattr(self, "_feeder", None)  # messages of inputs the spec does not wire
+        if feeder is not None and feeder.unexpected:
+            out["unexpected"] = out.get("unexpected", 0) + feeder.unexpected
+        merger = getattr(feeder, "merger", None)
+        if merger is not None:  # frames released early: held too long, or too many bytes
+            out["late_releases"], out["merge_overflows"] = merger.late_releases, merger.overflows
         frames_out, frames_in = out.get("frames_out", 0), out.get("frames_in", 0)
         t0, n0, i0 = self._stats_mark
         out["rate_out"] = (frames_out - n0) / max(mono - t0, 1e-9)

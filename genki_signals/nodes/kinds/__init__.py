@@ -21,15 +21,16 @@ import functools
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.logic import NodeLogic
 from genki_signals.params import Problem, is_params_class, parse
+from genki_signals.spec_paths import PathPolicy
 
-__all__ = ["NodeKind", "KindContext", "Upstream", "node_kinds", "entries_of", "kind_names",
+__all__ = ["NodeKind", "KindContext", "Upstream", "Sample", "node_kinds", "entries_of", "kind_names",
            "kind_info",
            "select_kind", "parse_node_params", "build_logic", "Outputs"]
 
@@ -41,22 +42,36 @@ Outputs = tuple[list[Problem], "dict[str, str] | None"]
 publishes (stream -> timeline), or None when that cannot be known."""
 
 
+Sample = tuple[tuple[int, ...], str]
+"""What one sample of a stream is: its per-sample shape and its dtype (``np.dtype.str``)."""
+
+
 @dataclass(frozen=True)
 class Upstream:
     """An input as a kind's check sees it: its node and what it publishes (None: unknown)."""
 
     node: str
     streams: Mapping[str, str] | None  # stream -> timeline, None when the upstream is broken
+    samples: Mapping[str, Sample] | None = None
+    """stream -> per-sample shape and dtype, when the upstream declares them (the dry run's
+    input, ``nodes/kinds/dry_run.py``); None when not known."""
 
 
 @dataclass(frozen=True)
 class KindContext:
-    """What a kind's ``outputs`` hook gets besides its params: node id, inputs, spec directory."""
+    """What a kind's ``outputs`` hook gets besides its params: node id, inputs, spec directory,
+    and where the spec's paths may point (``paths``; the ``InputPath``/``OutputPath`` params
+    types check themselves against it while the spec is parsed)."""
 
     node_id: str
     upstreams: tuple[Upstream, ...]
     spec_dir: Path | None
     reported: tuple[str, ...] = ()  # params paths already reported by the parser: skip them
+    paths: PathPolicy | None = None  # None: paths are not checked (in-process use)
+    published_samples: dict[str, Sample] = field(default_factory=dict)
+    """Filled by the ``outputs`` hook when it knows them: the per-sample shape and dtype of
+    each stream the node publishes (a source's declared shapes, a replay's recorded ones, a
+    graph's dry-run results), for the dry run of the nodes downstream."""
 
     @property
     def streams_known(self) -> bool:
@@ -89,8 +104,14 @@ class KindContext:
 
     def resolve(self, path: str) -> Path:
         """A path from the spec, relative to the spec file's directory."""
+        if self.paths is not None:
+            return self.paths.resolve(path)
         p = Path(path).expanduser()
         return p if p.is_absolute() or self.spec_dir is None else self.spec_dir / p
+
+    def check_path(self, path: str, *, must_exist: bool) -> str | None:
+        """What is wrong with a path the spec gives (see ``genki_signals.spec_paths``)."""
+        return None if self.paths is None else self.paths.check(path, must_exist=must_exist)[1]
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import MAIN, KindContext, NodeKind, Outputs
 from genki_signals.nodes.logic import NodeLogic
 from genki_signals.params import Field, Problem, params
+from genki_signals.spec_paths import PathPolicy
 
 Operators = Annotated[tuple[Any, ...], Field(description="a list of operator specs")]
 
@@ -49,9 +50,12 @@ def _origins(ctx: KindContext) -> tuple[dict[str, Origin], set[str], list[Proble
     return origins, ambiguous, problems
 
 
-def build_operators(specs: tuple[Any, ...], spec_dir: Any) -> tuple[list[Any], dict[str, int],
-                                                                      list[Problem]]:
-    """Each operator built with its index: the operators, name -> index, and the problems."""
+def build_operators(specs: tuple[Any, ...], spec_dir: Any, paths: PathPolicy | None = None
+                    ) -> tuple[list[Any], dict[str, int], list[Problem]]:
+    """Each operator built with its index: the operators, name -> index, and the problems.
+
+    With ``paths`` (the spec checker), a model operator's file must be where the spec may
+    point (``genki_signals.spec_paths``); it is checked before the model is opened."""
     from genki_signals.errors import OperatorError
     from genki_signals.signals.base import Operator, with_node_defaults
 
@@ -61,6 +65,11 @@ def build_operators(specs: tuple[Any, ...], spec_dir: Any) -> tuple[list[Any], d
     problems: list[Problem] = []
     for i, spec in enumerate(specs):
         path = f"params.operators[{i}]"
+        problem = _model_path_problem(spec, paths)
+        if problem is not None:  # worded as the operator's own errors are
+            problems.append(Problem(path, f"{spec['type']} '{spec.get('name', '?')}': "
+                                          f"model {problem}"))
+            continue
         try:
             op = Operator.from_dict(with_node_defaults(spec, base_dir=base_dir)
                                     if isinstance(spec, Mapping) else spec)
@@ -77,13 +86,28 @@ def build_operators(specs: tuple[Any, ...], spec_dir: Any) -> tuple[list[Any], d
     return ops, index, problems
 
 
+def _model_path_problem(spec: Any, paths: PathPolicy | None) -> str | None:
+    """What is wrong with a model operator's ``model`` path (resolved as the operator does:
+    against its own ``base_dir`` if the spec sets one, else the spec's folder)."""
+    from genki_signals.signals.base import OPERATORS
+
+    if paths is None or not isinstance(spec, Mapping) or not isinstance(spec.get("model"), str):
+        return None
+    cls = OPERATORS.get(spec.get("type"))  # type: ignore[arg-type]
+    if cls is None or "base_dir" not in cls.node_defaults:
+        return None
+    own_base = spec.get("base_dir")  # else the spec's folder, which ``paths`` resolves against
+    return paths.check(spec["model"], must_exist=True,
+                       base=own_base if isinstance(own_base, str) and own_base else None)[1]
+
+
 def graph_outputs(params: Any, ctx: KindContext) -> Outputs:
     from genki_signals.errors import GraphError
     from genki_signals.graph import SignalGraph
 
     known = ctx.streams_known
     origins, ambiguous, problems = _origins(ctx) if known else ({}, set(), [])
-    ops, index, op_problems = build_operators(params.operators, ctx.spec_dir)
+    ops, index, op_problems = build_operators(params.operators, ctx.spec_dir, ctx.paths)
     if op_problems:
         return problems + op_problems, None
     try:
@@ -94,7 +118,15 @@ def graph_outputs(params: Any, ctx: KindContext) -> Outputs:
                            for name, message in exc.problems], None
     if not known:
         return problems, None
-    return _flow(graph, ctx, origins, ambiguous, index, problems)
+    problems, outputs = _flow(graph, ctx, origins, ambiguous, index, problems)
+    if outputs is not None:  # names and wiring fit: now shapes and dtypes, on zero frames
+        from genki_signals.nodes.dry_run import dry_run_graph
+
+        faults, samples = dry_run_graph(ops, ctx.upstreams, index)
+        if faults:
+            return problems + faults, None
+        ctx.published_samples.update(samples or {})
+    return problems, outputs
 
 
 def _flow(graph: Any, ctx: KindContext, origins: dict[str, Origin], ambiguous: set[str],

@@ -2,7 +2,7 @@
 recording (``genki_signals.record``); its input edges are lossless unless the spec says
 otherwise. Params::
 
-    path: run.mcap            # required; relative to the spec file's directory
+    path: run.mcap            # required; inside the spec file's folder (or allow_paths)
     topics: [signals/, derived/main]   # optional topic prefixes to keep (default: everything)
     metadata: {subject: s01}  # optional, stored in the recording
     flush_interval: 0.5       # seconds, (0, 60]: the most a killed recorder loses
@@ -18,14 +18,14 @@ from typing import Annotated, Any, Literal
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import KindContext, NodeKind, Outputs
 from genki_signals.nodes.logic import NodeLogic
-from genki_signals.params import Bool, Field, Float, Int, Name, Problem, Str, params
+from genki_signals.params import Bool, Field, Float, Int, Name, OutputPath, Problem, Str, params
 
 Compression = Literal["zstd", "lz4", "none"]  # record.recorder.COMPRESSIONS (a test checks)
 
 
 @params
 class RecorderParams:
-    path: Name
+    path: OutputPath
     topics: Annotated[tuple[Name, ...], Field(
         min_length=1, description="a non-empty list of topic prefixes")] | None = None
     metadata: dict[Str, Any] | None = None
@@ -37,10 +37,7 @@ class RecorderParams:
 
 
 def _outputs(params: Any, ctx: KindContext) -> Outputs:
-    problems = []
-    target = ctx.resolve(params.path)
-    if target.is_dir():
-        problems.append(Problem("params.path", f"{str(target)!r} is a directory"))
+    problems = []  # params.path was checked as it was parsed (OutputPath)
     inputs = [f"{node}/" for node in ctx.input_nodes]
     for i, t in enumerate(params.topics or ()):
         if inputs and not any(t.startswith(n) or n.startswith(t) for n in inputs):

@@ -18,12 +18,12 @@ from typing import Annotated, Any, Literal
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import KindContext, NodeKind, Outputs
 from genki_signals.nodes.logic import NodeLogic
-from genki_signals.params import Bool, Field, Float, Int, Name, Problem, params
+from genki_signals.params import Bool, Field, Float, InputPath, Int, Name, Problem, params
 
 
 @params
 class ReplayParams:
-    path: Name
+    path: InputPath
     node: Annotated[Name, Field(pattern=r"^[^/]+$", description="a node id")] | None = None
     speed: Annotated[Annotated[Float, Field(gt=0)] | Literal["max"], Field(
         description="a number > 0 or 'max'")] = 1.0
@@ -50,6 +50,9 @@ def _outputs(params: Any, ctx: KindContext) -> Outputs:
                                        f"{rec.report.describe()})")], None
     except RecordingError as exc:
         return [Problem("params.path", str(exc))], None
+    # the recorded shapes, for the dry run of the graphs downstream
+    ctx.published_samples.update({name: (tuple(shape), dtype.str)
+                                  for name, (_, dtype, shape) in streams.items()})
     return [], {name: timeline for name, (timeline, _, _) in streams.items()}
 
 

@@ -8,22 +8,19 @@ from typing import Any, Literal
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import KindContext, NodeKind, Outputs
 from genki_signals.nodes.logic import NodeLogic
-from genki_signals.params import Name, Names, Problem, params
+from genki_signals.params import Names, OutputPath, params
 
 
 @params
 class CsvParams:
     type: Literal["csv"]
-    path: Name
+    path: OutputPath
     keys: Names | None = None  # default: every stream
 
 
 def _outputs(params: Any, ctx: KindContext) -> Outputs:
-    problems = ctx.missing_streams(params.keys, "params.keys")
-    target = ctx.resolve(params.path)
-    if target.is_dir():
-        problems.insert(0, Problem("params.path", f"{str(target)!r} is a directory"))
-    return problems, {}
+    # params.path was checked as it was parsed (OutputPath)
+    return ctx.missing_streams(params.keys, "params.keys"), {}
 
 
 def _build(params: Any, config: NodeConfig) -> NodeLogic:

@@ -10,12 +10,22 @@ from genki_signals.data_sources.registry import SOURCE_TYPES, source_streams
 from genki_signals.nodes.config import NodeConfig
 from genki_signals.nodes.kinds import MAIN, KindContext, NodeKind, Outputs
 from genki_signals.nodes.logic import NodeLogic
+from genki_signals.params import Problem
 
 
 def _outputs(params: Any, ctx: KindContext) -> Outputs:
+    from genki_signals.data_sources.base import SourceError
+    from genki_signals.data_sources.registry import source_samples
+
     source_type = SOURCE_TYPES[params.type]
     problems = source_type.check(params) if source_type.check is not None else []
-    return problems, (None if problems else {n: MAIN for n in source_streams(params)})
+    if problems:
+        return problems, None
+    try:  # the declared shapes, for the dry run of the graphs downstream
+        ctx.published_samples.update(source_samples(params) or {})
+    except SourceError as exc:
+        return [Problem("params", str(exc))], None
+    return problems, {n: MAIN for n in source_streams(params)}
 
 
 def _build(params: Any, config: NodeConfig) -> NodeLogic:
