@@ -319,6 +319,16 @@ def _serve_forked(sock: socket.socket, launcher_pid: int, preload: tuple[str, ..
     return serve(sock, launcher_pid, preload)
 
 
+def _set_title(title: str) -> None:
+    """What ``ps``, ``top`` and psutil show for this process (a fork keeps its parent's
+    command line otherwise: every node would read as ``genki launch ...``)."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    setproctitle.setproctitle(title)
+
+
 def _max_fd() -> int:
     try:
         return os.sysconf("SC_OPEN_MAX")
@@ -328,6 +338,7 @@ def _max_fd() -> int:
 
 def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRELOAD) -> int:
     """The server loop: preload, then fork a child per request and report every exit."""
+    _set_title(f"python -m genki_signals.launch.forkserver --launcher-pid {launcher_pid}")
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     _preload(preload)
@@ -465,6 +476,7 @@ def _become_node(req: dict[str, Any], fds: list[int], ready_w: int, sock: socket
             root.removeHandler(handler)
         logging.captureWarnings(True)
         sys.argv = [sys.argv[0] if sys.argv else "genki", "--config", req["config"]]
+        _set_title(f"python -m genki_signals.nodes --config {req['config']}")
         from genki_signals.nodes.__main__ import main
 
         try:
