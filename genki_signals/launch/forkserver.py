@@ -133,6 +133,7 @@ class ForkServer:
         self.sock = sock
         self.pid = pid
         self._process = process  # the Popen of an exec'd server (None: forked, reaped here)
+        self.how = "fork" if process is None else "exec"  # a fork of the launcher, or new
         self._lock = threading.Lock()  # one request at a time
         self._replies: list[dict[str, Any]] = []
         self._reply_ready = threading.Condition()
