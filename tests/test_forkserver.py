@@ -69,7 +69,7 @@ def test_spawn_start_method_starts_each_node_as_a_new_interpreter(tmp_path, monk
     monkeypatch.setenv("GENKI_NODE_START", "spawn")
     lp = LauncherProcess(chain_spec(tmp_path, "spawned"), tmp_path / "run")
     try:
-        d = lp.wait_ready()
+        d = lp.wait_ready(timeout=90)  # a new interpreter per node: slow on a loaded machine
         for pid in pids(d).values():
             assert psutil.Process(pid).ppid() == lp.proc.pid
         assert not any("forkserver" in " ".join(p.cmdline())

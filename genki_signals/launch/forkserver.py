@@ -59,6 +59,8 @@ __all__ = ["ForkServer", "ForkedProcess", "start_fork_server", "PRELOAD", "START
 
 START_METHOD_ENV = "GENKI_NODE_START"  # "fork" (default): the fork server; "spawn": a new python
 MAX_MESSAGE = 1 << 20  # one request or reply (JSON); an environment is a few KiB
+PRELOAD_TIMEOUT = 120.0  # s a spawn waits for a new server's imports (long on a loaded machine)
+REPLY_TIMEOUT = 30.0  # s a spawn waits for its fork once the server is ready
 
 # What the server imports before its first fork: what most nodes need. Kinds that use a device
 # library (pynput, sounddevice, bleak, ONNX Runtime, bokeh) import it in the child, after the
@@ -140,6 +142,7 @@ class ForkServer:
         self._children: dict[int, ForkedProcess] = {}
         self._early_exits: dict[int, int] = {}
         self.alive = True
+        self.ready = threading.Event()  # the server has preloaded and takes requests
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name="genki-forkserver-reader")
         self._reader.start()
@@ -154,8 +157,10 @@ class ForkServer:
                               "cpu": list(cpu) if cpu else None}).encode()
         try:
             with self._lock:
-                if not self.alive:
-                    raise ForkServerError("the fork server has exited")
+                if not self.ready.wait(PRELOAD_TIMEOUT) or not self.alive:
+                    raise ForkServerError("the fork server has exited" if not self.alive else
+                                          f"the fork server was not ready within "
+                                          f"{PRELOAD_TIMEOUT:g} s")
                 try:
                     socket.send_fds(self.sock, [request], [out_w, err_w])
                 except OSError as exc:
@@ -177,7 +182,7 @@ class ForkServer:
                 proc._exited(self._early_exits.pop(proc.pid))
         return proc
 
-    def _next_reply(self, timeout: float = 10.0) -> dict[str, Any]:
+    def _next_reply(self, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
         with self._reply_ready:
             if not self._reply_ready.wait_for(lambda: self._replies or not self.alive, timeout):
                 raise ForkServerError(f"the fork server did not answer within {timeout:g} s")
@@ -198,7 +203,9 @@ class ForkServer:
             except ValueError:
                 continue
             with self._reply_ready:
-                if msg.get("type") == "exit":
+                if msg.get("type") == "ready":
+                    self.ready.set()
+                elif msg.get("type") == "exit":
                     pid, code = int(msg["pid"]), int(msg["returncode"])
                     child = self._children.pop(pid, None)
                     if child is not None:
@@ -210,6 +217,7 @@ class ForkServer:
                     self._reply_ready.notify_all()
         with self._reply_ready:
             self.alive = False
+            self.ready.set()  # wake a spawn waiting for it: it sees ``alive`` False
             self._reply_ready.notify_all()
             orphans = list(self._children.values())
         # The server died: its children got SIGTERM (parent death) and cannot be reaped by us;
@@ -340,8 +348,10 @@ def _max_fd() -> int:
 def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRELOAD) -> int:
     """The server loop: preload, then fork a child per request and report every exit."""
     _set_title(f"python -m genki_signals.launch.forkserver --launcher-pid {launcher_pid}")
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    _reset_signals()
+    import faulthandler
+
+    faulthandler.disable()  # a forked launcher's may point at a descriptor closed since
     _preload(preload)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
@@ -350,6 +360,7 @@ def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRE
     signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
     server_pid = os.getpid()
     children: set[int] = set()
+    sock.send(json.dumps({"type": "ready"}).encode())
     while True:
         try:
             readable, _, _ = select.select([wake_r, sock], [], [])
@@ -372,6 +383,22 @@ def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRE
                 # they get SIGTERM now that we exit (their parent-death signal).
                 return 0
             _handle(sock, data, fds, children, server_pid, (wake_r, wake_w))
+
+
+def _reset_signals() -> None:
+    """Every Python-level handler back to the default (a forked launcher's, or a test
+    runner's, are not ours); SIGPIPE stays ignored, as in any Python process."""
+    for sig in signal.valid_signals():
+        try:
+            handler = signal.getsignal(sig)
+        except (ValueError, OSError):
+            continue
+        if callable(handler) and handler is not signal.default_int_handler:
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (ValueError, OSError):
+                pass
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # the server ignores no stop
 
 
 def _preload(names: Iterable[str]) -> None:
@@ -476,6 +503,10 @@ def _become_node(req: dict[str, Any], fds: list[int], ready_w: int, sock: socket
         for handler in list(root.handlers):
             root.removeHandler(handler)
         logging.captureWarnings(True)
+        if os.environ.get("PYTHONFAULTHANDLER"):
+            import faulthandler
+
+            faulthandler.enable()
         sys.argv = [sys.argv[0] if sys.argv else "genki", "--config", req["config"]]
         _set_title(f"python -m genki_signals.nodes --config {req['config']}")
         from genki_signals.nodes.__main__ import main
