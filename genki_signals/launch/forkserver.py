@@ -72,7 +72,9 @@ PRELOAD = (
     "genki_signals.nodes.sinks", "genki_signals.graph", "genki_signals.signals",
     "genki_signals.data_sources.registry", "genki_signals.data_sources.sampler",
     "genki_signals.data_sources.synthetic", "genki_signals.bus.sockets",
-    "genki_signals.clocksync.node",
+    "genki_signals.clocksync.node", "genki_signals.nodes.recorder_node",
+    "genki_signals.nodes.replay_node", "genki_signals.record.recorder",
+    "genki_signals.record.player", "genki_signals.record.reader",
 )
 
 
@@ -353,6 +355,10 @@ def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRE
 
     faulthandler.disable()  # a forked launcher's may point at a descriptor closed since
     _preload(preload)
+    import gc
+
+    gc.collect()
+    gc.freeze()  # the collector of a node never walks (so never copies) the shared objects
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
