@@ -168,13 +168,15 @@ class ForkServer:
                 except OSError as exc:
                     raise ForkServerError(f"the fork server is gone: {exc}") from None
                 reply = self._next_reply()
+            if reply.get("type") != "spawned":
+                raise ForkServerError(str(reply.get("error", reply)))
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
         finally:
             os.close(out_w)
             os.close(err_w)
-        if reply.get("type") != "spawned":
-            os.close(out_r)
-            os.close(err_r)
-            raise ForkServerError(str(reply.get("error", reply)))
         proc = ForkedProcess(int(reply["pid"]),
                              io.open(out_r, "r", encoding="utf-8", errors="replace"),
                              io.open(err_r, "r", encoding="utf-8", errors="replace"))
@@ -187,6 +189,7 @@ class ForkServer:
     def _next_reply(self, timeout: float = REPLY_TIMEOUT) -> dict[str, Any]:
         with self._reply_ready:
             if not self._reply_ready.wait_for(lambda: self._replies or not self.alive, timeout):
+                self.alive = False  # a late reply would answer the next request: use no more
                 raise ForkServerError(f"the fork server did not answer within {timeout:g} s")
             if not self._replies:
                 raise ForkServerError("the fork server exited")
