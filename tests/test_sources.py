@@ -172,7 +172,8 @@ def test_vectorized_sources_get_arrays_and_plain_ones_get_floats():
 # ------------------------------------------------------------------ lifecycle
 @pytest.mark.timeout(30)
 def test_stop_is_prompt_even_between_slow_ticks():
-    sampler = Sampler({"x": SineWave()}, sample_rate=0.5)  # next tick 2 s away
+    # a plain function: sampled by the thread (the waves alone are sampled on read)
+    sampler = Sampler({"x": lambda t: 0.0}, sample_rate=0.5)  # next tick 2 s away
     sampler.start()
     time.sleep(0.05)
     assert sampler.is_active
@@ -187,13 +188,13 @@ def test_stop_is_prompt_even_between_slow_ticks():
 @pytest.mark.process
 @pytest.mark.timeout(30)
 def test_sampling_thread_is_a_daemon():
-    sampler = Sampler({"x": SineWave()}, sample_rate=100)
+    sampler = Sampler({"x": lambda t: 0.0}, sample_rate=100)
     with sampler:
         assert sampler._thread.daemon
     # An interpreter that never calls stop() still exits.
     code = textwrap.dedent("""
         from genki_signals.data_sources import Sampler, SineWave
-        Sampler({"x": SineWave()}, sample_rate=100).start()
+        Sampler({"x": SineWave(), "y": lambda t: t}, sample_rate=100).start()
         print("started")
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -391,3 +392,58 @@ def test_seed_notebook_loop():
     assert not t.is_alive()
     assert list(buffer.keys()) == ["timestamp", "sine"]
     assert 20 <= len(buffer) <= 400
+
+
+# ------------------------------------------------------------------ sampled on read
+class _Hidden:
+    """The same vectorized function without ``add_change_listener``: sampled by the thread."""
+
+    vectorized = True
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, t):
+        return self.fn(t)
+
+
+@pytest.mark.timeout(30)
+def test_waves_alone_are_sampled_on_read_without_a_thread_and_give_the_threads_samples():
+    rate = 200.0
+    on_read = Sampler({"sine": SineWave(3, 5, 0.5), "noise": RandomNoise(seed=4)}, rate)
+    threaded = Sampler({"sine": _Hidden(SineWave(3, 5, 0.5)),
+                        "noise": _Hidden(RandomNoise(seed=4))}, rate)
+    assert on_read.sampled_on_read and not threaded.sampled_on_read
+    before = threading.active_count()
+    a = _collect(on_read, 0.4, every=0.03)
+    assert on_read._thread is None and threading.active_count() == before
+    b = _collect(threaded, 0.4, every=0.03)
+    for d in (a, b):
+        t = d["timestamp"]
+        assert len(t) > 40
+        np.testing.assert_allclose(t, t[0] + np.arange(len(t)) / rate, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(d["sine"], 5 * np.sin(2 * np.pi * 3 * t + 0.5), atol=1e-9)
+    n = min(len(a["noise"]), len(b["noise"]))  # the draws depend on their count only
+    np.testing.assert_array_equal(a["noise"][:n], b["noise"][:n])
+    np.testing.assert_array_equal(a["noise"][:n],
+                                  np.random.default_rng(4).standard_normal(n))
+
+
+@pytest.mark.timeout(30)
+def test_sampled_on_read_a_change_between_reads_applies_from_its_own_time():
+    sine = SineWave(frequency=5, amplitude=1)
+    sampler = Sampler({"sine": sine}, sample_rate=500)
+    sampler.start()
+    time.sleep(0.2)
+    sine.amplitude = 3  # no read since start: the ticks due so far keep amplitude 1
+    changed = sampler.clock.now()
+    time.sleep(0.2)
+    d = sampler.read()
+    sampler.stop()
+    t, y = d["timestamp"], d["sine"]
+    np.testing.assert_allclose(y[t <= changed - 0.005], np.sin(2 * np.pi * 5 * t[t <= changed
+                                                                                  - 0.005]),
+                               atol=1e-9)
+    np.testing.assert_allclose(y[t > changed], 3 * np.sin(2 * np.pi * 5 * t[t > changed]),
+                               atol=1e-9)
+    assert not sine.__dict__.get("_change_listeners")  # stop() unhooks the sampler

@@ -74,8 +74,8 @@ def wait_all_gone(procs: list[psutil.Process], within: float) -> list[psutil.Pro
 def test_stop_signal_stops_the_topology_cleanly(tmp_path, launcher_factory, sig, code):
     lp = launcher_factory(chain_spec(tmp_path, f"sig{int(sig)}"))
     d = lp.wait_ready()
-    nodes = lp.remember_children()
-    assert len(nodes) == len(d["nodes"]) == 3
+    nodes = lp.remember_children()  # the nodes and the fork server: all must go
+    assert len(d["nodes"]) == 3 and {n["pid"] for n in d["nodes"]} <= {p.pid for p in nodes}
     run_dir = Path(lp.address[len("ipc://"):]).parent
     lp.proc.send_signal(sig)  # the launcher alone, as kill(1) or systemd would
     assert lp.wait_exit(timeout=30) == code, lp.output
@@ -94,9 +94,9 @@ def test_sigkill_of_the_launcher_leaves_no_node_behind(tmp_path, launcher_factor
         params: {class: "bad_nodes:IgnoresStopAfterReady"}
     """)
     lp = launcher_factory(spec)
-    lp.wait_ready()
-    nodes = lp.remember_children()
-    assert len(nodes) == 4
+    d = lp.wait_ready()
+    nodes = lp.remember_children()  # the nodes and the fork server: all must go
+    assert len(d["nodes"]) == 4 and {n["pid"] for n in d["nodes"]} <= {p.pid for p in nodes}
     lp.proc.kill()
     t0 = time.monotonic()
     lp.wait_exit(timeout=10)
@@ -167,11 +167,11 @@ def test_ctrl_c_of_launch_piped_to_tee_is_a_clean_stop(tmp_path):
         ["bash", "-c", f"{{ {cmd} 2> {err_path}; echo $? > {status}; }} | tee {tmp_path / 'log'}"],
         stdout=subprocess.DEVNULL, env=env_with_tests_on_path(), start_new_session=True)
     try:
-        wait_directory(f"ipc://{run_dir / 'control'}", all_ready, 30)
+        d = wait_directory(f"ipc://{run_dir / 'control'}", all_ready, 30)
         launcher = next(p for p in psutil.Process(job.pid).children(recursive=True)
                         if "launch" in p.cmdline())
-        nodes = launcher.children()
-        assert len(nodes) == 3
+        nodes = launcher.children(recursive=True)  # the nodes and the fork server
+        assert len(d["nodes"]) == 3 and {n["pid"] for n in d["nodes"]} <= {p.pid for p in nodes}
         os.killpg(job.pid, signal.SIGINT)  # the terminal's Ctrl-C: the whole foreground job
         psutil.wait_procs([launcher], timeout=30)
         job.wait(timeout=30)

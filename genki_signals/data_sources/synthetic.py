@@ -43,7 +43,29 @@ def _number(owner: str, field: str, value: Any, minimum: float | None = None) ->
     return x
 
 
-class _Periodic:
+class _LiveParams:
+    """Live parameters that announce a change before it happens.
+
+    A ``Sampler`` whose every source is such a function of time samples when it is read, not
+    on a timer (no thread waking per tick). A listener added here is called (from the thread
+    making the change) just before a parameter changes, so the sampler first samples every tick
+    already due with the old value: each sample has the value that was set at its tick time.
+    """
+
+    def add_change_listener(self, listener: Any) -> None:
+        self.__dict__.setdefault("_change_listeners", []).append(listener)
+
+    def remove_change_listener(self, listener: Any) -> None:
+        listeners = self.__dict__.get("_change_listeners", [])
+        if listener in listeners:
+            listeners.remove(listener)
+
+    def _changing(self) -> None:
+        for listener in list(self.__dict__.get("_change_listeners", ())):
+            listener()
+
+
+class _Periodic(_LiveParams):
     """A periodic wave of time with live-changeable frequency, amplitude and phase."""
 
     vectorized = True
@@ -66,6 +88,7 @@ class _Periodic:
 
     @frequency.setter
     def frequency(self, value: float) -> None:
+        self._changing()
         self._frequency = _number(type(self).__name__, "frequency", value, minimum=0.0)
 
     @property
@@ -75,6 +98,7 @@ class _Periodic:
 
     @amplitude.setter
     def amplitude(self, value: float) -> None:
+        self._changing()
         self._amplitude = _number(type(self).__name__, "amplitude", value, minimum=0.0)
 
     @property
@@ -84,6 +108,7 @@ class _Periodic:
 
     @phase.setter
     def phase(self, value: float) -> None:
+        self._changing()
         self._phase = _number(type(self).__name__, "phase", value)
 
     def _theta(self, t: np.ndarray) -> np.ndarray:
@@ -139,7 +164,7 @@ class TriangleWave(_Periodic):
         return sps.sawtooth(x + math.pi / 2, width=0.5)
 
 
-class RandomNoise:
+class RandomNoise(_LiveParams):
     """Gaussian white noise with standard deviation ``amplitude``, one draw per time.
 
     With ``seed`` the sequence of draws is reproducible (a ``numpy.random.Generator``); the
@@ -165,6 +190,7 @@ class RandomNoise:
 
     @amplitude.setter
     def amplitude(self, value: float) -> None:
+        self._changing()
         self._amplitude = _number("RandomNoise", "amplitude", value, minimum=0.0)
 
     def __call__(self, t: Any) -> Any:

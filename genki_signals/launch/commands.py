@@ -167,9 +167,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 bar.refresh()
 
     watcher = threading.Thread(target=follow, daemon=True)
-    watcher.start()
     try:
-        launcher.start()
+        launcher.start()  # before any thread of ours: the launcher forks its fork server
+        watcher.start()
         code = launcher.run(duration=args.duration)
         if code == 0 and total is not None and not bar.disable:
             bar.n = total
@@ -177,7 +177,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return code
     finally:
         done.set()
-        watcher.join(timeout=2)
+        if watcher.is_alive():
+            watcher.join(timeout=2)
         launcher.stop()
         bar.close()
 

@@ -3,8 +3,11 @@
 * Device sources are checked first (``preflight``: is the mouse's display, the microphone
   there?), so a missing device fails the launch before any process starts.
 * Endpoints are resolved up front (``ipc://`` files in the run directory unless the spec names
-  one), every node gets a ``NodeConfig`` file and starts as ``python -m genki_signals.nodes`` in
-  its own process group (its own session), pinned to cores when the spec says so.
+  one), every node gets a ``NodeConfig`` file and starts as ``python -m genki_signals.nodes``
+  would, in its own process group (its own session), pinned to cores when the spec says so.
+  All nodes start at once, each forked from a pre-warmed fork server (numpy, scipy, pyzmq and
+  the genki modules already imported, pages shared; ``launch.forkserver``), restarts too;
+  ``GENKI_NODE_START=spawn`` starts each as a new interpreter instead.
 * One ROUTER socket is the topology's *address*: nodes register, report ready, send heartbeats
   and log records there; tools ask it for the directory (nodes, topics, endpoints, health).
 * Supervision: every exit gets a stated cause (exit code, signal name, killed after grace,
@@ -47,6 +50,8 @@ from genki_signals.bus.directory import default_run_dir
 from genki_signals.bus.endpoints import ipc_endpoint
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
+from genki_signals.launch.forkserver import (ForkServer, ForkServerError, start_fork_server,
+                                             start_method)
 from genki_signals.launch.spec import NodeSpec, TopologySpec, publishes
 from genki_signals.nodes.checkpoint import checkpoint_settings
 from genki_signals.nodes.config import InputEdge, NodeConfig, topic_for
@@ -124,6 +129,7 @@ class Launcher:
         self._out_closed = False
         self._previous_handlers: dict[int, Any] = {}
         self.stop_signal: int | None = None  # the signal that asked for the stop, if any
+        self.fork_server: ForkServer | None = None  # where nodes are forked from (start())
 
     # ------------------------------------------------------------------ output
     def say(self, node: str, text: str) -> None:
@@ -144,6 +150,9 @@ class Launcher:
     # ------------------------------------------------------------------ start
     def start(self) -> None:
         """Check devices, bind the control socket, start every node, wait until all are ready."""
+        if start_method() == "fork" and self.fork_server is None:
+            # first: a fork of this launcher is only safe before it starts threads
+            self.fork_server = start_fork_server()
         self._preflight()
         self._install_signal_handlers()
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -274,10 +283,18 @@ class Launcher:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(config.to_json())
         env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHER_PID_ENV: str(os.getpid())}
-        node.proc = subprocess.Popen(
-            [sys.executable, "-m", "genki_signals.nodes", "--config", str(path)],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, bufsize=1, env=env, start_new_session=True)
+        node.proc = None
+        if self.fork_server is not None and self.fork_server.alive:
+            try:
+                node.proc = self.fork_server.spawn(str(path), env, os.getcwd(), node.spec.cpu)
+            except ForkServerError as exc:
+                self.say("launch", f"node '{node.spec.id}': fork server: {exc}; starting a "
+                                   f"new interpreter instead")
+        if node.proc is None:
+            node.proc = subprocess.Popen(
+                [sys.executable, "-m", "genki_signals.nodes", "--config", str(path)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True, bufsize=1, env=env, start_new_session=True)
         node.state, node.finished, node.kill_reason = "starting", False, ""
         node.last_heartbeat = time.monotonic()
         node.stderr_tail.clear()
@@ -466,6 +483,7 @@ class Launcher:
         self._stop_requested = True
         self._starting = False
         if not self._owns_run_dir:  # refused before binding anything: nothing of ours runs
+            self._close_fork_server()
             self._restore_signal_handlers()
             return
         if self.stop_signal is not None:
@@ -497,6 +515,7 @@ class Launcher:
                 if node.proc.poll() is not None and node.state not in (
                         "exited", "failed", "stopped"):
                     self._on_exit(node)
+        self._close_fork_server()
         if self.router is not None:
             self.router.close(linger=0)
             self.router = None
@@ -507,6 +526,11 @@ class Launcher:
             shutil.rmtree(self.run_dir, ignore_errors=True)
         self.say("launch", "stopped")
         self._restore_signal_handlers()
+
+    def _close_fork_server(self) -> None:
+        if self.fork_server is not None:
+            self.fork_server.close()
+            self.fork_server = None
 
     # ------------------------------------------------------------------ directory
     def directory(self) -> dict[str, Any]:
