@@ -43,3 +43,20 @@ class Seer(NodeLogic):
 
     def close(self):
         print("SEEN " + json.dumps({"calls": self.calls, "ticks": self.ticks}), flush=True)
+
+
+class Sleeper(NodeLogic):
+    """Passes each frame on after sleeping ``delay`` seconds: a hop with a known delay."""
+
+    input_mode = "merged"
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def on_frame(self, topic, frame, now):
+        import time
+
+        from genki_signals.nodes.logic import Output
+
+        time.sleep(self.delay)
+        return [Output("main", dict(frame))]

@@ -3,12 +3,15 @@
 Message layout (format version 1)::
 
     part 0   topic     UTF-8 bytes; SUB sockets filter on its prefix
-    part 1   header    msgpack map, exactly these keys:
+    part 1   header    msgpack map, exactly these keys (plus the optional ``acq``):
                "v"       int     format version, currently 1
                "node"    str     id of the publishing node (at most 256 characters)
                "seq"     int     sequence number, uint64, per (node, topic), +1 per message
                "kind"    str     "data" | "event" | "eos"
                "t"       float   publish time, float64 seconds on the publisher's clock
+               "acq"     float   optional: acquisition time (leader clock) of the oldest sample
+                                 this frame derives from; receivers report now - acq as the
+                                 frame's age (absent in frames and recordings made before it)
                "fields"  list    one entry per frame key: [name, dtype, shape, where]
                                    name   str   the frame key, unique within the message
                                    dtype  str   numpy ``dtype.str``, one of ALLOWED_DTYPES
@@ -69,6 +72,7 @@ MAX_NODE_ID_LEN = 256
 MAX_GAP = 1 << 32
 
 _HEADER_KEYS = frozenset({"v", "node", "seq", "kind", "t", "fields"})
+_OPTIONAL_KEYS = frozenset({"acq"})
 _SEQ_LIMIT = 2**64
 
 
@@ -141,6 +145,9 @@ class Message:
     frame: dict[str, np.ndarray] = field(default_factory=dict)
     parts: list[Any] | None = field(default=None, repr=False, compare=False)
     """The received multipart parts, when the receiver kept them (recorders store them as is)."""
+    acquired: float | None = None
+    """Leader-clock acquisition time of the oldest sample the frame derives from (header
+    ``acq``); None when the publisher did not say (older publishers and recordings)."""
 
 
 Part = bytes | memoryview | np.ndarray
@@ -155,12 +162,14 @@ def encode(
     kind: str = "data",
     publish_time: float | None = None,
     inline_max: int = INLINE_MAX_BYTES,
+    acquired: float | None = None,
 ) -> list[Part]:
     """Encode one frame as the parts of a multipart message (see the module docstring).
 
     Large fields are returned as 1-d uint8 views of the (C-contiguous) arrays, so sending them with
     ``copy=False`` copies nothing. ``publish_time`` defaults to ``time.monotonic()``; the node
-    runner passes topology-clock time. ``inline_max`` exists for benchmarks.
+    runner passes topology-clock time. ``inline_max`` exists for benchmarks. ``acquired``: the
+    header's optional ``acq`` (see the module docstring), left out when None.
     """
     if not isinstance(topic, str):
         raise EncodeError(f"topic must be a str, got {type(topic).__name__}")
@@ -194,6 +203,11 @@ def encode(
             buffers.append(arr.reshape(-1).view(np.uint8))
         fields.append([name, dtype_str, list(arr.shape), where])
     header = {"v": VERSION, "node": node_id, "seq": seq, "kind": kind, "t": t, "fields": fields}
+    if acquired is not None:
+        acq = float(acquired)
+        if not math.isfinite(acq):
+            raise EncodeError(f"acquired must be a finite number, got {acquired!r}")
+        header["acq"] = acq
     return [topic.encode("utf-8"), packb(header, use_bin_type=True), *buffers]
 
 
@@ -263,9 +277,17 @@ def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
     if total > max_bytes:
         return None
     header = unpackb(views[1], raw=False, use_list=True, strict_map_key=True)
-    if type(header) is not dict or len(header) != 6:
+    if type(header) is not dict:
         return None
-    # Six entries and all six keys present: the key set is exactly _HEADER_KEYS.
+    size = len(header)
+    if size == 6:  # six entries and all six keys present: the key set is exactly _HEADER_KEYS
+        acq = None
+    elif size == 7:
+        acq = header.get("acq")  # the seventh key must be acq
+        if type(acq) is not float or not _isfinite(acq):
+            return None
+    else:
+        return None
     v = header["v"]
     node = header["node"]
     seq = header["seq"]
@@ -325,7 +347,7 @@ def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
     if used != (1 << nbuf) - 1:
         return None
     return Message(topic=str(views[0], "utf-8"), node_id=node, seq=seq, kind=kind,
-                   publish_time=t, frame=frame)
+                   publish_time=t, frame=frame, acquired=acq)
 
 
 _isfinite = math.isfinite
@@ -372,6 +394,7 @@ def _decode(parts: Sequence[Any], max_bytes: int) -> Message:
         kind=header["kind"],
         publish_time=float(header["t"]),
         frame=frame,
+        acquired=None if "acq" not in header else float(header["acq"]),
     )
 
 
@@ -393,9 +416,9 @@ def _check_header(header: Any) -> None:
         raise DecodeError(
             f"unsupported wire format version {_short(header['v'])} (this build reads {VERSION})"
         )
-    if keys != _HEADER_KEYS:
+    if not _HEADER_KEYS <= keys <= _HEADER_KEYS | _OPTIONAL_KEYS:
         missing = ", ".join(sorted(_HEADER_KEYS - keys)) or "none"
-        extra = ", ".join(sorted(map(_short, keys - _HEADER_KEYS))) or "none"
+        extra = ", ".join(sorted(map(_short, keys - _HEADER_KEYS - _OPTIONAL_KEYS))) or "none"
         raise DecodeError(f"header keys wrong: missing {missing}; unexpected {extra}")
     if not _is_int(header["v"]):
         raise DecodeError(f"version must be an int, got {_short(header['v'])}")
@@ -412,6 +435,10 @@ def _check_header(header: Any) -> None:
         raise DecodeError(f"publish time must be a finite number, got {_short(t)}")
     if not isinstance(header["fields"], list):
         raise DecodeError(f"fields must be a list, got {type(header['fields']).__name__}")
+    if "acq" in header:
+        acq = header["acq"]
+        if not isinstance(acq, (float, int)) or isinstance(acq, bool) or not math.isfinite(acq):
+            raise DecodeError(f"acquisition time must be a finite number, got {_short(acq)}")
 
 
 def _decode_field(

@@ -203,9 +203,12 @@ class Publisher:
         kind: str = "data",
         *,
         publish_time: float | None = None,
+        acquired: float | None = None,
     ) -> int:
         """Send ``frame`` on ``topic``; return its sequence number.
 
+        ``acquired``: the leader-clock acquisition time of the oldest sample the frame derives
+        from (the header's ``acq``; receivers report the frame's age from it).
         May wait while a lossless subscriber is full (see the module docstring). Raises
         ``EncodeError`` for a frame that cannot go on the wire (non-numeric dtype, bad kind).
         """
@@ -213,7 +216,8 @@ class Publisher:
             raise BusError(f"publisher '{self.node_id}' is closed")
         seq = self._seq.get(topic, 0)
         t = self._clock() if publish_time is None else publish_time
-        parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind, publish_time=t)
+        parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind, publish_time=t,
+                       acquired=acquired)
         # Subscription messages are read every DRAIN_INTERVAL, not per publish: checking costs
         # about as much as sending a small message. A lossy subscriber that joined since the last
         # drain may miss up to that long of messages (a late join; not counted as a gap).

@@ -11,7 +11,10 @@ A delivery is ``(what, topic, payload)``:
 * ``("tick", None, None)``: ``tick``.
 
 Feeders are plain objects, no sockets: ``receive`` each message, then dispatch what ``ready``
-returns; ``ended`` once every input sent end-of-stream and nothing is held back.
+returns; ``ended`` once every input sent end-of-stream and nothing is held back. A delivery
+returned by ``receive`` comes from that message (its acquisition time is the message's,
+``acquisition_of``); for one returned by ``ready``, ``origin(delivery)`` gives it (until the next
+``ready`` call), None for ticks.
 """
 
 from __future__ import annotations
@@ -28,6 +31,16 @@ from genki_signals.frames import TIMESTAMP, Topic
 
 Delivery = tuple[str, Topic | None, Any]
 TICK: Delivery = ("tick", None, None)
+
+
+def acquisition_of(message: Any) -> float | None:
+    """Leader-clock acquisition time of the oldest sample of a received message: its header's
+    ``acq``; for a publisher that did not send one, the frame's first timestamp; else None."""
+    acq = message.acquired
+    if acq is not None:
+        return acq
+    ts = message.frame.get(TIMESTAMP)
+    return float(ts[0]) if ts is not None and len(ts) else None
 
 
 class TimestampMerger:
@@ -98,16 +111,26 @@ class MergedFeeder:
 
     def __init__(self, inputs: Iterable[str], max_lag: float | None = 0.5) -> None:
         self.merger = TimestampMerger(inputs, max_lag=max_lag)
+        self._origins: dict[int, float | None] = {}  # id(frame) -> acquisition, last ready()
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
         if message.kind == "eos":
             self.merger.end(topic.node)
         else:
-            self.merger.push(topic.node, message.frame, arrival=now, tag=(message.kind, topic))
+            self.merger.push(topic.node, message.frame, arrival=now,
+                             tag=(message.kind, topic, acquisition_of(message)))
         return []
 
     def ready(self, now: float) -> list[Delivery]:
-        return [(kind, topic, frame) for _, (kind, topic), frame in self.merger.pop_ready(now)]
+        released = self.merger.pop_ready(now)
+        if not released:
+            return []
+        self._origins = {id(frame): acq for _, (_, _, acq), frame in released}
+        return [(kind, topic, frame) for _, (kind, topic, _), frame in released]
+
+    def origin(self, delivery: Delivery) -> float | None:
+        """Acquisition time of a delivery of the last ``ready`` call."""
+        return self._origins.get(id(delivery[2]))
 
     @property
     def ended(self) -> bool:
@@ -129,6 +152,9 @@ class ArrivalFeeder:
     def ready(self, now: float) -> list[Delivery]:
         return [TICK]
 
+    def origin(self, delivery: Delivery) -> float | None:
+        return None
+
     @property
     def ended(self) -> bool:
         return not self._open
@@ -147,6 +173,9 @@ class RawFeeder:
 
     def ready(self, now: float) -> list[Delivery]:
         return []
+
+    def origin(self, delivery: Delivery) -> float | None:
+        return None
 
     @property
     def ended(self) -> bool:
