@@ -133,29 +133,35 @@ def raw_worker(sub_ep: str, pub_ep: str) -> int:
 class Side:
     """One implementation's process, the socket feeding it and the SUB reading its outputs."""
 
-    def __init__(self, impl: str, ctx: zmq.Context, run_dir: str, profile: str | None) -> None:
+    def __init__(self, impl: str, ctx: zmq.Context, run_dir: str, profile: str | None,
+                 code: str | None = None) -> None:
+        """``impl`` "fw" or "raw"; ``code``: another checkout whose genki_signals the fw node
+        runs (``--baseline``), as side ``base``."""
         self.impl = impl
         self.up = ctx.socket(zmq.XPUB)
         self.up.setsockopt(zmq.XPUB_NODROP, 1)
         self.up.setsockopt(zmq.SNDHWM, HWM)
         self.up.setsockopt(zmq.SNDTIMEO, 30_000)
         self.up.setsockopt(zmq.LINGER, 0)
-        up_ep = f"ipc://{run_dir}/{impl}-up"
+        name = "base" if code else impl
+        up_ep = f"ipc://{run_dir}/{name}-up"
         self.up.bind(up_ep)
-        out_ep = f"ipc://{run_dir}/{impl}-out"
+        out_ep = f"ipc://{run_dir}/{name}-out"
         env = dict(os.environ)
+        if code:
+            env["PYTHONPATH"] = code
         if impl == "fw":
             from genki_signals.nodes.config import InputEdge, NodeConfig
 
             self.ctl = ctx.socket(zmq.ROUTER)
-            self.ctl.bind(f"ipc://{run_dir}/ctl")
+            self.ctl.bind(f"ipc://{run_dir}/{name}-ctl")
             cfg = NodeConfig(
                 id=NODE, kind="graph", params={"operators": demo_operators()},
-                control_endpoint=f"ipc://{run_dir}/ctl", publish_endpoint=out_ep,
+                control_endpoint=f"ipc://{run_dir}/{name}-ctl", publish_endpoint=out_ep,
                 inputs=(InputEdge(node="signals", endpoint=up_ep, topics=("signals/",),
                                   policy="lossless"),),
                 clock_origin=time.monotonic(), spec_dir=str(REPO / "specs"))
-            path = Path(run_dir) / "node.json"
+            path = Path(run_dir) / f"{name}.json"
             path.write_text(cfg.to_json())
             cmd = [sys.executable, "-m", "genki_signals.nodes", "--config", str(path)]
         else:
@@ -310,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=5000, help="frames per run")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--rate", type=float, default=1000.0, help="paced mode, frames/s")
-    parser.add_argument("--profile", metavar="OUT", help="cProfile the fw node (one extra run)")
+    parser.add_argument("--profile", metavar="OUT",
+                        help="py-spy profile of the fw node (one extra run), stacks to OUT")
+    parser.add_argument("--baseline", metavar="CHECKOUT",
+                        help="also run the fw node on another checkout's code (e.g. /work/main), "
+                             "interleaved: side 'base'")
     args = parser.parse_args(argv)
     print(f"machine: {machine_info()}")
     print(f"load average at start: {os.getloadavg()[0]:.2f}")
@@ -321,12 +331,15 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for impl in ("fw", "raw"):
                 sides[impl] = Side(impl, ctx, run_dir, None)
+            if args.baseline:
+                sides["base"] = Side("fw", ctx, run_dir, None, code=args.baseline)
+            names = tuple(sides)
             for side in sides.values():  # warm-up
                 side.run(500, 0.0)
             k = 0
             for rep in range(args.repeats):
                 for mode, rate in (("sat", 0.0), ("paced", args.rate)):
-                    order = ("fw", "raw") if k % 2 == 0 else ("raw", "fw")
+                    order = names[k % len(names):] + names[:k % len(names)]  # rotate
                     k += 1
                     n = args.frames if mode == "sat" else min(args.frames,
                                                               int(2 * args.rate))
@@ -354,6 +367,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{mode:<8} {median(fw) * 1e6:12.1f} {median(raw) * 1e6:13.1f} "
               f"{median(fw) / median(raw):7.2f} {min(pairs):>11.2f}-{max(pairs):<12.2f}"
               f" {spread(fw):>6.0%}/{spread(raw):<6.0%}")
+    if args.baseline:
+        print(f"\nbaseline: the fw node on {args.baseline}'s code, same runs")
+        print(f"{'mode':<8} {'base us/frame':>14} {'base/raw':>9} {'fw/base':>8} "
+              f"{'per-run fw/base':>18}")
+        for mode in ("sat", "paced"):
+            fw, raw, base = (results[(mode, k)] for k in ("fw", "raw", "base"))
+            pairs = [a / b for a, b in zip(fw, base)]
+            print(f"{mode:<8} {median(base) * 1e6:14.1f} {median(base) / median(raw):9.2f} "
+                  f"{median(fw) / median(base):8.2f} {min(pairs):>8.2f}-{max(pairs):<8.2f}")
     print("\ngoal (issue 16): fw <= 1.5x raw (graph compute + one raw pyzmq hop)")
     return 0
 

@@ -385,7 +385,7 @@ def _recv_parts(sock: zmq.Socket) -> list[zmq.Frame]:
 
 
 def _message_bytes(parts: list[zmq.Frame]) -> int:
-    return sum(len(p) for p in parts)
+    return sum(map(len, parts))
 
 
 class _EdgeQueue:
@@ -404,10 +404,12 @@ class _EdgeQueue:
         return len(self._latest) + len(self._fifo)
 
     def room(self, budget: int) -> int:
-        """How many messages to read from the socket now."""
+        """How many messages to read from the socket now: a lossless edge reads ahead of the
+        caller at most ``LOSSLESS_BATCH`` messages and ``max_bytes``."""
         if self.policy == "lossless":
-            full = self._fifo or (self.max_bytes is not None and self.nbytes >= self.max_bytes)
-            return 0 if full else LOSSLESS_BATCH
+            if self.max_bytes is not None and self.nbytes >= self.max_bytes:
+                return 0
+            return max(0, LOSSLESS_BATCH - len(self._fifo))
         return budget
 
     def push(self, msg: Message, nbytes: int) -> list[Message]:

@@ -60,6 +60,9 @@ class GraphNodeLogic(NodeLogic):
         self.upstreams = {k: list(v) for k, v in upstreams.items()}
         self._primary = Topic(next(iter(self.upstreams), ""))
         self._graphs: dict[Topic, SignalGraph] = {}
+        # per topic, worked out once (on_frame runs per frame): the published names with their
+        # companion names, and the operators that emit events
+        self._plans: dict[Topic, tuple[list[tuple[str, str]], list[Operator]]] = {}
         self._single = len(self.upstreams) <= 1
         if not self._single and all(self.upstreams.values()):
             self._check_no_mixing()
@@ -83,17 +86,19 @@ class GraphNodeLogic(NodeLogic):
     def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
         graph = self._graphs.get(topic) or self._build(topic, frame)
+        names, emitters = self._plans[topic]
         result = graph.process(frame)
         derived = {TIMESTAMP: result[TIMESTAMP]}
-        for name in graph.outputs:
+        for name, name_ts in names:
             derived[name] = result[name]
-            if companion(name) in result:
-                derived[companion(name)] = result[companion(name)]
+            ts = result.get(name_ts)
+            if ts is not None:
+                derived[name_ts] = ts
         main_name = "main" if self._single else topic.node
         outputs = [Output(timeline or main_name, part)
                    for timeline, part in split_timelines(derived).items()
                    if len(part) > 1 or timeline]  # skip a main frame without derived streams
-        for op in graph.operators:
+        for op in emitters:
             if op.emits_events:
                 events = op.pop_events()
                 if events:
@@ -115,4 +120,6 @@ class GraphNodeLogic(NodeLogic):
         self._pending = rest
         graph = SignalGraph(mine, source_keys=frame.keys())
         self._graphs[topic] = graph
+        self._plans[topic] = ([(name, companion(name)) for name in graph.outputs],
+                              [op for op in graph.operators if op.emits_events])
         return graph

@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 FRAME_ERROR_LOG_LIMIT = 5  # log the first few failing frames in full, then only count
 TICK_INTERVAL = 0.05  # a non-timed node's loop turns at least this often (s): control, tick()
+# While frames flow, the control socket is checked at most this often (s): a poll per frame
+# cost ~4% of a graph node's CPU per frame (tools/bench_node_overhead.py)
+CONTROL_INTERVAL = 0.005
 
 
 class ControlLogHandler(logging.Handler):
@@ -166,6 +169,7 @@ class NodeRunner:
             step = self._step_inputs
             self._feeder = feeder_for(self.logic.input_mode, [e.node for e in self.config.inputs],
                                       max_lag=self.config.extra.get("max_lag", 0.5))
+            self._next_control = 0.0
         self._stats_mark = (time.monotonic(), 0, 0)
         next_beat = time.monotonic()
         while not self._stop_requested:
@@ -208,7 +212,10 @@ class NodeRunner:
             self._dispatch(delivery, now, feeder.origin(delivery))
         if feeder.ended:
             return True
-        self._handle_control(timeout=0)
+        mono = time.monotonic()
+        if msg is None or mono >= self._next_control:
+            self._next_control = mono + CONTROL_INTERVAL
+            self._handle_control(timeout=0)
         return False
 
     # ------------------------------------------------------------------ helpers
@@ -254,7 +261,8 @@ class NodeRunner:
             if acquired is None:
                 acquired = origin if origin != math.inf else _first_timestamp(out.frame, now)
             self._age_out.add(now - acquired)
-            self.publisher.publish(topic, out.frame, kind=out.kind, acquired=acquired)
+            self.publisher.publish(topic, out.frame, kind=out.kind, publish_time=now,
+                                   acquired=acquired)
 
     def _wait_for_lossless_readers(self) -> None:
         """After a natural end: wait until every lossless reader has read ``eos`` and hung up.
