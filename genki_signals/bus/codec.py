@@ -339,7 +339,7 @@ def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
         if type(where) is bytes:
             if len(where) != nbytes:
                 return None
-            arr = _frombuffer(where, dtype=dtype)
+            arr = _frombuffer(where, dtype=dtype)  # read-only already: bytes are immutable
         elif type(where) is int and 0 <= where < nbuf:
             bit = 1 << where
             if used & bit:
@@ -349,11 +349,11 @@ def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
             if buf.nbytes != nbytes:
                 return None
             arr = _frombuffer(buf, dtype=dtype)
+            arr.flags.writeable = False  # a received zmq.Frame's buffer is writable
         else:
             return None
         if len(shape) != 1:
             arr = arr.reshape(shape)
-        arr.flags.writeable = False
         frame[name] = arr
     if used != (1 << nbuf) - 1:
         return None
