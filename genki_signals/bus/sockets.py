@@ -362,14 +362,22 @@ class Publisher:
 
 
 def _send_parts(sock: zmq.Socket, parts: list[Any], flags: int) -> None:
-    """``sock.send_multipart(parts, flags, copy=False)`` without its per-call overhead.
+    """``sock.send_multipart(parts, flags)`` without its per-call overhead: the topic and the
+    header (small ``bytes``) copied, the array parts (``encode``'s parts 2+) zero-copy.
 
-    With NOBLOCK on an XPUB, only part 0 can raise ``zmq.Again`` (room is checked per message).
+    Copying the small parts is ~3x cheaper than ``copy=False``, which makes a ``zmq.Frame``
+    per part (2.9 vs 8.2 us per [topic, header] message here, under load). With NOBLOCK on an
+    XPUB, only part 0 can raise ``zmq.Again`` (room is checked per message).
     """
     send = sock.send
     last = len(parts) - 1
-    for i in range(last):
-        send(parts[i], flags | _SNDMORE, copy=False)
+    if last == 1:  # everything inline: the common small frame
+        send(parts[0], flags | _SNDMORE)
+        send(parts[1], flags)
+        return
+    send(parts[0], flags | _SNDMORE)
+    for i in range(1, last):
+        send(parts[i], flags | _SNDMORE, copy=i < 2)
     send(parts[last], flags, copy=False)
 
 
