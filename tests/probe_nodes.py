@@ -43,3 +43,41 @@ class Seer(NodeLogic):
 
     def close(self):
         print("SEEN " + json.dumps({"calls": self.calls, "ticks": self.ticks}), flush=True)
+
+
+class Sleeper(NodeLogic):
+    """Passes each frame on after sleeping ``delay`` seconds: a hop with a known delay."""
+
+    input_mode = "merged"
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def on_frame(self, topic, frame, now):
+        import time
+
+        from genki_signals.nodes.logic import Output
+
+        time.sleep(self.delay)
+        return [Output("main", dict(frame))]
+
+
+class LaggedSource(NodeLogic):
+    """A source whose samples were acquired ``lag`` seconds before it publishes them (a sensor
+    with a known delay): ``rate`` frames/s, each saying so in ``Output.acquired``."""
+
+    input_mode = "timed"
+
+    def __init__(self, rate: float, lag: float) -> None:
+        self.update_rate = float(rate)
+        self.lag = float(lag)
+        self.n = 0
+
+    def poll(self, now):
+        import numpy as np
+
+        from genki_signals.nodes.logic import Output
+
+        self.n += 1
+        return [Output("main", {"timestamp": np.array([now]), "x": np.array([float(self.n)])},
+                       acquired=now - self.lag)]

@@ -374,3 +374,76 @@ def test_roundtrip_property(dtype, shape, inline_max):
     frame = {"x": _array(dtype, shape, seed=len(shape))}
     msg = decode(encode("p", frame, node_id="n", seq=0, inline_max=inline_max))
     _assert_frames_equal(msg.frame, frame)
+
+
+# ------------------------------------------------------------ acquisition time (header "acq")
+# A message as version 1 wrote it before "acq" existed (bytes fixed here, not made by encode):
+# topic "a/main", node "a", seq 7, kind data, t 1.5, one inline float64 field "x" = [1.0, 2.0].
+OLD_MESSAGE = [b"a/main", msgpack.packb(
+    {"v": 1, "node": "a", "seq": 7, "kind": "data", "t": 1.5,
+     "fields": [["x", "<f8", [2], np.array([1.0, 2.0]).tobytes()]]}, use_bin_type=True)]
+
+
+def test_acquisition_time_round_trips_and_is_absent_unless_given():
+    frame = {"x": np.arange(3.0)}
+    with_acq = decode(encode("a/main", frame, node_id="a", seq=0, publish_time=2.0,
+                             acquired=1.25))
+    assert with_acq.acquired == 1.25 and with_acq.publish_time == 2.0
+    _assert_frames_equal(with_acq.frame, frame)
+    parts = encode("a/main", frame, node_id="a", seq=0, publish_time=2.0)
+    assert "acq" not in msgpack.unpackb(parts[1])  # old readers still accept what we send
+    assert decode(parts).acquired is None
+
+
+def test_messages_written_before_acq_decode_as_before():
+    for decoder in (decode, lambda p: codec._decode(p, codec.DEFAULT_MAX_BYTES)):
+        msg = decoder(OLD_MESSAGE)
+        assert (msg.topic, msg.node_id, msg.seq, msg.kind, msg.publish_time) == \
+            ("a/main", "a", 7, "data", 1.5)
+        assert msg.acquired is None
+        np.testing.assert_array_equal(msg.frame["x"], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("acq, match", [
+    (float("nan"), "acquisition time must be a finite number"),
+    ("yesterday", "acquisition time must be a finite number"),
+    (True, "acquisition time must be a finite number"),
+])
+def test_bad_acquisition_time_is_named(acq, match):
+    header = msgpack.unpackb(OLD_MESSAGE[1])
+    header["acq"] = acq
+    with pytest.raises(DecodeError, match=match):
+        decode([OLD_MESSAGE[0], msgpack.packb(header, use_bin_type=True)])
+
+
+def test_an_unknown_seventh_key_is_still_refused():
+    header = msgpack.unpackb(OLD_MESSAGE[1])
+    header["acquired"] = 1.0
+    with pytest.raises(DecodeError, match="unexpected 'acquired'"):
+        decode([OLD_MESSAGE[0], msgpack.packb(header, use_bin_type=True)])
+
+
+def test_encode_refuses_a_non_finite_acquisition_time():
+    with pytest.raises(EncodeError, match="acquired must be a finite number"):
+        encode("a/main", {}, node_id="a", seq=0, acquired=float("inf"))
+
+
+# ------------------------------------------------------------ msgspec writes msgpack's bytes
+@FAST
+@given(
+    names=st.lists(st.text(max_size=300), min_size=0, max_size=4, unique=True),
+    dtype=st.sampled_from(DTYPES),
+    n=st.integers(0, 70_000),
+    seq=st.integers(0, 2**64 - 1),
+    t=st.floats(allow_nan=False, allow_infinity=False),
+    acq=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    node=st.text(max_size=256),
+)
+def test_headers_are_byte_for_byte_what_msgpack_writes(names, dtype, n, seq, t, acq, node):
+    """The header encoder (msgspec) writes exactly msgpack-python's bytes, so recordings and
+    peers see the same wire format whichever library wrote it."""
+    frame = {name: np.zeros(n // (i + 1), dtype=dtype) for i, name in enumerate(names)}
+    parts = encode("p/main", frame, node_id=node, seq=seq, publish_time=t, acquired=acq)
+    header = msgpack.unpackb(parts[1], raw=False)
+    assert msgpack.packb(header, use_bin_type=True) == bytes(parts[1])
+    assert codec._unpack_header(parts[1]) == header  # and reads back what msgpack reads

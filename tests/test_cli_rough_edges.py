@@ -71,6 +71,9 @@ def test_top_shows_what_a_sink_receives(tmp_path, launcher_factory):
     rate = float(row.split()[4])  # frames/s: for a sink, frames received
     assert 10 <= rate <= 30, table  # the source publishes 20 frames/s
     assert "in/s" in table.splitlines()[1]
+    assert "age in ms" in table.splitlines()[1]
+    p50, p99 = (float(v) for v in row.split()[7].split("/"))  # age of what the sink receives
+    assert 0 <= p50 <= p99 < 1000, table  # ms: sampled, published, one hop
     lp.interrupt()
     lp.wait_exit(timeout=30)
 

@@ -253,3 +253,23 @@ def test_raw_feeder_hands_over_every_message_itself():
     assert not feeder.ended  # b has not ended yet
     _feed(feeder, messages[-1:])
     assert feeder.ended
+
+
+def test_merged_feeder_hands_each_frame_its_own_acquisition_time():
+    """Frames held back for the watermark keep their own acquisition time (header ``acq``),
+    whatever order they are released in; a frame without ``acq`` falls back to its first
+    timestamp."""
+    feeder = feeder_for("merged", ["a", "b"], max_lag=None)
+    sent = [("b/main", 1.0, 0.9), ("a/main", 0.0, -0.2), ("b/main", 1.5, None),
+            ("a/main", 0.5, 0.3), ("a/main", None, None), ("b/main", None, None)]
+    origins = {}
+    for i, (topic, t0, acq) in enumerate(sent):
+        node = Topic.parse(topic).node
+        parts = (encode_eos(topic, node_id=node, seq=i) if t0 is None else
+                 encode(topic, {"timestamp": t0 + np.arange(2) / 100}, node_id=node, seq=i,
+                        acquired=acq))
+        msg = decode(parts)
+        assert feeder.receive(Topic.parse(topic), msg, now=0.0) == []
+        for delivery in feeder.ready(now=0.0):
+            origins[float(delivery[2]["timestamp"][0])] = feeder.origin(delivery)
+    assert origins == {0.0: -0.2, 0.5: 0.3, 1.0: 0.9, 1.5: 1.5}

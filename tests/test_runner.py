@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from genki_signals.bus import control
-from genki_signals.bus.codec import encode, encode_eos
+from genki_signals.bus.codec import decode, encode, encode_eos
 from genki_signals.nodes.config import InputEdge, NodeConfig
 from proc_helpers import env_with_tests_on_path
 
@@ -194,3 +194,63 @@ def test_a_logic_declaring_an_unknown_input_mode_is_refused_naming_it(tmp_path, 
     assert proc.returncode == 2, out
     assert ("node 'seer': cannot start: ValueError: probe_nodes.Seer declares input_mode "
             "'sometimes'; expected one of 'timed', 'merged', 'arrival', 'raw'") in out
+
+
+# ------------------------------------------------------------ per-frame age
+@pytest.mark.process
+def test_frame_age_through_a_hop_with_a_known_delay(tmp_path, ctx):
+    """Frames acquired ``K`` before they are sent go through a node that sleeps ``D`` per
+    frame: the node reports the age of what it receives as K (plus the hop) and of what it
+    emits as K + D, and passes the acquisition time on unchanged. The test and the node read
+    the same clock (one host's CLOCK_MONOTONIC from the config's origin; no leader: the
+    clock's uncertainty is zero), so the only slack is the hop and the scheduler."""
+    K, D, N = 0.200, 0.050, 20
+    slack = 0.015  # one ipc hop + wake-ups on a loaded 2-core machine
+    origin = time.monotonic()
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(f"ipc://{tmp_path}/control")
+    upstream = ctx.socket(zmq.XPUB)
+    upstream.bind(f"ipc://{tmp_path}/up")
+    out = ctx.socket(zmq.SUB)
+    out.setsockopt(zmq.SUBSCRIBE, b"")
+    config = NodeConfig(
+        id="sleeper", kind="custom", params={"class": "probe_nodes:Sleeper",
+                                             "args": {"delay": D}},
+        control_endpoint=f"ipc://{tmp_path}/control", publish_endpoint=f"ipc://{tmp_path}/out",
+        inputs=(InputEdge(node="up", endpoint=f"ipc://{tmp_path}/up", topics=("up/",)),),
+        clock_origin=origin, heartbeat_interval=0.5)
+    proc = start_node(tmp_path, config)
+    try:
+        next_control(router, "ready")
+        assert upstream.poll(5000)
+        upstream.recv()
+        out.connect(f"ipc://{tmp_path}/out")
+        time.sleep(0.3)  # the output subscription reaches the node
+        sent, received = [], []
+        for i in range(N):
+            now = time.monotonic() - origin
+            acquired = now - K
+            # timestamps on another base than the acquisition time: the header's acq counts
+            frame = {"timestamp": np.array([acquired + 0.1 + 0.001 * j for j in range(4)]),
+                     "x": np.arange(4.0) + i}
+            upstream.send_multipart(encode("up/main", frame, node_id="up", seq=i,
+                                           publish_time=now, acquired=acquired))
+            sent.append(acquired)
+            assert out.poll(5000), f"no output for frame {i}"
+            msg = decode(out.recv_multipart())
+            received.append((msg.acquired, time.monotonic() - origin - msg.acquired))
+        assert [a for a, _ in received] == sent  # the acquisition time passes through exactly
+        ages_seen_downstream = np.array([age for _, age in received])
+        assert np.all(ages_seen_downstream >= K + D)
+        assert np.median(ages_seen_downstream) <= K + D + 2 * slack
+        beat = next_control(router, "heartbeat", where=lambda m: np.isfinite(
+            m["stats"].get("age_out_p50", float("nan"))))["stats"]
+        assert K <= beat["age_in_p50"] <= K + slack, beat
+        assert K + D <= beat["age_out_p50"] <= K + D + slack, beat
+        assert beat["age_in_p99"] >= beat["age_in_p50"]
+        router.send_multipart([b"sleeper", control.pack("stop")])
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)

@@ -3,12 +3,15 @@
 Message layout (format version 1)::
 
     part 0   topic     UTF-8 bytes; SUB sockets filter on its prefix
-    part 1   header    msgpack map, exactly these keys:
+    part 1   header    msgpack map, exactly these keys (plus the optional ``acq``):
                "v"       int     format version, currently 1
                "node"    str     id of the publishing node (at most 256 characters)
                "seq"     int     sequence number, uint64, per (node, topic), +1 per message
                "kind"    str     "data" | "event" | "eos"
                "t"       float   publish time, float64 seconds on the publisher's clock
+               "acq"     float   optional: acquisition time (leader clock) of the oldest sample
+                                 this frame derives from; receivers report now - acq as the
+                                 frame's age (absent in frames and recordings made before it)
                "fields"  list    one entry per frame key: [name, dtype, shape, where]
                                    name   str   the frame key, unique within the message
                                    dtype  str   numpy ``dtype.str``, one of ALLOWED_DTYPES
@@ -32,6 +35,11 @@ is 4-9x faster from 1 MiB. pyzmq copies parts under its ``copy_threshold`` (64 K
 ``copy=False``, which is why the crossover sits there. Hence ``INLINE_MAX_BYTES = 32 KiB``: a
 field whose ``nbytes`` is at most that travels inline.
 
+The header is written with msgspec's MessagePack encoder and read on the fast path with its
+decoder: the same wire format as msgpack-python (the bytes are identical, ``tests/test_bus_codec``
+checks it), 2x faster to encode and a little faster to decode (``tools/bench_header_codec.py``).
+The careful path below still uses msgpack-python, whose errors it reports.
+
 Decoding is defensive: the bytes may come from anywhere that can connect. Every malformation
 (bad msgpack, wrong types, missing or extra keys, unknown version or kind, a disallowed dtype,
 a shape that does not match its bytes, truncated or unreferenced parts, a message larger than
@@ -51,9 +59,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 import zmq
-from msgpack import packb, unpackb
 
 from genki_signals.errors import GenkiError
 
@@ -69,6 +77,7 @@ MAX_NODE_ID_LEN = 256
 MAX_GAP = 1 << 32
 
 _HEADER_KEYS = frozenset({"v", "node", "seq", "kind", "t", "fields"})
+_OPTIONAL_KEYS = frozenset({"acq"})
 _SEQ_LIMIT = 2**64
 
 
@@ -121,6 +130,11 @@ def _dtype_of(dtype_str: object) -> np.dtype | None:
     return dt
 
 
+# msgspec's MessagePack encoder/decoder (see the module docstring); one of each per process.
+_pack_header = msgspec.msgpack.Encoder().encode
+_unpack_header = msgspec.msgpack.Decoder().decode
+
+
 class DecodeError(GenkiError, ValueError):
     """Bytes received from the bus are not a valid message; the message says what is wrong."""
 
@@ -141,6 +155,9 @@ class Message:
     frame: dict[str, np.ndarray] = field(default_factory=dict)
     parts: list[Any] | None = field(default=None, repr=False, compare=False)
     """The received multipart parts, when the receiver kept them (recorders store them as is)."""
+    acquired: float | None = None
+    """Leader-clock acquisition time of the oldest sample the frame derives from (header
+    ``acq``); None when the publisher did not say (older publishers and recordings)."""
 
 
 Part = bytes | memoryview | np.ndarray
@@ -155,12 +172,14 @@ def encode(
     kind: str = "data",
     publish_time: float | None = None,
     inline_max: int = INLINE_MAX_BYTES,
+    acquired: float | None = None,
 ) -> list[Part]:
     """Encode one frame as the parts of a multipart message (see the module docstring).
 
     Large fields are returned as 1-d uint8 views of the (C-contiguous) arrays, so sending them with
     ``copy=False`` copies nothing. ``publish_time`` defaults to ``time.monotonic()``; the node
-    runner passes topology-clock time. ``inline_max`` exists for benchmarks.
+    runner passes topology-clock time. ``inline_max`` exists for benchmarks. ``acquired``: the
+    header's optional ``acq`` (see the module docstring), left out when None.
     """
     if not isinstance(topic, str):
         raise EncodeError(f"topic must be a str, got {type(topic).__name__}")
@@ -194,7 +213,13 @@ def encode(
             buffers.append(arr.reshape(-1).view(np.uint8))
         fields.append([name, dtype_str, list(arr.shape), where])
     header = {"v": VERSION, "node": node_id, "seq": seq, "kind": kind, "t": t, "fields": fields}
-    return [topic.encode("utf-8"), packb(header, use_bin_type=True), *buffers]
+    if acquired is not None:
+        acq = float(acquired)
+        if not math.isfinite(acq):
+            raise EncodeError(f"acquired must be a finite number, got {acquired!r}")
+        header["acq"] = acq
+    return [topic.encode("utf-8"), _pack_header(header), *buffers]
+
 
 
 def encode_eos(
@@ -262,10 +287,18 @@ def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
         views.append(v)
     if total > max_bytes:
         return None
-    header = unpackb(views[1], raw=False, use_list=True, strict_map_key=True)
-    if type(header) is not dict or len(header) != 6:
+    header = _unpack_header(views[1])
+    if type(header) is not dict:
         return None
-    # Six entries and all six keys present: the key set is exactly _HEADER_KEYS.
+    size = len(header)
+    if size == 6:  # six entries and all six keys present: the key set is exactly _HEADER_KEYS
+        acq = None
+    elif size == 7:
+        acq = header.get("acq")  # the seventh key must be acq
+        if type(acq) is not float or not _isfinite(acq):
+            return None
+    else:
+        return None
     v = header["v"]
     node = header["node"]
     seq = header["seq"]
@@ -306,7 +339,7 @@ def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
         if type(where) is bytes:
             if len(where) != nbytes:
                 return None
-            arr = _frombuffer(where, dtype=dtype)
+            arr = _frombuffer(where, dtype=dtype)  # read-only already: bytes are immutable
         elif type(where) is int and 0 <= where < nbuf:
             bit = 1 << where
             if used & bit:
@@ -316,16 +349,16 @@ def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
             if buf.nbytes != nbytes:
                 return None
             arr = _frombuffer(buf, dtype=dtype)
+            arr.flags.writeable = False  # a received zmq.Frame's buffer is writable
         else:
             return None
         if len(shape) != 1:
             arr = arr.reshape(shape)
-        arr.flags.writeable = False
         frame[name] = arr
     if used != (1 << nbuf) - 1:
         return None
     return Message(topic=str(views[0], "utf-8"), node_id=node, seq=seq, kind=kind,
-                   publish_time=t, frame=frame)
+                   publish_time=t, frame=frame, acquired=acq)
 
 
 _isfinite = math.isfinite
@@ -372,6 +405,7 @@ def _decode(parts: Sequence[Any], max_bytes: int) -> Message:
         kind=header["kind"],
         publish_time=float(header["t"]),
         frame=frame,
+        acquired=None if "acq" not in header else float(header["acq"]),
     )
 
 
@@ -393,9 +427,9 @@ def _check_header(header: Any) -> None:
         raise DecodeError(
             f"unsupported wire format version {_short(header['v'])} (this build reads {VERSION})"
         )
-    if keys != _HEADER_KEYS:
+    if not _HEADER_KEYS <= keys <= _HEADER_KEYS | _OPTIONAL_KEYS:
         missing = ", ".join(sorted(_HEADER_KEYS - keys)) or "none"
-        extra = ", ".join(sorted(map(_short, keys - _HEADER_KEYS))) or "none"
+        extra = ", ".join(sorted(map(_short, keys - _HEADER_KEYS - _OPTIONAL_KEYS))) or "none"
         raise DecodeError(f"header keys wrong: missing {missing}; unexpected {extra}")
     if not _is_int(header["v"]):
         raise DecodeError(f"version must be an int, got {_short(header['v'])}")
@@ -412,6 +446,10 @@ def _check_header(header: Any) -> None:
         raise DecodeError(f"publish time must be a finite number, got {_short(t)}")
     if not isinstance(header["fields"], list):
         raise DecodeError(f"fields must be a list, got {type(header['fields']).__name__}")
+    if "acq" in header:
+        acq = header["acq"]
+        if not isinstance(acq, (float, int)) or isinstance(acq, bool) or not math.isfinite(acq):
+            raise DecodeError(f"acquisition time must be a finite number, got {_short(acq)}")
 
 
 def _decode_field(

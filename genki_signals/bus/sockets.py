@@ -223,9 +223,12 @@ class Publisher:
         kind: str = "data",
         *,
         publish_time: float | None = None,
+        acquired: float | None = None,
     ) -> int:
         """Send ``frame`` on ``topic``; return its sequence number.
 
+        ``acquired``: the leader-clock acquisition time of the oldest sample the frame derives
+        from (the header's ``acq``; receivers report the frame's age from it).
         May wait while a lossless subscriber is full (see the module docstring). Raises
         ``EncodeError`` for a frame that cannot go on the wire (non-numeric dtype, bad kind).
         """
@@ -234,7 +237,8 @@ class Publisher:
         self._published = True
         seq = self._seq.get(topic, 0)
         t = self._clock() if publish_time is None else publish_time
-        parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind, publish_time=t)
+        parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind, publish_time=t,
+                       acquired=acquired)
         # Subscription messages are read every DRAIN_INTERVAL, not per publish: checking costs
         # about as much as sending a small message. A lossy subscriber that joined since the last
         # drain may miss up to that long of messages (a late join; not counted as a gap).
@@ -391,14 +395,22 @@ class Publisher:
 
 
 def _send_parts(sock: zmq.Socket, parts: list[Any], flags: int) -> None:
-    """``sock.send_multipart(parts, flags, copy=False)`` without its per-call overhead.
+    """``sock.send_multipart(parts, flags)`` without its per-call overhead: the topic and the
+    header (small ``bytes``) copied, the array parts (``encode``'s parts 2+) zero-copy.
 
-    With NOBLOCK on an XPUB, only part 0 can raise ``zmq.Again`` (room is checked per message).
+    Copying the small parts is ~3x cheaper than ``copy=False``, which makes a ``zmq.Frame``
+    per part (2.9 vs 8.2 us per [topic, header] message here, under load). With NOBLOCK on an
+    XPUB, only part 0 can raise ``zmq.Again`` (room is checked per message).
     """
     send = sock.send
     last = len(parts) - 1
-    for i in range(last):
-        send(parts[i], flags | _SNDMORE, copy=False)
+    if last == 1:  # everything inline: the common small frame
+        send(parts[0], flags | _SNDMORE)
+        send(parts[1], flags)
+        return
+    send(parts[0], flags | _SNDMORE)
+    for i in range(1, last):
+        send(parts[i], flags | _SNDMORE, copy=i < 2)
     send(parts[last], flags, copy=False)
 
 
@@ -414,7 +426,7 @@ def _recv_parts(sock: zmq.Socket) -> list[zmq.Frame]:
 
 
 def _message_bytes(parts: list[zmq.Frame]) -> int:
-    return sum(len(p) for p in parts)
+    return sum(map(len, parts))
 
 
 class _EdgeQueue:
@@ -433,10 +445,12 @@ class _EdgeQueue:
         return len(self._latest) + len(self._fifo)
 
     def room(self, budget: int) -> int:
-        """How many messages to read from the socket now."""
+        """How many messages to read from the socket now: a lossless edge reads ahead of the
+        caller at most ``LOSSLESS_BATCH`` messages and ``max_bytes``."""
         if self.policy == "lossless":
-            full = self._fifo or (self.max_bytes is not None and self.nbytes >= self.max_bytes)
-            return 0 if full else LOSSLESS_BATCH
+            if self.max_bytes is not None and self.nbytes >= self.max_bytes:
+                return 0
+            return max(0, LOSSLESS_BATCH - len(self._fifo))
         return budget
 
     def push(self, msg: Message, nbytes: int) -> list[Message]:

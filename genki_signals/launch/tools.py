@@ -64,7 +64,8 @@ def echo(address: str, topic: str, count: int | None = None, duration: float | N
 
 def top(address: str, interval: float = 1.0, iterations: int | None = None,
         out: IO[str] | None = None) -> None:
-    """A live per-node table: state, rate, latency, drops, gaps, errors, CPU, memory."""
+    """A live per-node table: state, rate, latency, age of frames in and out (p50/p99), drops,
+    gaps, errors, CPU, memory."""
     out = out or sys.stdout
     i = 0
     while iterations is None or i < iterations:
@@ -80,8 +81,8 @@ def top(address: str, interval: float = 1.0, iterations: int | None = None,
 def format_top(d: dict[str, Any]) -> str:
     # frames/s: what a node publishes, or for a sink (publishes nothing) what it receives
     head = (f"{'node':16s} {'kind':7s} {'state':10s} {'restarts':>8s} {'frames/s':>9s} "
-            f"{'in/s':>7s} {'latency ms':>10s} {'drops':>7s} {'gaps':>6s} {'errors':>6s} "
-            f"{'cpu %':>6s} {'mem MB':>7s}")
+            f"{'in/s':>7s} {'latency ms':>10s} {'age in ms':>13s} {'age out ms':>13s} "
+            f"{'drops':>7s} {'gaps':>6s} {'errors':>6s} {'cpu %':>6s} {'mem MB':>7s}")
     lines = [f"topology '{d['topology']}' at {d['address']}", head]
     for n in d["nodes"]:
         st = n.get("stats") or {}
@@ -94,10 +95,19 @@ def format_top(d: dict[str, Any]) -> str:
         lines.append(
             f"{n['id']:16s} {n['kind']:7s} {n['state']:10s} {n['restarts']:8d} "
             f"{_shown_rate(n['kind'], st):9.1f} {st.get('rate_in', 0.0):7.1f} {lat} "
-            f"{st.get('drops', 0):7d} "
+            f"{_age(st, 'age_in'):>13s} {_age(st, 'age_out'):>13s} {st.get('drops', 0):7d} "
             f"{st.get('gaps', 0):6d} {errors:6d} {st.get('cpu_percent', 0.0):6.1f} "
             f"{st.get('rss_bytes', 0) / 1e6:7.1f}")
     return "\n".join(lines)
+
+
+def _age(stats: dict[str, Any], prefix: str) -> str:
+    """``p50/p99`` in ms of a node's frame ages (see ``nodes.age``), ``-`` when none."""
+    p50, p99 = stats.get(f"{prefix}_p50"), stats.get(f"{prefix}_p99")
+    if not (isinstance(p50, float) and math.isfinite(p50) and isinstance(p99, float)
+            and math.isfinite(p99)):
+        return "-"
+    return f"{p50 * 1000:.1f}/{p99 * 1000:.1f}"
 
 
 def _shown_rate(kind: str, stats: dict[str, Any]) -> float:

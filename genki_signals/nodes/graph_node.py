@@ -61,6 +61,9 @@ class GraphNodeLogic(NodeLogic):
         self._primary = Topic(next(iter(self.upstreams), ""))
         self._graphs: dict[Topic, SignalGraph] = {}
         self._keys: dict[Topic, list[str]] = {}  # each sub-graph's source keys (checkpoints)
+        # per topic, worked out once (on_frame runs per frame): the published names with their
+        # companion names, and the operators that emit events
+        self._plans: dict[Topic, tuple[list[tuple[str, str]], list[Operator]]] = {}
         self._single = len(self.upstreams) <= 1
         if not self._single and all(self.upstreams.values()):
             self._check_no_mixing()
@@ -84,17 +87,19 @@ class GraphNodeLogic(NodeLogic):
     def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
         graph = self._graphs.get(topic) or self._build(topic, frame)
+        names, emitters = self._plans[topic]
         result = graph.process(frame)
         derived = {TIMESTAMP: result[TIMESTAMP]}
-        for name in graph.outputs:
+        for name, name_ts in names:
             derived[name] = result[name]
-            if companion(name) in result:
-                derived[companion(name)] = result[companion(name)]
+            ts = result.get(name_ts)
+            if ts is not None:
+                derived[name_ts] = ts
         main_name = "main" if self._single else topic.node
         outputs = [Output(timeline or main_name, part)
                    for timeline, part in split_timelines(derived).items()
                    if len(part) > 1 or timeline]  # skip a main frame without derived streams
-        for op in graph.operators:
+        for op in emitters:
             if op.emits_events:
                 events = op.pop_events()
                 if events:
@@ -117,6 +122,8 @@ class GraphNodeLogic(NodeLogic):
         graph = SignalGraph(mine, source_keys=frame.keys())
         self._graphs[topic] = graph
         self._keys[topic] = list(frame.keys())
+        self._plans[topic] = ([(name, companion(name)) for name in graph.outputs],
+                              [op for op in graph.operators if op.emits_events])
         return graph
 
     # ------------------------------------------------------------------ checkpoints

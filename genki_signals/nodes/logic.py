@@ -52,11 +52,19 @@ INPUT_MODES: tuple[str, ...] = get_args(InputMode)
 
 @dataclass(frozen=True)
 class Output:
-    """One frame to publish on ``<node>/<timeline>``."""
+    """One frame to publish on ``<node>/<timeline>``.
+
+    ``acquired``: the leader-clock time at which the oldest sample this frame derives from was
+    acquired (sent in the header; every receiver reports the frame's age from it). Leave it None
+    and the runner fills it in: for a node with inputs, the oldest acquisition among the input
+    frames handed to the logic since its previous output; for a ``timed`` node, the frame's first
+    ``timestamp`` (a source stamps samples when it acquires them), or the publish time.
+    """
 
     timeline: str
     frame: dict[str, np.ndarray]
     kind: str = "data"
+    acquired: float | None = None
 
 
 class NodeLogic:

@@ -18,6 +18,10 @@ A message whose
 topic names a node that is not one of the inputs is counted in ``unexpected`` and ignored: an
 ``eos`` ends only an input the spec wires in (the runner's Subscriber already drops such
 messages per edge; this holds for any other caller too).
+A delivery
+returned by ``receive`` comes from that message (its acquisition time is the message's,
+``acquisition_of``); for one returned by ``ready``, ``origin(delivery)`` gives it (until the next
+``ready`` call), None for ticks.
 """
 
 from __future__ import annotations
@@ -37,6 +41,16 @@ DEFAULT_MERGE_BYTES = 64 * 1024 * 1024
 
 Delivery = tuple[str, Topic | None, Any]
 TICK: Delivery = ("tick", None, None)
+
+
+def acquisition_of(message: Any) -> float | None:
+    """Leader-clock acquisition time of the oldest sample of a received message: its header's
+    ``acq``; for a publisher that did not send one, the frame's first timestamp; else None."""
+    acq = message.acquired
+    if acq is not None:
+        return acq
+    ts = message.frame.get(TIMESTAMP)
+    return float(ts[0]) if ts is not None and len(ts) else None
 
 
 class TimestampMerger:
@@ -130,6 +144,7 @@ class MergedFeeder:
         self.consumed: dict[str, int] = {}
         self._eos: dict[str, int] = {}  # end-of-stream seqs, consumed once nothing is held
         self.unexpected = 0
+        self._origins: dict[int, float | None] = {}  # id(frame) -> acquisition, last ready()
 
     def receive(self, topic: Topic, message: Any, now: float) -> list[Delivery]:
         if topic.node not in self.merger.inputs:
@@ -142,18 +157,26 @@ class MergedFeeder:
             # (an empty frame is dropped here and not counted as consumed: if it is sent
             # again after a restart, it is dropped again)
             self.merger.push(topic.node, message.frame, arrival=now,
-                             tag=(message.kind, topic, message.seq))
+                             tag=(message.kind, topic, message.seq, acquisition_of(message)))
         return []
 
     def ready(self, now: float) -> list[Delivery]:
+        released = self.merger.pop_ready(now)
         out: list[Delivery] = []
-        for _, (kind, topic, seq), frame in self.merger.pop_ready(now):
+        if released:
+            self._origins = {}
+        for _, (kind, topic, seq, acq), frame in released:
             self.consumed[str(topic)] = seq
+            self._origins[id(frame)] = acq
             out.append((kind, topic, frame))
         if self._eos and len(self.merger) == 0:  # every frame before each eos is handed out
             self.consumed.update(self._eos)
             self._eos.clear()
         return out
+
+    def origin(self, delivery: Delivery) -> float | None:
+        """Acquisition time of a delivery of the last ``ready`` call."""
+        return self._origins.get(id(delivery[2]))
 
     @property
     def ended(self) -> bool:
@@ -182,6 +205,9 @@ class ArrivalFeeder:
     def ready(self, now: float) -> list[Delivery]:
         return [TICK]
 
+    def origin(self, delivery: Delivery) -> float | None:
+        return None
+
     @property
     def ended(self) -> bool:
         return not self._open
@@ -207,6 +233,9 @@ class RawFeeder:
 
     def ready(self, now: float) -> list[Delivery]:
         return []
+
+    def origin(self, delivery: Delivery) -> float | None:
+        return None
 
     @property
     def ended(self) -> bool:

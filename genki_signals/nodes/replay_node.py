@@ -64,7 +64,9 @@ class ReplayNodeLogic(NodeLogic):
 
     def poll(self, now: float) -> list[Output]:
         limit = self.batch if self.speed is None else PACED_LIMIT
-        return [Output(p.timeline, p.frame, p.kind) for p in self.player.due(now, limit)]
+        # the recorded timestamps are of another session: a replayed frame is acquired when read
+        return [Output(p.timeline, p.frame, p.kind, acquired=now)
+                for p in self.player.due(now, limit)]
 
     @property
     def finished(self) -> bool:

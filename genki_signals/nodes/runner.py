@@ -31,14 +31,18 @@ from genki_signals.clock import default_clock
 from genki_signals.clocksync.node import start_node_clock, stop_node_clock
 from genki_signals.frames import TIMESTAMP, Topic
 from genki_signals.nodes.checkpoint import NodeCheckpointer
+from genki_signals.nodes.age import AgeWindow
 from genki_signals.nodes.config import NodeConfig, topic_for
 from genki_signals.nodes.logic import NodeLogic, Output, check_input_mode
-from genki_signals.nodes.merge import Delivery, feeder_for
+from genki_signals.nodes.merge import Delivery, acquisition_of, feeder_for
 
 log = logging.getLogger(__name__)
 
 FRAME_ERROR_LOG_LIMIT = 5  # log the first few failing frames in full, then only count
 TICK_INTERVAL = 0.05  # a non-timed node's loop turns at least this often (s): control, tick()
+# While frames flow, the control socket is checked at most this often (s): a poll per frame
+# cost ~4% of a graph node's CPU per frame (tools/bench_node_overhead.py)
+CONTROL_INTERVAL = 0.005
 
 
 class ControlLogHandler(logging.Handler):
@@ -72,6 +76,11 @@ class NodeRunner:
         self._process = psutil.Process()
         self._last_latency = float("nan")
         self._checkpointer: NodeCheckpointer | None = None
+        # per-frame age (nodes.age): of what arrives, of what leaves; the oldest acquisition
+        # among the inputs handed to the logic since its last output (the next output's origin)
+        self._age_in = AgeWindow()
+        self._age_out = AgeWindow()
+        self._origin = math.inf
 
     # ------------------------------------------------------------------ clock
     def now(self) -> float:
@@ -182,6 +191,7 @@ class NodeRunner:
                                       max_lag=self.config.extra.get("max_lag", 0.5),
                                       **({"max_bytes": limits["merge_buffer_bytes"]}
                                          if "merge_buffer_bytes" in limits else {}))
+            self._next_control = 0.0
         self._stats_mark = (time.monotonic(), 0, 0)
         next_beat = time.monotonic()
         while not self._stop_requested:
@@ -215,15 +225,21 @@ class NodeRunner:
                                                max(0.0, next_beat - time.monotonic())))
         now = self.now()
         if msg is not None:
+            acquired = acquisition_of(msg)
+            if acquired is not None and msg.kind != "eos":
+                self._age_in.add(now - acquired)
             for delivery in feeder.receive(Topic.parse(msg.topic), msg, now):
-                self._dispatch(delivery, now)
+                self._dispatch(delivery, now, acquired)
         for delivery in feeder.ready(now):
-            self._dispatch(delivery, now)
+            self._dispatch(delivery, now, feeder.origin(delivery))
         if self._checkpointer is not None:
             self._checkpoint(force=feeder.ended)
         if feeder.ended:
             return True
-        self._handle_control(timeout=0)
+        mono = time.monotonic()
+        if msg is None or mono >= self._next_control:
+            self._next_control = mono + CONTROL_INTERVAL
+            self._handle_control(timeout=0)
         return False
 
     # ------------------------------------------------------------------ helpers
@@ -261,11 +277,14 @@ class NodeRunner:
                         sub.ack(edge.node, topic, seq)
         sub.flush_acks()  # once per checkpoint: the upstream frees its retention now
 
-    def _dispatch(self, delivery: Delivery, now: float) -> None:
+    def _dispatch(self, delivery: Delivery, now: float, origin: float | None = None) -> None:
         """Hand one delivery to its logic hook and publish the outputs; an error is counted
-        in ``frame_errors`` and skipped, never fatal."""
+        in ``frame_errors`` and skipped, never fatal. ``origin``: the delivery's acquisition
+        time, which the next output inherits unless an older input comes first."""
         what, topic, payload = delivery
         logic = self.logic
+        if origin is not None and origin < self._origin:
+            self._origin = origin
         try:
             if what in ("data", "event", "message") and self._checkpointer is not None:
                 self._checkpointer.consumed(1)
@@ -292,10 +311,18 @@ class NodeRunner:
     def _emit(self, outputs: list[Output]) -> None:
         if not outputs or self.publisher is None:
             return
+        now = self.now()
+        origin = self._origin  # inherited from the inputs (inf: none, e.g. a timed node)
+        self._origin = math.inf
         for out in outputs:
             topic = topic_for(self.config.id, out.timeline)
             self._published_topics.add(topic)
-            self.publisher.publish(topic, out.frame, kind=out.kind)
+            acquired = out.acquired
+            if acquired is None:
+                acquired = origin if origin != math.inf else _first_timestamp(out.frame, now)
+            self._age_out.add(now - acquired)
+            self.publisher.publish(topic, out.frame, kind=out.kind, publish_time=now,
+                                   acquired=acquired)
 
     def _wait_for_lossless_readers(self) -> None:
         """After a natural end: wait until every lossless reader has read (and, for a reader
@@ -360,6 +387,8 @@ class NodeRunner:
         out["rate_in"] = (frames_in - i0) / max(mono - t0, 1e-9)  # what a sink receives
         self._stats_mark = (mono, frames_out, frames_in)
         out["latency"] = self._last_latency
+        out.update(self._age_in.report("age_in"))
+        out.update(self._age_out.report("age_out"))
         clock_service = getattr(self, "_clock_service", None)
         if clock_service is not None:
             out.update(clock_service.stats())
@@ -392,6 +421,16 @@ class NodeRunner:
 
 
 # Supervision (docs/supervision.md), kept apart from the loop above.
+def _first_timestamp(frame: dict[str, Any], now: float) -> float:
+    """A timed node's frame: acquired at its first timestamp (never later than now), else now."""
+    ts = frame.get(TIMESTAMP)
+    if ts is not None and len(ts):
+        first = float(ts[0])
+        if first <= now:
+            return first
+    return now
+
+
 def lossless_token_for(config: NodeConfig, edge: Any) -> str | None:
     """The run's token for a declared lossless edge (see ``genki_signals.bus.gate``)."""
     return config.extra.get("lossless_token") if edge.policy == "lossless" else None
