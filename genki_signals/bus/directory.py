@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from genki_signals.bus import control
+from genki_signals.bus.security import ClientKeys
 from genki_signals.errors import GenkiError
 
 __all__ = ["default_run_dir", "directory", "resolve_address"]
@@ -34,9 +35,15 @@ def resolve_address(address: str) -> str:
     return f"ipc://{default_run_dir(address) / 'control'}"
 
 
-def directory(address: str, timeout: float = 2.0) -> dict[str, Any]:
-    """The launcher's directory (raises GenkiError when nothing answers)."""
+def directory(address: str, timeout: float = 2.0, *,
+              security: ClientKeys | None = None) -> dict[str, Any]:
+    """The launcher's directory (raises GenkiError when nothing answers).
+
+    ``security``: CURVE client keys for a launcher on another host (its control endpoint is a
+    CURVE server; see ``genki_signals.bus.security``).
+    """
     try:
-        return control.request(resolve_address(address), "directory", timeout=timeout)
+        return control.request(resolve_address(address), "directory", timeout=timeout,
+                               security=security)
     except TimeoutError as exc:
         raise GenkiError(str(exc)) from exc

@@ -45,6 +45,7 @@ import zmq
 from genki_signals.bus import control
 from genki_signals.bus.directory import default_run_dir
 from genki_signals.bus.endpoints import ipc_endpoint
+from genki_signals.bus.security import peer_role
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
 from genki_signals.launch.spec import NodeSpec, TopologySpec, publishes
@@ -110,6 +111,7 @@ class Launcher:
         self.clock_leader = spec.clock_leader or "launcher"
         self.clock_endpoint = ipc_endpoint(self.run_dir, "clock.time")  # never a node id
         self.time_server: TimeServer | None = None
+        self.refused_control = 0  # control messages refused: sent by a read-only key
         self.nodes: dict[str, NodeProcess] = {}
         # Only the nodes get it: lossless endpoints admit declared readers only (bus.gate)
         self.lossless_token = secrets.token_hex(16)
@@ -348,9 +350,9 @@ class Launcher:
         """One round: control messages, exits, restarts, heartbeat checks."""
         if self.router.poll(int(timeout * 1000)):
             while self.router.poll(0):
-                frames = self.router.recv_multipart()
+                frames = self.router.recv_multipart(copy=False)
                 if len(frames) == 2:
-                    self._on_control(frames[0], frames[1])
+                    self._on_control(frames[0].bytes, frames[1].bytes, peer_role(frames[1]))
         now = time.monotonic()
         for node in self.nodes.values():
             if node.proc is not None and node.proc.poll() is not None and node.state not in (
@@ -366,11 +368,14 @@ class Launcher:
                                     f"{now - node.last_heartbeat:.1f} s")
                 self._kill_group(node)
 
-    def _on_control(self, identity: bytes, data: bytes) -> None:
+    def _on_control(self, identity: bytes, data: bytes, role: str | None = None) -> None:
         msg = control.unpack(data)
         if msg is None:
             return
         kind = msg["type"]
+        if not control.allowed(kind, role):  # a read-only key (remote plot) sent a command
+            self.refused_control += 1
+            return
         if kind == "directory":
             self.router.send_multipart([identity, control.pack("directory", **self.directory())])
             return
