@@ -57,7 +57,8 @@ SECRET_SUFFIX = ".key_secret"
 __all__ = [
     "CONTROL", "READ", "ROLES", "ClientKeys", "KeyPair", "SecurityError",
     "ServerGuard", "ServerKeys", "allow_list", "keys_dir", "load_keypair", "load_public_key",
-    "is_loopback_or_local", "needs_keys", "new_keys", "peer_role", "secure_client", "secure_server",
+    "RemoteAccess", "add_key_arguments", "client_keys_for", "is_loopback_or_local",
+    "needs_keys", "new_keys", "publisher_keys", "remote_access", "peer_role", "secure_client", "secure_server",
 ]
 
 
@@ -275,3 +276,67 @@ def peer_role(frame: zmq.Frame) -> str | None:
     except (zmq.ZMQError, KeyError, UnicodeDecodeError):
         return None
     return user if user in ROLES else None
+
+
+# ---------------------------------------------------------------------------- remote tools
+@dataclass(frozen=True)
+class RemoteAccess:
+    """How a tool on another machine reaches a topology: its own key pair and the public key of
+    the host whose launcher it addresses (``--key`` / ``--server-key``)."""
+
+    keypair: KeyPair
+    server_public: bytes
+
+    def control(self) -> ClientKeys:
+        """Keys for the launcher's control endpoint."""
+        return ClientKeys(self.keypair, self.server_public)
+
+    def for_endpoint(self, endpoint: str, public_key: str | bytes | None = None
+                     ) -> ClientKeys | None:
+        """Keys for a publisher at ``endpoint`` (None: ipc/loopback, key-free). ``public_key``:
+        the publisher's key from the directory (default: the launcher's host key)."""
+        if is_loopback_or_local(endpoint):
+            return None
+        server = self.server_public if public_key is None else load_public_key(public_key)
+        return ClientKeys(self.keypair, server)
+
+
+def remote_access(key: str | os.PathLike[str] | None,
+                  server_key: str | bytes | os.PathLike[str] | None) -> RemoteAccess | None:
+    """``RemoteAccess`` from a key pair and a server key as named by a user (None, None: none)."""
+    if key is None and server_key is None:
+        return None
+    if key is None or server_key is None:
+        given, missing = ("--key", "--server-key") if server_key is None else \
+            ("--server-key", "--key")
+        raise SecurityError(f"{given} needs {missing} too: a CURVE client needs its own key "
+                            f"pair and the server's public key (see docs/multihost.md)")
+    return RemoteAccess(load_keypair(key), load_public_key(server_key))
+
+
+def add_key_arguments(parser: object) -> None:
+    """``--key`` and ``--server-key`` on an argparse parser of a tool that attaches."""
+    parser.add_argument("--key", metavar="NAME|FILE",
+                        help="your CURVE key pair (a .key_secret file or a name in the key "
+                             "directory), for a topology on another host")
+    parser.add_argument("--server-key", metavar="NAME|FILE|Z85",
+                        help="public key of the host at ADDRESS (its .key file)")
+
+
+def client_keys_for(address: str, access: RemoteAccess | None) -> ClientKeys | None:
+    """Keys to reach a launcher at ``address``; raises naming ``--key`` when keys are needed."""
+    if access is None:
+        needs_keys(address, None, "ADDRESS (give --key and --server-key)")
+        return None
+    return access.control()
+
+
+def publisher_keys(access: RemoteAccess | None, endpoint: str,
+                   public_key: str | bytes | None = None, what: str = "endpoint"
+                   ) -> ClientKeys | None:
+    """Keys to subscribe at a publisher's ``endpoint`` (from the directory, with its
+    ``public_key`` when it lists one); raises naming ``what`` when keys are needed."""
+    if access is None:
+        needs_keys(endpoint, None, f"{what} (give --key and --server-key)")
+        return None
+    return access.for_endpoint(endpoint, public_key)

@@ -45,7 +45,9 @@ import zmq
 from genki_signals.bus import control
 from genki_signals.bus.directory import default_run_dir
 from genki_signals.bus.endpoints import ipc_endpoint
-from genki_signals.bus.security import peer_role
+from genki_signals.bus.security import (
+    ServerGuard, ServerKeys, needs_keys, peer_role, secure_server,
+)
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
 from genki_signals.launch.spec import NodeSpec, TopologySpec, publishes
@@ -93,13 +95,19 @@ class Launcher:
                  control_address: str | None = None, out: IO[str] | None = None,
                  grace: float = 3.0, ready_timeout: float = 20.0,
                  heartbeat_interval: float = 1.0,
-                 node_extra: dict[str, dict[str, Any]] | None = None) -> None:
+                 node_extra: dict[str, dict[str, Any]] | None = None,
+                 control_security: ServerKeys | None = None) -> None:
         """``node_extra``: node id -> ``NodeConfig.extra`` (e.g. ``{"max_lag": None}`` so a
-        replay's downstream merges by timestamp alone, see ``launch.replay``)."""
+        replay's downstream merges by timestamp alone, see ``launch.replay``).
+        ``control_security``: CURVE keys and allow-list of the control socket, required for a
+        non-loopback tcp ``control_address`` (``read`` keys may only ask ``directory``)."""
         self.spec = spec
+        self.control_security = control_security
         self.node_extra = node_extra or {}
         self.run_dir = Path(run_dir) if run_dir else default_run_dir(spec.name)
         self.address = control_address or f"ipc://{self.run_dir / 'control'}"
+        needs_keys(self.address, control_security, f"topology '{spec.name}': control address")
+        self._control_guard: ServerGuard | None = None
         self.out = out or sys.stdout
         self.grace = grace
         self.ready_timeout = ready_timeout
@@ -112,6 +120,7 @@ class Launcher:
         self.clock_endpoint = ipc_endpoint(self.run_dir, "clock.time")  # never a node id
         self.time_server: TimeServer | None = None
         self.refused_control = 0  # control messages refused: sent by a read-only key
+        self.refused_keys = 0  # CURVE handshakes refused on the control socket (not listed)
         self.nodes: dict[str, NodeProcess] = {}
         # Only the nodes get it: lossless endpoints admit declared readers only (bus.gate)
         self.lossless_token = secrets.token_hex(16)
@@ -152,11 +161,18 @@ class Launcher:
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        if self.control_security is not None:
+            self._control_guard = secure_server(
+                self.router, self.control_security, domain=f"genki-control/{self.spec.name}",
+                on_refused=self._count_refused_key)
         try:
             self.router.bind(self.address)
         except zmq.ZMQError as exc:
             self.router.close(linger=0)
             self.router = None
+        if self._control_guard is not None:
+            self._control_guard.release()
+            self._control_guard = None
             raise LaunchError(f"topology '{self.spec.name}': cannot bind the control address "
                               f"{self.address}: {exc}") from None
         # From here on the run directory is this launcher's: stop() removes it. A launch refused
@@ -368,6 +384,9 @@ class Launcher:
                                     f"{now - node.last_heartbeat:.1f} s")
                 self._kill_group(node)
 
+    def _count_refused_key(self) -> None:  # from the ZAP handler's thread
+        self.refused_keys += 1
+
     def _on_control(self, identity: bytes, data: bytes, role: str | None = None) -> None:
         msg = control.unpack(data)
         if msg is None:
@@ -490,6 +509,9 @@ class Launcher:
         if self.router is not None:
             self.router.close(linger=0)
             self.router = None
+        if self._control_guard is not None:
+            self._control_guard.release()
+            self._control_guard = None
         if self.time_server is not None:
             self.time_server.close()
             self.time_server = None
@@ -525,7 +547,9 @@ class Launcher:
                 "clock_origin": self.clock_origin, "wall_anchor": self.wall_anchor,
                 "clock": {"leader": self.clock_leader, "endpoint": self.clock_endpoint,
                           "origin": self.clock_origin, "wall_anchor": self.wall_anchor},
-                "nodes": nodes, "topics": topics}
+                "nodes": nodes, "topics": topics,
+                "refused": {"control_messages": self.refused_control,
+                            "keys": self.refused_keys}}
 
 
 def _silence(out: IO[str]) -> None:
