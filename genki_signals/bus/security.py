@@ -175,16 +175,16 @@ def load_public_key(value: str | bytes | os.PathLike[str]) -> bytes:
 def load_keypair(value: str | os.PathLike[str]) -> KeyPair:
     """A key pair from a ``.key_secret`` file (path or name); refuses one others can read."""
     path = _find(value, SECRET_SUFFIX)
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise SecurityError(f"{path}: secret key is readable by others (mode "
-                            f"{stat.S_IMODE(mode):04o}); chmod 600 {path}")
     try:
         public, secret = zmq.auth.load_certificate(path)
     except Exception as exc:
         raise SecurityError(f"{path}: not a CURVE key file ({exc})") from None
     if secret is None:
         raise SecurityError(f"{path}: holds no secret key (give the {SECRET_SUFFIX} file)")
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SecurityError(f"{path}: secret key is readable by others (mode "
+                            f"{stat.S_IMODE(mode):04o}); chmod 600 {path}")
     _check_z85(public, str(path))
     _check_z85(secret, str(path))
     return KeyPair(public, secret, str(path))
