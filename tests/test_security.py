@@ -20,7 +20,8 @@ from genki_signals.bus import control
 from genki_signals.bus.endpoints import EndpointError
 from genki_signals.bus.security import (
     CONTROL, READ, ClientKeys, SecurityError, ServerKeys, allow_list, load_keypair,
-    load_public_key, needs_keys, new_keys, peer_role, remote_access, secure_client, secure_server,
+    load_public_key, needs_keys, new_keys, peer_role, remote_access, resolve_access, secure_client,
+    secure_server,
 )
 from genki_signals.bus.sockets import Publisher, Subscriber
 from genki_signals.cli import main
@@ -242,3 +243,18 @@ def test_remote_buffer_and_echo_attach_through_the_curve_control_socket(keys, tm
         la._stop_requested = True
         thread.join(timeout=30)
         la.stop()
+
+
+def test_resolve_access_builds_the_allow_list_of_a_spec_and_names_bad_entries(keys):
+    srv = load_public_key(keys / "srv.key")
+    allow = resolve_access({"read": [str(keys / "rd.key"), str(keys / "ctl.key")],
+                            "control": [str(keys / "ctl.key")]}, host_keys=[srv])
+    assert allow == {load_public_key(keys / "rd.key"): READ,
+                     load_public_key(keys / "ctl.key"): CONTROL, srv: CONTROL}
+    # a relative path is taken from the spec's folder
+    rel = resolve_access({"read": [f"{keys.name}/rd.key"]}, base_dir=keys.parent)
+    assert rel == {load_public_key(keys / "rd.key"): READ}
+    with pytest.raises(SecurityError, match=r"access\.read\[1\]: .*no such file"):
+        resolve_access({"read": [str(keys / "rd.key"), str(keys / "missing.key")]})
+    with pytest.raises(SecurityError, match="unknown role"):
+        resolve_access({"write": []})

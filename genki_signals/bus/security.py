@@ -58,7 +58,7 @@ __all__ = [
     "CONTROL", "READ", "ROLES", "ClientKeys", "KeyPair", "SecurityError",
     "ServerGuard", "ServerKeys", "allow_list", "keys_dir", "load_keypair", "load_public_key",
     "RemoteAccess", "add_key_arguments", "client_keys_for", "is_loopback_or_local",
-    "needs_keys", "new_keys", "publisher_keys", "remote_access", "peer_role", "secure_client", "secure_server",
+    "needs_keys", "new_keys", "publisher_keys", "remote_access", "resolve_access", "peer_role", "secure_client", "secure_server",
 ]
 
 
@@ -340,3 +340,31 @@ def publisher_keys(access: RemoteAccess | None, endpoint: str,
         needs_keys(endpoint, None, f"{what} (give --key and --server-key)")
         return None
     return access.for_endpoint(endpoint, public_key)
+
+
+def resolve_access(access: Mapping[str, Iterable[str]] | None, host_keys: Iterable[bytes] = (),
+                   base_dir: str | os.PathLike[str] | None = None) -> dict[bytes, str]:
+    """A topology's allow-list: its spec's ``access: {read: [...], control: [...]}`` plus every
+    host's own public key as ``control``. Relative key paths are taken from ``base_dir`` (the
+    spec's folder). Errors name the field, e.g. ``access.read[1]: ...``."""
+    out: dict[bytes, str] = {}
+    access = access or {}
+    unknown = sorted(set(access) - set(ROLES))
+    if unknown:
+        raise SecurityError(f"access: unknown role(s) {unknown} (roles: {', '.join(ROLES)})")
+    for role in ROLES:  # control last: a key in both lists is control
+        entries = access.get(role) or []
+        if isinstance(entries, (str, bytes)):
+            raise SecurityError(f"access.{role}: must be a list of keys, got {entries!r}")
+        for i, entry in enumerate(entries):
+            value = entry
+            if base_dir is not None and isinstance(entry, str) and len(entry) != Z85_KEY_LEN \
+                    and not Path(entry).expanduser().is_absolute() and "/" in entry:
+                value = str(Path(base_dir) / entry)
+            try:
+                out[load_public_key(value)] = role
+            except SecurityError as exc:
+                raise SecurityError(f"access.{role}[{i}]: {exc}") from None
+    for key in host_keys:
+        out[key] = CONTROL
+    return out
