@@ -28,7 +28,11 @@ import zmq
 
 from genki_signals.bus import control
 from genki_signals.bus.security import (
-    ClientKeys, ServerKeys, allow_list, load_keypair, secure_client,
+    ClientKeys,
+    ServerKeys,
+    allow_list,
+    load_keypair,
+    secure_client,
 )
 from genki_signals.bus.sockets import Publisher, Subscriber
 

@@ -19,8 +19,20 @@ import zmq.auth
 from genki_signals.bus import control
 from genki_signals.bus.endpoints import EndpointError
 from genki_signals.bus.security import (
-    CONTROL, READ, ClientKeys, SecurityError, ServerKeys, allow_list, load_keypair,
-    load_public_key, needs_keys, new_keys, peer_role, remote_access, resolve_access, secure_client,
+    CONTROL,
+    READ,
+    ClientKeys,
+    SecurityError,
+    ServerKeys,
+    allow_list,
+    load_keypair,
+    load_public_key,
+    needs_keys,
+    new_keys,
+    peer_role,
+    remote_access,
+    resolve_access,
+    secure_client,
     secure_server,
 )
 from genki_signals.bus.sockets import Publisher, Subscriber
@@ -258,3 +270,23 @@ def test_resolve_access_builds_the_allow_list_of_a_spec_and_names_bad_entries(ke
         resolve_access({"read": [str(keys / "rd.key"), str(keys / "missing.key")]})
     with pytest.raises(SecurityError, match="unknown role"):
         resolve_access({"write": []})
+
+
+def test_a_launcher_whose_curve_control_address_is_taken_fails_naming_it(keys, tmp_path):
+    from genki_signals.launch.launcher import LaunchError, Launcher
+    from genki_signals.launch.spec import load_topology
+
+    spec = load_topology(Path(__file__).parent / "specs" / "valid-minimal.yaml")
+    with zmq.Context() as ctx, ctx.socket(zmq.ROUTER) as taken:
+        taken.bind("tcp://127.0.0.1:*")
+        address = taken.getsockopt_string(zmq.LAST_ENDPOINT)
+        with pytest.raises(SecurityError, match="control address.*no CURVE keys"):
+            Launcher(spec, run_dir=tmp_path / "r0", control_address="tcp://10.1.2.3:5000")
+        la = Launcher(spec, run_dir=tmp_path / "run", control_address=address,
+                      control_security=server_keys(keys), out=open(os.devnull, "w"))
+        try:
+            with pytest.raises(LaunchError, match="cannot bind the control address"):
+                la.start()
+        finally:
+            la.stop()
+        assert la._control_guard is None  # its allow-list left the ZAP handler

@@ -49,7 +49,6 @@ from pathlib import Path
 
 import msgpack
 import numpy as np
-import zmq
 
 A_ADDR, B_ADDR = "10.77.0.1", "10.77.0.2"
 SIZES = (64, 65536)
@@ -123,7 +122,8 @@ def run_sender(keydir: Path, rounds: int, seconds: float) -> None:
         endpoint = f"tcp://{A_ADDR}:{case['port']}"
         payload = np.random.default_rng(0).integers(0, 255, case["size"], dtype=np.uint8)
         if case["impl"] == "fw":
-            pub = Publisher(f"tcp://{A_ADDR}:{case['port'] + 1}", "bench", lossless_endpoint=endpoint,
+            pub = Publisher(f"tcp://{A_ADDR}:{case['port'] + 1}", "bench",
+                            lossless_endpoint=endpoint,
                             sndhwm=HWM, allow_remote=case["sec"] == "plain",
                             security=fw_server_keys(keydir) if case["sec"] == "curve" else None)
             if not pub.wait_for_subscribers("bench/x", lossless=True, timeout=30):

@@ -55,10 +55,30 @@ PUBLIC_SUFFIX = ".key"
 SECRET_SUFFIX = ".key_secret"
 
 __all__ = [
-    "CONTROL", "READ", "ROLES", "ClientKeys", "KeyPair", "SecurityError",
-    "ServerGuard", "ServerKeys", "allow_list", "keys_dir", "load_keypair", "load_public_key",
-    "RemoteAccess", "add_key_arguments", "client_keys_for", "is_loopback_or_local",
-    "needs_keys", "new_keys", "publisher_keys", "remote_access", "resolve_access", "peer_role", "secure_client", "secure_server",
+    "CONTROL",
+    "READ",
+    "ROLES",
+    "ClientKeys",
+    "KeyPair",
+    "RemoteAccess",
+    "SecurityError",
+    "ServerGuard",
+    "ServerKeys",
+    "add_key_arguments",
+    "allow_list",
+    "client_keys_for",
+    "is_loopback_or_local",
+    "keys_dir",
+    "load_keypair",
+    "load_public_key",
+    "needs_keys",
+    "new_keys",
+    "peer_role",
+    "publisher_keys",
+    "remote_access",
+    "resolve_access",
+    "secure_client",
+    "secure_server",
 ]
 
 
@@ -211,7 +231,7 @@ def is_loopback_or_local(endpoint: str) -> bool:
 
 
 def needs_keys(endpoint: str, keys: object | None, what: str) -> None:
-    """Raise ``SecurityError`` naming ``what`` when ``endpoint`` is non-loopback tcp without keys."""
+    """Raise ``SecurityError`` naming ``what`` for a non-loopback tcp ``endpoint`` without keys."""
     if keys is None and not is_loopback_or_local(endpoint):
         raise SecurityError(f"{what}: {endpoint!r} is a non-loopback tcp endpoint and has no "
                             f"CURVE keys (every tcp link between hosts is encrypted and "

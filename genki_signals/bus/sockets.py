@@ -191,13 +191,14 @@ class Publisher:
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # report every (un)subscription
         if self._security is not None:  # CURVE roles replace the lossless token
+            which = "lossless" if nodrop else "lossy"
             self._guards.append(secure_server(
-                sock, self._security, domain=f"{self._zap_domain}/{'lossless' if nodrop else 'lossy'}",
+                sock, self._security, domain=f"{self._zap_domain}/{which}",
                 roles=(CONTROL,) if nodrop else ROLES, on_refused=self._count_refused))
         if nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
             sock.setsockopt(zmq.SNDTIMEO, _STALL_POLL_MS)
-            if self._token is not None and self._security is None:  # declared readers only (see bus.gate)
+            if self._token is not None and self._security is None:  # declared readers (bus.gate)
                 self._gate = ReaderGate.for_context(self._ctx)
                 self._gate.allow(self._zap_domain, self._token, self._count_refused)
                 sock.setsockopt(zmq.PLAIN_SERVER, 1)

@@ -40,7 +40,12 @@ import zmq
 
 from genki_signals.bus import control
 from genki_signals.bus.security import (
-    CONTROL, ClientKeys, ServerKeys, needs_keys, secure_client, secure_server,
+    CONTROL,
+    ClientKeys,
+    ServerKeys,
+    needs_keys,
+    secure_client,
+    secure_server,
 )
 from genki_signals.clocksync.estimator import ClockMap, OffsetEstimator, Probe
 

@@ -46,7 +46,11 @@ from genki_signals.bus import control
 from genki_signals.bus.directory import default_run_dir
 from genki_signals.bus.endpoints import ipc_endpoint
 from genki_signals.bus.security import (
-    ServerGuard, ServerKeys, needs_keys, peer_role, secure_server,
+    ServerGuard,
+    ServerKeys,
+    needs_keys,
+    peer_role,
+    secure_server,
 )
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
@@ -183,9 +187,9 @@ class Launcher:
         except zmq.ZMQError as exc:
             self.router.close(linger=0)
             self.router = None
-        if self._control_guard is not None:
-            self._control_guard.release()
-            self._control_guard = None
+            if self._control_guard is not None:
+                self._control_guard.release()
+                self._control_guard = None
             raise LaunchError(f"topology '{self.spec.name}': cannot bind the control address "
                               f"{self.address}: {exc}") from None
         # From here on the run directory is this launcher's: stop() removes it. A launch refused

@@ -64,9 +64,9 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
 
     ``access``: keys for a topology on another host (``--key``/``--server-key``).
     """
+    from genki_signals.bus.directory import directory
     from genki_signals.bus.security import publisher_keys
     from genki_signals.bus.sockets import Subscriber
-    from genki_signals.bus.directory import directory
     from genki_signals.record.export import progress_bar
     from genki_signals.record.recorder import Recorder
 
