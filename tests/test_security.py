@@ -291,3 +291,24 @@ def test_a_launcher_whose_curve_control_address_is_taken_fails_naming_it(keys, t
         finally:
             la.stop()
         assert la._control_guard is None  # its allow-list left the ZAP handler
+
+
+def test_the_clock_service_answers_control_keys_only(keys):
+    from genki_signals.clocksync.sync import ClockSync, TimeServer
+
+    with zmq.Context() as ctx:
+        server = TimeServer("tcp://127.0.0.1:*", time.monotonic, ctx,
+                            security=server_keys(keys)).start()
+        followers = {name: ClockSync(server.endpoint, time.monotonic, context=ctx,
+                                     security=client(keys, name), probe_timeout=0.1)
+                     for name in ("ctl", "rd", "plain")}
+        try:
+            assert followers["ctl"].warm_up(timeout=5, bursts=1)
+            answered = server.answered
+            assert not followers["rd"].warm_up(timeout=1, bursts=1)
+            assert not followers["plain"].warm_up(timeout=1, bursts=1)
+            assert server.answered == answered
+        finally:
+            for f in followers.values():
+                f.close()
+            server.close()
