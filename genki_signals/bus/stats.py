@@ -21,7 +21,9 @@ class BusStats:
     an ``eos`` included) or of a ``(node id, topic)`` pair beyond the subscriber's
     ``max_upstreams`` (skipped); ``refused``:
     connections to a publisher's lossless endpoint refused (not a declared reader, see
-    ``bus.gate``); a publisher's ``drops``: lossless messages not sent after its ``on_stall``
+    ``bus.gate``), or a CURVE key not on a socket's allow-list (``bus.security``); a
+    subscriber's ``refused``: its handshakes a CURVE publisher refused (key not listed, or a
+    security mismatch); a publisher's ``drops``: lossless messages not sent after its ``on_stall``
     gave up waiting, or frames a degraded lossless reader had no room for.
 
     Lossless edges (``bus.lossless``): ``duplicates``: frames a reader received again in the
