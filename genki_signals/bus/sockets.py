@@ -193,6 +193,30 @@ class Publisher:
             self._ipc_files.append(endpoint[len("ipc://"):])
         return sock
 
+    def bind_also(self, endpoint: str, *, lossless: bool = False) -> str:
+        """Bind one more endpoint of the lossy (or lossless) socket; returns the address bound.
+
+        The same frames go out on every endpoint of a socket: a node read on its own host and
+        on others binds ``ipc://`` for the first and ``tcp://`` for the second (see
+        ``genki_signals.launch.placement``). The socket's options (the lossless reader gate)
+        apply to the new endpoint too. A tcp address need not be loopback here: the caller
+        (the multi-host launcher) decides which addresses a host exposes.
+        """
+        sock = self._lossless if lossless else self._lossy
+        if sock is None:
+            raise BusError(f"publisher '{self.node_id}' has no "
+                           f"{'lossless' if lossless else 'lossy'} socket to bind {endpoint!r}")
+        check_bind_endpoint(endpoint, allow_remote=True)
+        try:
+            if _is_ipv6(endpoint):
+                sock.setsockopt(zmq.IPV6, 1)
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise BusError(f"cannot bind {endpoint!r}: {exc}") from None
+        if endpoint.startswith("ipc://"):
+            self._ipc_files.append(endpoint[len("ipc://"):])
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
     def _count_refused(self) -> None:  # called from the gate's thread
         self.stats.refused += 1
 

@@ -17,6 +17,7 @@ import pydantic
 
 from genki_signals.launch.spec import (DEFAULT_HOST, ID_PATTERN, LAUNCHER, NAME_PATTERN,
                                        RESTART_POLICIES, Cores, InputParams, RestartParams)
+from genki_signals.launch.hosts import HostParams
 from genki_signals.nodes.kinds import NodeKind, node_kinds
 
 __all__ = ["topology_schema"]
@@ -34,7 +35,8 @@ def topology_schema() -> dict[str, Any]:
     kinds = node_kinds()
     inputs = [(_key(k), "validation", pydantic.TypeAdapter(k.params_class)) for k in kinds]
     inputs += [(name, "validation", pydantic.TypeAdapter(tp)) for name, tp in
-               (("input", InputParams), ("restart", RestartParams), ("cpu", Cores))]
+               (("input", InputParams), ("restart", RestartParams), ("cpu", Cores),
+                ("host", HostParams))]
     refs, defs = pydantic.TypeAdapter.json_schemas(inputs)  # type: ignore[arg-type]
     ref = {key: value for (key, _), value in refs.items()}
     for entry in kinds:  # a type alias (YAML's bare `type: null`) is a valid type too
@@ -56,6 +58,8 @@ def topology_schema() -> dict[str, Any]:
                      "description": "the run's name (default: the file's stem)"},
             "clock_leader": {"type": ["string", "null"],
                              "description": f"a node id or '{LAUNCHER}' (default)"},
+            "hosts": {"type": "object", "minProperties": 1, "additionalProperties": ref["host"],
+                      "description": "the machines of a multi-host topology (docs/multihost.md)"},
             "nodes": {"type": "array", "minItems": 1,
                       "items": _node(names, [k for k in kinds], ref)},
         },

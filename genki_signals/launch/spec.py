@@ -37,6 +37,7 @@ from typing import Annotated, Any
 
 import psutil
 
+from genki_signals.launch.hosts import HostSpec, check_hosts, check_placements
 from genki_signals.launch.topology import (DEFAULT_HOST, DEFAULT_MAXLEN, DEFAULT_POLICY,
                                            InputSpec, NodeSpec, Policy, RestartName,
                                            RestartPolicy, TopologySpec, TopologySpecError)
@@ -52,7 +53,7 @@ __all__ = [
 
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # topology name: a safe file name
-TOP_KEYS = ("name", "nodes", "clock_leader")
+TOP_KEYS = ("name", "nodes", "clock_leader", "hosts")
 NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint")
 RESTART_KEYS = ("policy", "max_restarts", "window", "backoff")
 RESTART_POLICIES = ("never", "on-failure", "always")
@@ -155,6 +156,7 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None) -> Top
     order, in_cycle = _order(drafts, ids, problems)
     _check_endpoints(drafts, problems)
     leader = _check_clock_leader(data, ids, problems)
+    hosts = _check_hosts(data, raw_nodes, drafts, problems)
     spec_dir = path.parent if path is not None else None
     streams = _check_kinds(order, in_cycle, ids, spec_dir, problems)
     if problems:
@@ -163,7 +165,40 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None) -> Top
                            inputs=tuple(d.inputs), host=d.host, cpu=d.cpu, restart=d.restart,
                            endpoint=d.endpoint, parsed=d.parsed) for d in drafts)
     return TopologySpec(name=name, nodes=nodes, path=path, clock_leader=leader,
-                        streams={k: dict(v) for k, v in streams.items()})
+                        streams={k: dict(v) for k, v in streams.items()}, hosts=hosts)
+
+
+def _check_hosts(data: Mapping[str, Any], raw_nodes: list[Any], drafts: list[_Draft],
+                 problems: _Problems) -> dict[str, HostSpec]:
+    """The ``hosts:`` section and every node's placement (see ``launch.hosts``).
+
+    With a hosts section, a node without ``host`` (or with ``host: localhost``, when no host has
+    that name) runs on the ``start: local`` host, and is given that host's name."""
+    given = {d.id: (d.index, raw_nodes[d.index].get("host")) for d in drafts
+             if d.id is not None and isinstance(raw_nodes[d.index], Mapping)}
+    if "hosts" not in data:
+        for d in drafts:
+            host = given.get(d.id, (0, None))[1] if d.id is not None else None
+            if isinstance(host, str) and d.host == host and not _is_local(host):
+                problems.node(d.index, d.id, "host",
+                              f"unknown host '{host}': declare it in a top-level 'hosts:' "
+                              f"section (see docs/multihost.md)")
+        return {}
+    counts: dict[str, int] = {}
+    local = next((name for name, h in (data["hosts"] or {}).items()
+                  if isinstance(h, Mapping) and (h.get("start") == "local" or (
+                      name == "localhost" and h.get("start") is None))), None) \
+        if isinstance(data["hosts"], Mapping) else None
+    for d in drafts:
+        if given.get(d.id, (0, None))[1] is None or (d.host == DEFAULT_HOST and local and
+                                                       DEFAULT_HOST not in data["hosts"]):
+            d.host = local or d.host
+        counts[d.host] = counts.get(d.host, 0) + 1
+    hosts = check_hosts(data["hosts"], problems.top, counts)
+    if hosts:
+        check_placements({d.id: (d.index, d.host) for d in drafts if d.id is not None},
+                         hosts, problems.node)
+    return hosts
 
 
 def _check_name(data: Mapping[str, Any], path: Path | None, problems: _Problems) -> str:

@@ -97,6 +97,8 @@ class TopologySpec:
     streams: Mapping[str, Mapping[str, str]] = field(
         default_factory=dict, compare=False, hash=False, repr=False)
     """Per node: each output stream -> its timeline (``main`` or the root operator's name)."""
+    hosts: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """The ``hosts:`` section (name -> ``launch.hosts.HostSpec``); empty: one machine."""
 
     def node(self, node_id: str) -> NodeSpec:
         for n in self.nodes:
@@ -124,6 +126,8 @@ class TopologySpec:
         out: dict[str, Any] = {"name": self.name}
         if self.clock_leader is not None:
             out["clock_leader"] = self.clock_leader
+        if self.hosts:
+            out["hosts"] = {name: h.to_dict() for name, h in self.hosts.items()}
         out["nodes"] = [n.to_dict() for n in self.nodes]
         return out
 

@@ -100,6 +100,11 @@ class NodeRunner:
                                            clock=self.now,
                                            lossless_token=cfg.extra.get("lossless_token"),
                                            on_stall=self._while_stalled)
+                # another host's readers: the same sockets on tcp too (launch.placement)
+                for key, lossless in (("remote_endpoint", False),
+                                      ("remote_lossless_endpoint", True)):
+                    if cfg.extra.get(key):
+                        self.publisher.bind_also(cfg.extra[key], lossless=lossless)
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
                 self.subscriber = Subscriber(
