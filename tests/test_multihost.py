@@ -250,10 +250,12 @@ def test_clock_across_hosts_with_injected_offset_and_skew(lab, tmp_path, drift_p
     assert np.all(np.abs(err) <= a[:, 3]), (np.abs(err).max(), a[:, 3].min())
     s = got["stats"]["skewed"]
     assert s["clock_role"] == "follower"
-    assert s["clock_offset"] == pytest.approx(-3.0, abs=5e-3)
     assert s["clock_drift_ppm"] == pytest.approx(-drift_ppm, abs=20)
     h = got["stats"]["honest"]
-    assert abs(h["clock_offset"]) < 0.5e-3  # the same kernel clock: about zero
+    assert abs(h["clock_drift_ppm"]) < 20  # the same kernel clock
+    # Each host counts from its own share's origin (the offset absorbs that); two nodes of
+    # one host differ by the injected offset (and the drift since: ms)
+    assert h["clock_offset"] - s["clock_offset"] == pytest.approx(3.0, abs=20e-3)
 
 
 @pytest.mark.timeout(500)
