@@ -129,6 +129,7 @@ def _multihost_launcher(spec: Any, args: argparse.Namespace) -> Any:
                          f"{', '.join(spec.hosts)})")
     return HostLauncher(spec, args.host, run_dir=args.run_dir, control_address=args.address,
                         grace=args.grace, skip=[s for s in args.skip.split(",") if s],
+                        ready_timeout=60.0,
                         session=args.session)
 
 

@@ -19,6 +19,7 @@ The share on the launching host is ``launch.remote.MultiHostLauncher``, which st
 from __future__ import annotations
 
 import os
+import signal
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -29,7 +30,7 @@ import zmq
 from genki_signals.bus import control
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.launch.hosts import local_host
-from genki_signals.launch.launcher import Launcher, LaunchError
+from genki_signals.launch.launcher import Launcher, LaunchError, _silence
 from genki_signals.launch.placement import Placement, share_run_dir
 from genki_signals.launch.spec import TopologySpec
 from genki_signals.nodes.config import InputEdge, NodeConfig
@@ -77,6 +78,15 @@ class HostLauncher(Launcher):
         self.directory_socket: zmq.Socket | None = None
         self.directory_address = self.host.reach_endpoint(self.host.directory_port)
         self.refused_requests = 0
+
+    def say(self, node: str, text: str) -> None:
+        """As ``Launcher.say``; a terminal that hung up (the ssh session of this share is gone:
+        EIO) silences the output instead of breaking the stop that follows."""
+        try:
+            super().say(node, text)
+        except OSError:
+            self._out_closed = True
+            _silence(self.out)
 
     # ------------------------------------------------------------------ start
     def start(self) -> None:
@@ -199,6 +209,15 @@ class HostLauncher(Launcher):
 
     # ------------------------------------------------------------------ stop
     def stop(self) -> None:
+        if self.stop_signal == signal.SIGHUP and not self._stopped and self.router is not None:
+            # The session that started this share hung up (the link to the launching host
+            # was lost, or it was killed): the other hosts' nodes wait for this host to come
+            # back, so the nodes stop without sending end-of-stream downstream.
+            self.say("launch", "session lost: stopping without end-of-stream")
+            for node in self.nodes.values():
+                if node.alive:
+                    self.router.send_multipart([node.spec.id.encode(),
+                                                control.pack("stop", eos=False)])
         try:
             super().stop()
         finally:

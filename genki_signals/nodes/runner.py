@@ -264,7 +264,7 @@ class NodeRunner:
             self._handle_control(timeout=0.02)
 
     def _send_eos(self) -> None:
-        if self.publisher is None:
+        if self.publisher is None or getattr(self, "_no_eos", False):
             return
         for topic in sorted(self._published_topics or {topic_for(self.config.id)}):
             self.publisher.publish_eos(topic)
@@ -279,6 +279,8 @@ class NodeRunner:
                 self.counters["control_errors"] += 1
             elif msg["type"] == "stop":
                 self._stop_requested = True
+                if msg.get("eos") is False:  # a host's session was lost: no end of stream
+                    self._no_eos = True
 
     def _heartbeat(self) -> None:
         self._send("heartbeat", stats=self.stats())
