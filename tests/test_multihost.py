@@ -235,12 +235,20 @@ def test_clock_across_hosts_with_injected_offset_and_skew(lab, tmp_path, drift_p
         {"skewed": {"offset": 3.0, "drift_ppm": drift_ppm}})})
     try:
         run.wait_for("all hosts ready", START_TIMEOUT)
-        got = json.loads(in_namespace(
-            lab, 2, CLOCK_ATTACH.format(address=f"tcp://{lab.address(0)}:{DEFAULT_PORTS}")))
+        address = f"tcp://{lab.address(0)}:{DEFAULT_PORTS}"
+        got = json.loads(in_namespace(lab, 2, CLOCK_ATTACH.format(address=address)))
+        top = subprocess.run([*lab.prefix(2), sys.executable, "-m", "genki_signals.cli", "top",
+                              address, "-n", "1"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
         run.interrupt()
         run.proc.wait(timeout=60)
     finally:
         run.kill()
+    # genki top from a third machine: each node's host, clock offset and uncertainty
+    assert top.returncode == 0, top.stderr
+    row = next(ln.split() for ln in top.stdout.splitlines() if ln.startswith("skewed "))
+    assert row[-3] == "b" and float(row[-1]) > 0, top.stdout
+    assert abs(float(row[-2]) - got["stats"]["skewed"]["clock_offset"] * 1e3) < 50, top.stdout
     a = np.array(got["rows"]["skewed/main"])
     assert len(a) > 100, run.output
     a = a[a[:, 2] < 100e-6]  # drop the rare reading preempted between its two clocks

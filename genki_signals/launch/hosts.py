@@ -33,7 +33,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -227,10 +227,12 @@ def local_host(hosts: Mapping[str, HostSpec]) -> HostSpec | None:
 
 
 def check_placements(placements: Mapping[str, tuple[int, str | None]],
-                     hosts: Mapping[str, HostSpec], bad_node: Callable[[int, str, str, str], None]
+                     declared: Iterable[str], bad_node: Callable[[int, str, str, str], None]
                      ) -> None:
-    """Each node's ``host`` (None: not given) must name a declared host."""
-    names = ", ".join(hosts) or "none"
+    """Each node's ``host`` (None: not given) must name a declared host (even one whose own
+    fields have problems: those are reported on their own)."""
+    declared = [str(h) for h in declared]
+    names = ", ".join(declared) or "none"
     for node_id, (index, host) in placements.items():
-        if host is not None and host not in hosts:
+        if host is not None and host not in declared:
             bad_node(index, node_id, "host", f"unknown host '{host}' (hosts: {names})")

@@ -195,9 +195,9 @@ def _check_hosts(data: Mapping[str, Any], raw_nodes: list[Any], drafts: list[_Dr
             d.host = local or d.host
         counts[d.host] = counts.get(d.host, 0) + 1
     hosts = check_hosts(data["hosts"], problems.top, counts)
-    if hosts:
+    if isinstance(data["hosts"], Mapping) and data["hosts"]:
         check_placements({d.id: (d.index, d.host) for d in drafts if d.id is not None},
-                         hosts, problems.node)
+                         data["hosts"], problems.node)
     return hosts
 
 
