@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_export_verb(verbs)  # export-graph: a graph node as a streaming ONNX model
 
+    from genki_signals.bus.keys_cli import add_verb as add_keys_verb
+
+    add_keys_verb(verbs)  # keys new: CurveZMQ key pairs for links between hosts
+
     p = verbs.add_parser("demo", help="run the seed notebook's demo in-process and print it live")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
     p.set_defaults(func=_cmd_demo)

@@ -22,6 +22,10 @@ Time probes (``time_probe {id}`` -> ``time_reply {id, t}``, same message format)
 socket: the clock leader answers them on the topology's clock endpoint (``clock.endpoint`` in
 the directory) from a dedicated thread; see ``genki_signals.clocksync.sync``.
 
+Over non-loopback tcp the socket is a CURVE server (``genki_signals.bus.security``) admitting
+the ``read`` and ``control`` roles; a ``read`` peer (a remote plot) may only ask ``directory``:
+``READ_ONLY_TYPES``. The launcher reads each message's role with ``security.peer_role``.
+
 Decoding is defensive: anything malformed becomes ``None`` and is counted by the caller.
 """
 
@@ -33,7 +37,10 @@ from typing import Any
 import msgpack
 import zmq
 
+from genki_signals.bus.security import ClientKeys, secure_client
+
 PROTOCOL_VERSION = 1
+READ_ONLY_TYPES = frozenset({"directory"})  # what a ``read``-role peer may send
 MAX_CONTROL_BYTES = 1 << 20
 
 
@@ -55,27 +62,40 @@ def unpack(data: bytes) -> dict[str, Any] | None:
     return msg
 
 
-def connect_dealer(context: zmq.Context, address: str, identity: str | None = None
-                   ) -> zmq.Socket:
-    """A DEALER connected to a launcher's control address (random identity for tools)."""
+def allowed(msg_type: str, role: str | None) -> bool:
+    """May a peer of ``role`` (None: ipc/loopback, trusted) send a message of ``msg_type``?"""
+    return role != "read" or msg_type in READ_ONLY_TYPES
+
+
+def connect_dealer(context: zmq.Context, address: str, identity: str | None = None,
+                   security: ClientKeys | None = None) -> zmq.Socket:
+    """A DEALER connected to a launcher's control address (random identity for tools).
+
+    ``security``: this peer's CURVE keys and the launcher's public key (tcp between hosts).
+    """
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if security is not None:
+        secure_client(sock, security)
     sock.setsockopt(zmq.ROUTING_ID, (identity or f"tool-{os.getpid()}-{os.urandom(4).hex()}")
                     .encode())
     sock.connect(address)
     return sock
 
 
-def request(address: str, msg_type: str, timeout: float = 2.0, **fields: Any
-            ) -> dict[str, Any]:
+def request(address: str, msg_type: str, timeout: float = 2.0, *,
+            security: ClientKeys | None = None, **fields: Any) -> dict[str, Any]:
     """One request/reply round trip with the launcher (for tools); raises TimeoutError."""
     context = zmq.Context.instance()
-    sock = connect_dealer(context, address)
+    sock = connect_dealer(context, address, security=security)
     try:
         sock.send(pack(msg_type, **fields))
         if not sock.poll(int(timeout * 1000)):
+            hint = " is the topology running?" if security is None else \
+                " is the topology running, is this key on its allow-list, and is the server " \
+                "key right?"
             raise TimeoutError(f"no answer from a launcher at {address} within {timeout:g} s "
-                               f"(is the topology running?)")
+                               f"({hint.strip()})")
         reply = unpack(sock.recv())
         if reply is None:
             raise TimeoutError(f"{address} answered with something that is not a control "

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from genki_signals.bus import control
+from genki_signals.bus.security import RemoteAccess, client_keys_for
 from genki_signals.errors import GenkiError
 
 __all__ = ["default_run_dir", "directory", "resolve_address"]
@@ -34,9 +35,17 @@ def resolve_address(address: str) -> str:
     return f"ipc://{default_run_dir(address) / 'control'}"
 
 
-def directory(address: str, timeout: float = 2.0) -> dict[str, Any]:
-    """The launcher's directory (raises GenkiError when nothing answers)."""
+def directory(address: str, timeout: float = 2.0, *,
+              access: RemoteAccess | None = None) -> dict[str, Any]:
+    """The launcher's directory (raises GenkiError when nothing answers).
+
+    ``access``: this tool's key pair and the launcher host's public key, for a launcher on
+    another host (its control endpoint is a CURVE server; see ``genki_signals.bus.security``).
+    A non-loopback tcp address without ``access`` is an error naming ``--key``.
+    """
+    resolved = resolve_address(address)
     try:
-        return control.request(resolve_address(address), "directory", timeout=timeout)
+        return control.request(resolved, "directory", timeout=timeout,
+                               security=client_keys_for(resolved, access))
     except TimeoutError as exc:
         raise GenkiError(str(exc)) from exc

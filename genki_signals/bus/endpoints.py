@@ -3,9 +3,9 @@
 ``ipc://`` is for one host (a Unix socket file; its path is limited to 107 bytes), ``tcp://`` for
 one or several hosts, ``inproc://`` for sockets sharing one ``zmq.Context`` (tests). Binding tcp
 is restricted to loopback addresses: a non-loopback or wildcard bind (``0.0.0.0``, ``*``, a LAN
-address) would expose unauthenticated frames to the network. Remote binding requires CurveZMQ
-keys, which this package does not support yet, so it is refused unless the caller passes
-``allow_remote=True`` (trusted networks only).
+address) would expose unauthenticated frames to the network, so it needs CurveZMQ keys
+(``secure=True``: the socket is a CURVE server with an allow-list, see ``bus.security``);
+``allow_remote=True`` lifts the check without keys (tests on a trusted network only).
 """
 
 from __future__ import annotations
@@ -65,7 +65,8 @@ def _is_loopback(host: str) -> bool:
         return False  # '*', interface names, DNS names: not provably loopback
 
 
-def check_bind_endpoint(endpoint: str, *, allow_remote: bool = False) -> None:
+def check_bind_endpoint(endpoint: str, *, allow_remote: bool = False, secure: bool = False
+                        ) -> None:
     """Raise ``EndpointError`` unless ``endpoint`` may be bound (see the module docstring)."""
     if not isinstance(endpoint, str):
         raise EndpointError(f"endpoint must be a str, got {type(endpoint).__name__}")
@@ -82,10 +83,10 @@ def check_bind_endpoint(endpoint: str, *, allow_remote: bool = False) -> None:
         if not colon or not (port == "*" or port.isdigit()) or not host:
             raise EndpointError(f"tcp endpoint {endpoint!r} needs host:port (port may be '*')")
         host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-        if not allow_remote and not _is_loopback(host):
+        if not (allow_remote or secure) and not _is_loopback(host):
             raise EndpointError(
                 f"refusing to bind {endpoint!r}: not a loopback address. Remote binding requires "
-                "CurveZMQ keys, not supported yet; pass allow_remote=True only on a trusted network"
+                "CurveZMQ keys (security=ServerKeys(...), see docs/multihost.md)"
             )
     elif scheme != "inproc":
         raise EndpointError(f"endpoint {endpoint!r}: scheme must be ipc, tcp or inproc")

@@ -7,7 +7,10 @@ their config files, mode 0600); a lossless socket is a ZeroMQ PLAIN server whose
 that token, and a declared lossless reader connects with it. Everyone else is refused at the
 handshake (counted in the publisher's ``refused``) and reads the lossy endpoint, where a slow
 reader only loses its own messages. PLAIN sends the token in clear: fine on ``ipc://`` and
-loopback; remote endpoints need CurveZMQ (a later issue).
+loopback. Over non-loopback tcp every socket is a CURVE server instead
+(``genki_signals.bus.security``): the same handler checks the client's public key against the
+socket's allow-list and answers with its role as User-Id; the lossless token is not used there
+(a lossless CURVE socket admits the ``control`` role only, which are the topology's own hosts).
 
 ZeroMQ asks a ZAP handler (RFC 27) bound at ``inproc://zeromq.zap.01`` in the socket's context.
 ``ReaderGate.for_context`` runs one per context in a small thread. Not pyzmq's
@@ -22,14 +25,16 @@ import threading
 from collections.abc import Callable
 
 import zmq
+import zmq.utils.z85
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 PLAIN_USERNAME = b"genki-reader"
 
 
 class ReaderGate:
-    """The ZAP handler of one context: PLAIN credentials are checked per ZAP domain, every
-    other mechanism (NULL: all lossy sockets, control, clock) is allowed as before."""
+    """The ZAP handler of one context: PLAIN credentials are checked per ZAP domain, CURVE
+    client keys against the allow-list of the domain (``allow_curve``); NULL (ipc and loopback
+    sockets without security) is allowed as before."""
 
     _gates: dict[int, ReaderGate] = {}
     _gates_lock = threading.Lock()
@@ -37,6 +42,7 @@ class ReaderGate:
     def __init__(self, context: zmq.Context) -> None:
         self.context = context
         self._tokens: dict[str, tuple[bytes, Callable[[], None] | None]] = {}
+        self._curve: dict[str, tuple[dict[bytes, str], Callable[[], None] | None]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -61,11 +67,24 @@ class ReaderGate:
         with self._lock:
             self._tokens[domain] = (token.encode(), on_refused)
 
+    def allow_curve(self, domain: str, keys: dict[bytes, str],
+                    on_refused: Callable[[], None] | None = None) -> None:
+        """CURVE clients of sockets with ZAP domain ``domain`` must hold a key of ``keys``
+        (Z85 public key -> role); the role becomes the connection's User-Id. A domain without
+        an entry admits no CURVE client at all."""
+        with self._lock:
+            self._curve[domain] = (dict(keys), on_refused)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stop.is_set()
+
     def forget(self, domain: str) -> None:
         """Drop ``domain``; the last one stops the thread (so the context can terminate)."""
         with self._lock:
             self._tokens.pop(domain, None)
-            last = not self._tokens
+            self._curve.pop(domain, None)
+            last = not self._tokens and not self._curve
         if last:
             with ReaderGate._gates_lock:
                 if ReaderGate._gates.get(id(self.context)) is self:
@@ -94,6 +113,8 @@ class ReaderGate:
         if len(frames) < 6:
             return [b"1.0", b"", b"500", b"malformed ZAP request", b"", b""]
         version, request_id, domain, _address, _identity, mechanism = frames[:6]
+        if mechanism == b"CURVE":
+            return self._answer_curve(frames, domain)
         if mechanism != b"PLAIN":
             return [version, request_id, b"200", b"OK", b"", b""]
         creds = frames[6:]
@@ -105,3 +126,16 @@ class ReaderGate:
         if entry is not None and entry[1] is not None:
             entry[1]()
         return [version, request_id, b"400", b"not a declared lossless reader", b"", b""]
+
+    def _answer_curve(self, frames: list[bytes], domain: bytes) -> list[bytes]:
+        version, request_id = frames[0], frames[1]
+        with self._lock:
+            entry = self._curve.get(domain.decode(errors="replace"))
+        role = None
+        if entry is not None and len(frames) == 7 and len(frames[6]) == 32:
+            role = entry[0].get(zmq.utils.z85.encode(frames[6]))
+        if role is not None:
+            return [version, request_id, b"200", b"OK", role.encode(), b""]
+        if entry is not None and entry[1] is not None:
+            entry[1]()
+        return [version, request_id, b"400", b"key not on the allow-list", b"", b""]

@@ -60,6 +60,9 @@ from genki_signals.bus.codec import (
 )
 from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
+from genki_signals.bus.security import (
+    CONTROL, ROLES, ClientKeys, ServerGuard, ServerKeys, secure_client, secure_server,
+)
 from genki_signals.bus.stats import BusStats, UpstreamStats
 from genki_signals.errors import GenkiError
 
@@ -80,6 +83,10 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
+_FAILED_AUTH = int(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+_HANDSHAKE_REFUSED = _FAILED_AUTH | int(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                                        | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+_HANDSHAKE_OK = int(zmq.EVENT_HANDSHAKE_SUCCEEDED)
 
 
 class BusError(GenkiError, RuntimeError):
@@ -113,6 +120,10 @@ class Publisher:
     ``lossless_token``: only subscribers that give it (``Subscriber.connect(token=...)``) may
     connect to the lossless endpoint (see ``genki_signals.bus.gate``); others are refused and
     counted in ``stats.refused``. None: anyone may (tests, tools).
+    ``security``: CURVE keys and allow-list (``genki_signals.bus.security``); required to bind
+    a non-loopback tcp endpoint. Both sockets are then CURVE servers: the lossy one admits the
+    ``read`` and ``control`` roles, the lossless one ``control`` only (it replaces the token);
+    refused keys and plain clients are counted in ``stats.refused``.
     ``on_stall``: called about every 0.1 s while ``publish`` waits for a full lossless
     subscriber, so that the caller keeps its heartbeats and control going; when it returns
     True the publisher stops waiting for good: from then on a lossless message that finds a
@@ -136,10 +147,14 @@ class Publisher:
         lossless_timeout: float | None = None,
         on_stall: Callable[[], bool] | None = None,
         lossless_token: str | None = None,
+        security: ServerKeys | None = None,
     ) -> None:
-        check_bind_endpoint(endpoint, allow_remote=allow_remote)
+        check_bind_endpoint(endpoint, allow_remote=allow_remote, secure=security is not None)
         if lossless_endpoint is not None:
-            check_bind_endpoint(lossless_endpoint, allow_remote=allow_remote)
+            check_bind_endpoint(lossless_endpoint, allow_remote=allow_remote,
+                                secure=security is not None)
+        self._security = security
+        self._guards: list[ServerGuard] = []
         self.node_id = node_id
         self.stats = BusStats()
         self._clock = clock
@@ -175,10 +190,15 @@ class Publisher:
         sock.setsockopt(zmq.LINGER, 0)  # see close()
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.XPUB_VERBOSER, 1)  # report every (un)subscription
+        if self._security is not None:  # CURVE roles replace the lossless token
+            which = "lossless" if nodrop else "lossy"
+            self._guards.append(secure_server(
+                sock, self._security, domain=f"{self._zap_domain}/{which}",
+                roles=(CONTROL,) if nodrop else ROLES, on_refused=self._count_refused))
         if nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
             sock.setsockopt(zmq.SNDTIMEO, _STALL_POLL_MS)
-            if self._token is not None:  # declared readers only (see bus.gate)
+            if self._token is not None and self._security is None:  # declared readers (bus.gate)
                 self._gate = ReaderGate.for_context(self._ctx)
                 self._gate.allow(self._zap_domain, self._token, self._count_refused)
                 sock.setsockopt(zmq.PLAIN_SERVER, 1)
@@ -367,6 +387,9 @@ class Publisher:
         if self._gate is not None:
             self._gate.forget(self._zap_domain)
             self._gate = None
+        for guard in self._guards:
+            guard.release()
+        self._guards.clear()
         for path in self._ipc_files:  # libzmq leaves the socket file behind
             with contextlib.suppress(OSError):
                 os.unlink(path)
@@ -469,6 +492,8 @@ class _Edge:
         self.socket: zmq.Socket | None = None
         self.monitor: zmq.Socket | None = None
         self.token: str | None = None
+        self.security: ClientKeys | None = None
+        self.refused = False  # the last handshake failed: a disconnect is libzmq's to retry
         self.endpoint = endpoint
         self.topics = topics
         self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
@@ -532,8 +557,13 @@ class Subscriber:
         *,
         rcvhwm: int = DEFAULT_HWM,
         token: str | None = None,
+        security: ClientKeys | None = None,
     ) -> None:
         """Subscribe to the topic prefixes ``topics`` (``[""]``: all) at ``endpoint``.
+
+        ``security``: this client's CURVE keys and the publisher's public key (a CURVE
+        publisher, see ``genki_signals.bus.security``); a handshake the publisher refuses is
+        counted in ``stats.refused`` and logged, and the socket keeps retrying.
 
         ``maxlen`` bounds the ``drop_oldest`` queue; a ``lossless`` edge must connect to the
         publisher's ``lossless_endpoint``, with the run's ``token`` when the publisher has one
@@ -548,6 +578,7 @@ class Subscriber:
             raise BusError(f"topics must be a non-empty list of str prefixes, got {topics!r}")
         edge = _Edge(endpoint, topics, policy, maxlen, rcvhwm, self._max_queue_bytes)
         edge.token = token
+        edge.security = security
         self._open(edge)
         self._edges.append(edge)
         self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
@@ -562,12 +593,15 @@ class Subscriber:
             sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)  # per part; see the class doc
             if _is_ipv6(edge.endpoint):
                 sock.setsockopt(zmq.IPV6, 1)
-            if edge.token is not None:  # a declared lossless reader (see bus.gate)
+            if edge.security is not None:  # CURVE: the key's role replaces the token
+                secure_client(sock, edge.security)
+            elif edge.token is not None:  # a declared lossless reader (see bus.gate)
                 sock.setsockopt(zmq.PLAIN_USERNAME, PLAIN_USERNAME)
                 sock.setsockopt_string(zmq.PLAIN_PASSWORD, edge.token)
             for topic in edge.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
-            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            monitor = sock.get_monitor_socket(
+                zmq.EVENT_DISCONNECTED | _HANDSHAKE_REFUSED | _HANDSHAKE_OK)
             sock.connect(edge.endpoint)
         except zmq.ZMQError as exc:
             if monitor is not None:
@@ -605,7 +639,17 @@ class Subscriber:
                 break
             except zmq.ZMQError:
                 break
-            dropped |= event.get("event") == zmq.EVENT_DISCONNECTED
+            kind = event.get("event")
+            if kind == _HANDSHAKE_OK:
+                edge.refused = False
+            elif kind & _HANDSHAKE_REFUSED:
+                self.stats.refused += 1
+                edge.refused = True  # its disconnect follows; libzmq retries by itself
+                log.log(logging.WARNING if self.stats.refused == 1 else logging.DEBUG,
+                        "%s refused the connection (%s): is this client's key on its "
+                        "allow-list, and is the server key right?", edge.endpoint,
+                        "key not allowed" if kind & _FAILED_AUTH else "security mismatch")
+            dropped |= kind == zmq.EVENT_DISCONNECTED and not edge.refused
         if not dropped:
             return
         sock = edge.socket

@@ -19,7 +19,9 @@ class BusStats:
     libzmq drop the connection; a publisher restart too); ``unexpected``: messages of a
     ``(node id, topic)`` pair beyond the subscriber's ``max_upstreams`` (skipped); ``refused``:
     connections to a publisher's lossless endpoint refused (not a declared reader, see
-    ``bus.gate``); a publisher's ``drops``: lossless messages not sent after its ``on_stall``
+    ``bus.gate``), or a CURVE key not on a socket's allow-list (``bus.security``); a
+    subscriber's ``refused``: its handshakes a CURVE publisher refused (key not listed, or a
+    security mismatch); a publisher's ``drops``: lossless messages not sent after its ``on_stall``
     gave up waiting.
     """
 

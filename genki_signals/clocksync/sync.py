@@ -39,6 +39,14 @@ from typing import Any
 import zmq
 
 from genki_signals.bus import control
+from genki_signals.bus.security import (
+    CONTROL,
+    ClientKeys,
+    ServerKeys,
+    needs_keys,
+    secure_client,
+    secure_server,
+)
 from genki_signals.clocksync.estimator import ClockMap, OffsetEstimator, Probe
 
 __all__ = ["TimeServer", "ClockSync", "local_clock", "injected_skew", "TEST_CLOCK_ENV",
@@ -83,12 +91,18 @@ class TimeServer:
     """Answers ``time_probe`` with the time of ``clock`` on a ROUTER, in a daemon thread."""
 
     def __init__(self, endpoint: str, clock: Callable[[], float],
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, *,
+                 security: ServerKeys | None = None) -> None:
+        """``security``: CURVE keys (required for a non-loopback tcp ``endpoint``); probes are
+        then answered for ``control``-role keys only (the topology's hosts)."""
+        needs_keys(endpoint, security, "clock endpoint")
         self.clock = clock
         self.context = context or zmq.Context.instance()
         self.sock = self.context.socket(zmq.ROUTER)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self._guard = None if security is None else secure_server(
+            self.sock, security, domain=f"genki-clock/{id(self):x}", roles=(CONTROL,))
         self.sock.bind(endpoint)
         self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self.answered = 0
@@ -130,6 +144,9 @@ class TimeServer:
             self._thread.join(timeout=2.0)
         else:
             self.sock.close(linger=0)
+        if self._guard is not None:
+            self._guard.release()
+            self._guard = None
 
     def stats(self) -> dict[str, Any]:
         return {"clock_role": "leader", "clock_offset": 0.0, "clock_drift_ppm": 0.0,
@@ -153,8 +170,8 @@ class ClockSync:
     def __init__(self, endpoint: str, local: Callable[[], float], *,
                  context: zmq.Context | None = None, burst: int = 8, interval: float = 2.0,
                  warmup_bursts: int = 10, warmup_interval: float = 0.2,
-                 probe_timeout: float = 0.25, window: int = 20, identity: str | None = None
-                 ) -> None:
+                 probe_timeout: float = 0.25, window: int = 20, identity: str | None = None,
+                 security: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
         self.local = local
         self.burst = int(burst)
@@ -176,6 +193,8 @@ class ClockSync:
         self.sock.setsockopt(zmq.LINGER, 0)
         if identity:
             self.sock.setsockopt(zmq.ROUTING_ID, f"{identity}-{os.getpid()}".encode())
+        if security is not None:  # a leader on another host (``control`` role key)
+            secure_client(self.sock, security)
         self.sock.connect(endpoint)
 
     # ------------------------------------------------------------------ time

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from genki_signals.bus.security import add_key_arguments, remote_access
 from genki_signals.errors import GenkiError
 
 
@@ -75,6 +76,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
     p = verbs.add_parser("topics", help="list the topics of a running topology")
     p.add_argument("address", help="control address (ipc://..., tcp://...) or topology name")
+    add_key_arguments(p)
     p.set_defaults(func=cmd_topics)
 
     p = verbs.add_parser("echo", help="print decoded frames of a topic, with their rate")
@@ -82,6 +84,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("topic", help="topic or topic prefix, e.g. derived/main")
     p.add_argument("-n", "--count", type=int, help="stop after this many frames")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
+    add_key_arguments(p)
     p.set_defaults(func=cmd_echo)
 
     p = verbs.add_parser("top", help="live per-node table: rate, latency, drops, CPU, memory")
@@ -89,6 +92,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--interval", type=float, default=1.0,
                    help="seconds between tables (default 1)")
     p.add_argument("-n", "--iterations", type=int, help="print this many tables, then exit")
+    add_key_arguments(p)
     p.set_defaults(func=cmd_top)
 
 
@@ -221,19 +225,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
 def cmd_topics(args: argparse.Namespace) -> int:
     from genki_signals.launch.tools import print_topics
 
-    print_topics(args.address)
+    print_topics(args.address, access=remote_access(args.key, args.server_key))
     return 0
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
     from genki_signals.launch.tools import echo
 
-    echo(args.address, args.topic, count=args.count, duration=args.duration)
+    echo(args.address, args.topic, count=args.count, duration=args.duration,
+         access=remote_access(args.key, args.server_key))
     return 0
 
 
 def cmd_top(args: argparse.Namespace) -> int:
     from genki_signals.launch.tools import top
 
-    top(args.address, interval=args.interval, iterations=args.iterations)
+    top(args.address, interval=args.interval, iterations=args.iterations,
+        access=remote_access(args.key, args.server_key))
     return 0

@@ -45,6 +45,13 @@ import zmq
 from genki_signals.bus import control
 from genki_signals.bus.directory import default_run_dir
 from genki_signals.bus.endpoints import ipc_endpoint
+from genki_signals.bus.security import (
+    ServerGuard,
+    ServerKeys,
+    needs_keys,
+    peer_role,
+    secure_server,
+)
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.errors import GenkiError
 from genki_signals.launch.spec import NodeSpec, TopologySpec, publishes
@@ -92,13 +99,32 @@ class Launcher:
                  control_address: str | None = None, out: IO[str] | None = None,
                  grace: float = 3.0, ready_timeout: float = 20.0,
                  heartbeat_interval: float = 1.0,
-                 node_extra: dict[str, dict[str, Any]] | None = None) -> None:
+                 node_extra: dict[str, dict[str, Any]] | None = None,
+                 control_security: ServerKeys | None = None,
+                 remote_address: str | None = None,
+                 remote_security: ServerKeys | None = None) -> None:
         """``node_extra``: node id -> ``NodeConfig.extra`` (e.g. ``{"max_lag": None}`` so a
-        replay's downstream merges by timestamp alone, see ``launch.replay``)."""
+        replay's downstream merges by timestamp alone, see ``launch.replay``).
+        ``control_security``: CURVE keys and allow-list of the control socket, required for a
+        non-loopback tcp ``control_address`` (``read`` keys may only ask ``directory``).
+        ``remote_address`` / ``remote_security``: a second control socket, a CURVE server on
+        tcp for other hosts' nodes (``control`` keys) and remote tools (``read`` keys), while
+        local nodes keep the key-free ipc ``control_address`` (a socket has one security
+        mechanism, so the two cannot share one). Same messages, same rules."""
         self.spec = spec
+        self.control_security = control_security
         self.node_extra = node_extra or {}
         self.run_dir = Path(run_dir) if run_dir else default_run_dir(spec.name)
         self.address = control_address or f"ipc://{self.run_dir / 'control'}"
+        needs_keys(self.address, control_security, f"topology '{spec.name}': control address")
+        self._control_guard: ServerGuard | None = None
+        self.remote_address = remote_address
+        if remote_address is not None and remote_security is None:
+            raise LaunchError(f"topology '{spec.name}': remote control address "
+                              f"{remote_address} needs CURVE keys (remote_security)")
+        self.remote_security = remote_security
+        self.remote_router: zmq.Socket | None = None
+        self._remote_guard: ServerGuard | None = None
         self.out = out or sys.stdout
         self.grace = grace
         self.ready_timeout = ready_timeout
@@ -110,6 +136,8 @@ class Launcher:
         self.clock_leader = spec.clock_leader or "launcher"
         self.clock_endpoint = ipc_endpoint(self.run_dir, "clock.time")  # never a node id
         self.time_server: TimeServer | None = None
+        self.refused_control = 0  # control messages refused: sent by a read-only key
+        self.refused_keys = 0  # CURVE handshakes refused on the control socket (not listed)
         self.nodes: dict[str, NodeProcess] = {}
         # Only the nodes get it: lossless endpoints admit declared readers only (bus.gate)
         self.lossless_token = secrets.token_hex(16)
@@ -150,16 +178,25 @@ class Launcher:
         self.router = self.context.socket(zmq.ROUTER)
         self.router.setsockopt(zmq.LINGER, 0)
         self.router.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        if self.control_security is not None:
+            self._control_guard = secure_server(
+                self.router, self.control_security, domain=f"genki-control/{self.spec.name}",
+                on_refused=self._count_refused_key)
         try:
             self.router.bind(self.address)
         except zmq.ZMQError as exc:
             self.router.close(linger=0)
             self.router = None
+            if self._control_guard is not None:
+                self._control_guard.release()
+                self._control_guard = None
             raise LaunchError(f"topology '{self.spec.name}': cannot bind the control address "
                               f"{self.address}: {exc}") from None
         # From here on the run directory is this launcher's: stop() removes it. A launch refused
         # above (already running) must leave the running topology's sockets alone.
         self._owns_run_dir = True
+        if self.remote_address is not None:
+            self._bind_remote_control()
         self._starting = True
         if self.clock_leader == "launcher":
             self.time_server = TimeServer(
@@ -344,13 +381,31 @@ class Launcher:
             self.stop_signal = signum
         self._stop_requested = True
 
+    def _bind_remote_control(self) -> None:
+        sock = self.remote_router = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        self._remote_guard = secure_server(
+            sock, self.remote_security, domain=f"genki-control-remote/{self.spec.name}",
+            on_refused=self._count_refused_key)
+        try:
+            sock.bind(self.remote_address)
+        except zmq.ZMQError as exc:
+            raise LaunchError(f"topology '{self.spec.name}': cannot bind the remote control "
+                              f"address {self.remote_address}: {exc}") from None
+
+    def _control_sockets(self) -> list[zmq.Socket]:
+        return [s for s in (self.router, self.remote_router) if s is not None]
+
     def _service(self, timeout: float) -> None:
         """One round: control messages, exits, restarts, heartbeat checks."""
-        if self.router.poll(int(timeout * 1000)):
-            while self.router.poll(0):
-                frames = self.router.recv_multipart()
+        ready, _, _ = zmq.select(self._control_sockets(), [], [], timeout)
+        for sock in ready:
+            while sock.poll(0):
+                frames = sock.recv_multipart(copy=False)
                 if len(frames) == 2:
-                    self._on_control(frames[0], frames[1])
+                    self._on_control(frames[0].bytes, frames[1].bytes, peer_role(frames[1]),
+                                     sock)
         now = time.monotonic()
         for node in self.nodes.values():
             if node.proc is not None and node.proc.poll() is not None and node.state not in (
@@ -366,13 +421,21 @@ class Launcher:
                                     f"{now - node.last_heartbeat:.1f} s")
                 self._kill_group(node)
 
-    def _on_control(self, identity: bytes, data: bytes) -> None:
+    def _count_refused_key(self) -> None:  # from the ZAP handler's thread
+        self.refused_keys += 1
+
+    def _on_control(self, identity: bytes, data: bytes, role: str | None = None,
+                    sock: zmq.Socket | None = None) -> None:
         msg = control.unpack(data)
         if msg is None:
             return
         kind = msg["type"]
+        if not control.allowed(kind, role):  # a read-only key (remote plot) sent a command
+            self.refused_control += 1
+            return
         if kind == "directory":
-            self.router.send_multipart([identity, control.pack("directory", **self.directory())])
+            (sock or self.router).send_multipart(
+                [identity, control.pack("directory", **self.directory())])
             return
         node = self.nodes.get(identity.decode(errors="replace"))
         if node is None:
@@ -457,8 +520,9 @@ class Launcher:
             self.say("launch", f"stopping: received {signal.Signals(self.stop_signal).name}")
         for node in self.nodes.values():
             node.next_start = None
-            if node.alive and self.router is not None:
-                self.router.send_multipart([node.spec.id.encode(), control.pack("stop")])
+            if node.alive:  # over whichever socket the node is connected to (one drops it)
+                for sock in self._control_sockets():
+                    sock.send_multipart([node.spec.id.encode(), control.pack("stop")])
             if node.alive and node.state == "starting":
                 # not connected yet, so the stop message is lost: SIGTERM (the runner's clean
                 # stop, or the default action before its handler is installed)
@@ -485,6 +549,15 @@ class Launcher:
         if self.router is not None:
             self.router.close(linger=0)
             self.router = None
+        if self._control_guard is not None:
+            self._control_guard.release()
+            self._control_guard = None
+        if self.remote_router is not None:
+            self.remote_router.close(linger=0)
+            self.remote_router = None
+        if self._remote_guard is not None:
+            self._remote_guard.release()
+            self._remote_guard = None
         if self.time_server is not None:
             self.time_server.close()
             self.time_server = None
@@ -516,11 +589,16 @@ class Launcher:
                 "exit_cause": node.exit_cause, "stats": node.stats,
             })
         return {"topology": self.spec.name, "address": self.address,
+                "remote_address": self.remote_address,
+                "public_key": None if self.remote_security is None
+                else self.remote_security.keypair.public.decode(),
                 "spec": self.spec.to_dict(),  # recorders store it with the frames
                 "clock_origin": self.clock_origin, "wall_anchor": self.wall_anchor,
                 "clock": {"leader": self.clock_leader, "endpoint": self.clock_endpoint,
                           "origin": self.clock_origin, "wall_anchor": self.wall_anchor},
-                "nodes": nodes, "topics": topics}
+                "nodes": nodes, "topics": topics,
+                "refused": {"control_messages": self.refused_control,
+                            "keys": self.refused_keys}}
 
 
 def _silence(out: IO[str]) -> None:

@@ -10,31 +10,39 @@ from typing import IO, Any
 import numpy as np
 
 from genki_signals.bus.directory import directory
+from genki_signals.bus.security import RemoteAccess, publisher_keys
 from genki_signals.errors import GenkiError
 
 
-def print_topics(address: str, out: IO[str] | None = None) -> None:
+def print_topics(address: str, out: IO[str] | None = None, *,
+                 access: RemoteAccess | None = None) -> None:
     out = out or sys.stdout  # looked up at call time (tests capture sys.stdout)
-    d = directory(address)
+    d = directory(address, access=access)
     print(f"topology '{d['topology']}' at {d['address']}", file=out)
     for topic, where in sorted(d["topics"].items()):
         print(f"  {topic:32s} {where['endpoint']}", file=out)
 
 
 def echo(address: str, topic: str, count: int | None = None, duration: float | None = None,
-         out: IO[str] | None = None) -> int:
-    """Print decoded frames of ``topic`` (a prefix) with the measured frame and sample rate."""
+         out: IO[str] | None = None, *, access: RemoteAccess | None = None) -> int:
+    """Print decoded frames of ``topic`` (a prefix) with the measured frame and sample rate.
+
+    ``access``: keys for a topology on another host (``--key``/``--server-key``).
+    """
     out = out or sys.stdout
     from genki_signals.bus.sockets import Subscriber
 
-    d = directory(address)
+    d = directory(address, access=access)
     matches = {t: w for t, w in d["topics"].items() if t.startswith(topic)}
     if not matches:
         raise GenkiError(f"no topic starts with {topic!r} (topics: "
                          f"{', '.join(sorted(d['topics'])) or 'none'})")
     sub = Subscriber()
-    for endpoint in sorted({w["endpoint"] for w in matches.values()}):
-        sub.connect(endpoint, [topic], policy="drop_oldest", maxlen=1000)
+    keys = {w["endpoint"]: w.get("public_key") for w in matches.values()}
+    for endpoint in sorted(keys):
+        sub.connect(endpoint, [topic], policy="drop_oldest", maxlen=1000,
+                    security=publisher_keys(access, endpoint, keys[endpoint],
+                                            f"the endpoint of {topic!r}"))
     received = 0
     start = time.monotonic()
     samples = 0
@@ -63,12 +71,12 @@ def echo(address: str, topic: str, count: int | None = None, duration: float | N
 
 
 def top(address: str, interval: float = 1.0, iterations: int | None = None,
-        out: IO[str] | None = None) -> None:
+        out: IO[str] | None = None, *, access: RemoteAccess | None = None) -> None:
     """A live per-node table: state, rate, latency, drops, gaps, errors, CPU, memory."""
     out = out or sys.stdout
     i = 0
     while iterations is None or i < iterations:
-        d = directory(address)
+        d = directory(address, access=access)
         if out.isatty():
             print("\x1b[2J\x1b[H", end="", file=out)
         print(format_top(d), file=out, flush=True)

@@ -37,13 +37,17 @@ def add_verb(verbs: argparse._SubParsersAction) -> None:
                    help="queue policy of the viewer's edges (both lossy; default drop_oldest)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--open", action="store_true", help="open the page in a web browser")
+    from genki_signals.bus.security import add_key_arguments
+
+    add_key_arguments(p)
     p.set_defaults(func=cmd_plot)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     return run_plot(args.address, args.topics or None, panels=args.panel, host=args.host,
                     port=args.port, fps=args.fps, history=args.history, policy=args.policy,
-                    duration=args.duration, open_browser=args.open)
+                    duration=args.duration, open_browser=args.open, key=args.key,
+                    server_key=args.server_key)
 
 
 def spectrogram_hints(spec: Mapping[str, Any] | None) -> dict[str, PanelSpec]:
@@ -75,12 +79,14 @@ def spectrogram_hints(spec: Mapping[str, Any] | None) -> dict[str, PanelSpec]:
 def run_plot(address: str, topics: list[str] | None = None, *, panels: list[str] | None = None,
              host: str = "127.0.0.1", port: int = 0, fps: float = 30.0, history: int = 10_000,
              policy: str = "drop_oldest", duration: float | None = None,
-             open_browser: bool = False, out: IO[str] | None = None) -> int:
+             open_browser: bool = False, out: IO[str] | None = None,
+             key: str | None = None, server_key: str | None = None) -> int:
     from genki_signals.plot.dashboard import Dashboard
     from genki_signals.plot.remote import RemoteBuffer
 
     out = out or sys.stdout
-    buffer = RemoteBuffer(address, topics, maxlen=history, policy=policy)
+    buffer = RemoteBuffer(address, topics, maxlen=history, policy=policy, key=key,
+                          server_key=server_key)
     hints = spectrogram_hints(buffer.directory.get("spec"))
 
     def guess(key: str, shape: tuple[int, ...]) -> PanelSpec:

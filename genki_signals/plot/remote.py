@@ -76,24 +76,33 @@ class RemoteBuffer(DataBuffer):
     ``address``: a topology name or control address. ``topics``: topics, prefixes or node ids
     (None: all). ``policy``: ``drop_oldest`` (queue of ``queue`` frames) or ``latest``.
     Attaches at construction; ``close()`` (or leaving a ``with`` block) detaches.
+    ``key`` / ``server_key``: for a topology on another host (a ``tcp://`` address that is not
+    loopback): this client's key pair (a ``.key_secret`` file or a key name) and the public key
+    of the host at ``address``; see docs/multihost.md. The key needs the ``read`` role.
     """
 
     def __init__(self, address: str, topics: Iterable[str] | str | None = None, *,
                  maxlen: int | None = DEFAULT_MAXLEN, policy: str = "drop_oldest",
                  queue: int = VIEWER_QUEUE, rcvhwm: int = VIEWER_RCVHWM,
-                 timeout: float = 2.0) -> None:
+                 timeout: float = 2.0, key: str | None = None,
+                 server_key: str | bytes | None = None) -> None:
         super().__init__(maxlen=maxlen)
         if policy not in ("drop_oldest", "latest"):
             raise GenkiError(f"RemoteBuffer: policy must be 'drop_oldest' or 'latest' (a viewer "
                              f"never holds up the topology), got {policy!r}")
         from genki_signals.bus.directory import directory
+        from genki_signals.bus.security import publisher_keys, remote_access
 
         self.address = address
-        self.directory = directory(address, timeout=timeout)
+        access = remote_access(key, server_key)
+        self.directory = directory(address, timeout=timeout, access=access)
         self.topology = self.directory.get("topology")
         if isinstance(topics, str):
             topics = [topics]
         self.subscriptions = resolve_topics(self.directory, topics)
+        public = {n.get("endpoint"): n.get("public_key") for n in self.directory.get("nodes", [])}
+        self._keys = {ep: publisher_keys(access, ep, public.get(ep), f"publisher {ep}")
+                      for ep in self.subscriptions}
         self.policy, self._queue, self._rcvhwm = policy, int(queue), int(rcvhwm)
         self.mux = TopicMux(self)
         self._stats: dict[str, int] = {"frames": 0, "samples": 0, "drops": 0, "gaps": 0,
@@ -116,7 +125,7 @@ class RemoteBuffer(DataBuffer):
             sub = Subscriber()
             for endpoint, prefixes in self.subscriptions.items():
                 sub.connect(endpoint, prefixes, policy=self.policy, maxlen=self._queue,
-                            rcvhwm=self._rcvhwm)
+                            rcvhwm=self._rcvhwm, security=self._keys[endpoint])
         except BaseException as exc:  # reported by __init__
             self._error = exc
             self._connected.set()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from genki_signals.bus.security import RemoteAccess
 from genki_signals.clock import Clock
 from genki_signals.errors import GenkiError
 
@@ -57,18 +58,24 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
                     topics: Iterable[str] | None = None, duration: float | None = None,
                     metadata: Mapping[str, Any] | None = None, compression: str = "zstd",
                     flush_interval: float = 0.5, progress: bool | None = None,
-                    stream: IO[str] | None = None) -> AttachResult:
-    """Record the topology at ``address`` into ``out`` (see the module docstring)."""
+                    stream: IO[str] | None = None, access: RemoteAccess | None = None
+                    ) -> AttachResult:
+    """Record the topology at ``address`` into ``out`` (see the module docstring).
+
+    ``access``: keys for a topology on another host (``--key``/``--server-key``).
+    """
     from genki_signals.bus.directory import directory
+    from genki_signals.bus.security import publisher_keys
     from genki_signals.bus.sockets import Subscriber
     from genki_signals.record.export import progress_bar
     from genki_signals.record.recorder import Recorder
 
     stream = stream or sys.stderr
-    d = directory(address)
+    d = directory(address, access=access)
     wanted = None if topics is None else list(topics)
     plan: dict[str, tuple[str, str, list[str]]] = {}  # node -> (endpoint, policy, prefixes)
     lossy: list[str] = []
+    keys: dict[str, Any] = {}  # node -> CURVE client keys (None: ipc/loopback)
     for node in d["nodes"]:
         if not node.get("endpoint"):
             continue
@@ -76,6 +83,8 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
         if not prefixes:
             continue
         plan[node["id"]] = (node["endpoint"], "drop_oldest", prefixes)
+        keys[node["id"]] = publisher_keys(access, node["endpoint"], node.get("public_key"),
+                                          f"the endpoint of node '{node['id']}'")
         lossy.append(node["id"])
     if not plan:
         available = ", ".join(sorted(d["topics"])) or "none"
@@ -100,7 +109,8 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
     bar = progress_bar(None, "recording", " frames", progress)
     try:
         for node, (endpoint, policy, prefixes) in plan.items():
-            sub.connect(endpoint, prefixes, policy=policy, maxlen=LOSSY_MAXLEN)
+            sub.connect(endpoint, prefixes, policy=policy, maxlen=LOSSY_MAXLEN,
+                        security=keys[node])
         shown = 0
         while True:
             now = time.monotonic()
@@ -118,7 +128,7 @@ def record_topology(address: str, out: str | os.PathLike[str], *,
             if now >= next_check:
                 next_check = now + DIRECTORY_CHECK_INTERVAL
                 try:
-                    directory(address, timeout=1.0)
+                    directory(address, timeout=1.0, access=access)
                     misses = 0
                 except GenkiError:
                     misses += 1

@@ -37,6 +37,9 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--flush-interval", type=float, default=0.5,
                    help="seconds between flushes: the most a crash loses (default 0.5)")
     p.add_argument("--no-progress", action="store_true", help="show no progress bar")
+    from genki_signals.bus.security import add_key_arguments
+
+    add_key_arguments(p)
     p.set_defaults(func=cmd_record)
 
     p = verbs.add_parser("inspect", help="summarise a recording: topics, durations, rates, "
@@ -68,12 +71,14 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    from genki_signals.bus.security import remote_access
     from genki_signals.record.attach import record_topology
 
     result = record_topology(args.address, args.output, topics=args.topics,
                              duration=args.duration, metadata=_metadata(args.meta),
                              compression=args.compression, flush_interval=args.flush_interval,
-                             progress=_progress(args))
+                             progress=_progress(args),
+                             access=remote_access(args.key, args.server_key))
     return 0 if result.frames else 1
 
 
