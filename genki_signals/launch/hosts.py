@@ -37,6 +37,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
+from genki_signals.bus.endpoints import _is_loopback
+from genki_signals.bus.security import KeyPair, load_keypair, load_public_key
+from genki_signals.errors import GenkiError
 from genki_signals.params import Field, Int, Str, params, parse
 
 __all__ = ["HostSpec", "SshSpec", "check_hosts", "check_placements", "DEFAULT_PORTS",
@@ -81,9 +84,13 @@ class HostSpec:
     python: str = "python3"
     workdir: str | None = None
     env: Mapping[str, str] = field(default_factory=dict, hash=False)
+    public_key: str | None = None  # keys.public: this host's CURVE public key (file or Z85)
+    secret_file: str | None = None  # keys.secret_file: its key pair, read on this host only
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"address": self.address, "start": self.start}
+        if self.public_key is not None:
+            out["keys"] = {"public": self.public_key, "secret_file": self.secret_file}
         if self.bind != self.address:
             out["bind"] = self.bind
         if self.start == "ssh":
@@ -119,6 +126,23 @@ class HostSpec:
         return f"tcp://{_bracket(self.address)}:{port}"
 
 
+def _from(path: str, base_dir: str | os.PathLike[str] | None) -> str:
+    """A key named in a spec: a relative path (with a '/') is taken from the spec's folder."""
+    if base_dir is not None and "/" in path and not os.path.isabs(os.path.expanduser(path)):
+        return os.path.join(base_dir, path)
+    return path
+
+
+def host_public_key(host: HostSpec, base_dir: str | os.PathLike[str] | None) -> bytes | None:
+    """The host's CURVE public key (Z85), or None when it has no keys."""
+    return None if host.public_key is None else load_public_key(_from(host.public_key, base_dir))
+
+
+def host_keypair(host: HostSpec, base_dir: str | os.PathLike[str] | None) -> KeyPair | None:
+    """The host's key pair, read from its ``secret_file`` (on that host), or None."""
+    return None if host.secret_file is None else load_keypair(_from(host.secret_file, base_dir))
+
+
 def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
@@ -131,6 +155,12 @@ class SshParams:
     identity: Annotated[Str, Field(min_length=1, description="a private key file")] | None = None
     options: tuple[Annotated[Str, Field(pattern=r"^[A-Za-z]+=.*$",
                                         description="an ssh option Name=value")], ...] = ()
+
+
+@params
+class HostKeysParams:
+    public: Annotated[Str, Field(min_length=1, description="a public key file, name or Z85")]
+    secret_file: Annotated[Str, Field(min_length=1, description="a .key_secret file")]
 
 
 @params
@@ -147,13 +177,16 @@ class HostParams:
     env: dict[Annotated[Str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                    description="an environment variable name")], Str] = \
         field(default_factory=dict)
+    keys: HostKeysParams | None = None
 
 
 def check_hosts(raw: Any, bad: Callable[[str, str], None],
-                node_counts: Mapping[str, int] | None = None) -> dict[str, HostSpec]:
+                node_counts: Mapping[str, int] | None = None,
+                base_dir: str | os.PathLike[str] | None = None) -> dict[str, HostSpec]:
     """The valid hosts of a ``hosts:`` section; each problem goes to ``bad(path, message)``.
 
-    ``node_counts`` (host name -> number of nodes placed there) bounds each host's port range.
+    ``node_counts`` (host name -> number of nodes placed there) bounds each host's port range;
+    ``base_dir`` (the spec's folder) anchors relative key paths.
     """
     if not isinstance(raw, Mapping) or not raw:
         bad("hosts", f"must be a non-empty mapping of host name -> {{address, start, ...}}, "
@@ -182,10 +215,22 @@ def check_hosts(raw: Any, bad: Callable[[str, str], None],
         if value.ports + 3 + 2 * count > 65535:
             bad(f"{where}.ports", f"{count} nodes need ports {value.ports}-"
                                   f"{value.ports + 3 + 2 * count}, past 65535")
+        public = secret = None
+        if value.keys is not None:
+            public, secret = value.keys.public, value.keys.secret_file
+            try:
+                load_public_key(_from(public, base_dir))
+            except GenkiError as exc:
+                bad(f"{where}.keys.public", str(exc))
+        elif not _is_loopback(value.address) and len(raw) > 1:
+            bad(f"{where}.keys", "missing: every tcp link between hosts is CurveZMQ, so each "
+                                 f"host needs a key pair (genki keys new {name}; then keys: "
+                                 f"{{public: {name}.key, secret_file: {name}.key_secret}})")
         hosts[name] = HostSpec(
             name=name, address=value.address, bind=value.bind or value.address, start=start,
             ssh=SshSpec(ssh.user, ssh.port, ssh.identity, tuple(ssh.options)),
-            ports=value.ports, python=value.python, workdir=value.workdir, env=dict(value.env))
+            ports=value.ports, python=value.python, workdir=value.workdir, env=dict(value.env),
+            public_key=public, secret_file=secret)
     local = [h.name for h in hosts.values() if h.start == "local"]
     if hosts and len(local) != 1 and len(hosts) == len(raw):
         bad("hosts", "exactly one host must have 'start: local' (the machine `genki launch` "

@@ -53,7 +53,7 @@ __all__ = [
 
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # topology name: a safe file name
-TOP_KEYS = ("name", "nodes", "clock_leader", "hosts")
+TOP_KEYS = ("name", "nodes", "clock_leader", "hosts", "access")
 NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint")
 RESTART_KEYS = ("policy", "max_restarts", "window", "backoff")
 RESTART_POLICIES = ("never", "on-failure", "always")
@@ -156,8 +156,9 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None) -> Top
     order, in_cycle = _order(drafts, ids, problems)
     _check_endpoints(drafts, problems)
     leader = _check_clock_leader(data, ids, problems)
-    hosts = _check_hosts(data, raw_nodes, drafts, problems)
     spec_dir = path.parent if path is not None else None
+    hosts = _check_hosts(data, raw_nodes, drafts, problems, spec_dir)
+    access = _check_access(data, spec_dir, problems)
     streams = _check_kinds(order, in_cycle, ids, spec_dir, problems)
     if problems:
         raise TopologySpecError(problems.lines())
@@ -165,11 +166,28 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None) -> Top
                            inputs=tuple(d.inputs), host=d.host, cpu=d.cpu, restart=d.restart,
                            endpoint=d.endpoint, parsed=d.parsed) for d in drafts)
     return TopologySpec(name=name, nodes=nodes, path=path, clock_leader=leader,
-                        streams={k: dict(v) for k, v in streams.items()}, hosts=hosts)
+                        streams={k: dict(v) for k, v in streams.items()}, hosts=hosts,
+                        access=access)
+
+
+def _check_access(data: Mapping[str, Any], base_dir: Path | None, problems: _Problems
+                  ) -> dict[str, tuple[str, ...]]:
+    """The ``access:`` section: public keys allowed per role (``bus.security.resolve_access``)."""
+    if data.get("access") is None:
+        return {}
+    from genki_signals.bus.security import SecurityError, resolve_access
+
+    raw = data["access"]
+    try:
+        resolve_access(raw, base_dir=base_dir)
+    except SecurityError as exc:
+        problems.top("access", str(exc))
+        return {}
+    return {role: tuple(str(k) for k in keys or ()) for role, keys in raw.items()}
 
 
 def _check_hosts(data: Mapping[str, Any], raw_nodes: list[Any], drafts: list[_Draft],
-                 problems: _Problems) -> dict[str, HostSpec]:
+                 problems: _Problems, base_dir: Path | None = None) -> dict[str, HostSpec]:
     """The ``hosts:`` section and every node's placement (see ``launch.hosts``).
 
     With a hosts section, a node without ``host`` (or with ``host: localhost``, when no host has
@@ -194,7 +212,7 @@ def _check_hosts(data: Mapping[str, Any], raw_nodes: list[Any], drafts: list[_Dr
                                                        DEFAULT_HOST not in data["hosts"]):
             d.host = local or d.host
         counts[d.host] = counts.get(d.host, 0) + 1
-    hosts = check_hosts(data["hosts"], problems.top, counts)
+    hosts = check_hosts(data["hosts"], problems.top, counts, base_dir)
     if isinstance(data["hosts"], Mapping) and data["hosts"]:
         check_placements({d.id: (d.index, d.host) for d in drafts if d.id is not None},
                          data["hosts"], problems.node)
