@@ -219,7 +219,8 @@ class MultiHostLauncher(HostLauncher):
             for share in list(self.shares.values()):
                 address = share.host.reach_endpoint(share.host.directory_port)
                 try:
-                    d = control.request(address, "directory", timeout=POLL_INTERVAL)
+                    d = control.request(address, "directory", timeout=POLL_INTERVAL,
+                                        security=self.client_keys(share.host.name))
                 except (TimeoutError, Exception):
                     continue
                 if self._poll_stop.is_set():

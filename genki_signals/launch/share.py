@@ -28,8 +28,10 @@ from typing import IO, Any
 import zmq
 
 from genki_signals.bus import control
+from genki_signals.bus.security import (ClientKeys, ServerGuard, ServerKeys, needs_keys,
+                                        resolve_access, secure_server)
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
-from genki_signals.launch.hosts import local_host
+from genki_signals.launch.hosts import _from, host_keypair, host_public_key, local_host
 from genki_signals.launch.launcher import Launcher, LaunchError, _silence
 from genki_signals.launch.placement import Placement, share_run_dir
 from genki_signals.launch.spec import TopologySpec
@@ -74,10 +76,33 @@ class HostLauncher(Launcher):
             # not this launcher: the launching host's one (its nodes probe it over tcp)
             self.clock_leader = f"launcher@{local.name}"
             self.clock_bind = None
+        self._setup_keys()
         self.tcp_time_server: TimeServer | None = None
         self.directory_socket: zmq.Socket | None = None
+        self._directory_guard: ServerGuard | None = None
         self.directory_address = self.host.reach_endpoint(self.host.directory_port)
         self.refused_requests = 0
+
+    def _setup_keys(self) -> None:
+        """CURVE keys of this share: every host's public key, the allow-list (``access:`` plus
+        every host as ``control``) and this host's key pair (read here, on this host)."""
+        base = self.spec.path.parent if self.spec.path is not None else None
+        self.host_keys: dict[str, bytes] = {}
+        for name, h in self.spec.hosts.items():
+            key = host_public_key(h, base)
+            if key is not None:
+                self.host_keys[name] = key
+        self.keypair = host_keypair(self.host, base) if self.host.secret_file else None
+        self.secret_path = (os.path.abspath(os.path.expanduser(
+            _from(self.host.secret_file, base))) if self.host.secret_file else None)
+        self.allow = resolve_access(self.spec.access, self.host_keys.values(), base)
+        self.server_keys = ServerKeys(self.keypair, self.allow) if self.keypair else None
+
+    def client_keys(self, host: str) -> ClientKeys | None:
+        """This host's keys to reach ``host``'s sockets (None: no keys there or here)."""
+        if self.keypair is None or host not in self.host_keys:
+            return None
+        return ClientKeys(self.keypair, self.host_keys[host])
 
     def say(self, node: str, text: str) -> None:
         """As ``Launcher.say``; a terminal that hung up (the ssh session of this share is gone:
@@ -102,10 +127,18 @@ class HostLauncher(Launcher):
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
         endpoint = self.host.bind_endpoint(self.host.directory_port)
+        needs_keys(self.directory_address, self.server_keys,
+                   f"host '{self.host.name}': directory")
+        if self.server_keys is not None:  # read and control keys may ask for the directory
+            self._directory_guard = secure_server(
+                sock, self.server_keys, domain=f"genki-share/{self.spec.name}/{self.host.name}")
         try:
             sock.bind(endpoint)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
+            if self._directory_guard is not None:
+                self._directory_guard.release()
+                self._directory_guard = None
             raise LaunchError(f"host '{self.host.name}': cannot bind the directory endpoint "
                               f"{endpoint}: {exc} (is this host's share already running?)"
                               ) from None
@@ -114,7 +147,7 @@ class HostLauncher(Launcher):
             try:
                 self.tcp_time_server = TimeServer(
                     self.clock_bind, local_clock(self.clock_origin, injected_skew("launcher")),
-                    self.context).start()
+                    self.context, security=self.server_keys).start()
             except zmq.ZMQError as exc:
                 self._close_share_sockets()
                 raise LaunchError(f"host '{self.host.name}': cannot bind the clock endpoint "
@@ -124,6 +157,9 @@ class HostLauncher(Launcher):
         if self.directory_socket is not None:
             self.directory_socket.close(linger=0)
             self.directory_socket = None
+        if self._directory_guard is not None:
+            self._directory_guard.release()
+            self._directory_guard = None
         if self.tcp_time_server is not None:
             self.tcp_time_server.close()
             self.tcp_time_server = None
@@ -161,6 +197,17 @@ class HostLauncher(Launcher):
                         e.node == node_id and e.policy == "lossless"
                         for d in remote_readers for e in d.inputs):
                     extra["remote_lossless_endpoint"] = ep.tcp_lossless_bind
+            if self.secret_path is not None:  # CURVE across hosts (nodes.host_keys)
+                upstream_hosts = {e.node: self.spec.node(e.node).host for e in cfg.inputs}
+                clock_host = (self.placement.local.name if self.spec.clock_leader in (
+                    None, "launcher") else self.spec.node(self.spec.clock_leader).host)
+                extra["curve"] = {
+                    "secret_file": self.secret_path,
+                    "allow": {k.decode(): role for k, role in self.allow.items()},
+                    "upstream": {n: self.host_keys[h].decode() for n, h in
+                                 upstream_hosts.items() if h != node.host and h in self.host_keys},
+                    "clock": self.host_keys[clock_host].decode()
+                    if clock_host in self.host_keys else None}
             leader_here = self.clock_leader == node_id
             out[node_id] = NodeConfig(**{
                 **cfg.__dict__, "inputs": inputs, "extra": extra,
@@ -235,17 +282,18 @@ class HostLauncher(Launcher):
         d["directory_address"] = self.directory_address
         for n in d["nodes"]:
             n["host"] = self.host.name
+        if self.host.name in self.host_keys:
+            d["public_key"] = self.host_keys[self.host.name].decode()
         if remote:
             d["address"] = self.directory_address
             d["clock"] = {**d["clock"], "endpoint": self.placement.clock_endpoints(
                 "", self.ipc_clock)[0] if self.spec.clock_leader not in (None, "launcher")
                 else self.placement.local.reach_endpoint(self.placement.local.clock_port)}
-            for n in d["nodes"]:
-                ep = self.placement.endpoints.get(n["id"])
-                n["endpoint"] = ep.tcp_reach if ep else None
-                n["lossless_endpoint"] = ep.tcp_lossless_reach if ep else None
-            for where in d["topics"].values():
-                ep = self.placement.endpoints.get(where["node"])
-                where["endpoint"] = ep.tcp_reach if ep else None
-                where["lossless_endpoint"] = ep.tcp_lossless_reach if ep else None
+            for entry in [*d["nodes"], *d["topics"].values()]:
+                node_id = entry.get("id") or entry.get("node")
+                ep = self.placement.endpoints.get(node_id)
+                entry["endpoint"] = ep.tcp_reach if ep else None
+                entry["lossless_endpoint"] = ep.tcp_lossless_reach if ep else None
+                key = self.host_keys.get(self.spec.node(node_id).host)
+                entry["public_key"] = key.decode() if key is not None else None
         return d

@@ -30,6 +30,7 @@ from genki_signals.clock import default_clock
 from genki_signals.clocksync.node import start_node_clock, stop_node_clock
 from genki_signals.frames import TIMESTAMP, Topic
 from genki_signals.nodes.config import NodeConfig, topic_for
+from genki_signals.nodes.host_keys import NodeKeys
 from genki_signals.nodes.logic import NodeLogic, Output, check_input_mode
 from genki_signals.nodes.merge import Delivery, feeder_for
 
@@ -91,8 +92,11 @@ class NodeRunner:
         try:
             self._send("register", pid=os.getpid(), incarnation=cfg.incarnation)
             # leader time before anything is stamped (a follower probes the leader first)
+            keys = NodeKeys.from_extra(cfg.extra)  # CURVE across hosts (launch.share)
             self._clock_service = start_node_clock(
                 cfg.id, cfg.clock_origin, cfg.clock_leader, cfg.clock_endpoint, self.context,
+                leader_security=keys.server() if keys else None,
+                follower_security=keys.clock_client(cfg.clock_endpoint) if keys else None,
                 **cfg.extra.get("clock_sync", {}))
             if cfg.publish_endpoint:
                 self.publisher = Publisher(cfg.publish_endpoint, cfg.id, context=self.context,
@@ -104,7 +108,8 @@ class NodeRunner:
                 for key, lossless in (("remote_endpoint", False),
                                       ("remote_lossless_endpoint", True)):
                     if cfg.extra.get(key):
-                        self.publisher.bind_also(cfg.extra[key], lossless=lossless)
+                        self.publisher.bind_also(cfg.extra[key], lossless=lossless,
+                                                 security=keys.server() if keys else None)
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
                 self.subscriber = Subscriber(
@@ -112,7 +117,9 @@ class NodeRunner:
                 for edge in cfg.inputs:
                     self.subscriber.connect(edge.endpoint, list(edge.topics),
                                             policy=edge.policy, maxlen=edge.maxlen,
-                                            token=lossless_token_for(cfg, edge))
+                                            token=lossless_token_for(cfg, edge),
+                                            security=keys.client_for(edge.node, edge.endpoint)
+                                            if keys else None)
             if self.publisher is not None and cfg.lossless_subscribers:
                 # a lossless reader must see the first frame: wait until it has subscribed
                 if not self._wait_for_first_subscribers(
