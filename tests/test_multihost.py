@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genki_signals.bus.security import new_keys
 from genki_signals.clocksync.sync import TEST_CLOCK_ENV
 from genki_signals.launch.hosts import DEFAULT_PORTS
 from genki_signals.specfile import load_spec_file
@@ -86,15 +87,37 @@ class Launch:
             self.proc.wait(timeout=10)
 
 
-def split_demo(lab: NetLab, tmp: Path, ssh: dict, name: str) -> Path:
+def make_keys(tmp: Path) -> dict[str, dict[str, str]]:
+    """Key pairs (genki keys new) for hosts a and b and for a viewer on the third machine."""
+    out = {}
+    for name in ("a", "b", "viewer"):
+        public, secret = new_keys(name, tmp / "keys")
+        out[name] = {"public": str(public), "secret_file": str(secret)}
+    return out
+
+
+def two_hosts(lab: NetLab, ssh: dict, keys: dict) -> dict:
+    """The spec's hosts: a (runs `genki launch`), b (over ssh), both with CURVE keys; the
+    viewer's key may read."""
+    return {
+        "hosts": {
+            "a": {"start": "local", "address": lab.address(0), "keys": keys["a"]},
+            "b": {"address": lab.address(1), "ssh": ssh, "python": sys.executable,
+                  "env": {"PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}"}, "keys": keys["b"]},
+        },
+        "access": {"read": [keys["viewer"]["public"]]},
+    }
+
+
+def viewer_args(keys: dict) -> list[str]:
+    return ["--key", keys["viewer"]["secret_file"], "--server-key", keys["a"]["public"]]
+
+
+def split_demo(lab: NetLab, tmp: Path, ssh: dict, name: str, keys: dict) -> Path:
     """specs/demo.yaml over two hosts: the source and the printer on b, the rest on a."""
     spec = load_spec_file(REPO / "specs" / "demo.yaml")
     spec["name"] = name
-    spec["hosts"] = {
-        "a": {"start": "local", "address": lab.address(0)},
-        "b": {"address": lab.address(1), "ssh": ssh, "python": sys.executable,
-              "env": {"PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}"}},
-    }
+    spec.update(two_hosts(lab, ssh, keys))
     for node in spec["nodes"]:
         if node["id"] in ("signals", "printer"):
             node["host"] = "b"
@@ -126,7 +149,8 @@ ATTACH = """
 import json, sys, time
 import numpy as np
 from genki_signals.plot.remote import RemoteBuffer
-buf = RemoteBuffer({address!r}, topics=["signals/main", "derived/main"], timeout=10)
+buf = RemoteBuffer({address!r}, topics=["signals/main", "derived/main"], timeout=10,
+                   key={key!r}, server_key={server_key!r})
 assert buf.wait_for(["sine_0", "composite_sine", "wave_with_noise"], timeout=60), buf.stats
 time.sleep(3)
 out = {{k: np.asarray(buf[k]).tolist() for k in
@@ -143,7 +167,8 @@ print(json.dumps(out))
 def test_demo_split_over_two_hosts_one_command_attach_from_a_third_and_ctrl_c(lab, tmp_path):
     ssh = lab.start_sshd(1)
     keep_b = {lab.sshd[1].pid}
-    spec = split_demo(lab, tmp_path, ssh, f"mh{uuid.uuid4().hex[:6]}")
+    keys = make_keys(tmp_path)
+    spec = split_demo(lab, tmp_path, ssh, f"mh{uuid.uuid4().hex[:6]}", keys)
     run = Launch(lab, spec)
     try:
         run.wait_for("all hosts ready", START_TIMEOUT)
@@ -153,12 +178,21 @@ def test_demo_split_over_two_hosts_one_command_attach_from_a_third_and_ctrl_c(la
         # a third machine: an echo and a plot buffer, by the launching host's address
         echo = subprocess.run(
             [*lab.prefix(2), sys.executable, "-m", "genki_signals.cli", "echo", address,
-             "derived/", "-n", "5"], capture_output=True, text=True, timeout=90,
+             "derived/", "-n", "5", *viewer_args(keys)], capture_output=True, text=True, timeout=90,
             env={**os.environ, "PYTHONPATH": str(REPO)})
         assert echo.returncode == 0, echo.stderr
         frames = [ln for ln in echo.stdout.splitlines() if ln.startswith("derived/main")]
         assert len(frames) == 5 and all("wave_with_noise=" in ln for ln in frames), echo.stdout
-        got = json.loads(in_namespace(lab, 2, ATTACH.format(address=address)))
+        # no key, or a key not on the spec's access list: nothing (CURVE + allow-list)
+        intruder = new_keys("intruder", tmp_path / "keys")[1]
+        for args in ([], ["--key", str(intruder), "--server-key", keys["a"]["public"]]):
+            refused = subprocess.run(
+                [*lab.prefix(2), sys.executable, "-m", "genki_signals.cli", "echo", address,
+                 "derived/", "-n", "1", *args], capture_output=True, text=True, timeout=90,
+                env={**os.environ, "PYTHONPATH": str(REPO)})
+            assert refused.returncode == 1 and "derived/main" not in refused.stdout, refused
+        got = json.loads(in_namespace(lab, 2, ATTACH.format(
+            address=address, key=keys["viewer"]["secret_file"], server_key=keys["a"]["public"])))
         hosts = {h["name"]: h["state"] for h in got["directory_hosts"]}
         assert hosts == {"a": "up", "b": "up"}
         got = {k: np.array(v) for k, v in got.items() if k != "directory_hosts"}
@@ -195,11 +229,14 @@ CLOCK_NODES = [{"id": "skewed", "kind": "custom", "host": "b", "params": PROBE},
 CLOCK_ATTACH = """
 import json, time
 from genki_signals.bus.directory import directory
+from genki_signals.bus.security import publisher_keys, remote_access
 from genki_signals.bus.sockets import Subscriber
-d = directory({address!r}, timeout=10)
+access = remote_access({key!r}, {server_key!r})
+d = directory({address!r}, timeout=10, access=access)
 sub = Subscriber()
 for topic, info in d["topics"].items():
-    sub.connect(info["endpoint"], [topic], policy="drop_oldest", maxlen=10_000)
+    sub.connect(info["endpoint"], [topic], policy="drop_oldest", maxlen=10_000,
+                security=publisher_keys(access, info["endpoint"], info["public_key"]))
 rows = {{"skewed/main": [], "honest/main": []}}
 warm = time.monotonic() + 3.0
 end = warm + 4.0
@@ -210,7 +247,7 @@ while time.monotonic() < end:
     f = msg.frame
     rows[msg.topic].append([f["timestamp"][0], f["monotonic"][0], f["read_span"][0],
                             f["uncertainty"][0]])
-d = directory({address!r}, timeout=10)
+d = directory({address!r}, timeout=10, access=access)
 sub.close()
 print(json.dumps({{"rows": rows, "origin": d["clock_origin"],
                    "stats": {{n["id"]: n["stats"] for n in d["nodes"]}}}}))
@@ -224,10 +261,8 @@ def test_clock_across_hosts_with_injected_offset_and_skew(lab, tmp_path, drift_p
     launcher's clock on host a over tcp: p99 error <= 50 us, the reported uncertainty covers
     the truth. (The namespaces share CLOCK_MONOTONIC, so the truth is known exactly.)"""
     ssh = lab.start_sshd(1)
-    spec = {"name": f"mhclock{uuid.uuid4().hex[:6]}",
-            "hosts": {"a": {"start": "local", "address": lab.address(0)},
-                      "b": {"address": lab.address(1), "ssh": ssh, "python": sys.executable,
-                            "env": {"PYTHONPATH": f"{REPO}{os.pathsep}{TESTS}"}}},
+    keys = make_keys(tmp_path)
+    spec = {"name": f"mhclock{uuid.uuid4().hex[:6]}", **two_hosts(lab, ssh, keys),
             "nodes": CLOCK_NODES}
     path = tmp_path / "clock.json"
     path.write_text(json.dumps(spec))
@@ -236,9 +271,10 @@ def test_clock_across_hosts_with_injected_offset_and_skew(lab, tmp_path, drift_p
     try:
         run.wait_for("all hosts ready", START_TIMEOUT)
         address = f"tcp://{lab.address(0)}:{DEFAULT_PORTS}"
-        got = json.loads(in_namespace(lab, 2, CLOCK_ATTACH.format(address=address)))
+        got = json.loads(in_namespace(lab, 2, CLOCK_ATTACH.format(
+            address=address, key=keys["viewer"]["secret_file"], server_key=keys["a"]["public"])))
         top = subprocess.run([*lab.prefix(2), sys.executable, "-m", "genki_signals.cli", "top",
-                              address, "-n", "1"], capture_output=True, text=True, timeout=60,
+                              address, "-n", "1", *viewer_args(keys)], capture_output=True, text=True, timeout=60,
                              env={**os.environ, "PYTHONPATH": str(REPO)})
         run.interrupt()
         run.proc.wait(timeout=60)
@@ -270,7 +306,7 @@ def test_clock_across_hosts_with_injected_offset_and_skew(lab, tmp_path, drift_p
 def test_link_to_a_host_lost_then_back_its_share_restarts(lab, tmp_path):
     ssh = lab.start_sshd(1)
     keep_b = {lab.sshd[1].pid}
-    spec = split_demo(lab, tmp_path, ssh, f"mhlink{uuid.uuid4().hex[:6]}")
+    spec = split_demo(lab, tmp_path, ssh, f"mhlink{uuid.uuid4().hex[:6]}", make_keys(tmp_path))
     run = Launch(lab, spec)
     try:
         run.wait_for("all hosts ready", START_TIMEOUT)
