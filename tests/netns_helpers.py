@@ -112,8 +112,10 @@ ClientAliveInterval 1
 ClientAliveCountMax 3
 """)
         _run("/usr/sbin/sshd", "-t", "-f", str(cfg))
-        proc = subprocess.Popen([*self.prefix(i), "/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
-                                stdout=subprocess.DEVNULL, stderr=open(d / "sshd.log", "wb"))
+        with open(d / "sshd.log", "wb") as log:  # the child keeps its own descriptor
+            proc = subprocess.Popen(
+                [*self.prefix(i), "/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
+                stdout=subprocess.DEVNULL, stderr=log)
         self.sshd[i] = proc
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:  # listening?

@@ -66,8 +66,8 @@ def test_every_mistake_is_named_by_file_node_and_field(HOSTS, keys):
                src="nowhere")
     got = problems(bad)
     assert "mh.yaml: field 'hosts.b.ssh.port': must be an integer in 1..65535, got 0" in got
-    assert "mh.yaml: field 'hosts.c.sshh': unknown field (allowed: address, bind, start, ssh, " \
-           "ports, python, workdir, env, keys)" in got
+    assert ("mh.yaml: field 'hosts.c.sshh': unknown field (allowed: address, bind, start, ssh, "
+            "ports, python, workdir, env, keys)") in got
     assert "mh.yaml: node 'src': field 'host': unknown host 'nowhere' (hosts: a, b, c)" in got
 
 

@@ -42,8 +42,15 @@ from genki_signals.bus.security import KeyPair, load_keypair, load_public_key
 from genki_signals.errors import GenkiError
 from genki_signals.params import Field, Int, Str, params, parse
 
-__all__ = ["HostSpec", "SshSpec", "check_hosts", "check_placements", "DEFAULT_PORTS",
-           "START_METHODS", "HOST_NAME_PATTERN"]
+__all__ = [
+    "DEFAULT_PORTS",
+    "HOST_NAME_PATTERN",
+    "START_METHODS",
+    "HostSpec",
+    "SshSpec",
+    "check_hosts",
+    "check_placements",
+]
 
 DEFAULT_PORTS = 47100
 START_METHODS = ("local", "ssh", "manual")

@@ -23,7 +23,7 @@ from genki_signals.bus.endpoints import ipc_endpoint
 from genki_signals.launch.hosts import HostSpec, local_host
 from genki_signals.launch.spec import TopologySpec, publishes
 
-__all__ = ["Placement", "NodeEndpoints", "share_run_dir"]
+__all__ = ["NodeEndpoints", "Placement", "share_run_dir"]
 
 
 def share_run_dir(spec: TopologySpec, host: str) -> Path:

@@ -6,8 +6,8 @@
 * **One session per host.** ``-tt`` gives the remote share a terminal: when the ssh session
   ends for any reason (this launcher stopped or killed, the link lost), the remote share gets
   SIGHUP and stops its nodes, which never outlive their share (``nodes.parent_watch``). No
-  remote process outlives the session. The ssh client itself gets a parent-death signal, so
-  it never outlives this launcher either.
+  remote process outlives the session. The ssh client runs under ``setpriv --pdeathsig TERM``
+  (util-linux) when present, so it never outlives this launcher either.
 * **The spec travels with the command** (base64 JSON of the validated spec), so the remote
   host needs the package but not the file; relative paths in params resolve against the host's
   ``workdir``.
@@ -31,9 +31,11 @@ from __future__ import annotations
 import base64
 import collections
 import json
+import logging
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -42,15 +44,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import zmq
+
 from genki_signals.bus import control
 from genki_signals.clocksync.sync import TEST_CLOCK_ENV
+from genki_signals.errors import GenkiError
 from genki_signals.launch.hosts import HostSpec, local_host
 from genki_signals.launch.launcher import LaunchError
 from genki_signals.launch.share import RUN_TOKEN_ENV, HostLauncher
 from genki_signals.launch.spec import TopologySpec
-from genki_signals.nodes.parent_watch import set_parent_death_signal
 
 __all__ = ["MultiHostLauncher", "RemoteShare", "ssh_command"]
+
+log = logging.getLogger(__name__)
 
 MAX_RECONNECT_BACKOFF = 5.0
 POLL_INTERVAL = 0.5
@@ -180,14 +186,19 @@ class MultiHostLauncher(HostLauncher):
                 "--session", str(share.sessions)]
         if skip:
             argv += ["--skip", ",".join(skip)]
-        env = {**host.env, RUN_TOKEN_ENV: self.lossless_token}
+        env = dict(host.env)
+        if not self.host_keys:  # no CURVE (loopback): cross-host lossless readers need the token
+            env[RUN_TOKEN_ENV] = self.lossless_token
         env.update({k: os.environ[k] for k in FORWARDED_ENV if k in os.environ})
         cmd = ssh_command(host, argv, env)
+        setpriv = shutil.which("setpriv")  # util-linux: the ssh client dies with this launcher
+        if setpriv:
+            cmd = [setpriv, "--pdeathsig", "TERM", *cmd]
         share.stderr_tail.clear()
         share.directory = None
         share.proc = subprocess.Popen(
             cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True, preexec_fn=set_parent_death_signal)
+            start_new_session=True)
         share.state, share.since = "starting", time.monotonic()
         for stream, is_err in ((share.proc.stdout, False), (share.proc.stderr, True)):
             threading.Thread(target=self._pump_share, args=(share, stream, is_err),
@@ -221,7 +232,8 @@ class MultiHostLauncher(HostLauncher):
                 try:
                     d = control.request(address, "directory", timeout=POLL_INTERVAL,
                                         security=self.client_keys(share.host.name))
-                except (TimeoutError, Exception):
+                except (TimeoutError, GenkiError, zmq.ZMQError) as exc:
+                    log.debug("host '%s': no directory: %s", share.host.name, exc)
                     continue
                 if self._poll_stop.is_set():
                     return

@@ -15,9 +15,9 @@ from typing import Any
 
 import pydantic
 
+from genki_signals.launch.hosts import HostParams
 from genki_signals.launch.spec import (DEFAULT_HOST, ID_PATTERN, LAUNCHER, NAME_PATTERN,
                                        RESTART_POLICIES, Cores, InputParams, RestartParams)
-from genki_signals.launch.hosts import HostParams
 from genki_signals.nodes.kinds import NodeKind, node_kinds
 
 __all__ = ["topology_schema"]

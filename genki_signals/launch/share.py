@@ -28,8 +28,14 @@ from typing import IO, Any
 import zmq
 
 from genki_signals.bus import control
-from genki_signals.bus.security import (ClientKeys, ServerGuard, ServerKeys, needs_keys,
-                                        resolve_access, secure_server)
+from genki_signals.bus.security import (
+    ClientKeys,
+    ServerGuard,
+    ServerKeys,
+    needs_keys,
+    resolve_access,
+    secure_server,
+)
 from genki_signals.clocksync.sync import TimeServer, injected_skew, local_clock
 from genki_signals.launch.hosts import _from, host_keypair, host_public_key, local_host
 from genki_signals.launch.launcher import Launcher, LaunchError, _silence
@@ -37,7 +43,7 @@ from genki_signals.launch.placement import Placement, share_run_dir
 from genki_signals.launch.spec import TopologySpec
 from genki_signals.nodes.config import InputEdge, NodeConfig
 
-__all__ = ["HostLauncher", "RUN_TOKEN_ENV"]
+__all__ = ["RUN_TOKEN_ENV", "HostLauncher"]
 
 RUN_TOKEN_ENV = "GENKI_RUN_TOKEN"
 """The run's lossless-reader token, shared by every host's share (the launching host hands it

@@ -14,8 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from genki_signals.bus.security import (ClientKeys, KeyPair, ServerKeys, is_loopback_or_local,
-                                        load_keypair)
+from genki_signals.bus.security import (
+    ClientKeys,
+    KeyPair,
+    ServerKeys,
+    is_loopback_or_local,
+    load_keypair,
+)
 
 __all__ = ["NodeKeys"]
 
