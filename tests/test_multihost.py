@@ -238,7 +238,7 @@ for topic, info in d["topics"].items():
     sub.connect(info["endpoint"], [topic], policy="drop_oldest", maxlen=10_000,
                 security=publisher_keys(access, info["endpoint"], info["public_key"]))
 rows = {{"skewed/main": [], "honest/main": []}}
-warm = time.monotonic() + 3.0
+warm = time.monotonic() + 6.0  # the drift fit settles over the first bursts
 end = warm + 4.0
 while time.monotonic() < end:
     msg = sub.recv(0.1)
