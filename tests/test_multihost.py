@@ -335,3 +335,52 @@ def test_link_to_a_host_lost_then_back_its_share_restarts(lab, tmp_path):
         run.kill()
     assert settle_zero_processes(lab, 0, set()) == set(), run.output
     assert settle_zero_processes(lab, 1, keep_b) == set(), run.output
+
+
+@pytest.mark.timeout(300)
+def test_manual_host_started_by_hand_on_loopback(tmp_path):
+    """`genki launch SPEC --host NAME` starts one share by hand; the launching host finds it
+    (deterministic ports), data crosses both ways over tcp, and each stops on Ctrl-C."""
+    name = f"mhman{uuid.uuid4().hex[:6]}"
+    spec = {"name": name,
+            "hosts": {"a": {"start": "local", "address": "127.0.0.1", "ports": 47500},
+                      "b": {"start": "manual", "address": "127.0.0.1", "ports": 47600}},
+            "nodes": [
+                {"id": "signals", "kind": "source", "host": "b",
+                 "params": {"type": "Sampler", "sample_rate": 100, "update_rate": 25,
+                            "sources": {"x": {"type": "SineWave", "frequency": 2}}}},
+                {"id": "derived", "kind": "graph",
+                 "inputs": [{"node": "signals", "policy": "lossless"}],
+                 "params": {"operators": [{"type": "MovingAverage", "input": "x", "name": "y",
+                                           "length": 4}]}},
+                {"id": "printer", "kind": "sink", "host": "b", "inputs": ["derived"],
+                 "params": {"type": "printer", "keys": ["y"], "every": 25}}]}
+    path = tmp_path / "manual.json"
+    path.write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GENKI_RUN_TOKEN": uuid.uuid4().hex}
+    procs = []
+    try:
+        for extra in ([], ["--host", "b"]):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "genki_signals.cli", "launch", str(path), *extra],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                start_new_session=True))
+        lines: list[list[str]] = [[], []]
+        for proc, out in zip(procs, lines):
+            threading.Thread(target=lambda p=proc, o=out: o.extend(
+                ln.rstrip("\n") for ln in p.stdout), daemon=True).start()
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline and not (
+                any("manual host 'b' up" in ln for ln in lines[0])
+                and any("[printer] derived/main" in ln for ln in lines[1])):
+            time.sleep(0.2)
+        assert any("manual host 'b' up" in ln for ln in lines[0]), lines
+        assert any("[printer] derived/main" in ln for ln in lines[1]), lines  # b -> a -> b
+        for proc in procs:
+            os.kill(proc.pid, signal.SIGINT)
+        assert [p.wait(timeout=60) for p in procs] == [0, 0], lines
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
