@@ -16,6 +16,9 @@ PACKAGES=(
   pulseaudio         # tests/test_microphone.py (slow_audio): a private null-sink server
   pulseaudio-utils   # tests/test_microphone.py (slow_audio): pacat plays into the null sink
   chromium           # tests/test_plot_dashboard.py, test_cli_rough_edges.py: headless browser
+  iproute2           # tests/test_multihost.py: ip netns, veth, bridge; ss
+  openssh-server     # tests/test_multihost.py: sshd inside a namespace (a remote host)
+  openssh-client     # tests/test_multihost.py: ssh -tt starts a host's share; ssh-keygen
 )
 
 missing=()

@@ -11,7 +11,9 @@ Node -> launcher
     ``log``       {node, level, logger, message, time}
     ``bye``       {node, reason}                  about to exit normally ("eos", "stopped")
 Launcher -> node
-    ``stop``      {}                              finish cleanly (flush, close) and exit 0
+    ``stop``      {eos?}                          finish cleanly (flush, close) and exit 0;
+                                                  ``eos: false``: send no end-of-stream (a
+                                                  host share whose ssh session was lost)
 Tool -> launcher -> tool
     ``directory`` {} -> {type: directory, topology, address, nodes: [...], topics: {...},
                          clock_origin, wall_anchor, clock: {leader, endpoint, origin, wall_anchor}}

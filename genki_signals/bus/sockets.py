@@ -67,7 +67,8 @@ from genki_signals.bus.lossless import (
     pack_control, unpack_control,
 )
 from genki_signals.bus.security import (
-    CONTROL, ROLES, ClientKeys, ServerGuard, ServerKeys, secure_client, secure_server,
+    CONTROL, ROLES, ClientKeys, ServerGuard, ServerKeys, needs_keys, secure_client,
+    secure_server,
 )
 from genki_signals.bus.stats import BusStats, UpstreamStats
 from genki_signals.errors import GenkiError
@@ -232,6 +233,38 @@ class Publisher:
         if endpoint.startswith("ipc://"):
             self._ipc_files.append(endpoint[len("ipc://"):])
         return sock
+
+    def bind_also(self, endpoint: str, *, lossless: bool = False,
+                  security: ServerKeys | None = None) -> str:
+        """Bind one more endpoint of the lossy (or lossless) socket; returns the address bound.
+
+        The same frames go out on every endpoint of a socket: a node read on its own host and
+        on others binds ``ipc://`` for the first and ``tcp://`` for the second (see
+        ``genki_signals.launch.placement``). The socket's options (the lossless reader gate)
+        apply to the new endpoint too. ``security``: a non-loopback tcp endpoint is a CURVE
+        server (``bus.security``; lossy: ``read`` and ``control`` roles, lossless: ``control``);
+        options apply to later binds only, so the endpoints bound before stay key-free (ipc).
+        """
+        sock = self._lossless if lossless else self._lossy
+        if sock is None:
+            raise BusError(f"publisher '{self.node_id}' has no "
+                           f"{'lossless' if lossless else 'lossy'} socket to bind {endpoint!r}")
+        check_bind_endpoint(endpoint, allow_remote=True, secure=security is not None)
+        needs_keys(endpoint, security, f"node '{self.node_id}': endpoint")
+        if security is not None:
+            which = "lossless" if lossless else "lossy"
+            self._guards.append(secure_server(
+                sock, security, domain=f"{self._zap_domain}/{which}/{len(self._guards)}",
+                roles=(CONTROL,) if lossless else ROLES, on_refused=self._count_refused))
+        try:
+            if _is_ipv6(endpoint):
+                sock.setsockopt(zmq.IPV6, 1)
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise BusError(f"cannot bind {endpoint!r}: {exc}") from None
+        if endpoint.startswith("ipc://"):
+            self._ipc_files.append(endpoint[len("ipc://"):])
+        return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _count_refused(self) -> None:  # called from the gate's thread
         self.stats.refused += 1

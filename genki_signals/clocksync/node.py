@@ -71,8 +71,12 @@ def active() -> Any:
 
 def start_node_clock(node_id: str, origin: float, leader: str | None, endpoint: str | None,
                      context: zmq.Context | None = None, warmup_timeout: float = 5.0,
+                     leader_security: Any = None, follower_security: Any = None,
                      **sync_options: Any) -> NodeClock:
-    """Set up this process's default clock for node ``node_id`` (see the module docstring)."""
+    """Set up this process's default clock for node ``node_id`` (see the module docstring).
+
+    ``leader_security`` / ``follower_security``: CURVE keys of the time server this node binds
+    as the leader / of its connection to the leader, when that is tcp between hosts."""
     global _ACTIVE
     skew = injected_skew(node_id)
     local = local_clock(origin, skew)
@@ -82,9 +86,11 @@ def start_node_clock(node_id: str, origin: float, leader: str | None, endpoint: 
     if endpoint is None:
         _ACTIVE = LocalClock()
     elif leader == node_id:
-        _ACTIVE = LeaderClock(TimeServer(endpoint, local, context).start())
+        _ACTIVE = LeaderClock(TimeServer(endpoint, local, context,
+                                         security=leader_security).start())
     else:
-        sync = ClockSync(endpoint, local, context=context, identity=node_id, **sync_options)
+        sync = ClockSync(endpoint, local, context=context, identity=node_id,
+                         security=follower_security, **sync_options)
         if not sync.warm_up(timeout=warmup_timeout):
             log.warning("clock leader '%s' did not answer within %g s: stamping on the local "
                         "clock until it does", leader, warmup_timeout)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import sys
 import threading
 from pathlib import Path
@@ -38,6 +40,13 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", type=Path,
                    help="where sockets and node configs live (default: $TMPDIR/genki-USER/NAME)")
     p.add_argument("--address", help="control address (default: ipc:// in the run directory)")
+    p.add_argument("--host", metavar="NAME",
+                   help="start only this host's share of a multi-host spec (a 'manual' host, "
+                        "or any host by hand); default: every host, ssh ones over ssh")
+    # set by the launching host when it starts a share over ssh (launch.remote)
+    p.add_argument("--spec-data", help=argparse.SUPPRESS)
+    p.add_argument("--session", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--skip", default="", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_launch)
 
     p = verbs.add_parser("replay", help="run a topology with some nodes replayed from a "
@@ -91,14 +100,41 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from genki_signals.launch.launcher import Launcher
     from genki_signals.launch.spec import load_topology
 
-    spec = load_topology(args.spec)  # every problem reported before any process starts
-    launcher = Launcher(spec, run_dir=args.run_dir, control_address=args.address,
-                        grace=args.grace)
+    if args.spec_data:  # a share started over ssh: the spec came with the command
+        from genki_signals.launch.spec import parse_topology
+        data = json.loads(base64.b64decode(args.spec_data))
+        spec = parse_topology(data, path=args.spec)
+    else:
+        spec = load_topology(args.spec)  # every problem reported before any process starts
+    if args.host is not None or spec.hosts:
+        launcher = _multihost_launcher(spec, args)
+    else:
+        launcher = Launcher(spec, run_dir=args.run_dir, control_address=args.address,
+                            grace=args.grace)
     try:
         launcher.start()
         return launcher.run(duration=args.duration)
     finally:
         launcher.stop()
+
+
+def _multihost_launcher(spec: Any, args: argparse.Namespace) -> Any:
+    """The launcher of one host's share (``--host``) or of every host (docs/multihost.md)."""
+    from genki_signals.launch.remote import MultiHostLauncher
+    from genki_signals.launch.share import HostLauncher
+
+    if not spec.hosts:
+        raise GenkiError(f"{args.spec}: --host {args.host}: the spec has no 'hosts:' section")
+    if args.host is None:
+        return MultiHostLauncher(spec, run_dir=args.run_dir, control_address=args.address,
+                                 grace=args.grace)
+    if args.host not in spec.hosts:
+        raise GenkiError(f"{args.spec}: --host {args.host}: unknown host (hosts: "
+                         f"{', '.join(spec.hosts)})")
+    return HostLauncher(spec, args.host, run_dir=args.run_dir, control_address=args.address,
+                        grace=args.grace, skip=[s for s in args.skip.split(",") if s],
+                        ready_timeout=60.0,
+                        session=args.session)
 
 
 class _BarOut:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pydantic
 
+from genki_signals.launch.hosts import HostParams
 from genki_signals.launch.spec import (DEFAULT_HOST, ID_PATTERN, LAUNCHER, NAME_PATTERN,
                                        RESTART_POLICIES, Cores, InputParams, LimitsParams,
                                        RestartParams)
@@ -36,7 +37,7 @@ def topology_schema() -> dict[str, Any]:
     inputs = [(_key(k), "validation", pydantic.TypeAdapter(k.params_class)) for k in kinds]
     inputs += [(name, "validation", pydantic.TypeAdapter(tp)) for name, tp in
                (("input", InputParams), ("restart", RestartParams), ("cpu", Cores),
-                ("limits", LimitsParams))]
+                ("limits", LimitsParams), ("host", HostParams))]
     refs, defs = pydantic.TypeAdapter.json_schemas(inputs)  # type: ignore[arg-type]
     ref = {key: value for (key, _), value in refs.items()}
     for entry in kinds:  # a type alias (YAML's bare `type: null`) is a valid type too
@@ -63,6 +64,8 @@ def topology_schema() -> dict[str, Any]:
                             "description": "folders (relative to the spec's folder, or "
                                            "absolute) that the spec's file paths may use "
                                            "besides the spec's own folder"},
+            "hosts": {"type": "object", "minProperties": 1, "additionalProperties": ref["host"],
+                      "description": "the machines of a multi-host topology (docs/multihost.md)"},
             "nodes": {"type": "array", "minItems": 1,
                       "items": _node(names, [k for k in kinds], ref)},
         },

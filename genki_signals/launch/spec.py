@@ -37,6 +37,7 @@ from typing import Annotated, Any
 
 import psutil
 
+from genki_signals.launch.hosts import HostSpec, check_hosts, check_placements
 from genki_signals.launch.topology import (DEFAULT_HOST, DEFAULT_MAXLEN, DEFAULT_POLICY,
                                            LOSSLESS_FIELDS, InputSpec, Limits, NodeSpec,
                                            Policy, RestartName, RestartPolicy, StallPolicy,
@@ -54,7 +55,7 @@ __all__ = [
 
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # topology name: a safe file name
-TOP_KEYS = ("name", "nodes", "clock_leader", "allow_paths")
+TOP_KEYS = ("name", "nodes", "clock_leader", "allow_paths", "hosts", "access")
 NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint", "limits")
 RESTART_KEYS = ("policy", "max_restarts", "window", "backoff")
 RESTART_POLICIES = ("never", "on-failure", "always")
@@ -170,6 +171,8 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None,
     allow = _check_allow_paths(data, problems)
     policy = PathPolicy.make(spec_dir.absolute() if spec_dir is not None else None, allow,
                              trusted_paths)
+    hosts = _check_hosts(data, raw_nodes, drafts, problems, spec_dir)
+    access = _check_access(data, spec_dir, problems)
     streams = _check_kinds(order, in_cycle, ids, spec_dir, policy, problems)
     if problems:
         raise TopologySpecError(problems.lines())
@@ -179,7 +182,57 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None,
                   for d in drafts)
     return TopologySpec(name=name, nodes=nodes, path=path, clock_leader=leader,
                         allow_paths=tuple(allow),
-                        streams={k: dict(v) for k, v in streams.items()})
+                        streams={k: dict(v) for k, v in streams.items()}, hosts=hosts,
+                        access=access)
+
+
+def _check_access(data: Mapping[str, Any], base_dir: Path | None, problems: _Problems
+                  ) -> dict[str, tuple[str, ...]]:
+    """The ``access:`` section: public keys allowed per role (``bus.security.resolve_access``)."""
+    if data.get("access") is None:
+        return {}
+    from genki_signals.bus.security import SecurityError, resolve_access
+
+    raw = data["access"]
+    try:
+        resolve_access(raw, base_dir=base_dir)
+    except SecurityError as exc:
+        problems.top("access", str(exc))
+        return {}
+    return {role: tuple(str(k) for k in keys or ()) for role, keys in raw.items()}
+
+
+def _check_hosts(data: Mapping[str, Any], raw_nodes: list[Any], drafts: list[_Draft],
+                 problems: _Problems, base_dir: Path | None = None) -> dict[str, HostSpec]:
+    """The ``hosts:`` section and every node's placement (see ``launch.hosts``).
+
+    With a hosts section, a node without ``host`` (or with ``host: localhost``, when no host has
+    that name) runs on the ``start: local`` host, and is given that host's name."""
+    given = {d.id: (d.index, raw_nodes[d.index].get("host")) for d in drafts
+             if d.id is not None and isinstance(raw_nodes[d.index], Mapping)}
+    if "hosts" not in data:
+        for d in drafts:
+            host = given.get(d.id, (0, None))[1] if d.id is not None else None
+            if isinstance(host, str) and d.host == host and not _is_local(host):
+                problems.node(d.index, d.id, "host",
+                              f"unknown host '{host}': declare it in a top-level 'hosts:' "
+                              f"section (see docs/multihost.md)")
+        return {}
+    counts: dict[str, int] = {}
+    local = next((name for name, h in (data["hosts"] or {}).items()
+                  if isinstance(h, Mapping) and (h.get("start") == "local" or (
+                      name == "localhost" and h.get("start") is None))), None) \
+        if isinstance(data["hosts"], Mapping) else None
+    for d in drafts:
+        if given.get(d.id, (0, None))[1] is None or (d.host == DEFAULT_HOST and local and
+                                                       DEFAULT_HOST not in data["hosts"]):
+            d.host = local or d.host
+        counts[d.host] = counts.get(d.host, 0) + 1
+    hosts = check_hosts(data["hosts"], problems.top, counts, base_dir)
+    if isinstance(data["hosts"], Mapping) and data["hosts"]:
+        check_placements({d.id: (d.index, d.host) for d in drafts if d.id is not None},
+                         data["hosts"], problems.node)
+    return hosts
 
 
 def _check_allow_paths(data: Mapping[str, Any], problems: _Problems) -> list[str]:

@@ -90,7 +90,8 @@ def format_top(d: dict[str, Any]) -> str:
     # frames/s: what a node publishes, or for a sink (publishes nothing) what it receives
     head = (f"{'node':16s} {'kind':7s} {'state':10s} {'restarts':>8s} {'frames/s':>9s} "
             f"{'in/s':>7s} {'latency ms':>10s} {'age in ms':>13s} {'age out ms':>13s} "
-            f"{'drops':>7s} {'gaps':>6s} {'errors':>6s} {'cpu %':>6s} {'mem MB':>7s}")
+            f"{'drops':>7s} {'gaps':>6s} {'errors':>6s} {'cpu %':>6s} {'mem MB':>7s} "
+            f"{'host':10s} {'offset ms':>10s} {'+- us':>8s}")
     lines = [f"topology '{d['topology']}' at {d['address']}", head]
     for n in d["nodes"]:
         st = n.get("stats") or {}
@@ -105,7 +106,7 @@ def format_top(d: dict[str, Any]) -> str:
             f"{_shown_rate(n['kind'], st):9.1f} {st.get('rate_in', 0.0):7.1f} {lat} "
             f"{_age(st, 'age_in'):>13s} {_age(st, 'age_out'):>13s} {st.get('drops', 0):7d} "
             f"{st.get('gaps', 0):6d} {errors:6d} {st.get('cpu_percent', 0.0):6.1f} "
-            f"{st.get('rss_bytes', 0) / 1e6:7.1f}")
+            f"{st.get('rss_bytes', 0) / 1e6:7.1f} {_clock_columns(n, st)}")
     return "\n".join(lines)
 
 
@@ -116,6 +117,14 @@ def _age(stats: dict[str, Any], prefix: str) -> str:
             and math.isfinite(p99)):
         return "-"
     return f"{p50 * 1000:.1f}/{p99 * 1000:.1f}"
+
+
+def _clock_columns(node: dict[str, Any], stats: dict[str, Any]) -> str:
+    """Host, clock offset to the leader (leader - local, ms) and its uncertainty (us)."""
+    offset, unc = stats.get("clock_offset"), stats.get("clock_uncertainty")
+    off = f"{offset * 1e3:10.3f}" if isinstance(offset, float) else f"{'-':>10s}"
+    pm = f"{unc * 1e6:8.1f}" if isinstance(unc, float) and math.isfinite(unc) else f"{'-':>8s}"
+    return f"{str(node.get('host') or '-'):10s} {off} {pm}"
 
 
 def _shown_rate(kind: str, stats: dict[str, Any]) -> float:

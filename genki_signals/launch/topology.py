@@ -143,6 +143,10 @@ class TopologySpec:
     streams: Mapping[str, Mapping[str, str]] = field(
         default_factory=dict, compare=False, hash=False, repr=False)
     """Per node: each output stream -> its timeline (``main`` or the root operator's name)."""
+    hosts: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    """The ``hosts:`` section (name -> ``launch.hosts.HostSpec``); empty: one machine."""
+    access: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    """The ``access:`` section: role -> public keys (docs/multihost.md)."""
 
     def node(self, node_id: str) -> NodeSpec:
         for n in self.nodes:
@@ -172,6 +176,10 @@ class TopologySpec:
             out["clock_leader"] = self.clock_leader
         if self.allow_paths:
             out["allow_paths"] = list(self.allow_paths)
+        if self.hosts:
+            out["hosts"] = {name: h.to_dict() for name, h in self.hosts.items()}
+        if self.access:
+            out["access"] = {role: list(keys) for role, keys in self.access.items()}
         out["nodes"] = [n.to_dict() for n in self.nodes]
         return out
 

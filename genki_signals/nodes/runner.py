@@ -33,6 +33,7 @@ from genki_signals.frames import TIMESTAMP, Topic
 from genki_signals.nodes.checkpoint import NodeCheckpointer
 from genki_signals.nodes.age import AgeWindow
 from genki_signals.nodes.config import NodeConfig, topic_for
+from genki_signals.nodes.host_keys import NodeKeys
 from genki_signals.nodes.logic import NodeLogic, Output, check_input_mode
 from genki_signals.nodes.merge import Delivery, acquisition_of, feeder_for
 
@@ -108,8 +109,11 @@ class NodeRunner:
             if resume is not None:
                 log.info("resuming from checkpoint after %d input frames", resume.frames)
             # leader time before anything is stamped (a follower probes the leader first)
+            keys = NodeKeys.from_extra(cfg.extra)  # CURVE across hosts (launch.share)
             self._clock_service = start_node_clock(
                 cfg.id, cfg.clock_origin, cfg.clock_leader, cfg.clock_endpoint, self.context,
+                leader_security=keys.server() if keys else None,
+                follower_security=keys.clock_client(cfg.clock_endpoint) if keys else None,
                 **cfg.extra.get("clock_sync", {}))
             if cfg.publish_endpoint:
                 self.publisher = Publisher(cfg.publish_endpoint, cfg.id, context=self.context,
@@ -121,6 +125,12 @@ class NodeRunner:
                 if resume is not None and resume.lineage is not None:
                     # re-emitted frames keep their numbers: duplicates downstream, not new data
                     self.publisher.restore(Lineage.from_dict(resume.lineage))
+                # another host's readers: the same sockets on tcp too (launch.placement)
+                for key, lossless in (("remote_endpoint", False),
+                                      ("remote_lossless_endpoint", True)):
+                    if cfg.extra.get(key):
+                        self.publisher.bind_also(cfg.extra[key], lossless=lossless,
+                                                 security=keys.server() if keys else None)
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
                 limits = cfg.extra.get("limits", {})  # the spec's byte bounds (or defaults)
@@ -134,6 +144,8 @@ class NodeRunner:
                                             policy=edge.policy, maxlen=edge.maxlen,
                                             token=lossless_token_for(cfg, edge),
                                             node=edge.node,  # others: counted, skipped
+                                            security=keys.client_for(edge.node, edge.endpoint)
+                                            if keys else None,
                                             **lossless_reader_options(cfg, edge),
                                             **self._resume_options(edge, resume))
             if self.publisher is not None and cfg.lossless_subscribers:
@@ -347,7 +359,7 @@ class NodeRunner:
             self._handle_control(timeout=0.02)
 
     def _send_eos(self) -> None:
-        if self.publisher is None:
+        if self.publisher is None or getattr(self, "_no_eos", False):
             return
         for topic in sorted(self._published_topics or {topic_for(self.config.id)}):
             self.publisher.publish_eos(topic)
@@ -364,6 +376,8 @@ class NodeRunner:
                 self.counters["control_errors"] += 1
             elif msg["type"] == "stop":
                 self._stop_requested = True
+                if msg.get("eos") is False:  # a host's session was lost: no end of stream
+                    self._no_eos = True
 
     def _heartbeat(self) -> None:
         self._send("heartbeat", stats=self.stats())
