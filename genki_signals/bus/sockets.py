@@ -47,6 +47,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -60,6 +61,8 @@ from genki_signals.bus.codec import (
 )
 from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
+from genki_signals.bus.shm import DEFAULT_RING_BYTES, DEFAULT_THRESHOLD, ShmReader, ShmWriter, \
+    TornRead
 from genki_signals.bus.stats import BusStats, UpstreamStats
 from genki_signals.errors import GenkiError
 
@@ -120,6 +123,9 @@ class Publisher:
     The mark cannot follow the message size at run time: changing SNDHWM on open connections
     (libzmq 4.3.5 applies it to them) stalled a connection for good in
     ``tests/test_bus_fuzz.py``; see docs/supervision.md.
+    ``shm_threshold``: when every endpoint is ``ipc://`` (one host), arrays of at least this
+    many bytes travel through a shared-memory ring of ``shm_ring_bytes`` (see ``bus.shm``);
+    None: never. Over tcp the ordinary path is used.
     """
 
     def __init__(
@@ -136,6 +142,8 @@ class Publisher:
         lossless_timeout: float | None = None,
         on_stall: Callable[[], bool] | None = None,
         lossless_token: str | None = None,
+        shm_threshold: int | None = DEFAULT_THRESHOLD,
+        shm_ring_bytes: int = DEFAULT_RING_BYTES,
     ) -> None:
         check_bind_endpoint(endpoint, allow_remote=allow_remote)
         if lossless_endpoint is not None:
@@ -158,6 +166,11 @@ class Publisher:
         self._gate = None
         self._abandoned = False  # on_stall said stop: lossless sends no longer wait
         self._next_drain = 0.0  # time.monotonic() of the next drain in publish
+        self._shm: ShmWriter | None = None
+        if shm_threshold is not None and endpoint.startswith("ipc://") and (
+                lossless_endpoint is None or lossless_endpoint.startswith("ipc://")):
+            self._shm = ShmWriter(shm_threshold, shm_ring_bytes)
+        self._shm_deadline: float | None = None
         try:
             self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
             self.endpoint: str = self._lossy.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -213,7 +226,13 @@ class Publisher:
             raise BusError(f"publisher '{self.node_id}' is closed")
         seq = self._seq.get(topic, 0)
         t = self._clock() if publish_time is None else publish_time
-        parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind, publish_time=t)
+        if self._shm is None:
+            parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind,
+                           publish_time=t)
+        else:
+            self._shm_deadline = None
+            parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind,
+                           publish_time=t, shm=self)
         # Subscription messages are read every DRAIN_INTERVAL, not per publish: checking costs
         # about as much as sending a small message. A lossy subscriber that joined since the last
         # drain may miss up to that long of messages (a late join; not counted as a gap).
@@ -277,11 +296,46 @@ class Publisher:
                             f"full for {timeout} s"
                         ) from None
 
+    # The shared-memory hooks: ``encode`` calls ``put`` for every array of at least ``threshold``
+    # bytes; ``_shm_wait`` runs while every slot is held by lossless readers.
+    @property
+    def threshold(self) -> int:
+        return self._shm.threshold  # type: ignore[union-attr]
+
+    def put(self, arr: Any, topic: bytes) -> list[Any] | None:
+        shm = self._shm
+        assert shm is not None
+        if self._lossless is None and not self._lossy_live:
+            return None  # nobody to read it: do not touch the ring
+        return shm.put(arr, topic, self._shm_wait)
+
+    def _shm_wait(self) -> bool:
+        """While lossless readers hold every slot: keep reading their (un)subscriptions (a dead
+        reader's marker goes away), apply ``on_stall`` and ``lossless_timeout``."""
+        if self._lossless is not None:
+            self._drain_subscriptions(self._lossless)
+        if self._abandoned:
+            return True
+        if self._shm_deadline is None:
+            self.stats.stalls += 1
+            timeout = self._lossless_timeout
+            self._shm_deadline = math.inf if timeout is None else time.monotonic() + timeout
+        if self._on_stall is not None and self._on_stall():
+            self._abandoned = True
+            return True
+        if time.monotonic() >= self._shm_deadline:
+            raise BusStalledError(f"publisher '{self.node_id}': lossless readers held every "
+                                  f"shared-memory slot for {self._lossless_timeout} s")
+        return False
+
     def _drain_subscriptions(self, sock: zmq.Socket) -> None:
         counter = self._subs[sock]
         changed = False
+        shm = self._shm
         while sock.getsockopt(_EVENTS) & _POLLIN:
             msg = sock.recv()
+            if shm is not None:
+                shm.on_subscription(msg)  # a lossless reader's marker (still counted below)
             if msg[:1] == b"\x01":
                 counter[msg[1:]] += 1
             elif msg[:1] == b"\x00":
@@ -338,6 +392,8 @@ class Publisher:
             self._wait_for_hangup(self._lossless, self._close_timeout)
         for sock in self._subs:  # every socket made, bound or not
             sock.close()
+        if self._shm is not None:
+            self._shm.close()
         self._lossy = self._lossless = None
         self._subs.clear()
         if self._gate is not None:
@@ -449,6 +505,8 @@ class _Edge:
         self.topics = topics
         self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
         self.rcvhwm = rcvhwm
+        self.shm_id: bytes | None = None  # reader id of a lossless ipc edge (see bus.shm)
+        self.shm: Any = None  # its shared-memory resolver (ipc edges only)
         # Read enough per drain to empty ZeroMQ's queue, bounded so a fast publisher cannot
         # keep recv from returning.
         self.budget = 2 * (rcvhwm + maxlen)
@@ -477,14 +535,21 @@ class Subscriber:
     * ``max_upstreams`` (default ``MAX_UPSTREAMS``): distinct ``(node id, topic)`` pairs
       tracked; messages of further pairs (forged ids or topics) are counted in
       ``stats.unexpected`` and skipped, so a stray sender cannot grow memory without bound.
+
+    Shared memory (``bus.shm``): on ``ipc://`` edges, arrays the publisher put in its ring are
+    zero-copy read-only views on ``lossless`` edges (the publisher does not reuse the slot until
+    every view of it is collected: hold them briefly, or copy) and copies on lossy edges (a copy
+    overwritten while it was taken is dropped and counted in ``stats.torn``). ``shm_zero_copy``
+    False copies on every edge. ``keep_parts`` messages carry the array bytes, never references.
     """
 
     def __init__(
         self, context: zmq.Context | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
         keep_parts: bool = False, max_queue_bytes: int | None = None,
-        max_upstreams: int | None = None,
+        max_upstreams: int | None = None, shm_zero_copy: bool = True,
     ) -> None:
         self._ctx, self._own_ctx = _new_context(context)
+        self._shm = ShmReader(zero_copy=shm_zero_copy)
         self._max_bytes = max_bytes
         self._max_queue_bytes = DEFAULT_QUEUE_BYTES if max_queue_bytes is None \
             else max_queue_bytes
@@ -524,6 +589,10 @@ class Subscriber:
             raise BusError(f"topics must be a non-empty list of str prefixes, got {topics!r}")
         edge = _Edge(endpoint, topics, policy, maxlen, rcvhwm, self._max_queue_bytes)
         edge.token = token
+        if endpoint.startswith("ipc://"):
+            if policy == "lossless":
+                edge.shm_id = ShmReader.new_reader_id()
+            edge.shm = self._shm.resolver(edge.shm_id)
         self._open(edge)
         self._edges.append(edge)
         self._all_lossless = all(e.queue.policy == "lossless" for e in self._edges)
@@ -543,6 +612,8 @@ class Subscriber:
                 sock.setsockopt_string(zmq.PLAIN_PASSWORD, edge.token)
             for topic in edge.topics:
                 sock.setsockopt(zmq.SUBSCRIBE, topic.encode("utf-8"))
+            if edge.shm_id is not None:  # after the topics: registers this lossless reader
+                sock.setsockopt(zmq.SUBSCRIBE, ShmReader.marker(edge.shm_id, edge.topics))
             monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
             sock.connect(edge.endpoint)
         except zmq.ZMQError as exc:
@@ -672,8 +743,13 @@ class Subscriber:
             log.debug("dropping a message of %d bytes from %s (max_bytes %d)", nbytes,
                       edge.endpoint, self._max_bytes)
             return None
+        resolved = self._shm.resolved
         try:
-            msg = decode(parts, max_bytes=self._max_bytes)
+            msg = decode(parts, max_bytes=self._max_bytes, shm=edge.shm)
+        except TornRead as exc:
+            self.stats.torn += 1
+            log.debug("dropping a frame from %s: %s", edge.endpoint, exc)
+            return None
         except DecodeError as exc:
             self.stats.decode_errors += 1
             log.debug("dropping undecodable message from %s: %s", edge.endpoint, exc)
@@ -696,6 +772,9 @@ class Subscriber:
                 log.debug("sequence of %s went from %d to %d (reset)", key, up.last_seq, msg.seq)
             up.last_seq = msg.seq
         if self._keep_parts:
+            if self._shm.resolved != resolved:  # store bytes, not references to shared memory
+                parts = encode(msg.topic, msg.frame, node_id=msg.node_id, seq=msg.seq,
+                               kind=msg.kind, publish_time=msg.publish_time)
             msg.parts = parts
         self.stats.frames_in += 1
         up.frames += 1
@@ -712,6 +791,7 @@ class Subscriber:
         self._edges.clear()
         self._by_socket.clear()
         self._by_monitor.clear()
+        self._shm.close()
         if self._own_ctx and not self._ctx.closed:
             self._ctx.term()
 

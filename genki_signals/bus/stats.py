@@ -20,7 +20,8 @@ class BusStats:
     ``(node id, topic)`` pair beyond the subscriber's ``max_upstreams`` (skipped); ``refused``:
     connections to a publisher's lossless endpoint refused (not a declared reader, see
     ``bus.gate``); a publisher's ``drops``: lossless messages not sent after its ``on_stall``
-    gave up waiting.
+    gave up waiting. ``torn``: frames dropped because the publisher reused their shared-memory
+    slot before or while it was read (a too-slow lossy reader; see ``bus.shm``).
     """
 
     frames_in: int = 0
@@ -36,6 +37,7 @@ class BusStats:
     reconnects: int = 0
     unexpected: int = 0
     refused: int = 0
+    torn: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
