@@ -14,7 +14,7 @@ that maps it unmaps it (the kernel frees it then).
 Layout of a segment (little-endian)::
 
     0     b"GENKISHM", u32 layout version, u32 slots, u64 slot bytes, u32 max readers, u32 0,
-          16 B token
+          16 B token, u32 fd of the wake-up pipe's write end, u32 0, u64 publisher waiting
     64    u64 generation per slot (0 while the publisher writes it; generations are unique)
     1024  reader rows: 16 B reader id, u64 join generation, u64 released generation per slot
     ...   slots, each ``slot bytes`` long, 4096-aligned
@@ -27,7 +27,9 @@ Two kinds of reader:
   those topics, so the publisher gives it a row (``join generation`` = the next generation) and
   does not reuse a slot it sent to that reader until the reader has written the slot's generation
   into its row's ``released`` cell. The reader hands out a **zero-copy**, read-only array; the
-  cell is written when the last view of it is garbage-collected. The publisher waits for a slot
+  cell is written when the last view of it is garbage-collected (and a byte is written to the
+  publisher's wake-up pipe, opened like the segment, if the publisher is waiting for a slot: it
+  sleeps in ``select`` rather than polling). The publisher waits for a slot
   (``lossless`` semantics, ``lossless_timeout`` and ``on_stall`` apply) and unregisters a reader
   whose marker is unsubscribed (it closed, or died: the kernel closes its socket). Memory is
   bounded by the ring (``ring_bytes`` per publisher).
@@ -44,8 +46,10 @@ x86-64, which this project targets; numpy issues no memory fences).
 from __future__ import annotations
 
 import collections
+import contextlib
 import mmap
 import os
+import select
 import stat
 import time
 import uuid
@@ -107,9 +111,27 @@ class _Segment:
                          for r in range(MAX_READERS)]
         self.join = [np.ndarray((1,), "<u8", buffer=mm, offset=_ROWS + r * _ROW_BYTES + 16)
                      for r in range(MAX_READERS)]
+        self.waiting = np.ndarray((1,), "<u8", buffer=mm, offset=56)
+        self.wake = -1  # reader side: our write end of the publisher's wake-up pipe
+
+    def poke(self) -> None:
+        """Reader side: wake the publisher if it waits for a slot (after a release)."""
+        if self.waiting[0]:
+            if self.wake < 0:
+                wfd = int.from_bytes(self.mm[48:52], "little")
+                try:
+                    self.wake = os.open(f"/proc/{self.pid}/fd/{wfd}",
+                                        os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError:
+                    self.wake = -2  # cannot: the publisher notices within its poll interval
+            if self.wake >= 0:
+                try:
+                    os.write(self.wake, b"\0")
+                except OSError:  # full (it has been woken already) or gone
+                    pass
 
     @classmethod
-    def create(cls, nslots: int, slot_bytes: int) -> _Segment:
+    def create(cls, nslots: int, slot_bytes: int, wake_fd: int) -> _Segment:
         size = _DATA + nslots * slot_bytes
         fd = os.memfd_create("genki-shm", os.MFD_CLOEXEC)
         try:
@@ -121,7 +143,8 @@ class _Segment:
         token = os.urandom(16)
         mm[:_HEADER] = (MAGIC + LAYOUT_VERSION.to_bytes(4, "little") + nslots.to_bytes(4, "little")
                         + slot_bytes.to_bytes(8, "little") + MAX_READERS.to_bytes(4, "little")
-                        + bytes(4) + token + bytes(_HEADER - 48))
+                        + bytes(4) + token + wake_fd.to_bytes(4, "little")
+                        + bytes(_HEADER - 52))
         return cls(fd, mm, token, nslots, slot_bytes, os.getpid())
 
     @classmethod
@@ -157,6 +180,10 @@ class _Segment:
     def close(self) -> None:
         """Drop this process's mapping (arrays still using it keep it alive until collected)."""
         self.gens = self.released = self.join = self.bytes = None  # type: ignore[assignment]
+        self.waiting = None  # type: ignore[assignment]
+        if self.wake >= 0:
+            os.close(self.wake)
+        self.wake = -1
         try:
             self.mm.close()
         except BufferError:  # views still held: the mapping goes with the last of them
@@ -203,6 +230,7 @@ class ShmWriter:
         self._slot_gen: list[int] = []
         self._slot_rows: list[tuple[int, ...]] = []  # rows that must release each slot
         self.waits = 0
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # readers ------------------------------------------------------------------
     def on_subscription(self, msg: bytes) -> bool:
@@ -255,7 +283,7 @@ class ShmWriter:
         nslots = min(MAX_SLOTS, self.ring_bytes // slot_bytes)
         if nslots < MIN_SLOTS:
             return None
-        seg = _Segment.create(nslots, slot_bytes)
+        seg = _Segment.create(nslots, slot_bytes, self._wake_w)
         if self._seg is not None:
             self._retired.append((self._seg, self._slot_gen, self._slot_rows))
         self._seg = seg
@@ -330,22 +358,26 @@ class ShmWriter:
         if self._free(seg, self._slot_gen, self._slot_rows, s):
             return s
         self.waits += 1
-        spins = 0
         next_wait = time.monotonic() + 0.01
-        while True:
-            # the oldest free slot first (ring order from the next one)
-            for k in range(1, n + 1):
-                c = (s + k) % n
-                if self._free(seg, self._slot_gen, self._slot_rows, c):
-                    return c
-            spins += 1
-            if spins > 20:
-                time.sleep(min(0.001, 0.00002 * spins))
-            now = time.monotonic()
-            if now >= next_wait:
-                next_wait = now + 0.01
-                if wait is not None and wait():
-                    return None
+        seg.waiting[0] = 1  # readers poke the wake-up pipe when they release
+        try:
+            while True:
+                # the oldest free slot first (ring order from the next one)
+                for k in range(1, n + 1):
+                    c = (s + k) % n
+                    if self._free(seg, self._slot_gen, self._slot_rows, c):
+                        return c
+                # a poke can be missed (no fence between a reader's two writes): poll anyway
+                if select.select([self._wake_r], [], [], 0.002)[0]:
+                    with contextlib.suppress(OSError):
+                        os.read(self._wake_r, 4096)
+                now = time.monotonic()
+                if now >= next_wait:
+                    next_wait = now + 0.01
+                    if wait is not None and wait():
+                        return None
+        finally:
+            seg.waiting[0] = 0
 
     def close(self) -> None:
         for seg in [self._seg] + [r[0] for r in self._retired]:
@@ -353,6 +385,10 @@ class ShmWriter:
                 seg.close()
         self._seg = None
         self._retired.clear()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
 
 # ------------------------------------------------------------------------------ reader
@@ -384,6 +420,7 @@ class _Held:
         start = _ROWS + r * _ROW_BYTES
         if seg.mm[start:start + 16] == self.rid:  # still our row
             released[r][self.slot] = self.gen
+            seg.poke()
 
 
 class ShmReader:
@@ -454,15 +491,19 @@ class ShmReader:
         if gens[s] != g:
             raise TornRead(f"slot {s} reused before it was read (generation {g})")
         self.resolved += 1
-        if rid is not None and self.zero_copy:
+        r = None
+        if rid is not None:
             r = self._row(seg, rid)
-            if r is not None and seg.join[r][0] <= g:  # protected: the publisher waits for us
-                if dtype.itemsize == 0 or nbytes == 0:
-                    return np.empty(0, dtype)
+            if r is not None and seg.join[r][0] > g:
+                r = None  # sent before the publisher registered us: not protected
+            if r is not None and self.zero_copy:  # protected: the publisher waits for us
                 return np.asarray(_Held(seg, r, rid, s, g, dtype, nbytes))
         start = _DATA + s * seg.slot_bytes
         out = seg.bytes[start:start + nbytes].copy()
-        if gens[s] != g:
+        if r is not None:
+            seg.released[r][s] = g  # copied: the slot is free for the publisher again
+            seg.poke()
+        elif gens[s] != g:
             raise TornRead(f"slot {s} reused while it was read (generation {g})")
         out = out.view(dtype)
         out.flags.writeable = False
