@@ -292,3 +292,32 @@ def test_a_subscriber_counts_unresolvable_references_and_goes_on(tmp_path):
     finally:
         writer.close()
         raw.close()
+
+
+def test_the_threshold_is_a_node_field_of_the_spec(tmp_path):
+    from genki_signals.bus.shm import DEFAULT_THRESHOLD, shm_options
+    from genki_signals.launch.launcher import Launcher
+    from genki_signals.launch.spec import TopologySpecError, parse_topology
+
+    def spec(**node):
+        return {"nodes": [{"id": "s", "kind": "source", **node, "params": {
+            "type": "Sampler", "sample_rate": 100, "sources": {"x": {"type": "SineWave"}}}}]}
+
+    parsed = parse_topology(spec(shm_threshold=1 << 20))
+    assert parsed.node("s").shm_threshold == 1 << 20
+    assert parse_topology(parsed.to_dict()).node("s").shm_threshold == 1 << 20  # round trip
+    off = parse_topology(spec(shm_threshold="off"))
+    assert off.node("s").shm_threshold == 0
+    assert parse_topology(off.to_dict()).node("s").shm_threshold == 0
+    assert parse_topology(spec()).node("s").shm_threshold is None
+    for bad in (0, -5, True, "1M", 1.5):
+        with pytest.raises(TopologySpecError, match="shm_threshold.*bytes >= 1 or 'off'"):
+            parse_topology(spec(shm_threshold=bad))
+    # the launcher puts it in the node's config; the runner hands it to its Publisher
+    assert Launcher(parsed, run_dir=tmp_path)._resolve()["s"].extra["shm_threshold"] == 1 << 20
+    assert "shm_threshold" not in Launcher(parse_topology(spec()), run_dir=tmp_path
+                                           )._resolve()["s"].extra
+    # what the runner hands the Publisher
+    assert shm_options({}) == {} and DEFAULT_THRESHOLD == 64 * 1024
+    assert shm_options({"shm_threshold": 4096}) == {"shm_threshold": 4096}
+    assert shm_options({"shm_threshold": 0}) == {"shm_threshold": None}

@@ -514,3 +514,12 @@ class ShmReader:
             seg.close()
         self._segments.clear()
         self._rows.clear()
+
+
+def shm_options(extra: dict[str, Any]) -> dict[str, Any]:
+    """``Publisher`` keyword arguments from a node's config ``extra`` (the spec's node field
+    ``shm_threshold``: bytes, 0 for off, absent for ``DEFAULT_THRESHOLD``)."""
+    threshold = extra.get("shm_threshold")
+    if threshold is None:
+        return {}
+    return {"shm_threshold": int(threshold) or None}

@@ -246,6 +246,8 @@ class Launcher:
                 clock_leader=self.clock_leader, clock_endpoint=self.clock_endpoint,
                 spec_dir=spec_dir, topology=self.spec.name,
                 extra={**self.node_extra.get(node.id, {}), "lossless_token": self.lossless_token,
+                       **({} if node.shm_threshold is None
+                          else {"shm_threshold": node.shm_threshold}),
                        "lossless_readers": [d.id for d in self.spec.nodes for e in d.inputs
                                             if e.node == node.id and e.policy == "lossless"]})
         return configs

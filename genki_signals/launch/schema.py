@@ -93,6 +93,9 @@ def _node(names: list[str], kinds: list[NodeKind], ref: dict[str, Any]) -> dict[
             "cpu": {"anyOf": [ref["cpu"], {"type": "null"}]},
             "restart": {"anyOf": [{"enum": list(RESTART_POLICIES)}, ref["restart"]]},
             "endpoint": {"type": ["string", "null"], "pattern": ENDPOINT_PATTERN},
+            "shm_threshold": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "off"}],
+                              "description": "bytes from which arrays travel through shared "
+                                             "memory between processes on one host"},
         },
         "allOf": per_kind,
     }

@@ -68,6 +68,7 @@ class NodeSpec:
     cpu: tuple[int, ...] | None = None  # core indices for affinity
     restart: RestartPolicy = RestartPolicy()
     endpoint: str | None = None  # explicit publish endpoint; else the launcher picks ipc://
+    shm_threshold: int | None = None  # bytes; 0: off; None: bus.shm.DEFAULT_THRESHOLD
     parsed: Any = field(default=None, compare=False, hash=False, repr=False)
     """``params`` parsed by the kind's params class (what the launcher hands the node)."""
 
@@ -83,6 +84,8 @@ class NodeSpec:
         out["restart"] = self.restart.to_dict()
         if self.endpoint is not None:
             out["endpoint"] = self.endpoint
+        if self.shm_threshold is not None:
+            out["shm_threshold"] = self.shm_threshold or "off"
         return out
 
 

@@ -25,6 +25,7 @@ import psutil
 import zmq
 
 from genki_signals.bus import control
+from genki_signals.bus.shm import shm_options
 from genki_signals.bus.sockets import Publisher, Subscriber
 from genki_signals.clock import default_clock
 from genki_signals.clocksync.node import start_node_clock, stop_node_clock
@@ -99,7 +100,8 @@ class NodeRunner:
                                            lossless_endpoint=cfg.lossless_endpoint,
                                            clock=self.now,
                                            lossless_token=cfg.extra.get("lossless_token"),
-                                           on_stall=self._while_stalled)
+                                           on_stall=self._while_stalled,
+                                           **shm_options(cfg.extra))
             if cfg.inputs:
                 # a recorder (``raw``) stores the received parts as they are
                 self.subscriber = Subscriber(
