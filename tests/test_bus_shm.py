@@ -22,7 +22,7 @@ import pytest
 import zmq
 
 from genki_signals.bus.codec import DecodeError, decode, encode
-from genki_signals.bus.shm import ShmError, ShmReader, ShmWriter
+from genki_signals.bus.shm import HOLD_TIMEOUT, ShmError, ShmReader, ShmWriter, _Held
 from genki_signals.bus.sockets import Publisher, Subscriber
 
 from shm_peers import expected
@@ -104,7 +104,8 @@ def _sent(peer: Peer) -> int:
 def test_lossless_reader_gets_zero_copy_frames_and_the_publisher_waits_for_release(
         tmp_path, peers):
     lossy, lossless = f"ipc://{tmp_path}/lossy", f"ipc://{tmp_path}/ll"
-    pub = peers("publish", lossy, lossless, "12", str(ITEMS), str(4 * SLOT), "0")  # 4 slots
+    n = 20
+    pub = peers("publish", lossy, lossless, str(n), str(ITEMS), str(4 * SLOT), "0.05")  # 4 slots
     with Subscriber() as sub:
         sub.connect(lossless, ["big"], policy="lossless")
         pub.wait_line("READY")
@@ -114,21 +115,29 @@ def test_lossless_reader_gets_zero_copy_frames_and_the_publisher_waits_for_relea
             assert msg is not None and msg.seq == seq
             x = msg.frame["x"]
             assert np.array_equal(x, expected(seq, ITEMS))
-            assert not x.flags.writeable and not x.flags.owndata  # a view of the slot
+            assert not x.flags.writeable and isinstance(x.base, _Held)  # a view of the slot
             held.append(x)
+        t_full = time.monotonic()
         time.sleep(0.5)
         assert sub.recv(0.3) is None  # the publisher waits: every slot is held here
         assert _sent(pub) == 4, pub.seen
-        del held[0], msg, x
+        # ... for HOLD_TIMEOUT, then sends the array through the socket: never a deadlock
+        msg = sub.recv(HOLD_TIMEOUT + 10)
+        assert msg.seq == 4 and time.monotonic() - t_full >= 0.9 * HOLD_TIMEOUT
+        assert np.array_equal(msg.frame["x"], expected(4, ITEMS))
+        assert not isinstance(msg.frame["x"].base, _Held)
+        del held[0], msg, x  # one slot free again: shared memory is used again
         gc.collect()
-        got = []
-        for _ in range(8):  # one slot cycles while three stay held
+        got, via_shm = [], []
+        for _ in range(5, n):
             msg = sub.recv(10)
             assert msg is not None
             got.append(msg.seq)
             assert np.array_equal(msg.frame["x"], expected(msg.seq, ITEMS))
+            via_shm.append(isinstance(msg.frame["x"].base, _Held))
             del msg
-        assert got == list(range(4, 12))
+        assert got == list(range(5, n))
+        assert via_shm[-1], via_shm
         for seq, x in zip((1, 2, 3), held):  # never overwritten while held
             assert np.array_equal(x, expected(seq, ITEMS))
         assert sub.stats.torn == 0 and sub.stats.gaps == 0

@@ -70,6 +70,9 @@ DEFAULT_RING_BYTES = 16 * 1024 * 1024
 MAX_SLOTS = 64
 MIN_SLOTS = 4
 MAX_READERS = 32
+HOLD_TIMEOUT = 2.0
+"""Seconds a publisher waits for lossless readers to release a slot before it sends the array
+through the socket instead (and keeps doing so, without waiting, while every slot stays held)."""
 MARKER = b"\x00genki-shm\x00"
 """Prefix of the subscription that registers a lossless reader (no topic starts with NUL)."""
 
@@ -214,7 +217,8 @@ class ShmWriter:
     """
 
     def __init__(self, threshold: int = DEFAULT_THRESHOLD,
-                 ring_bytes: int = DEFAULT_RING_BYTES) -> None:
+                 ring_bytes: int = DEFAULT_RING_BYTES, hold_timeout: float = HOLD_TIMEOUT
+                 ) -> None:
         if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
             raise ValueError(f"shared-memory threshold must be a positive int, got {threshold!r}")
         if isinstance(ring_bytes, bool) or not isinstance(ring_bytes, int) or ring_bytes < 1:
@@ -230,6 +234,9 @@ class ShmWriter:
         self._slot_gen: list[int] = []
         self._slot_rows: list[tuple[int, ...]] = []  # rows that must release each slot
         self.waits = 0
+        self.fallbacks = 0  # arrays sent through the socket because readers held every slot
+        self.hold_timeout = hold_timeout
+        self._hoarded = False  # the last wait ran out: do not wait again until a slot frees
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # readers ------------------------------------------------------------------
@@ -356,9 +363,19 @@ class ShmWriter:
         n = seg.nslots
         s = self._next
         if self._free(seg, self._slot_gen, self._slot_rows, s):
+            self._hoarded = False
             return s
+        if self._hoarded:  # readers keep every slot: no waiting, the socket takes the array
+            for k in range(1, n + 1):
+                c = (s + k) % n
+                if self._free(seg, self._slot_gen, self._slot_rows, c):
+                    self._hoarded = False
+                    return c
+            self.fallbacks += 1
+            return None
         self.waits += 1
         next_wait = time.monotonic() + 0.01
+        give_up = time.monotonic() + self.hold_timeout
         seg.waiting[0] = 1  # readers poke the wake-up pipe when they release
         try:
             while True:
@@ -375,6 +392,10 @@ class ShmWriter:
                 if now >= next_wait:
                     next_wait = now + 0.01
                     if wait is not None and wait():
+                        return None
+                    if now >= give_up:  # a reader keeps its arrays: never deadlock on them
+                        self._hoarded = True
+                        self.fallbacks += 1
                         return None
         finally:
             seg.waiting[0] = 0
