@@ -67,19 +67,33 @@ class _Checker:
         self.next = seq + 1
         if seq == 0:
             self.t0 = time.perf_counter()
+            self.c0 = time.process_time()
         if seq == self.n - 1:
             self.t1 = time.perf_counter()
+            self.c1 = time.process_time()
             return True
         return False
 
     def result(self) -> dict:
-        return {"fps": (self.n - 1) / (self.t1 - self.t0), "bad": self.bad, "got": self.next}
+        return {"fps": (self.n - 1) / (self.t1 - self.t0), "bad": self.bad, "got": self.next,
+                "sink_cpu": (self.c1 - self.c0) / (self.n - 1)}
+
+
+class _SourceCpu:
+    """CPU seconds of the source process (every thread) over its n measured sends."""
+
+    def __init__(self, out) -> None:
+        self.out = out
+        self.c0 = time.process_time()
+
+    def done(self, n: int) -> None:
+        self.out.put({"src_cpu": (time.process_time() - self.c0) / n})
 
 
 # ---------------------------------------------------------------------------- genki
 
 
-def _genki_source(run_dir: str, size: int, n: int, started, shm: bool, ring: int | None) -> None:
+def _genki_source(run_dir: str, size: int, n: int, started, out, shm: bool, ring: int | None) -> None:
     from genki_signals.bus.sockets import Publisher
 
     pool = _pool(size)
@@ -89,8 +103,10 @@ def _genki_source(run_dir: str, size: int, n: int, started, shm: bool, ring: int
     pub.wait_for_subscribers("x", lossless=True, timeout=30)
     while not started.wait(0.02):
         pub.publish("x", {"s": np.int64(-1), "x": pool[0]})
+    cpu = _SourceCpu(out)
     for i in range(n):
         pub.publish("x", {"s": np.int64(i), "x": pool[i % POOL]})
+    cpu.done(n)
     pub.publish_eos("x")
     pub.close()
 
@@ -122,7 +138,7 @@ def _genki_sink(run_dir: str, n: int, started, out, zero_copy: bool) -> None:
 # ---------------------------------------------------------------------------- raw pyzmq
 
 
-def _raw_source(run_dir: str, size: int, n: int, started, _shm: bool) -> None:
+def _raw_source(run_dir: str, size: int, n: int, started, out, _shm: bool) -> None:
     import msgpack
     import zmq
 
@@ -141,8 +157,10 @@ def _raw_source(run_dir: str, size: int, n: int, started, _shm: bool) -> None:
 
     while not started.wait(0.02):
         send(-1, pool[0])
+    cpu = _SourceCpu(out)
     for i in range(n):
         send(i, pool[i % POOL])
+    cpu.done(n)
     push.close()
     ctx.term()
 
@@ -171,7 +189,7 @@ def _raw_sink(run_dir: str, n: int, started, out, _zero_copy: bool) -> None:
 # ---------------------------------------------------------------------------- ezmsg
 
 
-def _ez_source(addr, size: int, n: int, started, _shm: bool) -> None:
+def _ez_source(addr, size: int, n: int, started, out, _shm: bool) -> None:
     import ezmsg.core as ez
 
     pool = _pool(size)
@@ -183,8 +201,10 @@ def _ez_source(addr, size: int, n: int, started, _shm: bool) -> None:
             while not started.is_set():
                 await pub.broadcast((-1, pool[0]))
                 await asyncio.sleep(0.02)
+            cpu = _SourceCpu(out)
             for i in range(n):
                 await pub.broadcast((i, pool[i % POOL]))
+            cpu.done(n)
             await asyncio.sleep(1.0)  # let the last messages be read before the channel closes
 
     asyncio.run(main())
@@ -220,14 +240,16 @@ def run_case(mpctx, impl: str, size: int, n: int, ez_addr, ring: int | None = No
     with tempfile.TemporaryDirectory(prefix="bench-shm-") as run_dir:
         if impl.startswith("genki"):
             src, sink = _genki_source, _genki_sink
-            src_args = (run_dir, size, n, started, impl != "genki-noshm", ring)
+            src_args = (run_dir, size, n, started, out, impl != "genki-noshm", ring)
             sink_args = (run_dir, n, started, out, impl != "genki-copy")
         elif impl == "raw":
             src, sink = _raw_source, _raw_sink
-            src_args, sink_args = (run_dir, size, n, started, True), (run_dir, n, started, out, True)
+            src_args, sink_args = (run_dir, size, n, started, out, True), \
+                (run_dir, n, started, out, True)
         else:
             src, sink = _ez_source, _ez_sink
-            src_args, sink_args = (ez_addr, size, n, started, True), (ez_addr, n, started, out, True)
+            src_args, sink_args = (ez_addr, size, n, started, out, True), \
+                (ez_addr, n, started, out, True)
         p_sink = mpctx.Process(target=sink, args=sink_args, daemon=True)
         p_sink.start()
         if impl == "ezmsg":
@@ -235,7 +257,9 @@ def run_case(mpctx, impl: str, size: int, n: int, ez_addr, ring: int | None = No
         p_src = mpctx.Process(target=src, args=src_args, daemon=True)
         p_src.start()
         try:
-            res = out.get(timeout=120)
+            res = {}
+            for _ in range(2):  # the sink's result and the source's CPU, in either order
+                res.update(out.get(timeout=120))
         finally:
             for p in (p_src, p_sink):
                 p.join(15)
@@ -271,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()}; {args.size} B frames, {args.frames} "
           f"frames per run, {args.repeats} rounds")
     fps: dict[str, list[float]] = {i: [] for i in impls}
+    cpu: dict[str, list[float]] = {i: [] for i in impls}
     try:
         for r in range(args.repeats):
             order = impls[r % len(impls):] + impls[:r % len(impls)]
@@ -280,18 +305,24 @@ def main(argv: list[str] | None = None) -> int:
                     raise SystemExit(f"{impl}: {res['bad']} bad frames, {res['got']} of "
                                      f"{args.frames} received: {res}")
                 fps[impl].append(res["fps"])
+                cpu[impl].append(res["src_cpu"] + res["sink_cpu"])
                 print(f"  round {r + 1} {impl:12s} {res['fps']:9.0f} frames/s "
-                      f"{res['fps'] * args.size / 1e9:6.2f} GB/s", flush=True)
+                      f"{res['fps'] * args.size / 1e9:6.2f} GB/s  CPU/frame source "
+                      f"{res['src_cpu'] * 1e6:6.0f} us + sink {res['sink_cpu'] * 1e6:6.0f} us",
+                      flush=True)
     finally:
         if ez_server is not None:
             ez_server.stop()
     med = {i: statistics.median(v) for i, v in fps.items()}
     print(f"\nload average at end: {os.getloadavg()}")
-    print(f"\n| implementation | frames/s (median of {args.repeats}) | GB/s | runs |")
-    print("| --- | ---: | ---: | --- |")
+    mcpu = {i: statistics.median(v) for i, v in cpu.items()}
+    print(f"\n| implementation | frames/s (median of {args.repeats}) | GB/s | CPU us/frame "
+          "(source + sink, median) | runs (frames/s) |")
+    print("| --- | ---: | ---: | ---: | --- |")
     for i in impls:
         runs = ", ".join(f"{v:.0f}" for v in fps[i])
-        print(f"| {i} | {med[i]:,.0f} | {med[i] * args.size / 1e9:.2f} | {runs} |")
+        print(f"| {i} | {med[i]:,.0f} | {med[i] * args.size / 1e9:.2f} | {mcpu[i] * 1e6:,.0f} "
+              f"| {runs} |")
     print()
     for base in ("ezmsg", "raw", "genki-noshm"):
         if base in med and "genki" in med:
@@ -301,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"(median {statistics.median(per_round):.2f})")
     if "genki-copy" in med and "ezmsg" in med:
         print(f"genki-copy / ezmsg: {med['genki-copy'] / med['ezmsg']:.2f}x")
+    for base in ("ezmsg", "raw", "genki-noshm"):
+        if base in mcpu and "genki" in mcpu:
+            per_round = [b / a for a, b in zip(cpu["genki"], cpu[base])]
+            print(f"CPU per frame, {base} / genki (higher: genki cheaper): "
+                  f"{mcpu[base] / mcpu['genki']:.2f}x; per round "
+                  f"{', '.join(f'{x:.2f}' for x in per_round)}")
     return 0
 
 

@@ -458,6 +458,7 @@ class ShmReader:
             collections.OrderedDict()
         self._rows: dict[tuple[bytes, bytes], int] = {}  # (token, rid) -> row
         self.resolved = 0  # fields read from shared memory (callers compare before/after)
+        self.resolved_bytes = 0  # and their bytes (queues bound what they hold in bytes)
 
     @staticmethod
     def new_reader_id() -> bytes:
@@ -512,6 +513,7 @@ class ShmReader:
         if gens[s] != g:
             raise TornRead(f"slot {s} reused before it was read (generation {g})")
         self.resolved += 1
+        self.resolved_bytes += nbytes
         r = None
         if rid is not None:
             r = self._row(seg, rid)

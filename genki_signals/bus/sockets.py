@@ -727,9 +727,11 @@ class Subscriber:
 
     def _push(self, edge: _Edge, parts: list[zmq.Frame]) -> None:
         nbytes = _message_bytes(parts)
+        shm_bytes = self._shm.resolved_bytes
         msg = self._accept(parts, edge, nbytes)
         if msg is None:
             return
+        nbytes += self._shm.resolved_bytes - shm_bytes  # arrays from shared memory count too
         for dropped in edge.queue.push(msg, nbytes):
             self.stats.drops += 1
             up = self.upstreams.get((dropped.node_id, dropped.topic))
