@@ -20,12 +20,11 @@ import msgpack
 import numpy as np
 import pytest
 import zmq
+from shm_peers import expected
 
 from genki_signals.bus.codec import DecodeError, decode, encode
 from genki_signals.bus.shm import HOLD_TIMEOUT, ShmError, ShmReader, ShmWriter, _Held
 from genki_signals.bus.sockets import Publisher, Subscriber
-
-from shm_peers import expected
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -60,9 +60,7 @@ class _Checker:
         if seq < 0:
             return False
         k = seq % POOL
-        if seq != self.next or arr[0] != k or arr[-1] != k:
-            self.bad += 1
-        elif seq % 64 == 0 and not np.all(arr == k):
+        if seq != self.next or arr[0] != k or arr[-1] != k or seq % 64 == 0 and not np.all(arr == k):
             self.bad += 1
         self.next = seq + 1
         if seq == 0:

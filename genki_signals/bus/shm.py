@@ -418,7 +418,7 @@ class ShmWriter:
 class _Held:
     """The owner of a zero-copy array: when it is collected, its slot is released."""
 
-    __slots__ = ("__array_interface__", "seg", "buf", "row", "rid", "slot", "gen")
+    __slots__ = ("__array_interface__", "buf", "gen", "rid", "row", "seg", "slot")
 
     def __init__(self, seg: _Segment, row: int, rid: bytes, slot: int, gen: int,
                  dtype: np.dtype, nbytes: int) -> None:
@@ -483,6 +483,8 @@ class ShmReader:
             while len(self._segments) > _MAX_SEGMENTS:
                 _, old = self._segments.popitem(last=False)
                 old.close()
+                for key in [k for k in self._rows if k[0] == old.token]:
+                    del self._rows[key]
         return seg
 
     def _row(self, seg: _Segment, rid: bytes) -> int | None:

@@ -61,8 +61,9 @@ from genki_signals.bus.codec import (
 )
 from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
-from genki_signals.bus.shm import DEFAULT_RING_BYTES, DEFAULT_THRESHOLD, ShmReader, ShmWriter, \
-    TornRead
+from genki_signals.bus.shm import (
+    DEFAULT_RING_BYTES, DEFAULT_THRESHOLD, ShmReader, ShmWriter, TornRead,
+)
 from genki_signals.bus.stats import BusStats, UpstreamStats
 from genki_signals.errors import GenkiError
 
