@@ -210,11 +210,15 @@ class _Reader:
 class ShmWriter:
     """The publisher's side: puts large arrays into a ring and tracks lossless readers.
 
-    ``wait`` is called about every 10 ms while every slot is held by a lossless reader; it may
-    update the reader set (``add_reader`` / ``remove_reader``, from the XPUB subscription
-    messages), raise (a stall timeout), or return True to give up, in which case ``put`` returns
-    None and the caller sends the array the ordinary way.
+    Hooks the Publisher sets: ``wait`` is called about every 10 ms while every slot is held by
+    a lossless reader; it may update the reader set (``add_reader`` / ``remove_reader``, from the
+    XPUB subscription messages), raise (a stall timeout), or return True to give up, in which case
+    ``put`` returns None and the caller sends the array the ordinary way. ``wanted`` False: no
+    one subscribes, ``put`` returns None without touching the ring.
     """
+
+    wait: Callable[[], bool] | None = None
+    wanted: Callable[[], bool] | None = None
 
     def __init__(self, threshold: int = DEFAULT_THRESHOLD,
                  ring_bytes: int = DEFAULT_RING_BYTES, hold_timeout: float = HOLD_TIMEOUT
@@ -320,10 +324,11 @@ class ShmWriter:
                 keep.append((seg, gens, rows))
         self._retired = keep
 
-    def put(self, arr: np.ndarray, topic: bytes, wait: Callable[[], bool] | None = None
-            ) -> list[Any] | None:
+    def put(self, arr: np.ndarray, topic: bytes) -> list[Any] | None:
         """Copy the C-contiguous ``arr`` into a free slot; return the header reference, or None
         when the array should go the ordinary way (too big for the ring, or ``wait`` gave up)."""
+        if self.wanted is not None and not self.wanted():
+            return None
         nbytes = arr.nbytes
         seg = self._seg
         if seg is None or nbytes > seg.slot_bytes:
@@ -334,7 +339,7 @@ class ShmWriter:
             seg = self._new_segment(nbytes)
             if seg is None:
                 return None
-        s = self._find_slot(seg, wait)
+        s = self._find_slot(seg, self.wait)
         if s is None:
             return None
         rows = self._rows_for(seg, topic)

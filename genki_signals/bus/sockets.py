@@ -171,6 +171,8 @@ class Publisher:
         if shm_threshold is not None and endpoint.startswith("ipc://") and (
                 lossless_endpoint is None or lossless_endpoint.startswith("ipc://")):
             self._shm = ShmWriter(shm_threshold, shm_ring_bytes)
+            self._shm.wait = self._shm_wait
+            self._shm.wanted = self._shm_wanted
         self._shm_deadline: float | None = None
         try:
             self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
@@ -233,7 +235,7 @@ class Publisher:
         else:
             self._shm_deadline = None
             parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind,
-                           publish_time=t, shm=self)
+                           publish_time=t, shm=self._shm)
         # Subscription messages are read every DRAIN_INTERVAL, not per publish: checking costs
         # about as much as sending a small message. A lossy subscriber that joined since the last
         # drain may miss up to that long of messages (a late join; not counted as a gap).
@@ -297,18 +299,9 @@ class Publisher:
                             f"full for {timeout} s"
                         ) from None
 
-    # The shared-memory hooks: ``encode`` calls ``put`` for every array of at least ``threshold``
-    # bytes; ``_shm_wait`` runs while every slot is held by lossless readers.
-    @property
-    def threshold(self) -> int:
-        return self._shm.threshold  # type: ignore[union-attr]
-
-    def put(self, arr: Any, topic: bytes) -> list[Any] | None:
-        shm = self._shm
-        assert shm is not None
-        if self._lossless is None and not self._lossy_live:
-            return None  # nobody to read it: do not touch the ring
-        return shm.put(arr, topic, self._shm_wait)
+    def _shm_wanted(self) -> bool:
+        """Whether anyone may read a shared-memory array (else ``encode`` skips the ring)."""
+        return self._lossless is not None or self._lossy_live
 
     def _shm_wait(self) -> bool:
         """While lossless readers hold every slot: keep reading their (un)subscriptions (a dead
