@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 from msgpack import packb, unpackb
+from msgpack.exceptions import UnpackException
 
 from genki_signals.bus.codec import DecodeError
 
@@ -252,7 +253,7 @@ class ShmWriter:
             rid, topics = unpackb(msg[1 + len(MARKER):], raw=True)
             ok = type(rid) is bytes and len(rid) == 16 and type(topics) is list \
                 and all(type(t) is bytes for t in topics)
-        except Exception:
+        except (ValueError, TypeError, UnpackException):  # not ours, or mangled: ignore it
             ok = False
         if not ok:
             return True
