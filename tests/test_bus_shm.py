@@ -329,3 +329,30 @@ def test_the_threshold_is_a_node_field_of_the_spec(tmp_path):
     assert shm_options({}) == {} and DEFAULT_THRESHOLD == 64 * 1024
     assert shm_options({"shm_threshold": 4096}) == {"shm_threshold": 4096}
     assert shm_options({"shm_threshold": 0}) == {"shm_threshold": None}
+
+
+def test_a_row_given_to_a_new_reader_does_not_hold_the_old_readers_slots():
+    writer = ShmWriter(threshold=1024, ring_bytes=4 * SLOT, hold_timeout=60)
+
+    def must_not_wait() -> bool:
+        raise AssertionError("the writer waited for a reader that never got the frame")
+
+    writer.wait = must_not_wait
+    reader = ShmReader()
+    try:
+        a, b = ShmReader.new_reader_id(), ShmReader.new_reader_id()
+        writer.add_reader(a, [b"t"])
+        parts = encode("t", {"x": expected(0, ITEMS)}, node_id="n", seq=0, shm=writer)
+        held = decode(parts, shm=reader.resolver(a)).frame["x"]  # a holds slot 0
+        assert isinstance(held.base, _Held)
+        writer.remove_reader(a)  # a left (its marker was unsubscribed) ...
+        writer.add_reader(b, [b"t"])  # ... and b now has its row
+        for seq in range(1, 9):  # twice round the ring: slot 0 must not wait for b
+            parts = encode("t", {"x": expected(seq, ITEMS)}, node_id="n", seq=seq, shm=writer)
+            got = decode(parts, shm=reader.resolver(b)).frame["x"]
+            assert np.array_equal(got, expected(seq, ITEMS))
+            del got
+        assert writer.waits == 0
+    finally:
+        reader.close()
+        writer.close()

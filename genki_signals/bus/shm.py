@@ -208,6 +208,9 @@ class _Reader:
         self.topics = topics
 
 
+_Rows = tuple[tuple[int, bytes], ...]
+
+
 class ShmWriter:
     """The publisher's side: puts large arrays into a ring and tracks lossless readers.
 
@@ -233,11 +236,11 @@ class ShmWriter:
         self.pid = os.getpid()
         self.readers: dict[bytes, _Reader] = {}
         self._seg: _Segment | None = None
-        self._retired: list[tuple[_Segment, list[int], list[tuple[int, ...]]]] = []
+        self._retired: list[tuple[_Segment, list[int], list[_Rows]]] = []
         self._gen = 1
         self._next = 0
         self._slot_gen: list[int] = []
-        self._slot_rows: list[tuple[int, ...]] = []  # rows that must release each slot
+        self._slot_rows: list[_Rows] = []  # per slot: the (row, reader) that must release it
         self.waits = 0
         self.fallbacks = 0  # arrays sent through the socket because readers held every slot
         self.hold_timeout = hold_timeout
@@ -306,13 +309,15 @@ class ShmWriter:
             self._assign_row(seg, rid)
         return seg
 
-    def _free(self, seg: _Segment, slot_gen: list[int], slot_rows: list[tuple[int, ...]],
+    def _free(self, seg: _Segment, slot_gen: list[int], slot_rows: list[_Rows],
               s: int) -> bool:
         g = slot_gen[s]
         rows = slot_rows[s]
         if not rows:
             return True
-        left = tuple(r for r in rows if seg.row_ids[r] != bytes(16) and seg.released[r][s] != g)
+        # a row whose reader left (or was replaced by another reader) no longer holds the slot
+        left = tuple((r, rid) for r, rid in rows
+                     if seg.row_ids[r] == rid and seg.released[r][s] != g)
         slot_rows[s] = left
         return not left
 
@@ -355,14 +360,14 @@ class ShmWriter:
         self._next = (s + 1) % seg.nslots
         return ["shm", self.pid, seg.fd, seg.token, s, g]
 
-    def _rows_for(self, seg: _Segment, topic: bytes) -> tuple[int, ...]:
+    def _rows_for(self, seg: _Segment, topic: bytes) -> _Rows:
         if not self.readers:
             return ()
         out = []
         for r, rid in enumerate(seg.row_ids):
             reader = self.readers.get(rid)
             if reader is not None and any(topic.startswith(p) for p in reader.topics):
-                out.append(r)
+                out.append((r, rid))
         return tuple(out)
 
     def _find_slot(self, seg: _Segment, wait: Callable[[], bool] | None) -> int | None:
