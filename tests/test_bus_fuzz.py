@@ -77,6 +77,9 @@ class GraphNode:
         """A valid frame still comes out doubled (sent again each 0.5 s: the first may precede
         the output subscription)."""
         from genki_signals.bus.codec import decode
+        from genki_signals.bus.shm import ShmReader
+
+        self.shm = getattr(self, "shm", None) or ShmReader()
 
         while self.out.poll(0):
             self.out.recv_multipart()
@@ -91,7 +94,8 @@ class GraphNode:
             resend = time.monotonic() + 0.5
             while time.monotonic() < resend:
                 if self.out.poll(100):
-                    msg = decode(self.out.recv_multipart())
+                    # large outputs come through the node's shared-memory ring (bus.shm)
+                    msg = decode(self.out.recv_multipart(), shm=self.shm.resolver(None))
                     if "y" in msg.frame and np.array_equal(msg.frame["y"], 2 * x):
                         return
         raise AssertionError(f"no output for a valid frame; stats {self.latest_stats()}")

@@ -36,7 +36,7 @@ def small(i: int) -> dict:
 
 
 def test_oversized_part_is_skipped_and_the_connection_recovers(tmp_path, ctx):
-    pub = Publisher(f"ipc://{tmp_path}/p", "p", context=ctx)
+    pub = Publisher(f"ipc://{tmp_path}/p", "p", context=ctx, shm_threshold=None)  # socket limits
     sub = Subscriber(context=ctx, max_bytes=1 << 20)
     try:
         sub.connect(pub.endpoint, ["p/"])
@@ -61,7 +61,7 @@ def test_oversized_part_is_skipped_and_the_connection_recovers(tmp_path, ctx):
 
 
 def test_message_over_max_bytes_in_total_is_counted_as_oversized(tmp_path, ctx):
-    pub = Publisher(f"ipc://{tmp_path}/p", "p", context=ctx)
+    pub = Publisher(f"ipc://{tmp_path}/p", "p", context=ctx, shm_threshold=None)  # socket limits
     sub = Subscriber(context=ctx, max_bytes=1 << 20)
     try:
         sub.connect(pub.endpoint, ["p/"])

@@ -341,7 +341,7 @@ def test_bus_stats_sum_and_dict():
     assert total.as_dict() == {
         "frames_in": 2, "frames_out": 3, "bytes_in": 0, "bytes_out": 0,
         "gaps": 0, "drops": 3, "decode_errors": 0, "stalls": 0, "resets": 0,
-        "oversized": 0, "reconnects": 0, "unexpected": 0, "refused": 0,
+        "oversized": 0, "reconnects": 0, "unexpected": 0, "refused": 0, "torn": 0,
         "duplicates": 0, "evicted": 0, "resent": 0, "degraded": 0, "failed_readers": 0,
         "retained_bytes": 0,
     }

@@ -22,7 +22,10 @@ Message layout (format version 1)::
                                                 short labels such as event class names
                                    shape  list  of non-negative ints, C order
                                    where  bin   the raw C-order bytes, inline in the header,
-                                          | int or the index i of the part ``2 + i`` that holds them
+                                          | int or the index i of the part ``2 + i`` that holds them,
+                                          | list or ``["shm", pid, fd, token, slot, generation]``: a
+                                                slot of the publisher's shared-memory ring
+                                                (``bus.shm``; only between processes on one host)
     part 2+  buffers   raw C-order bytes of the large fields, each referenced by exactly one field
 
 Why two places for array bytes: a separate part costs per-part overhead in ZeroMQ and pyzmq but
@@ -54,7 +57,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,13 +176,15 @@ def encode(
     publish_time: float | None = None,
     inline_max: int = INLINE_MAX_BYTES,
     acquired: float | None = None,
+    shm: Any = None,
 ) -> list[Part]:
     """Encode one frame as the parts of a multipart message (see the module docstring).
 
     Large fields are returned as 1-d uint8 views of the (C-contiguous) arrays, so sending them with
     ``copy=False`` copies nothing. ``publish_time`` defaults to ``time.monotonic()``; the node
     runner passes topology-clock time. ``inline_max`` exists for benchmarks. ``acquired``: the
-    header's optional ``acq`` (see the module docstring), left out when None.
+    header's optional ``acq`` (see the module docstring), left out when None. ``shm``: a
+    ``bus.shm.ShmWriter``; fields of at least its ``threshold`` bytes go into its ring.
     """
     if not isinstance(topic, str):
         raise EncodeError(f"topic must be a str, got {type(topic).__name__}")
@@ -207,7 +212,10 @@ def encode(
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
         if arr.nbytes <= inline_max:
-            where: bytes | int = arr.tobytes()
+            where: bytes | int | list = arr.tobytes()
+        elif shm is not None and arr.nbytes >= shm.threshold and \
+                (ref := shm.put(arr, topic.encode("utf-8"))) is not None:
+            where = ref
         else:
             where = len(buffers)
             buffers.append(arr.reshape(-1).view(np.uint8))
@@ -229,20 +237,24 @@ def encode_eos(
     return encode(topic, {}, node_id=node_id, seq=seq, kind="eos", publish_time=publish_time)
 
 
-def decode(parts: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES) -> Message:
+def decode(parts: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES,
+           shm: ShmResolver | None = None) -> Message:
     """Decode the parts of a received multipart message; raise only ``DecodeError``.
 
     ``parts`` may hold ``bytes``, ``memoryview``, ``zmq.Frame`` (from ``copy=False`` receives;
-    not copied) or any object exposing a C-contiguous buffer.
+    not copied) or any object exposing a C-contiguous buffer. ``shm`` resolves shared-memory
+    references (``bus.shm.ShmReader.resolver``); without it they are a ``DecodeError``.
     """
     try:
-        msg = _decode_fast(parts, max_bytes)
+        msg = _decode_fast(parts, max_bytes, shm)
+    except DecodeError:  # only the shm resolver raises it here: its verdict is final
+        raise
     except Exception:  # never trusted: the careful path below names the fault
         msg = None
     if msg is not None:
         return msg
     try:
-        return _decode(parts, max_bytes)
+        return _decode(parts, max_bytes, shm)
     except DecodeError:
         raise
     except Exception as exc:  # safety net: msgpack and numpy raise many types
@@ -263,9 +275,11 @@ def _as_bytes_view(part: Any, index: int) -> memoryview:
 
 
 _Frame = zmq.Frame
+ShmResolver = Callable[[Any, np.dtype, int], np.ndarray]
+"""(reference, dtype, nbytes) -> 1-d array of ``nbytes`` bytes; raises ``DecodeError``."""
 
 
-def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
+def _decode_fast(parts: Any, max_bytes: int, shm: ShmResolver | None = None) -> Message | None:
     """Decode a well-formed message quickly; None on any anomaly (then ``_decode`` reports it).
 
     Accepts exactly what ``_decode`` accepts and returns the same result, with exact type checks
@@ -350,6 +364,8 @@ def _decode_fast(parts: Any, max_bytes: int) -> Message | None:
                 return None
             arr = _frombuffer(buf, dtype=dtype)
             arr.flags.writeable = False  # a received zmq.Frame's buffer is writable
+        elif type(where) is list and shm is not None:
+            arr = shm(where, dtype, nbytes)
         else:
             return None
         if len(shape) != 1:
@@ -365,7 +381,7 @@ _isfinite = math.isfinite
 _frombuffer = np.frombuffer
 
 
-def _decode(parts: Sequence[Any], max_bytes: int) -> Message:
+def _decode(parts: Sequence[Any], max_bytes: int, shm: ShmResolver | None = None) -> Message:
     if not isinstance(parts, Sequence) or isinstance(parts, (bytes, bytearray, str)):
         raise DecodeError(f"expected a list of message parts, got {type(parts).__name__}")
     if len(parts) < 2:
@@ -387,7 +403,7 @@ def _decode(parts: Sequence[Any], max_bytes: int) -> Message:
     used = [False] * len(buffers)
     frame: dict[str, np.ndarray] = {}
     for i, entry in enumerate(header["fields"]):
-        name, arr, index = _decode_field(i, entry, buffers, max_bytes)
+        name, arr, index = _decode_field(i, entry, buffers, max_bytes, shm)
         if name in frame:
             raise DecodeError(f"field {_short(name)} appears twice")
         if index is not None:
@@ -453,7 +469,8 @@ def _check_header(header: Any) -> None:
 
 
 def _decode_field(
-    i: int, entry: Any, buffers: list[memoryview], max_bytes: int
+    i: int, entry: Any, buffers: list[memoryview], max_bytes: int,
+    shm: ShmResolver | None = None,
 ) -> tuple[str, np.ndarray, int | None]:
     """Check one header field entry; return (name, array, index of the part used or None)."""
     if not isinstance(entry, list) or len(entry) != 4:
@@ -490,8 +507,20 @@ def _decode_field(
             )
         index = where
         buf = buffers[where]
+    elif isinstance(where, list):
+        if shm is None:
+            raise DecodeError(f"{what}: a shared-memory reference, which this subscriber cannot "
+                              "read (only ipc:// connections resolve them)")
+        if nbytes == 0:
+            raise DecodeError(f"{what}: an empty array in shared memory")
+        arr = shm(where, dtype, nbytes)
+        if arr.nbytes != nbytes:
+            raise DecodeError(f"{what}: shared memory returned {arr.nbytes} bytes, not {nbytes}")
+        return name, arr.reshape(shape), None
     else:
-        raise DecodeError(f"{what}: where must be bin or a part index, got {type(where).__name__}")
+        raise DecodeError(
+            f"{what}: where must be bin, a part index or a shared-memory reference, "
+            f"got {type(where).__name__}")
     size = buf.nbytes if isinstance(buf, memoryview) else len(buf)
     if size != nbytes:
         raise DecodeError(f"{what}: shape {shape} of {dtype_str} needs {nbytes} bytes, got {size}")

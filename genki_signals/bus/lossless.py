@@ -9,7 +9,8 @@ A publisher's lossless endpoint is a ZeroMQ ROUTER (behind the PLAIN token gate 
 
     reader -> publisher   {"op": "hello", "reader": name, "topics": [prefixes],
                            "epoch": int | None, "resume": {topic: first seq wanted} | None,
-                           "window": bytes, "window_msgs": messages, "on_stall": str, "stall_after": s, "max_bytes": int}
+                           "window": bytes, "window_msgs": messages, "on_stall": str,
+                           "stall_after": s, "max_bytes": int, "shm": 16 B id (optional)}
                           {"op": "credit", "consumed": bytes read so far on this connection,
                            "consumed_msgs": messages read so far on this connection,
                            "acks": {topic: last seq durably processed}}
@@ -149,7 +150,7 @@ class _Reader:
     __slots__ = ("name", "rid", "topics", "covers", "window", "on_stall", "stall_after",
                  "max_bytes", "sent", "consumed", "window_msgs", "sent_msgs", "consumed_msgs",
                  "cursor", "want", "acked", "mode",
-                 "stall_since", "reported", "resend_until")
+                 "stall_since", "reported", "resend_until", "shm")
 
     def __init__(self, name: str, mode: str) -> None:
         self.name = name
@@ -173,6 +174,7 @@ class _Reader:
         self.stall_since: float | None = None
         self.reported = False
         self.resend_until = 0
+        self.shm: bytes | None = None  # its shared-memory reader id (bus.shm), if it has one
 
     def cover(self, topic: str) -> bool:
         if len(self.covers) > 4096:
@@ -216,6 +218,10 @@ class LosslessServer:
         self._head = 0  # publish counter of the next frame
         self.retained_bytes = 0
         self.abandoned = False  # on_stall said stop: never wait again
+        # bus.shm: a connected lossless reader with a shared-memory id is protected (its slots
+        # wait for its release) while it is served lossless; the Publisher sets these
+        self.on_shm_join: Callable[[bytes, tuple[str, ...]], None] | None = None
+        self.on_shm_leave: Callable[[bytes], None] | None = None
 
     # ---------------------------------------------------------------- publishing
     def publish(self, topic: str, seq: int, parts: list[Any], nbytes: int, now: float) -> None:
@@ -353,8 +359,14 @@ class LosslessServer:
                 still.append(r)
         return still
 
+    def _shm_leave(self, r: _Reader) -> None:
+        if r.shm is not None and self.on_shm_leave is not None:
+            self.on_shm_leave(r.shm)
+        r.shm = None
+
     def _degrade(self, r: _Reader, waited: float) -> None:
         r.mode = "degraded"
+        self._shm_leave(r)  # served lossy: it must not hold shared-memory slots either
         self.stats.degraded += 1
         log.warning("lossless reader '%s' of '%s' had no room for %.1f s: it is served lossy "
                     "from now on (on_stall: degrade); frames it has no room for are dropped",
@@ -378,6 +390,7 @@ class LosslessServer:
         self._disconnect(r, "down")
 
     def _disconnect(self, r: _Reader, mode: str) -> None:
+        self._shm_leave(r)
         if r.rid is not None:
             self._by_rid.pop(r.rid, None)
             r.rid = None
@@ -558,6 +571,10 @@ class LosslessServer:
             r.cursor = self._base
         r.mode = "lossless"
         r.rid = rid
+        shm = msg.get("shm")
+        if type(shm) is bytes and len(shm) == 16 and self.on_shm_join is not None:
+            r.shm = shm
+            self.on_shm_join(shm, r.topics)
         r.resend_until = self._head
         self._by_rid[rid] = r
         self._live.append(r)
@@ -639,6 +656,7 @@ class LosslessLink:
         self.acks: dict[str, int] = {}  # explicit acks
         self.acks_dirty = False
         self.failed: str | None = None
+        self.shm_id: bytes | None = None  # this reader's shared-memory id (bus.shm), if any
 
     def hello(self, received: Mapping[str, int] | None) -> bytes:
         """The hello of a new connection. ``received``: last seq received per topic (on a
@@ -654,7 +672,8 @@ class LosslessLink:
         return pack_control("hello", reader=self.reader, topics=self.topics, epoch=epoch,
                             resume=resume, window=self.window, window_msgs=self.window_msgs,
                             on_stall=self.on_stall,
-                            stall_after=self.stall_after, max_bytes=self.max_bytes)
+                            stall_after=self.stall_after, max_bytes=self.max_bytes,
+                            **({} if self.shm_id is None else {"shm": self.shm_id}))
 
     def credit(self) -> bytes:
         self.consumed += self.unreported

@@ -70,6 +70,9 @@ from genki_signals.bus.security import (
     CONTROL, ROLES, ClientKeys, ServerGuard, ServerKeys, needs_keys, secure_client,
     secure_server,
 )
+from genki_signals.bus.shm import (
+    DEFAULT_RING_BYTES, DEFAULT_THRESHOLD, ShmReader, ShmWriter, TornRead,
+)
 from genki_signals.bus.stats import BusStats, UpstreamStats
 from genki_signals.errors import GenkiError
 
@@ -138,6 +141,9 @@ class Publisher:
     The mark cannot follow the message size at run time: changing SNDHWM on open connections
     (libzmq 4.3.5 applies it to them) stalled a connection for good in
     ``tests/test_bus_fuzz.py``; see docs/supervision.md.
+    ``shm_threshold``: when every endpoint is ``ipc://`` (one host), arrays of at least this
+    many bytes travel through a shared-memory ring of ``shm_ring_bytes`` (see ``bus.shm``);
+    None: never. Over tcp the ordinary path is used.
     """
 
     def __init__(
@@ -158,6 +164,8 @@ class Publisher:
         retain_bytes: int = DEFAULT_RETAIN_BYTES,
         retain_seconds: float = DEFAULT_RETAIN_SECONDS,
         security: ServerKeys | None = None,
+        shm_threshold: int | None = DEFAULT_THRESHOLD,
+        shm_ring_bytes: int = DEFAULT_RING_BYTES,
     ) -> None:
         check_bind_endpoint(endpoint, allow_remote=allow_remote, secure=security is not None)
         if lossless_endpoint is not None:
@@ -185,6 +193,13 @@ class Publisher:
         self.epoch = new_epoch()  # this numbering of seqs (see bus.lossless, restore)
         self._server: LosslessServer | None = None
         self._published = False
+        self._shm: ShmWriter | None = None
+        if shm_threshold is not None and endpoint.startswith("ipc://") and (
+                lossless_endpoint is None or lossless_endpoint.startswith("ipc://")):
+            self._shm = ShmWriter(shm_threshold, shm_ring_bytes)
+            self._shm.wait = self._shm_wait
+            self._shm.wanted = self._shm_wanted
+        self._shm_deadline: float | None = None
         try:
             self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
             self.endpoint: str = self._lossy.getsockopt_string(zmq.LAST_ENDPOINT)
@@ -198,6 +213,10 @@ class Publisher:
                     retain_bytes=retain_bytes, retain_seconds=retain_seconds,
                     on_stall=on_stall, lossless_timeout=lossless_timeout,
                     stalled_error=BusStalledError)
+                if self._shm is not None:  # protected readers register through their hello
+                    self._server.on_shm_join = lambda rid, topics: self._shm.add_reader(
+                        rid, [t.encode("utf-8") for t in topics])
+                    self._server.on_shm_leave = self._shm.remove_reader
         except BaseException:
             self.close()
             raise
@@ -251,6 +270,9 @@ class Publisher:
                            f"{'lossless' if lossless else 'lossy'} socket to bind {endpoint!r}")
         check_bind_endpoint(endpoint, allow_remote=True, secure=security is not None)
         needs_keys(endpoint, security, f"node '{self.node_id}': endpoint")
+        if self._shm is not None and not endpoint.startswith("ipc://"):
+            self._shm.close()  # another host reads these frames: arrays go by value (bus.shm)
+            self._shm = None
         if security is not None:
             which = "lossless" if lossless else "lossy"
             self._guards.append(secure_server(
@@ -290,8 +312,13 @@ class Publisher:
         self._published = True
         seq = self._seq.get(topic, 0)
         t = self._clock() if publish_time is None else publish_time
-        parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind, publish_time=t,
-                       acquired=acquired)
+        if self._shm is None:
+            parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind,
+                           publish_time=t, acquired=acquired)
+        else:
+            self._shm_deadline = None
+            parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind,
+                           publish_time=t, acquired=acquired, shm=self._shm)
         # Subscription messages are read every DRAIN_INTERVAL, not per publish: checking costs
         # about as much as sending a small message. A lossy subscriber that joined since the last
         # drain may miss up to that long of messages (a late join; not counted as a gap).
@@ -350,6 +377,31 @@ class Publisher:
         """Each lossless reader the publisher knows -> its state (new, lossless, degraded,
         down, failed, closed)."""
         return {} if self._server is None else self._server.reader_modes()
+
+    def _shm_wanted(self) -> bool:
+        """Whether anyone may read a shared-memory array (else ``encode`` skips the ring)."""
+        return self._lossless is not None or self._lossy_live
+
+    def _shm_wait(self) -> bool:
+        """While lossless readers hold every slot: keep serving the lossless socket (a reader
+        that left releases its slots), apply ``on_stall`` and ``lossless_timeout``."""
+        server = self._server
+        if server is not None:
+            server.service()
+            if server.abandoned:
+                return True
+        if self._shm_deadline is None:
+            self.stats.stalls += 1
+            timeout = self._lossless_timeout
+            self._shm_deadline = math.inf if timeout is None else time.monotonic() + timeout
+        if self._on_stall is not None and self._on_stall():
+            if server is not None:
+                server.abandoned = True
+            return True
+        if time.monotonic() >= self._shm_deadline:
+            raise BusStalledError(f"publisher '{self.node_id}': lossless readers held every "
+                                  f"shared-memory slot for {self._lossless_timeout} s")
+        return False
 
     def _drain_subscriptions(self, sock: zmq.Socket) -> None:
         counter = self._subs[sock]
@@ -428,6 +480,8 @@ class Publisher:
             self._wait_for_hangup(self._close_timeout)
         for sock in self._subs:  # every socket made, bound or not
             sock.close()
+        if self._shm is not None:
+            self._shm.close()
         self._lossy = self._lossless = self._server = None
         self._subs.clear()
         if self._gate is not None:
@@ -556,6 +610,8 @@ class _Edge:
         self.topics = topics
         self.queue = _EdgeQueue(policy, maxlen, max_queue_bytes)
         self.rcvhwm = rcvhwm
+        self.shm_id: bytes | None = None  # reader id of a lossless ipc edge (see bus.shm)
+        self.shm: Any = None  # its shared-memory resolver (ipc edges only)
         # Read enough per drain to empty ZeroMQ's queue, bounded so a fast publisher cannot
         # keep recv from returning.
         self.budget = 2 * (rcvhwm + maxlen)
@@ -584,14 +640,21 @@ class Subscriber:
     * ``max_upstreams`` (default ``MAX_UPSTREAMS``): distinct ``(node id, topic)`` pairs
       tracked; messages of further pairs (forged ids or topics) are counted in
       ``stats.unexpected`` and skipped, so a stray sender cannot grow memory without bound.
+
+    Shared memory (``bus.shm``): on ``ipc://`` edges, arrays the publisher put in its ring are
+    zero-copy read-only views on ``lossless`` edges (the publisher does not reuse the slot until
+    every view of it is collected: hold them briefly, or copy) and copies on lossy edges (a copy
+    overwritten while it was taken is dropped and counted in ``stats.torn``). ``shm_zero_copy``
+    False copies on every edge. ``keep_parts`` messages carry the array bytes, never references.
     """
 
     def __init__(
         self, context: zmq.Context | None = None, *, max_bytes: int = DEFAULT_MAX_BYTES,
         keep_parts: bool = False, max_queue_bytes: int | None = None,
-        max_upstreams: int | None = None,
+        max_upstreams: int | None = None, shm_zero_copy: bool = True,
     ) -> None:
         self._ctx, self._own_ctx = _new_context(context)
+        self._shm = ShmReader(zero_copy=shm_zero_copy)
         self._max_bytes = max_bytes
         self._max_queue_bytes = DEFAULT_QUEUE_BYTES if max_queue_bytes is None \
             else max_queue_bytes
@@ -667,6 +730,11 @@ class Subscriber:
                 raise BusError(f"lossless edge to {endpoint!r}: {exc}") from None
         edge.node = node
         edge.security = security
+        if endpoint.startswith("ipc://"):
+            if policy == "lossless":
+                edge.shm_id = ShmReader.new_reader_id()
+                edge.link.shm_id = edge.shm_id  # told in the hello (bus.shm: a protected reader)
+            edge.shm = self._shm.resolver(edge.shm_id)
         self._open(edge)
         self._edges.append(edge)
         self._n_links += edge.link is not None
@@ -843,9 +911,11 @@ class Subscriber:
         if link is not None:  # read from the socket: room in the publisher's window
             link.unreported += nbytes + MESSAGE_OVERHEAD
             link.unreported_msgs += 1
+        shm_bytes = self._shm.resolved_bytes
         msg = self._accept(parts, edge, nbytes)
         if msg is None:
             return
+        nbytes += self._shm.resolved_bytes - shm_bytes  # arrays from shared memory count too
         for dropped in edge.queue.push(msg, nbytes):
             self.stats.drops += 1
             up = self.upstreams.get((dropped.node_id, dropped.topic))
@@ -859,8 +929,13 @@ class Subscriber:
             log.debug("dropping a message of %d bytes from %s (max_bytes %d)", nbytes,
                       edge.endpoint, self._max_bytes)
             return None
+        resolved = self._shm.resolved
         try:
-            msg = decode(parts, max_bytes=self._max_bytes)
+            msg = decode(parts, max_bytes=self._max_bytes, shm=edge.shm)
+        except TornRead as exc:
+            self.stats.torn += 1
+            log.debug("dropping a frame from %s: %s", edge.endpoint, exc)
+            return None
         except DecodeError as exc:
             self.stats.decode_errors += 1
             log.debug("dropping undecodable message from %s: %s", edge.endpoint, exc)
@@ -892,6 +967,9 @@ class Subscriber:
                 log.debug("sequence of %s went from %d to %d (reset)", key, up.last_seq, msg.seq)
             up.last_seq = msg.seq
         if self._keep_parts:
+            if self._shm.resolved != resolved:  # store bytes, not references to shared memory
+                parts = encode(msg.topic, msg.frame, node_id=msg.node_id, seq=msg.seq,
+                               kind=msg.kind, publish_time=msg.publish_time)
             msg.parts = parts
         self.stats.frames_in += 1
         up.frames += 1
@@ -1006,6 +1084,7 @@ class Subscriber:
         self._edges.clear()
         self._by_socket.clear()
         self._by_monitor.clear()
+        self._shm.close()
         if self._own_ctx and not self._ctx.closed:
             self._ctx.term()
 

@@ -30,7 +30,9 @@ class BusStats:
     same epoch (a resend overlapping what it had), dropped; ``evicted``: frames the publisher's
     retention bounds dropped before every declared reader acknowledged them; ``resent``: frames
     sent again to a reader that reconnected; ``degraded``/``failed_readers``: readers whose
-    stall policy acted; ``retained_bytes``: bytes held in the publisher's retention (a gauge).
+    stall policy acted; ``retained_bytes``: bytes held in the publisher's retention (a gauge). ``torn``: frames dropped because the
+    publisher reused their shared-memory slot before or while it was read (a too-slow lossy
+    reader; see ``bus.shm``).
     """
 
     frames_in: int = 0
@@ -52,6 +54,7 @@ class BusStats:
     degraded: int = 0
     failed_readers: int = 0
     retained_bytes: int = 0
+    torn: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)

@@ -300,6 +300,8 @@ class Launcher:
                 spec_dir=spec_dir, topology=self.spec.name,
                 extra={**self._checkpoint_extra(node), **self.node_extra.get(node.id, {}),
                        "lossless_token": self.lossless_token, "limits": asdict(node.limits),
+                       **({} if node.shm_threshold is None
+                          else {"shm_threshold": node.shm_threshold}),
                        "lossless_readers": [d for d, _ in readers], **retention})
         return configs
 

@@ -104,6 +104,9 @@ def _node(names: list[str], kinds: list[NodeKind], ref: dict[str, Any]) -> dict[
             "restart": {"anyOf": [{"enum": list(RESTART_POLICIES)}, ref["restart"]]},
             "endpoint": {"type": ["string", "null"], "pattern": ENDPOINT_PATTERN},
             "limits": {"anyOf": [ref["limits"], {"type": "null"}]},
+            "shm_threshold": {"anyOf": [{"type": "integer", "minimum": 1}, {"const": "off"}],
+                              "description": "bytes from which arrays travel through shared "
+                                             "memory between processes on one host"},
         },
         "allOf": per_kind,
     }

@@ -56,7 +56,8 @@ __all__ = [
 ID_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")  # topology name: a safe file name
 TOP_KEYS = ("name", "nodes", "clock_leader", "allow_paths", "hosts", "access")
-NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint", "limits")
+NODE_KEYS = ("id", "kind", "params", "inputs", "host", "cpu", "restart", "endpoint", "limits",
+             "shm_threshold")
 RESTART_KEYS = ("policy", "max_restarts", "window", "backoff")
 RESTART_POLICIES = ("never", "on-failure", "always")
 LAUNCHER = "launcher"  # the clock_leader value naming the launcher itself
@@ -114,6 +115,7 @@ class _Draft:
     restart: RestartPolicy = RestartPolicy()
     endpoint: str | None = None
     limits: Limits = Limits()
+    shm_threshold: int | None = None
     parsed: Any = None  # the kind's params object, once checked
     ok: bool = True  # usable as a node of the graph (has a unique id)
     has_params: bool = True  # a missing 'params' is reported once, not per kind check
@@ -178,8 +180,8 @@ def parse_topology(data: Any, path: str | os.PathLike[str] | None = None,
         raise TopologySpecError(problems.lines())
     nodes = tuple(NodeSpec(id=d.id, kind=d.kind, params=copy.deepcopy(d.params),  # type: ignore
                            inputs=tuple(d.inputs), host=d.host, cpu=d.cpu, restart=d.restart,
-                           endpoint=d.endpoint, limits=d.limits, parsed=d.parsed)
-                  for d in drafts)
+                           endpoint=d.endpoint, limits=d.limits, shm_threshold=d.shm_threshold,
+                           parsed=d.parsed) for d in drafts)
     return TopologySpec(name=name, nodes=nodes, path=path, clock_leader=leader,
                         allow_paths=tuple(allow),
                         streams={k: dict(v) for k, v in streams.items()}, hosts=hosts,
@@ -323,6 +325,14 @@ def _check_placement(raw: Mapping[str, Any], d: _Draft, bad: Callable[[str, str]
         d.limits = _check_limits(raw["limits"], bad)
         if d.kind is not None and kind_info(d.kind).inputs == "none":
             bad("limits", f"a {d.kind} node takes no inputs: its limits bound nothing")
+    if "shm_threshold" in raw:  # bytes from which arrays go through shared memory; 'off'
+        value = raw["shm_threshold"]
+        if value == "off":
+            d.shm_threshold = 0
+        elif isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            d.shm_threshold = value
+        else:
+            bad("shm_threshold", f"must be a number of bytes >= 1 or 'off', got {value!r}")
 
 
 @params

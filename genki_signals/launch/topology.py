@@ -111,6 +111,7 @@ class NodeSpec:
     restart: RestartPolicy = RestartPolicy()
     endpoint: str | None = None  # explicit publish endpoint; else the launcher picks ipc://
     limits: Limits = Limits()
+    shm_threshold: int | None = None  # bytes; 0: off; None: bus.shm.DEFAULT_THRESHOLD
     parsed: Any = field(default=None, compare=False, hash=False, repr=False)
     """``params`` parsed by the kind's params class (what the launcher hands the node)."""
 
@@ -128,6 +129,8 @@ class NodeSpec:
             out["endpoint"] = self.endpoint
         if self.limits.to_dict():
             out["limits"] = self.limits.to_dict()
+        if self.shm_threshold is not None:
+            out["shm_threshold"] = self.shm_threshold or "off"
         return out
 
 

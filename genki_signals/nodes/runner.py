@@ -26,6 +26,7 @@ import zmq
 
 from genki_signals.bus import control
 from genki_signals.bus.lossless import Lineage
+from genki_signals.bus.shm import shm_options
 from genki_signals.bus.sockets import Publisher, Subscriber
 from genki_signals.clock import default_clock
 from genki_signals.clocksync.node import start_node_clock, stop_node_clock
@@ -121,7 +122,8 @@ class NodeRunner:
                                            clock=self.now,
                                            lossless_token=cfg.extra.get("lossless_token"),
                                            on_stall=self._while_stalled,
-                                           **publisher_retention(cfg))
+                                           **publisher_retention(cfg),
+                                           **shm_options(cfg.extra))
                 if resume is not None and resume.lineage is not None:
                     # re-emitted frames keep their numbers: duplicates downstream, not new data
                     self.publisher.restore(Lineage.from_dict(resume.lineage))

@@ -1,0 +1,561 @@
+"""Shared memory for large arrays between processes on one host.
+
+A Publisher whose endpoints are all ``ipc://`` copies every array of at least ``threshold`` bytes
+into a ring of slots in a shared-memory segment and puts a reference in the msgpack header
+instead of the bytes (``codec`` field ``where`` = ``["shm", pid, fd, token, slot, gen]``). The
+ZeroMQ message then carries only the header: the array's bytes never go through a socket.
+
+Segments are anonymous (``memfd_create``): nothing ever appears in ``/dev/shm``, so nothing can
+leak there when a process is killed (``kill -9`` of a publisher or a reader). A reader opens the
+publisher's segment through ``/proc/<pid>/fd/<fd>`` (same host, same user, same PID namespace),
+checks its magic and 16-byte random token, and maps it; the memory lives until the last process
+that maps it unmaps it (the kernel frees it then).
+
+Layout of a segment (little-endian)::
+
+    0     b"GENKISHM", u32 layout version, u32 slots, u64 slot bytes, u32 max readers, u32 0,
+          16 B token, u32 fd of the wake-up pipe's write end, u32 0, u64 publisher waiting
+    64    u64 generation per slot (0 while the publisher writes it; generations are unique)
+    1024  reader rows: 16 B reader id, u64 join generation, u64 released generation per slot
+    ...   slots, each ``slot bytes`` long, 4096-aligned
+
+Two kinds of reader:
+
+* **Lossless readers are protected.** A Subscriber's lossless ``ipc://`` edge subscribes, after
+  its topics, to a marker prefix (``MARKER`` + msgpack ``[reader id, topics]``). The publisher
+  sees it among the XPUB subscription messages: from then on ZeroMQ delivers it every message on
+  those topics, so the publisher gives it a row (``join generation`` = the next generation) and
+  does not reuse a slot it sent to that reader until the reader has written the slot's generation
+  into its row's ``released`` cell. The reader hands out a **zero-copy**, read-only array; the
+  cell is written when the last view of it is garbage-collected (and a byte is written to the
+  publisher's wake-up pipe, opened like the segment, if the publisher is waiting for a slot: it
+  sleeps in ``select`` rather than polling). The publisher waits for a slot
+  (``lossless`` semantics, ``lossless_timeout`` and ``on_stall`` apply) and unregisters a reader
+  whose marker is unsubscribed (it closed, or died: the kernel closes its socket). Memory is
+  bounded by the ring (``ring_bytes`` per publisher).
+* **Lossy readers copy on receive** (and lossless readers for messages sent before they were
+  registered): check the slot's generation, copy, check again; a changed generation means the
+  publisher reused the slot meanwhile, so the copy is discarded and counted as a torn read
+  (``BusStats.torn``): a slow lossy reader loses frames, never reads overwritten data. The
+  publisher never waits for a lossy reader.
+
+The generation checks rely on the stores of one process being seen in order by another (true on
+x86-64, which this project targets; numpy issues no memory fences).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import mmap
+import os
+import select
+import stat
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from msgpack import packb, unpackb
+from msgpack.exceptions import UnpackException
+
+from genki_signals.bus.codec import DecodeError
+
+MAGIC = b"GENKISHM"
+LAYOUT_VERSION = 1
+DEFAULT_THRESHOLD = 64 * 1024
+"""Arrays of at least this many bytes travel through shared memory (``tools/bench_shm.py``)."""
+DEFAULT_RING_BYTES = 16 * 1024 * 1024
+"""Shared memory per publisher: bounds what lossless readers can hold unreleased."""
+MAX_SLOTS = 64
+MIN_SLOTS = 4
+MAX_READERS = 32
+HOLD_TIMEOUT = 2.0
+"""Seconds a publisher waits for lossless readers to release a slot before it sends the array
+through the socket instead (and keeps doing so, without waiting, while every slot stays held)."""
+MARKER = b"\x00genki-shm\x00"
+"""Prefix of the subscription that registers a lossless reader (no topic starts with NUL)."""
+
+_HEADER = 64
+_ROWS = 1024
+_ROW_BYTES = 16 + 8 + 8 * MAX_SLOTS
+_DATA = -(-(_ROWS + MAX_READERS * _ROW_BYTES) // 4096) * 4096
+_PAGE = 4096
+_MAX_SEGMENTS = 16  # segments a reader keeps mapped (per Subscriber)
+
+
+class ShmError(DecodeError):
+    """A shared-memory reference cannot be resolved (bad reference, segment gone or foreign)."""
+
+
+class TornRead(ShmError):
+    """The publisher reused the slot before or while it was read: the frame is dropped."""
+
+
+# ------------------------------------------------------------------------------ segment
+
+
+class _Segment:
+    """A mapped segment: the publisher's own (``create``) or a reader's view of one (``open``)."""
+
+    def __init__(self, fd: int, mm: mmap.mmap, token: bytes, nslots: int, slot_bytes: int,
+                 pid: int) -> None:
+        self.fd = fd
+        self.mm = mm
+        self.token = token
+        self.nslots = nslots
+        self.slot_bytes = slot_bytes
+        self.pid = pid
+        self.bytes = np.frombuffer(mm, np.uint8)  # holds an export: mm stays mapped while used
+        self.addr = self.bytes.ctypes.data
+        self.gens = np.ndarray((nslots,), "<u8", buffer=mm, offset=_HEADER)
+        self.row_ids = [bytes(16)] * MAX_READERS  # publisher side: who owns each row
+        self.released = [np.ndarray((nslots,), "<u8", buffer=mm, offset=_ROWS + r * _ROW_BYTES + 24)
+                         for r in range(MAX_READERS)]
+        self.join = [np.ndarray((1,), "<u8", buffer=mm, offset=_ROWS + r * _ROW_BYTES + 16)
+                     for r in range(MAX_READERS)]
+        self.waiting = np.ndarray((1,), "<u8", buffer=mm, offset=56)
+        self.wake = -1  # reader side: our write end of the publisher's wake-up pipe
+
+    def poke(self) -> None:
+        """Reader side: wake the publisher if it waits for a slot (after a release)."""
+        if self.waiting[0]:
+            if self.wake < 0:
+                wfd = int.from_bytes(self.mm[48:52], "little")
+                try:
+                    self.wake = os.open(f"/proc/{self.pid}/fd/{wfd}",
+                                        os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+                except OSError:
+                    self.wake = -2  # cannot: the publisher notices within its poll interval
+            if self.wake >= 0:
+                try:
+                    os.write(self.wake, b"\0")
+                except OSError:  # full (it has been woken already) or gone
+                    pass
+
+    @classmethod
+    def create(cls, nslots: int, slot_bytes: int, wake_fd: int) -> _Segment:
+        size = _DATA + nslots * slot_bytes
+        fd = os.memfd_create("genki-shm", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        token = os.urandom(16)
+        mm[:_HEADER] = (MAGIC + LAYOUT_VERSION.to_bytes(4, "little") + nslots.to_bytes(4, "little")
+                        + slot_bytes.to_bytes(8, "little") + MAX_READERS.to_bytes(4, "little")
+                        + bytes(4) + token + wake_fd.to_bytes(4, "little")
+                        + bytes(_HEADER - 52))
+        return cls(fd, mm, token, nslots, slot_bytes, os.getpid())
+
+    @classmethod
+    def open(cls, pid: int, fd: int, token: bytes) -> _Segment:
+        path = f"/proc/{pid}/fd/{fd}"
+        try:
+            own = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ShmError(f"cannot open shared-memory segment {path} ({exc.strerror}): the "
+                           "publisher has exited, or runs as another user or in another PID "
+                           "namespace") from None
+        try:
+            st = os.fstat(own)
+            head = os.pread(own, _HEADER, 0) if stat.S_ISREG(st.st_mode) else b""
+            if len(head) < 48 or head[:8] != MAGIC or head[32:48] != token:
+                raise ShmError(f"{path} is not the shared-memory segment named in the message")
+            if int.from_bytes(head[8:12], "little") != LAYOUT_VERSION:
+                raise ShmError(f"{path}: unsupported shared-memory layout version")
+            nslots = int.from_bytes(head[12:16], "little")
+            slot_bytes = int.from_bytes(head[16:24], "little")
+            if not (0 < nslots <= MAX_SLOTS) or slot_bytes % _PAGE or \
+                    st.st_size != _DATA + nslots * slot_bytes:
+                raise ShmError(f"{path}: inconsistent shared-memory segment header")
+            mm = mmap.mmap(own, st.st_size)
+        finally:
+            os.close(own)  # the mapping keeps the memory
+        return cls(-1, mm, token, nslots, slot_bytes, pid)
+
+    def slot(self, s: int) -> np.ndarray:
+        start = _DATA + s * self.slot_bytes
+        return self.bytes[start:start + self.slot_bytes]
+
+    def close(self) -> None:
+        """Drop this process's mapping (arrays still using it keep it alive until collected)."""
+        self.gens = self.released = self.join = self.bytes = None  # type: ignore[assignment]
+        self.waiting = None  # type: ignore[assignment]
+        if self.wake >= 0:
+            os.close(self.wake)
+        self.wake = -1
+        try:
+            self.mm.close()
+        except BufferError:  # views still held: the mapping goes with the last of them
+            pass
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# ------------------------------------------------------------------------------ publisher
+
+
+class _Reader:
+    __slots__ = ("rid", "topics")
+
+    def __init__(self, rid: bytes, topics: list[bytes]) -> None:
+        self.rid = rid
+        self.topics = topics
+
+
+_Rows = tuple[tuple[int, bytes], ...]
+
+
+class ShmWriter:
+    """The publisher's side: puts large arrays into a ring and tracks lossless readers.
+
+    Hooks the Publisher sets: ``wait`` is called about every 10 ms while every slot is held by
+    a lossless reader; it may update the reader set (``add_reader`` / ``remove_reader``, from the
+    XPUB subscription messages), raise (a stall timeout), or return True to give up, in which case
+    ``put`` returns None and the caller sends the array the ordinary way. ``wanted`` False: no
+    one subscribes, ``put`` returns None without touching the ring.
+    """
+
+    wait: Callable[[], bool] | None = None
+    wanted: Callable[[], bool] | None = None
+
+    def __init__(self, threshold: int = DEFAULT_THRESHOLD,
+                 ring_bytes: int = DEFAULT_RING_BYTES, hold_timeout: float = HOLD_TIMEOUT
+                 ) -> None:
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise ValueError(f"shared-memory threshold must be a positive int, got {threshold!r}")
+        if isinstance(ring_bytes, bool) or not isinstance(ring_bytes, int) or ring_bytes < 1:
+            raise ValueError(f"shared-memory ring_bytes must be a positive int, got {ring_bytes!r}")
+        self.threshold = threshold
+        self.ring_bytes = ring_bytes
+        self.pid = os.getpid()
+        self.readers: dict[bytes, _Reader] = {}
+        self._seg: _Segment | None = None
+        self._retired: list[tuple[_Segment, list[int], list[_Rows]]] = []
+        self._gen = 1
+        self._next = 0
+        self._slot_gen: list[int] = []
+        self._slot_rows: list[_Rows] = []  # per slot: the (row, reader) that must release it
+        self.waits = 0
+        self.fallbacks = 0  # arrays sent through the socket because readers held every slot
+        self.hold_timeout = hold_timeout
+        self._hoarded = False  # the last wait ran out: do not wait again until a slot frees
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # readers ------------------------------------------------------------------
+    def on_subscription(self, msg: bytes) -> bool:
+        """Handle one XPUB subscription message; True if it was a reader marker."""
+        if msg[1:1 + len(MARKER)] != MARKER:
+            return False
+        try:
+            rid, topics = unpackb(msg[1 + len(MARKER):], raw=True)
+            ok = type(rid) is bytes and len(rid) == 16 and type(topics) is list \
+                and all(type(t) is bytes for t in topics)
+        except (ValueError, TypeError, UnpackException):  # not ours, or mangled: ignore it
+            ok = False
+        if not ok:
+            return True
+        if msg[:1] == b"\x01":
+            self.add_reader(rid, topics)
+        elif msg[:1] == b"\x00":
+            self.remove_reader(rid)
+        return True
+
+    def add_reader(self, rid: bytes, topics: list[bytes]) -> None:
+        if rid in self.readers:
+            self.remove_reader(rid)
+        self.readers[rid] = _Reader(rid, topics)
+        if self._seg is not None:
+            self._assign_row(self._seg, rid)
+
+    def remove_reader(self, rid: bytes) -> None:
+        if self.readers.pop(rid, None) is None:
+            return
+        for seg in [self._seg] + [r[0] for r in self._retired]:
+            if seg is not None and rid in seg.row_ids:
+                r = seg.row_ids.index(rid)
+                seg.row_ids[r] = bytes(16)
+                seg.mm[_ROWS + r * _ROW_BYTES:_ROWS + r * _ROW_BYTES + 16] = bytes(16)
+
+    def _assign_row(self, seg: _Segment, rid: bytes) -> None:
+        free = [r for r, x in enumerate(seg.row_ids) if x == bytes(16)]
+        if not free:
+            return  # more readers than rows: this one copies and may see torn reads
+        r = free[0]
+        seg.released[r][:] = 0
+        seg.join[r][0] = self._gen
+        seg.row_ids[r] = rid
+        seg.mm[_ROWS + r * _ROW_BYTES:_ROWS + r * _ROW_BYTES + 16] = rid
+
+    # ring ---------------------------------------------------------------------
+    def _new_segment(self, nbytes: int) -> _Segment | None:
+        slot_bytes = max(_PAGE, 1 << (nbytes - 1).bit_length())
+        nslots = min(MAX_SLOTS, self.ring_bytes // slot_bytes)
+        if nslots < MIN_SLOTS:
+            return None
+        seg = _Segment.create(nslots, slot_bytes, self._wake_w)
+        if self._seg is not None:
+            self._retired.append((self._seg, self._slot_gen, self._slot_rows))
+        self._seg = seg
+        self._slot_gen = [0] * nslots
+        self._slot_rows = [()] * nslots
+        self._next = 0
+        for rid in self.readers:
+            self._assign_row(seg, rid)
+        return seg
+
+    def _free(self, seg: _Segment, slot_gen: list[int], slot_rows: list[_Rows],
+              s: int) -> bool:
+        g = slot_gen[s]
+        rows = slot_rows[s]
+        if not rows:
+            return True
+        # a row whose reader left (or was replaced by another reader) no longer holds the slot
+        left = tuple((r, rid) for r, rid in rows
+                     if seg.row_ids[r] == rid and seg.released[r][s] != g)
+        slot_rows[s] = left
+        return not left
+
+    def _collect_retired(self) -> None:
+        keep = []
+        for seg, gens, rows in self._retired:
+            if all(self._free(seg, gens, rows, s) for s in range(seg.nslots)):
+                seg.close()
+            else:
+                keep.append((seg, gens, rows))
+        self._retired = keep
+
+    def put(self, arr: np.ndarray, topic: bytes) -> list[Any] | None:
+        """Copy the C-contiguous ``arr`` into a free slot; return the header reference, or None
+        when the array should go the ordinary way (too big for the ring, or ``wait`` gave up)."""
+        if self.wanted is not None and not self.wanted():
+            return None
+        nbytes = arr.nbytes
+        seg = self._seg
+        if seg is None or nbytes > seg.slot_bytes:
+            if self._retired:
+                self._collect_retired()
+            if len(self._retired) >= 4 and nbytes > (seg.slot_bytes if seg else 0):
+                return None  # a reader holds old segments: do not grow memory further
+            seg = self._new_segment(nbytes)
+            if seg is None:
+                return None
+        s = self._find_slot(seg, self.wait)
+        if s is None:
+            return None
+        rows = self._rows_for(seg, topic)
+        g = self._gen
+        self._gen = g + 1
+        seg.gens[s] = 0  # being written: readers that check now see a torn slot
+        start = _DATA + s * seg.slot_bytes
+        np.copyto(seg.bytes[start:start + nbytes], arr.reshape(-1).view(np.uint8))
+        seg.gens[s] = g
+        self._slot_gen[s] = g
+        self._slot_rows[s] = rows
+        self._next = (s + 1) % seg.nslots
+        return ["shm", self.pid, seg.fd, seg.token, s, g]
+
+    def _rows_for(self, seg: _Segment, topic: bytes) -> _Rows:
+        if not self.readers:
+            return ()
+        out = []
+        for r, rid in enumerate(seg.row_ids):
+            reader = self.readers.get(rid)
+            if reader is not None and any(topic.startswith(p) for p in reader.topics):
+                out.append((r, rid))
+        return tuple(out)
+
+    def _find_slot(self, seg: _Segment, wait: Callable[[], bool] | None) -> int | None:
+        n = seg.nslots
+        s = self._next
+        if self._free(seg, self._slot_gen, self._slot_rows, s):
+            self._hoarded = False
+            return s
+        if self._hoarded:  # readers keep every slot: no waiting, the socket takes the array
+            for k in range(1, n + 1):
+                c = (s + k) % n
+                if self._free(seg, self._slot_gen, self._slot_rows, c):
+                    self._hoarded = False
+                    return c
+            self.fallbacks += 1
+            return None
+        self.waits += 1
+        next_wait = time.monotonic() + 0.01
+        give_up = time.monotonic() + self.hold_timeout
+        seg.waiting[0] = 1  # readers poke the wake-up pipe when they release
+        try:
+            while True:
+                # the oldest free slot first (ring order from the next one)
+                for k in range(1, n + 1):
+                    c = (s + k) % n
+                    if self._free(seg, self._slot_gen, self._slot_rows, c):
+                        return c
+                # a poke can be missed (no fence between a reader's two writes): poll anyway
+                if select.select([self._wake_r], [], [], 0.002)[0]:
+                    with contextlib.suppress(OSError):
+                        os.read(self._wake_r, 4096)
+                now = time.monotonic()
+                if now >= next_wait:
+                    next_wait = now + 0.01
+                    if wait is not None and wait():
+                        return None
+                    if now >= give_up:  # a reader keeps its arrays: never deadlock on them
+                        self._hoarded = True
+                        self.fallbacks += 1
+                        return None
+        finally:
+            seg.waiting[0] = 0
+
+    def close(self) -> None:
+        for seg in [self._seg] + [r[0] for r in self._retired]:
+            if seg is not None:
+                seg.close()
+        self._seg = None
+        self._retired.clear()
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
+
+
+# ------------------------------------------------------------------------------ reader
+
+
+class _Held:
+    """The owner of a zero-copy array: when it is collected, its slot is released."""
+
+    __slots__ = ("__array_interface__", "buf", "gen", "rid", "row", "seg", "slot")
+
+    def __init__(self, seg: _Segment, row: int, rid: bytes, slot: int, gen: int,
+                 dtype: np.dtype, nbytes: int) -> None:
+        self.seg = seg
+        self.buf = seg.bytes  # an export of the mapping: it stays mapped while this lives
+        self.row = row
+        self.rid = rid
+        self.slot = slot
+        self.gen = gen
+        addr = seg.addr + _DATA + slot * seg.slot_bytes
+        self.__array_interface__ = {"version": 3, "shape": (nbytes // dtype.itemsize,),
+                                    "typestr": dtype.str, "data": (addr, True)}
+
+    def __del__(self) -> None:
+        seg = self.seg
+        released = seg.released
+        if released is None:  # the reader closed: nothing to tell
+            return
+        r = self.row
+        start = _ROWS + r * _ROW_BYTES
+        if seg.mm[start:start + 16] == self.rid:  # still our row
+            released[r][self.slot] = self.gen
+            seg.poke()
+
+
+class ShmReader:
+    """The subscriber's side: maps publishers' segments and resolves header references.
+
+    One per Subscriber. ``resolver(rid)`` returns the callable ``codec.decode`` uses for one
+    edge: ``rid`` is the edge's reader id for a lossless edge (zero-copy when protected), None for
+    a lossy one (copy on receive). ``zero_copy=False`` copies on every edge (for measurements).
+    """
+
+    def __init__(self, *, zero_copy: bool = True) -> None:
+        self.zero_copy = zero_copy
+        self._segments: collections.OrderedDict[tuple[int, int, bytes], _Segment] = \
+            collections.OrderedDict()
+        self._rows: dict[tuple[bytes, bytes], int] = {}  # (token, rid) -> row
+        self.resolved = 0  # fields read from shared memory (callers compare before/after)
+        self.resolved_bytes = 0  # and their bytes (queues bound what they hold in bytes)
+
+    @staticmethod
+    def new_reader_id() -> bytes:
+        return uuid.uuid4().bytes
+
+    @staticmethod
+    def marker(rid: bytes, topics: list[str]) -> bytes:
+        """The subscription prefix that registers reader ``rid`` with a publisher."""
+        return MARKER + packb([rid, [t.encode("utf-8") for t in topics]], use_bin_type=True)
+
+    def resolver(self, rid: bytes | None) -> Callable[[Any, np.dtype, int], np.ndarray]:
+        def resolve(ref: Any, dtype: np.dtype, nbytes: int) -> np.ndarray:
+            return self.resolve(ref, dtype, nbytes, rid)
+        return resolve
+
+    def _segment(self, pid: int, fd: int, token: bytes) -> _Segment:
+        key = (pid, fd, token)
+        seg = self._segments.get(key)
+        if seg is None:
+            seg = _Segment.open(pid, fd, token)
+            self._segments[key] = seg
+            while len(self._segments) > _MAX_SEGMENTS:
+                _, old = self._segments.popitem(last=False)
+                old.close()
+                for key in [k for k in self._rows if k[0] == old.token]:
+                    del self._rows[key]
+        return seg
+
+    def _row(self, seg: _Segment, rid: bytes) -> int | None:
+        key = (seg.token, rid)
+        r = self._rows.get(key)
+        mm = seg.mm
+        if r is not None and mm[_ROWS + r * _ROW_BYTES:_ROWS + r * _ROW_BYTES + 16] == rid:
+            return r
+        for r in range(MAX_READERS):
+            if mm[_ROWS + r * _ROW_BYTES:_ROWS + r * _ROW_BYTES + 16] == rid:
+                self._rows[key] = r
+                return r
+        return None
+
+    def resolve(self, ref: Any, dtype: np.dtype, nbytes: int, rid: bytes | None) -> np.ndarray:
+        """The 1-d array of ``nbytes // dtype.itemsize`` items that ``ref`` points to."""
+        if not (type(ref) is list and len(ref) == 6 and ref[0] == "shm"
+                and all(type(x) is int for x in (ref[1], ref[2], ref[4], ref[5]))
+                and type(ref[3]) is bytes and len(ref[3]) == 16):
+            raise ShmError(f"bad shared-memory reference {str(ref)[:80]}")
+        _, pid, fd, token, s, g = ref
+        if pid <= 0 or fd < 0 or g <= 0:
+            raise ShmError(f"bad shared-memory reference {str(ref)[:80]}")
+        seg = self._segment(pid, fd, token)
+        if not 0 <= s < seg.nslots or nbytes > seg.slot_bytes:
+            raise ShmError(f"shared-memory reference outside its segment (slot {s}, {nbytes} B)")
+        gens = seg.gens
+        if gens[s] != g:
+            raise TornRead(f"slot {s} reused before it was read (generation {g})")
+        self.resolved += 1
+        self.resolved_bytes += nbytes
+        r = None
+        if rid is not None:
+            r = self._row(seg, rid)
+            if r is not None and seg.join[r][0] > g:
+                r = None  # sent before the publisher registered us: not protected
+            if r is not None and self.zero_copy:  # protected: the publisher waits for us
+                return np.asarray(_Held(seg, r, rid, s, g, dtype, nbytes))
+        start = _DATA + s * seg.slot_bytes
+        out = seg.bytes[start:start + nbytes].copy()
+        if r is not None:
+            seg.released[r][s] = g  # copied: the slot is free for the publisher again
+            seg.poke()
+        elif gens[s] != g:
+            raise TornRead(f"slot {s} reused while it was read (generation {g})")
+        out = out.view(dtype)
+        out.flags.writeable = False
+        return out
+
+    def close(self) -> None:
+        for seg in self._segments.values():
+            seg.close()
+        self._segments.clear()
+        self._rows.clear()
+
+
+def shm_options(extra: dict[str, Any]) -> dict[str, Any]:
+    """``Publisher`` keyword arguments from a node's config ``extra`` (the spec's node field
+    ``shm_threshold``: bytes, 0 for off, absent for ``DEFAULT_THRESHOLD``)."""
+    threshold = extra.get("shm_threshold")
+    if threshold is None:
+        return {}
+    return {"shm_threshold": int(threshold) or None}
