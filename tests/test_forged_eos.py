@@ -13,7 +13,7 @@ import pytest
 import zmq
 
 from genki_signals.bus import control
-from genki_signals.bus.codec import decode, encode
+from genki_signals.bus.codec import Message, decode, encode
 from genki_signals.bus.sockets import Subscriber
 from genki_signals.frames import Topic
 from genki_signals.nodes.config import InputEdge, NodeConfig
@@ -165,9 +165,9 @@ def test_subscriber_edge_takes_only_its_node(tmp_path):
         ctx.destroy(linger=0)
 
 
-class _Msg:
-    def __init__(self, kind: str, frame: dict | None = None) -> None:
-        self.kind, self.frame = kind, frame or {}
+def _Msg(kind: str, frame: dict | None = None) -> Message:
+    return Message(topic="x/main", node_id="x", seq=0, kind=kind, publish_time=0.0,
+                   frame=frame or {})
 
 
 @pytest.mark.parametrize("mode", ["merged", "arrival", "raw"])
@@ -187,5 +187,6 @@ def test_genki_top_counts_unexpected_and_oversized_as_errors():
     d = {"topology": "t", "address": "ipc://x", "nodes": [
         {"id": "g", "kind": "graph", "state": "ready", "restarts": 0,
          "stats": {"unexpected": 3, "oversized": 2, "decode_errors": 1, "frame_errors": 4}}]}
-    row = format_top(d).splitlines()[2].split()
-    assert row[0] == "g" and row[9] == "10"  # the errors column
+    lines = format_top(d).splitlines()
+    at = lines[1].index("errors")  # fixed-width columns: the errors column under its title
+    assert lines[2].split()[0] == "g" and lines[2][at:at + 6].strip() == "10", lines

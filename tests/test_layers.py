@@ -62,6 +62,7 @@ LAYER_OF: dict[str, str] = {
     "genki_signals.testing": "testing",
     "genki_signals.demo": "cli",
     "genki_signals.cli": "cli",
+    "genki_signals.__main__": "cli",  # python -m genki_signals: the genki command
 }
 
 # What each layer rests on directly; a layer may import these and everything below them.

@@ -181,7 +181,7 @@ class MultiHostLauncher(HostLauncher):
         spec_path = Path(host.workdir or (self.spec.path.parent if self.spec.path else "."),
                          self.spec.path.name if self.spec.path else f"{self.spec.name}.yaml")
         data = base64.b64encode(json.dumps(self.spec.to_dict()).encode()).decode()
-        argv = [host.python, "-m", "genki_signals.cli", "launch", str(spec_path),
+        argv = [host.python, "-m", "genki_signals", "launch", str(spec_path),
                 "--host", host.name, "--spec-data", data, "--grace", f"{self.grace:g}",
                 "--session", str(share.sessions)]
         if skip:

@@ -120,11 +120,15 @@ class GraphNodeLogic(NodeLogic):
                 rest.append(op)
         self._pending = rest
         graph = SignalGraph(mine, source_keys=frame.keys())
+        self._add(topic, graph, list(frame.keys()))
+        return graph
+
+    def _add(self, topic: Topic, graph: SignalGraph, source_keys: list[str]) -> None:
+        """Register a topic's sub-graph with what ``on_frame`` needs of it per frame."""
         self._graphs[topic] = graph
-        self._keys[topic] = list(frame.keys())
+        self._keys[topic] = source_keys
         self._plans[topic] = ([(name, companion(name)) for name in graph.outputs],
                               [op for op in graph.operators if op.emits_events])
-        return graph
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -157,6 +161,5 @@ class GraphNodeLogic(NodeLogic):
             graph = SignalGraph([pending.pop(n) for n in names],
                                 source_keys=entry["source_keys"])
             graph.load_state_dict(entry["state"])
-            self._graphs[topic] = graph
-            self._keys[topic] = list(entry["source_keys"])
+            self._add(topic, graph, list(entry["source_keys"]))
         self._pending = [op for op in self._pending if op.name in pending]
