@@ -224,8 +224,9 @@ def test_retention_is_bounded_in_seconds(ctx, tmp_path):
 
 def test_window_bounds_bytes_in_flight_to_a_reader_that_does_not_read(ctx, tmp_path):
     """Big frames to a reader that never reads: the publisher's queue toward it stays within
-    the reader's window in bytes (ZeroMQ's message high-water mark alone would hold 1000)."""
-    pub = open_pair(ctx, tmp_path, lossless_timeout=0.3)
+    the reader's window in bytes (ZeroMQ's message high-water mark alone would hold 1000).
+    Shared memory off: with it, 1 MiB arrays wait for ring slots instead (test_bus_shm.py)."""
+    pub = open_pair(ctx, tmp_path, lossless_timeout=0.3, shm_threshold=None)
     sub = connect(ctx, pub, queue_bytes=4 * 1024 * 1024)
     big = frame(0, 128 * 1024)  # 1 MiB
     sent = 0
