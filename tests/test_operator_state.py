@@ -254,3 +254,46 @@ def test_codec_refuses_damaged_bytes():
         decode_state(msgpack.packb({"x": msgpack.ExtType(9, b"")}))
     with pytest.raises(StateError, match="not a mapping"):
         decode_state(msgpack.packb([1, 2]))
+
+
+# -------------------------------------------------------------------------- the aligner
+def test_aligner_resumes_from_encoded_state_bit_for_bit():
+    """Interrupt an aligner anywhere in an interleaving of chunked inputs (leader samples held
+    for followers, follower samples kept for later): the resumed one gives the same frames."""
+    from test_align import FOLLOWERS, chunks, interleave, stream
+
+    from genki_signals.signals.align import AlignError, Aligner
+
+    rng = np.random.default_rng(31)
+    lead = stream(rng, 90.0, 2.0, jitter=0.3)
+    fol = {n: stream(rng, r, 2.1, start=0.05, jitter=0.5, dims=(3,))
+           for n, r in zip("abc", (40.0, 250.0, 17.0))}
+    per_input = {"L": chunks(rng, lead, 7), **{n: chunks(rng, f, 23) for n, f in fol.items()}}
+    arrivals = interleave(rng, per_input)
+
+    def feed(al, items, start):
+        out = []
+        for i, (name, frame) in enumerate(items):
+            al.push(name, frame, arrival=float(start + i))
+            out.append(al.pop(now=float(start + i)))
+        return out
+
+    whole_al = Aligner("L", FOLLOWERS)
+    whole = feed(whole_al, arrivals, 0) + [whole_al.finish()]
+    for cut in (0, 1, len(arrivals) // 3, len(arrivals) // 2, len(arrivals) - 1):
+        first = Aligner("L", FOLLOWERS)
+        head = feed(first, arrivals[:cut], 0)
+        data = encode_state(first.state_dict())
+        fresh = Aligner("L", FOLLOWERS)
+        fresh.load_state_dict(decode_state(data))
+        got = head + feed(fresh, arrivals[cut:], cut) + [fresh.finish()]
+        assert len(got) == len(whole)
+        for i, (x, y) in enumerate(zip(got, whole)):
+            assert list(x) == list(y), f"cut {cut}, pop {i}"
+            for k in x:
+                assert x[k].dtype == y[k].dtype and x[k].tobytes() == y[k].tobytes(), \
+                    f"cut {cut}, pop {i}, {k}"
+        assert (fresh.emitted, fresh.late) == (whole_al.emitted, whole_al.late)
+    with pytest.raises(AlignError, match=r"state has followers \['a', 'b', 'c'\], this "
+                                         r"aligner \['a'\]"):
+        Aligner("L", ["a"]).load_state_dict(decode_state(data))

@@ -7,8 +7,8 @@ every 10 frames / 0.5 s. 2.5 s after every node is ready the graph node gets SIG
 launcher restarts it (backoff 0.1 s), it loads its checkpoint and the replay resends what it had
 not acknowledged. Per scenario (100 Hz in frames of 5 samples, 1 kHz in frames of 20):
 
-* restart time: from the kill to the first frame of the restarted node in the recorder's file
-  (recorder log time, topology clock). It includes the launcher noticing the exit, the backoff,
+* restart time: from the kill to the publish time (topology clock) of the first frame the
+  restarted node published, read from the recorder's file. It includes the launcher noticing the exit, the backoff,
   the interpreter start and imports, loading the checkpoint, reconnecting and recomputing the
   frames after the checkpoint; start-up time itself is the ``startup`` track's work.
 * retained: the most bytes the replay node held for the killed reader while it was down

@@ -43,6 +43,7 @@ import numpy as np
 
 from genki_signals.errors import GenkiError
 from genki_signals.frames import TIMESTAMP, Frame, companion, is_companion
+from genki_signals.signals.state import copy_state
 
 __all__ = ["Aligner", "AlignError", "FollowerSpec", "METHODS"]
 
@@ -271,6 +272,58 @@ class Aligner:
         for name in self.inputs:
             self.end(name)
         return self.pop()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        """Everything held as plain data (``signals.state`` encodes it): the leader samples
+        waiting for followers, each follower's samples still needed, how far each input has
+        got, and the counters. ``load_state_dict`` on an aligner with the same parameters
+        continues exactly (see ``Operator.state_dict``)."""
+        self._consolidate()  # the pending chunks as arrays: what pop() would do first
+        return copy_state({
+            "leader": {"t": self._lt, "arrival": self._la, "values": dict(self._lv),
+                       "keys": None if self._leader_keys is None else list(self._leader_keys),
+                       "latest": self._leader_latest, "ended": self._leader_ended,
+                       "last_arrival": self._last_arrival, "checked": self._checked},
+            "followers": {name: {"t": f.ts, "values": dict(f.values),
+                                 "keys": None if f.keys is None else list(f.keys),
+                                 "dtypes": {k: d.str for k, d in f.out_dtypes.items()},
+                                 "latest": f.latest, "ended": f.ended}
+                          for name, f in self._fol.items()},
+            "counters": {"late": dict(self.late), "out_of_order": dict(self.out_of_order),
+                         "dropped": self.dropped, "emitted": self.emitted},
+        })
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from ``state_dict`` output (``AlignError`` naming what does not fit)."""
+        try:
+            lead, fols, counters = state["leader"], state["followers"], state["counters"]
+            if set(fols) != set(self._fol):
+                raise AlignError(f"Aligner: state has followers {sorted(fols)}, this aligner "
+                                 f"{sorted(self._fol)}")
+            self.reset()
+            self._lt = np.asarray(lead["t"], dtype=np.float64)
+            self._la = np.asarray(lead["arrival"], dtype=np.float64)
+            self._lv = {str(k): np.asarray(v) for k, v in lead["values"].items()}
+            self._leader_keys = None if lead["keys"] is None else tuple(lead["keys"])
+            self._leader_latest, self._leader_ended = float(lead["latest"]), bool(lead["ended"])
+            self._last_arrival, self._checked = float(lead["last_arrival"]), bool(lead["checked"])
+            for name, fs in fols.items():
+                f = self._fol[name]
+                f.ts = np.asarray(fs["t"], dtype=np.float64)
+                f.values = {str(k): np.asarray(v) for k, v in fs["values"].items()}
+                f.keys = None if fs["keys"] is None else tuple(fs["keys"])
+                f.out_dtypes = {str(k): np.dtype(d) for k, d in fs["dtypes"].items()}
+                f.latest, f.ended = float(fs["latest"]), bool(fs["ended"])
+            self.late.update(counters["late"])
+            self.out_of_order.update(counters["out_of_order"])
+            self.dropped, self.emitted = int(counters["dropped"]), int(counters["emitted"])
+        except AlignError:
+            raise
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.reset()
+            raise AlignError(f"Aligner: state does not fit: {type(exc).__name__}: {exc}") \
+                from None
 
     @classmethod
     def align(cls, leader_frame: Mapping[str, Any], follower_frames: Mapping[str, Any],

@@ -109,7 +109,7 @@ class RunResult:
     frames: list[dict[str, np.ndarray]]
     exit_code: int
     output: str
-    restart_seconds: float | None = None  # kill -> first output of the restarted node
+    restart_seconds: float | None = None  # kill -> first frame the restarted node published
     retained_bytes_max: int | None = None  # upstream retention while the node was down
     restarts: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
@@ -215,11 +215,12 @@ def run(spec: Path, run_dir: Path, *, kill_after: float | None = None,
         result.frames = read_frames(out).get(f"{GRAPH}/main", [])
         result.restarts = sum("restarting" in line and f"'{GRAPH}'" in line for line in lines)
         if killed_at is not None:
+            # the first frame the restarted node published (publish times are on the topology
+            # clock; a frame published before the kill may still be received after it)
             with Recording(out) as rec:
-                anchor = rec.wall_anchor_ns
-                after = [(m.log_time - anchor) / 1e9 for m in rec.messages([f"{GRAPH}/"])
-                         if (m.log_time - anchor) / 1e9 > killed_at]
-            result.restart_seconds = (after[0] - killed_at) if after else None
+                after = [t for m in rec.messages([f"{GRAPH}/"])
+                         if (t := m.decode().publish_time) > killed_at]
+            result.restart_seconds = (min(after) - killed_at) if after else None
         return result
     except subprocess.TimeoutExpired:
         raise AssertionError(f"the run did not end within {timeout} s:\n"
