@@ -387,14 +387,14 @@ class ShmWriter:
         self.waits += 1
         next_wait = time.monotonic() + 0.01
         give_up = time.monotonic() + self.hold_timeout
+        # Readers release in ring order: wait until the next eighth of the ring is free, then
+        # publish that many without waiting (one wake-up per burst, not one per frame).
+        burst = [(s + k) % n for k in range(max(1, n // 8))]
         seg.waiting[0] = 1  # readers poke the wake-up pipe when they release
         try:
             while True:
-                # the oldest free slot first (ring order from the next one)
-                for k in range(1, n + 1):
-                    c = (s + k) % n
-                    if self._free(seg, self._slot_gen, self._slot_rows, c):
-                        return c
+                if all(self._free(seg, self._slot_gen, self._slot_rows, c) for c in burst):
+                    return s
                 # a poke can be missed (no fence between a reader's two writes): poll anyway
                 if select.select([self._wake_r], [], [], 0.002)[0]:
                     with contextlib.suppress(OSError):
@@ -402,6 +402,10 @@ class ShmWriter:
                 now = time.monotonic()
                 if now >= next_wait:
                     next_wait = now + 0.01
+                    for k in range(1, n):  # a reader keeps one slot: take any free one
+                        c = (s + k) % n
+                        if self._free(seg, self._slot_gen, self._slot_rows, c):
+                            return c
                     if wait is not None and wait():
                         return None
                     if now >= give_up:  # a reader keeps its arrays: never deadlock on them
