@@ -64,8 +64,11 @@ from genki_signals.bus.codec import DecodeError
 
 MAGIC = b"GENKISHM"
 LAYOUT_VERSION = 1
-DEFAULT_THRESHOLD = 64 * 1024
-"""Arrays of at least this many bytes travel through shared memory (``tools/bench_shm.py``)."""
+DEFAULT_THRESHOLD = 1024 * 1024
+"""Arrays of at least this many bytes travel through shared memory. ``tools/bench_shm.py`` on a
+loaded 2-core machine (docs/benchmarks.md): at 1 MiB shared memory matched or beat the socket
+path; at 256 KiB it cost 1.27x less CPU per frame but reached 0.79x its throughput, at 64 KiB
+0.66x."""
 DEFAULT_RING_BYTES = 16 * 1024 * 1024
 """Shared memory per publisher: bounds what lossless readers can hold unreleased."""
 MAX_SLOTS = 64
