@@ -326,7 +326,7 @@ def test_the_threshold_is_a_node_field_of_the_spec(tmp_path):
     assert "shm_threshold" not in Launcher(parse_topology(spec()), run_dir=tmp_path
                                            )._resolve()["s"].extra
     # what the runner hands the Publisher
-    assert shm_options({}) == {} and DEFAULT_THRESHOLD == 64 * 1024
+    assert shm_options({}) == {} and DEFAULT_THRESHOLD == 1024 * 1024
     assert shm_options({"shm_threshold": 4096}) == {"shm_threshold": 4096}
     assert shm_options({"shm_threshold": 0}) == {"shm_threshold": None}
 

@@ -64,8 +64,11 @@ from genki_signals.bus.codec import DecodeError
 
 MAGIC = b"GENKISHM"
 LAYOUT_VERSION = 1
-DEFAULT_THRESHOLD = 64 * 1024
-"""Arrays of at least this many bytes travel through shared memory (``tools/bench_shm.py``)."""
+DEFAULT_THRESHOLD = 1024 * 1024
+"""Arrays of at least this many bytes travel through shared memory. ``tools/bench_shm.py`` on a
+loaded 2-core machine (docs/benchmarks.md): at 1 MiB shared memory matched or beat the socket
+path; at 256 KiB it cost 1.27x less CPU per frame but reached 0.79x its throughput, at 64 KiB
+0.66x."""
 DEFAULT_RING_BYTES = 16 * 1024 * 1024
 """Shared memory per publisher: bounds what lossless readers can hold unreleased."""
 MAX_SLOTS = 64
@@ -387,14 +390,14 @@ class ShmWriter:
         self.waits += 1
         next_wait = time.monotonic() + 0.01
         give_up = time.monotonic() + self.hold_timeout
+        # Readers release in ring order: wait until the next eighth of the ring is free, then
+        # publish that many without waiting (one wake-up per burst, not one per frame).
+        burst = [(s + k) % n for k in range(max(1, n // 8))]
         seg.waiting[0] = 1  # readers poke the wake-up pipe when they release
         try:
             while True:
-                # the oldest free slot first (ring order from the next one)
-                for k in range(1, n + 1):
-                    c = (s + k) % n
-                    if self._free(seg, self._slot_gen, self._slot_rows, c):
-                        return c
+                if all(self._free(seg, self._slot_gen, self._slot_rows, c) for c in burst):
+                    return s
                 # a poke can be missed (no fence between a reader's two writes): poll anyway
                 if select.select([self._wake_r], [], [], 0.002)[0]:
                     with contextlib.suppress(OSError):
@@ -402,6 +405,10 @@ class ShmWriter:
                 now = time.monotonic()
                 if now >= next_wait:
                     next_wait = now + 0.01
+                    for k in range(1, n):  # a reader keeps one slot: take any free one
+                        c = (s + k) % n
+                        if self._free(seg, self._slot_gen, self._slot_rows, c):
+                            return c
                     if wait is not None and wait():
                         return None
                     if now >= give_up:  # a reader keeps its arrays: never deadlock on them
