@@ -21,18 +21,20 @@ Layout of a segment (little-endian)::
 
 Two kinds of reader:
 
-* **Lossless readers are protected.** A Subscriber's lossless ``ipc://`` edge subscribes, after
-  its topics, to a marker prefix (``MARKER`` + msgpack ``[reader id, topics]``). The publisher
-  sees it among the XPUB subscription messages: from then on ZeroMQ delivers it every message on
-  those topics, so the publisher gives it a row (``join generation`` = the next generation) and
-  does not reuse a slot it sent to that reader until the reader has written the slot's generation
-  into its row's ``released`` cell. The reader hands out a **zero-copy**, read-only array; the
-  cell is written when the last view of it is garbage-collected (and a byte is written to the
-  publisher's wake-up pipe, opened like the segment, if the publisher is waiting for a slot: it
-  sleeps in ``select`` rather than polling). The publisher waits for a slot
-  (``lossless`` semantics, ``lossless_timeout`` and ``on_stall`` apply) and unregisters a reader
-  whose marker is unsubscribed (it closed, or died: the kernel closes its socket). Memory is
-  bounded by the ring (``ring_bytes`` per publisher).
+* **Lossless readers are protected.** A Subscriber's lossless ``ipc://`` edge gives a 16-byte
+  reader id in its hello (``bus.lossless``, field ``shm``); the publisher's ``LosslessServer``
+  registers it here (``add_reader``) while the reader is served lossless, and unregisters it
+  (``remove_reader``) when it disconnects (closed, or died: the kernel closes its socket), is
+  degraded to lossy or failed. A registered reader gets a row (``join generation`` = the next
+  generation), and the publisher does not reuse a slot it sent to that reader until the reader
+  has written the slot's generation into its row's ``released`` cell. The reader hands out a
+  **zero-copy**, read-only array; the cell is written when the last view of it is
+  garbage-collected (and a byte is written to the publisher's wake-up pipe, opened like the
+  segment, if the publisher is waiting for a slot: it sleeps in ``select`` rather than
+  polling). The publisher waits for a slot (``lossless`` semantics, ``lossless_timeout`` and
+  ``on_stall`` apply). Memory is bounded by the ring (``ring_bytes`` per publisher). A frame
+  resent to a restarted reader from the publisher's retention is read from its slot like a
+  lossy one: if the slot was reused since, it is a torn read (docs/supervision.md).
 * **Lossy readers copy on receive** (and lossless readers for messages sent before they were
   registered): check the slot's generation, copy, check again; a changed generation means the
   publisher reused the slot meanwhile, so the copy is discarded and counted as a torn read
@@ -57,8 +59,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from msgpack import packb, unpackb
-from msgpack.exceptions import UnpackException
 
 from genki_signals.bus.codec import DecodeError
 
@@ -77,8 +77,6 @@ MAX_READERS = 32
 HOLD_TIMEOUT = 2.0
 """Seconds a publisher waits for lossless readers to release a slot before it sends the array
 through the socket instead (and keeps doing so, without waiting, while every slot stays held)."""
-MARKER = b"\x00genki-shm\x00"
-"""Prefix of the subscription that registers a lossless reader (no topic starts with NUL)."""
 
 _HEADER = 64
 _ROWS = 1024
@@ -251,24 +249,6 @@ class ShmWriter:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     # readers ------------------------------------------------------------------
-    def on_subscription(self, msg: bytes) -> bool:
-        """Handle one XPUB subscription message; True if it was a reader marker."""
-        if msg[1:1 + len(MARKER)] != MARKER:
-            return False
-        try:
-            rid, topics = unpackb(msg[1 + len(MARKER):], raw=True)
-            ok = type(rid) is bytes and len(rid) == 16 and type(topics) is list \
-                and all(type(t) is bytes for t in topics)
-        except (ValueError, TypeError, UnpackException):  # not ours, or mangled: ignore it
-            ok = False
-        if not ok:
-            return True
-        if msg[:1] == b"\x01":
-            self.add_reader(rid, topics)
-        elif msg[:1] == b"\x00":
-            self.remove_reader(rid)
-        return True
-
     def add_reader(self, rid: bytes, topics: list[bytes]) -> None:
         if rid in self.readers:
             self.remove_reader(rid)
@@ -481,11 +461,6 @@ class ShmReader:
     @staticmethod
     def new_reader_id() -> bytes:
         return uuid.uuid4().bytes
-
-    @staticmethod
-    def marker(rid: bytes, topics: list[str]) -> bytes:
-        """The subscription prefix that registers reader ``rid`` with a publisher."""
-        return MARKER + packb([rid, [t.encode("utf-8") for t in topics]], use_bin_type=True)
 
     def resolver(self, rid: bytes | None) -> Callable[[Any, np.dtype, int], np.ndarray]:
         def resolve(ref: Any, dtype: np.dtype, nbytes: int) -> np.ndarray:
