@@ -63,7 +63,7 @@ from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
 from genki_signals.bus.lossless import (
     DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_SECONDS, DEFAULT_STALL_AFTER, DEFAULT_STALL_POLICY,
-    MESSAGE_OVERHEAD, Lineage, LosslessLink, LosslessServer, ReaderFailedError, new_epoch,
+    BYE_TIMEOUT, MESSAGE_OVERHEAD, Lineage, LosslessLink, LosslessServer, ReaderFailedError, new_epoch,
     pack_control, unpack_control,
 )
 from genki_signals.bus.stats import BusStats, UpstreamStats
@@ -832,7 +832,7 @@ class Subscriber:
                 self._failed = (f"lossless edge from {edge.endpoint} (reader '{link.reader}'): "
                                 f"the publisher failed this reader: {reason}")
                 log.error("%s", self._failed)
-            elif op not in ("ping", "failed"):
+            elif op not in ("ping", "failed", "bye_ok"):
                 raise ValueError(f"unknown control message {op!r}")
         except (ValueError, TypeError) as exc:
             self.stats.decode_errors += 1
@@ -861,6 +861,24 @@ class Subscriber:
                 ms = max(1, math.ceil(wait * 1000))
                 next_ms = ms if next_ms is None else min(next_ms, ms)
         return next_ms
+
+    def _say_bye(self) -> None:
+        waiting = []
+        for edge in self._edges:
+            if edge.link is not None and edge.socket is not None and edge.link.node is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    edge.socket.send(edge.link.credit(), _NOBLOCK)
+                    edge.socket.send(pack_control("bye"), _NOBLOCK)
+                    waiting.append(edge.socket)
+        deadline = time.monotonic() + BYE_TIMEOUT
+        while waiting and (remaining := deadline - time.monotonic()) > 0:
+            sock = waiting[0]
+            if not sock.poll(max(1, int(remaining * 1000))):
+                return
+            with contextlib.suppress(zmq.ZMQError):
+                parts = _recv_parts(sock)
+                if len(parts) == 1 and (unpack_control(parts[0]) or {}).get("op") == "bye_ok":
+                    waiting.pop(0)
 
     def ack(self, node_id: str, topic: str, seq: int) -> None:
         """Tell ``node_id``'s publisher that everything up to and including ``seq`` of
@@ -891,13 +909,11 @@ class Subscriber:
         return sum(len(e.queue) for e in self._edges)
 
     def close(self) -> None:
-        """Close every connection at once (linger 0; a lossless edge says bye first)."""
+        """Close every connection (linger 0). A lossless edge first sends its last credit and
+        acks and says bye, and waits up to ``BYE_TIMEOUT`` for the publisher to confirm, so
+        the publisher knows this reader left cleanly (not crashed: nothing more to keep)."""
+        self._say_bye()
         for edge in self._edges:
-            if edge.link is not None and edge.socket is not None:
-                with contextlib.suppress(zmq.ZMQError):
-                    edge.socket.send(edge.link.credit(), _NOBLOCK)
-                    edge.socket.send(pack_control("bye"), _NOBLOCK)
-                    edge.socket.setsockopt(zmq.LINGER, 100)
             self._close_edge_sockets(edge)
         self._edges.clear()
         self._by_socket.clear()
