@@ -692,6 +692,8 @@ def profile(run_dir: str, quick: bool) -> None:
             def drain_fw():
                 for _ in range(N):
                     sub_sock.recv_multipart(copy=False)
+                for r in pub._server._live:  # noqa: SLF001  what the reader's credit would say
+                    r.consumed, r.consumed_msgs = r.sent, r.sent_msgs
 
             def drain_raw():
                 for _ in range(N):
@@ -701,17 +703,21 @@ def profile(run_dir: str, quick: bool) -> None:
                 for _ in range(N):
                     pub.publish(TOPIC, {"timestamp": np.array([mono()]), "x": x})
 
+            enc_bytes = sum(memoryview(p).nbytes for p in enc)
+
             def fw_lossless():
+                server = pub._server  # noqa: SLF001
                 for _ in range(N):
-                    pub._send_lossless(enc, TOPIC)  # noqa: SLF001
+                    server.publish(TOPIC, 1, enc, enc_bytes, mono())
 
             def raw_send():
                 for _ in range(N):
                     rpub.send_multipart([TOPIC_B, packb({"dtype": x.dtype.str, "shape": x.shape,
                                                           "t": mono()}), x], copy=False)
 
-            def fill_fw():
-                fw_lossless()
+            def fill_fw():  # increasing seqs: a lossless reader drops a seq it already has
+                for _ in range(N):
+                    pub.publish(TOPIC, frame)
                 time.sleep(settle)
 
             def fill_raw():
@@ -761,7 +767,7 @@ def profile(run_dir: str, quick: bool) -> None:
             print(f"{_fmt_size(size):>8} " + " ".join(us(v) for v in vals))
         print("  fw publish = encode (codec) + 2x drain (_drain_subscriptions on both sockets: "
               "getsockopt(EVENTS))\n  + lossy send (send_multipart to the lossy XPUB, which has no "
-              "reader here) + ll send (_send_lossless:\n  part-by-part sends to the NODROP XPUB) + "
+              "reader here) + ll send (LosslessServer.publish:\n  retention + per-reader window + sends to the ROUTER) + "
               "rest (seq, stats, memoryview sum); raw send = msgpack.packb + send_multipart.\n  'rest' is a "
               "difference of separately timed pieces: under background load it can come out negative")
         print(f"\nProfile, receive side (us per frame, {N} frames already queued in the SUB socket):")

@@ -18,6 +18,7 @@ A publisher's lossless endpoint is a ZeroMQ ROUTER (behind the PLAIN token gate 
     publisher -> reader   {"op": "welcome", "epoch": int, "node": publisher node id}
                           {"op": "failed", "reason": str}
                           {"op": "ping"}
+                          {"op": "bye_ok"}  (the reader's close waits for it, BYE_TIMEOUT)
 
 Flow control is a byte window per reader (``queue_bytes``): the publisher sends a reader at
 most that many bytes (wire bytes + ``MESSAGE_OVERHEAD`` per message; and at most
@@ -71,6 +72,7 @@ ACK_EVERY = 256  # messages a reader reads between credits (also a quarter windo
 CREDIT_INTERVAL = 0.02  # s: an idle reader sends what it read / acknowledged this often at most
 STALL_POLL = 0.1  # s between calls of the publisher's on_stall while it waits
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is malformed
+BYE_TIMEOUT = 0.5  # s a closing reader waits for its publisher to confirm the goodbye
 
 _NOBLOCK = int(zmq.NOBLOCK)
 _SNDMORE = int(zmq.SNDMORE)
@@ -264,7 +266,8 @@ class LosslessServer:
         if stalled is not None and not self.abandoned:
             self.stats.stalls += 1
             self._wait(stalled)
-        if self.retained_bytes > self.retain_bytes or now - self._ret[0][4] > self.retain_seconds:
+        if self._ret and (self.retained_bytes > self.retain_bytes
+                          or now - self._ret[0][4] > self.retain_seconds):
             self._evict(now)
 
     def _pump(self, r: _Reader) -> bool:
@@ -515,6 +518,7 @@ class LosslessServer:
                     acked[topic] = seq
             return True
         if op == "bye":
+            self._tell(rid, pack_control("bye_ok"))
             self._disconnect(r, "closed")
             return True
         raise ValueError(f"unknown op {op!r}")

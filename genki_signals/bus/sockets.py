@@ -6,12 +6,11 @@ Lossy and lossless edges. A publishing node binds up to two XPUB sockets:
   plus kernel buffers) is full, ZeroMQ drops new messages for that subscriber only; the publisher
   never waits. Subscribers see the loss as sequence gaps.
 * ``lossless_endpoint`` (optional, bound when the launcher finds a ``lossless`` edge on this node):
-  ``ZMQ_XPUB_NODROP``. When any subscriber on it is full, ``publish`` waits until it has room.
-  A lossless edge can slow the publisher by design (recorders, replay); a slow lossless reader
-  stalls every reader of this node, lossy ones included.
+  a ROUTER with per-reader state (``bus.lossless``): a byte window per reader, acknowledgements,
+  retention of unacknowledged frames, resend on reconnect, and a stall policy per reader
+  (block / degrade / fail). When a ``block`` reader's window is full, ``publish`` waits.
 
-Two sockets, because with NODROP on a single socket a slow *lossy* reader would stall the
-publisher as well. A subscriber connects to the endpoint matching its edge's policy: ``latest``
+Two sockets, because a slow *lossy* reader must never make the publisher wait. A subscriber connects to the endpoint matching its edge's policy: ``latest``
 and ``drop_oldest`` to ``endpoint``, ``lossless`` to ``lossless_endpoint``; the launcher pairs
 them from the spec. Both are XPUB rather than PUB so that ``wait_for_subscribers`` can see who
 subscribed (a replay must not start before its recorder listens).
@@ -29,14 +28,15 @@ drains each readable socket without blocking, then applies the policy):
 * ``drop_oldest`` (``maxlen``): keep the newest ``maxlen`` messages; older ones count as drops
   (the live default). While the reader is busy, ZeroMQ queues up to ``rcvhwm`` messages and the
   publisher drops newer ones (seen as gaps).
-* ``lossless``: read only as fast as the caller consumes, so ZeroMQ's high-water marks push back
-  on the publisher's lossless socket. Nothing is dropped once the subscription is in place
-  (``Publisher.wait_for_subscribers(..., lossless=True)`` before the first frame).
+* ``lossless``: read only as fast as the caller consumes; the reader's credit (what it read)
+  and acks (what it processed) flow back to the publisher, whose window pushes back. Nothing
+  is dropped once the reader said hello (``Publisher.wait_for_subscribers(..., lossless=True)``
+  before the first frame), and a reader that reconnects gets what it had not acknowledged.
 
 Ending a lossless stream: publish ``eos``, then ``Publisher.close()``, which waits (up to
-``close_timeout``) until the lossless subscribers have hung up; they close after reading ``eos``.
-ZMQ_LINGER alone loses the last queued messages of a slow reader (zeromq/libzmq#4660, reproduced
-here over ipc), so it is set to 0 and this handshake replaces it.
+``close_timeout``) until no lossless reader is owed frames (``lossless_pending``); readers say
+bye when they close. ZMQ_LINGER alone loses the last queued messages of a slow reader
+(zeromq/libzmq#4660, reproduced here over ipc), so it is set to 0 and this handshake replaces it.
 
 Large arrays are sent without copying: do not modify an array after publishing it. Publisher and
 Subscriber are not thread-safe; use each from one thread.
@@ -63,7 +63,7 @@ from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
 from genki_signals.bus.lossless import (
     DEFAULT_RETAIN_BYTES, DEFAULT_RETAIN_SECONDS, DEFAULT_STALL_AFTER, DEFAULT_STALL_POLICY,
-    MESSAGE_OVERHEAD, Lineage, LosslessLink, LosslessServer, ReaderFailedError, new_epoch,
+    BYE_TIMEOUT, MESSAGE_OVERHEAD, Lineage, LosslessLink, LosslessServer, ReaderFailedError, new_epoch,
     pack_control, unpack_control,
 )
 from genki_signals.bus.security import (
@@ -122,11 +122,14 @@ class Publisher:
     ``endpoint`` / ``lossless_endpoint`` attributes hold the addresses actually bound. Without a
     ``context`` the Publisher makes its own and terminates it on ``close``.
     ``lossless_timeout`` (seconds, None = forever) bounds how long ``publish`` waits for a full
-    lossless subscriber before raising ``BusStalledError`` (nothing is sent then).
+    lossless reader before raising ``BusStalledError`` (the frame is published and retained:
+    the reader gets it when it has room).
     ``close_timeout``: see ``close``.
-    Each reader's send queue holds at most ``sndhwm`` messages (ZeroMQ counts messages, not
-    bytes) plus what the kernel socket buffers hold (a few hundred KiB over ipc): in bytes,
+    Each lossy reader's send queue holds at most ``sndhwm`` messages (ZeroMQ counts messages,
+    not bytes) plus what the kernel socket buffers hold (a few hundred KiB over ipc): in bytes,
     ``sndhwm`` x the largest message. Lower ``sndhwm`` for a node that publishes big frames.
+    A lossless reader's queue is bounded in bytes by its window (``bus.lossless``).
+    ``lossless_readers``, ``retain_bytes``, ``retain_seconds``: see ``bus.lossless``.
     ``lossless_token``: only subscribers that give it (``Subscriber.connect(token=...)``) may
     connect to the lossless endpoint (see ``genki_signals.bus.gate``); others are refused and
     counted in ``stats.refused``. None: anyone may (tests, tools).
@@ -136,8 +139,8 @@ class Publisher:
     refused keys and plain clients are counted in ``stats.refused``.
     ``on_stall``: called about every 0.1 s while ``publish`` waits for a full lossless
     subscriber, so that the caller keeps its heartbeats and control going; when it returns
-    True the publisher stops waiting for good: from then on a lossless message that finds a
-    full subscriber is not sent (counted in ``stats.drops``) and ``close`` does not wait.
+    True the publisher stops waiting for good: from then on frames for a full reader stay
+    retained (sent when it has room) and ``close`` does not wait.
     The mark cannot follow the message size at run time: changing SNDHWM on open connections
     (libzmq 4.3.5 applies it to them) stalled a connection for good in
     ``tests/test_bus_fuzz.py``; see docs/supervision.md.
@@ -1014,7 +1017,7 @@ class Subscriber:
                 self._failed = (f"lossless edge from {edge.endpoint} (reader '{link.reader}'): "
                                 f"the publisher failed this reader: {reason}")
                 log.error("%s", self._failed)
-            elif op not in ("ping", "failed"):
+            elif op not in ("ping", "failed", "bye_ok"):
                 raise ValueError(f"unknown control message {op!r}")
         except (ValueError, TypeError) as exc:
             self.stats.decode_errors += 1
@@ -1043,6 +1046,24 @@ class Subscriber:
                 ms = max(1, math.ceil(wait * 1000))
                 next_ms = ms if next_ms is None else min(next_ms, ms)
         return next_ms
+
+    def _say_bye(self) -> None:
+        waiting = []
+        for edge in self._edges:
+            if edge.link is not None and edge.socket is not None and edge.link.node is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    edge.socket.send(edge.link.credit(), _NOBLOCK)
+                    edge.socket.send(pack_control("bye"), _NOBLOCK)
+                    waiting.append(edge.socket)
+        deadline = time.monotonic() + BYE_TIMEOUT
+        while waiting and (remaining := deadline - time.monotonic()) > 0:
+            sock = waiting[0]
+            if not sock.poll(max(1, int(remaining * 1000))):
+                return
+            with contextlib.suppress(zmq.ZMQError):
+                parts = _recv_parts(sock)
+                if len(parts) == 1 and (unpack_control(parts[0]) or {}).get("op") == "bye_ok":
+                    waiting.pop(0)
 
     def ack(self, node_id: str, topic: str, seq: int) -> None:
         """Tell ``node_id``'s publisher that everything up to and including ``seq`` of
@@ -1073,13 +1094,11 @@ class Subscriber:
         return sum(len(e.queue) for e in self._edges)
 
     def close(self) -> None:
-        """Close every connection at once (linger 0; a lossless edge says bye first)."""
+        """Close every connection (linger 0). A lossless edge first sends its last credit and
+        acks and says bye, and waits up to ``BYE_TIMEOUT`` for the publisher to confirm, so
+        the publisher knows this reader left cleanly (not crashed: nothing more to keep)."""
+        self._say_bye()
         for edge in self._edges:
-            if edge.link is not None and edge.socket is not None:
-                with contextlib.suppress(zmq.ZMQError):
-                    edge.socket.send(edge.link.credit(), _NOBLOCK)
-                    edge.socket.send(pack_control("bye"), _NOBLOCK)
-                    edge.socket.setsockopt(zmq.LINGER, 100)
             self._close_edge_sockets(edge)
         self._edges.clear()
         self._by_socket.clear()
