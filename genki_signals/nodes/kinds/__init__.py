@@ -54,7 +54,7 @@ class Upstream:
     streams: Mapping[str, str] | None  # stream -> timeline, None when the upstream is broken
     samples: Mapping[str, Sample] | None = None
     """stream -> per-sample shape and dtype, when the upstream declares them (the dry run's
-    input, ``nodes/kinds/dry_run.py``); None when not known."""
+    input, ``nodes/dry_run.py``); None when not known."""
 
 
 @dataclass(frozen=True)
