@@ -56,9 +56,9 @@ class GraphNodeProcess:
         self.stats: dict = {}
         self.seq = 0
         self.t = 1.0
-        self.wait_for("ready")
+        self.wait_for("ready", timeout=60)  # generous: the test machine's cores are shared
         self.out.connect(f"ipc://{tmp_path}/g")
-        assert self.up.poll(10_000), "the node never subscribed"
+        assert self.up.poll(30_000), "the node never subscribed"
         self.up.recv()
 
     def wait_for(self, msg_type: str, timeout: float = 15.0) -> dict:
