@@ -141,3 +141,23 @@ def test_device_sources_declare_their_shapes_without_opening_a_device(source, st
     assert f"node 'g': field 'params.operators[0]': dry run on zero samples of dev/main: " \
            f"Reshape 'z': input '{stream}' with per-sample shape {shape} cannot be " \
            f"reshaped to [5]" in problem
+
+
+def test_shapes_flow_through_an_aligner():
+    """An aligner declares its outputs' shapes (and a follower's dtype after interpolation)."""
+    def sampler(node_id: str, rate: float) -> dict:
+        return {"id": node_id, "kind": "source",
+                "params": {"type": "Sampler", "sample_rate": rate,
+                           "sources": {f"{node_id}_x": {"type": "SineWave"}}}}
+
+    data = {"nodes": [sampler("lead", 100), sampler("f", 30),
+                      {"id": "j", "kind": "aligner", "inputs": ["lead", "f"],
+                       "params": {"leader": "lead", "followers": {"f": "linear"}}},
+                      graph("g", "j", reshape("f_x", [2], "z"))]}
+    with pytest.raises(TopologySpecError) as info:
+        parse_topology(data)
+    [problem] = info.value.problems
+    assert "node 'g': field 'params.operators[0]': dry run on zero samples of j/main: Reshape " \
+           "'z': input 'f_x' with per-sample shape () cannot be reshaped to [2]" in problem
+    data["nodes"][3] = graph("g", "j", reshape("f_x", [1], "z"), reshape("lead_x", [1], "w"))
+    parse_topology(data)

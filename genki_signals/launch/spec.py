@@ -579,7 +579,7 @@ def _check_kinds(order: list[_Draft], in_cycle: set[str], ids: Mapping[str, _Dra
 
     Each node's declared sample shapes (``KindContext.published_samples``) flow to the nodes
     downstream, whose checks may run their logic on zero frames of those shapes (a graph's
-    dry run, ``nodes/kinds/dry_run.py``)."""
+    dry run, ``nodes/dry_run.py``)."""
     outputs: dict[str, dict[str, str] | None] = {n: None for n in in_cycle}
     samples: dict[str, dict[str, Any]] = {}
     for d in order:

@@ -2,8 +2,8 @@
 
 Frozen dataclasses: ``TopologySpec`` (nodes in file order, the streams each node publishes),
 ``NodeSpec`` (one node: one OS process), ``InputSpec`` (one input edge and its queue policy),
-``RestartPolicy``, ``Limits`` (a node's byte bounds); and ``TopologySpecError``. ``to_dict`` of each gives plain data that
-``parse_topology`` turns back into an equal object.
+``RestartPolicy``, ``Limits`` (a node's byte bounds); and ``TopologySpecError``. ``to_dict`` of
+each gives plain data that ``parse_topology`` turns back into an equal object.
 """
 
 from __future__ import annotations

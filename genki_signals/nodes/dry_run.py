@@ -5,13 +5,14 @@ declared per operator, so a graph that reshapes a scalar to ``[2]`` used to pass
 validate`` and then skip every frame at run time. Before any process starts, the spec checker
 now feeds the graph's real logic (``GraphNodeLogic``, the operators the check already built)
 one frame of ``ROWS`` zero samples per input topic, with the per-sample shapes and dtypes that
-the upstream nodes declare (``Upstream.samples``: a source's shapes, a replay's recorded ones, an
-upstream graph's dry-run results), and reports the first operator that fails, naming it.
+the upstream nodes declare (``Upstream.samples``: a source's shapes, a replay's recorded ones,
+an aligner's, an upstream graph's dry-run results), and reports the first operator that fails,
+naming it.
 
 It has no side effects: the operators are fresh objects made for the check and thrown away
 (model sessions included); nothing is read or written, no thread or process starts. An input
-whose shapes are not declared (a Wave ring or LSL source, a custom node, an aligner) is not
-dry-run: the check says nothing rather than guess.
+whose shapes are not declared (a Wave ring or LSL source, a custom node) is not dry-run: the
+check says nothing rather than guess.
 """
 
 from __future__ import annotations

@@ -30,9 +30,9 @@ from genki_signals.nodes.logic import NodeLogic
 from genki_signals.params import Problem, is_params_class, parse
 from genki_signals.spec_paths import PathPolicy
 
-__all__ = ["NodeKind", "KindContext", "Upstream", "Sample", "node_kinds", "entries_of", "kind_names",
-           "kind_info",
-           "select_kind", "parse_node_params", "build_logic", "Outputs"]
+__all__ = ["NodeKind", "KindContext", "Upstream", "Sample", "node_kinds", "entries_of",
+           "kind_names", "kind_info", "select_kind", "parse_node_params", "build_logic",
+           "Outputs"]
 
 Policy = Literal["latest", "drop_oldest", "lossless"]
 MAIN = "main"  # the timeline name of a node's main timeline
@@ -54,7 +54,7 @@ class Upstream:
     streams: Mapping[str, str] | None  # stream -> timeline, None when the upstream is broken
     samples: Mapping[str, Sample] | None = None
     """stream -> per-sample shape and dtype, when the upstream declares them (the dry run's
-    input, ``nodes/kinds/dry_run.py``); None when not known."""
+    input, ``nodes/dry_run.py``); None when not known."""
 
 
 @dataclass(frozen=True)

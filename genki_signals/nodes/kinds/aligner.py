@@ -99,7 +99,38 @@ def _outputs(p: Any, ctx: KindContext) -> Outputs:
     owner = {k: f"leader '{leader}'" for k in lead_keys}
     for name, f in followers.items():
         problems += _follower_outputs(name, f, on(name, f.timeline), owner)
+    if not problems:  # what each output sample is, for the dry run of the graphs downstream
+        ctx.published_samples.update(_aligned_samples(ctx, leader, lead_keys, followers, on))
     return problems, (None if problems else {TIMESTAMP: MAIN, **{k: MAIN for k in owner}})
+
+
+def _aligned_samples(ctx: KindContext, leader: str, lead_keys: list[str],
+                     followers: dict[str, FollowerParams], on: Any) -> dict[str, Any]:
+    """Per-sample shape and dtype of each output, when every input declares its own: a leader
+    stream as it is; a follower stream with the dtype the aligner gives it (``linear``:
+    float64, or complex128; ``hold``: float and complex kept, others float64, NaN meaning
+    "no value yet"). Empty when an input declares nothing."""
+    import numpy as np
+
+    samples = {u.node: u.samples for u in ctx.upstreams}
+    if any(v is None for v in samples.values()):
+        return {}
+    out: dict[str, Any] = {TIMESTAMP: ((), np.dtype(np.float64).str)}
+    try:
+        for k in lead_keys:
+            out[k] = samples[leader][k]  # type: ignore[index]
+        for name, f in followers.items():
+            for k in f.keys or on(name, f.timeline):
+                shape, dtype = samples[name][k]  # type: ignore[index]
+                kind = np.dtype(dtype).kind
+                if f.method == "linear":
+                    dtype = np.dtype(np.complex128 if kind == "c" else np.float64).str
+                elif kind not in "fc":
+                    dtype = np.dtype(np.float64).str
+                out[f.prefix + k] = (shape, dtype)
+    except KeyError:  # a stream whose shape its input does not declare
+        return {}
+    return out
 
 
 def _follower_outputs(name: str, f: FollowerParams, available: list[str],
