@@ -74,7 +74,8 @@ PRELOAD = (
     "genki_signals.data_sources.synthetic", "genki_signals.bus.sockets",
     "genki_signals.clocksync.node", "genki_signals.nodes.recorder_node",
     "genki_signals.nodes.replay_node", "genki_signals.record.recorder",
-    "genki_signals.record.player", "genki_signals.record.reader",
+    "genki_signals.record.player", "genki_signals.record.reader", "mcap.writer", "zstandard",
+    "lz4.frame",
 )
 
 
