@@ -9,11 +9,9 @@ import signal
 import textwrap
 import threading
 import time
-from pathlib import Path
 
 import psutil
 import pytest
-
 from proc_helpers import LauncherProcess
 from test_supervision import chain_spec, wait_all_gone
 

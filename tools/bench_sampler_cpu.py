@@ -21,7 +21,7 @@ import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_util import median  # noqa: E402
+from _bench_util import median
 
 CHILD = textwrap.dedent("""
     import json, resource, sys, time

@@ -34,9 +34,9 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _bench_util import median  # noqa: E402
+from _bench_util import median
 
-from genki_signals.bus import control  # noqa: E402
+from genki_signals.bus import control
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "specs" / "demo.yaml"

@@ -50,12 +50,19 @@ import sys
 import threading
 import traceback
 from collections.abc import Iterable
-from typing import Any, IO
+from typing import IO, Any
 
 from genki_signals.nodes.parent_watch import ORPHAN_EXIT_CODE, set_parent_death_signal
 
-__all__ = ["ForkServer", "ForkedProcess", "start_fork_server", "PRELOAD", "START_METHOD_ENV",
-           "start_method"]
+__all__ = [
+    "PRELOAD",
+    "START_METHOD_ENV",
+    "ForkServer",
+    "ForkServerError",
+    "ForkedProcess",
+    "start_fork_server",
+    "start_method",
+]
 
 START_METHOD_ENV = "GENKI_NODE_START"  # "fork" (default): the fork server; "spawn": a new python
 MAX_MESSAGE = 1 << 20  # one request or reply (JSON); an environment is a few KiB
@@ -74,7 +81,8 @@ PRELOAD = (
     "genki_signals.data_sources.synthetic", "genki_signals.bus.sockets",
     "genki_signals.clocksync.node", "genki_signals.nodes.recorder_node",
     "genki_signals.nodes.replay_node", "genki_signals.record.recorder",
-    "genki_signals.record.player", "genki_signals.record.reader",
+    "genki_signals.record.player", "genki_signals.record.reader", "mcap.writer", "zstandard",
+    "lz4.frame",
 )
 
 
@@ -178,8 +186,8 @@ class ForkServer:
             os.close(out_w)
             os.close(err_w)
         proc = ForkedProcess(int(reply["pid"]),
-                             io.open(out_r, "r", encoding="utf-8", errors="replace"),
-                             io.open(err_r, "r", encoding="utf-8", errors="replace"))
+                             open(out_r, "r", encoding="utf-8", errors="replace"),
+                             open(err_r, "r", encoding="utf-8", errors="replace"))
         with self._reply_ready:
             self._children[proc.pid] = proc
             if proc.pid in self._early_exits:  # it exited before we registered it
