@@ -81,13 +81,39 @@ def write_hour(path: Path, hours: float) -> int:
     return frames
 
 
-def replay_once(recording: Path, workdir: Path, tag: str) -> dict[str, float]:
+def replay_in_process(recording: Path) -> dict[str, float]:
+    """The baseline: the demo's derived graph in this process on the recorded 4-sample frames
+    (read and decoded from the file, merged one topic at a time, no bus, no printer)."""
+    from genki_signals.frames import Topic
+    from genki_signals.launch.spec import load_topology
+    from genki_signals.nodes.graph_node import GraphNodeLogic
+    from genki_signals.record.player import Player
+    from genki_signals.record.reader import Recording
+
+    spec = load_topology(REPO / "specs" / "demo.yaml")
+    ops = list(spec.node("derived").params["operators"])
+    t0 = time.perf_counter()
+    logic = GraphNodeLogic(ops, upstreams={"signals": []})
+    last_t = float("nan")
+    with Recording(recording) as rec:
+        player = Player(rec, "signals", speed=None)
+        while not player.done:
+            for p in player.due(0.0, 1024):
+                for out in logic.on_frame(Topic.parse(p.topic), p.frame, 0.0):
+                    if out.timeline == "main":
+                        last_t = float(out.frame["timestamp"][-1])
+    return {"replay_phase": time.perf_counter() - t0, "last_t": last_t}
+
+
+def replay_once(recording: Path, workdir: Path, tag: str, with_display: bool = False
+                ) -> dict[str, float]:
     from genki_signals.launch.launcher import Launcher
     from genki_signals.launch.replay import replay_topology
     from genki_signals.launch.spec import load_topology
 
     spec = load_topology(REPO / "specs" / "demo.yaml")
-    plan = replay_topology(spec, recording, ["signals"], name=f"bench_replay_{tag}")
+    kwargs = {"with_display": True} if with_display else {}
+    plan = replay_topology(spec, recording, ["signals"], name=f"bench_replay_{tag}", **kwargs)
     out = io.StringIO()
     t0 = time.perf_counter()
     launcher = Launcher(plan.spec, run_dir=workdir / f"run_{tag}", out=out,
@@ -167,6 +193,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--skip-replay", action="store_true")
+    parser.add_argument("--with-display", action="store_true",
+                        help="keep the demo's dashboard (plot) node in the replay")
     parser.add_argument("--skip-record", action="store_true")
     args = parser.parse_args()
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -182,7 +210,14 @@ def main() -> None:
             seconds = hours * 3600
             print(f"recording: {seconds:.0f} s of 100 Hz demo data, {frames} frames, "
                   f"{recording.stat().st_size / 1e6:.1f} MB, written in {t_write:.1f} s")
-            runs = [replay_once(recording, workdir, str(i)) for i in range(args.repeats)]
+            runs, inproc = [], []
+            for i in range(args.repeats):  # interleaved: processes, then in-process, per round
+                runs.append(replay_once(recording, workdir, str(i), args.with_display))
+                inproc.append(replay_in_process(recording))
+                print(f"  round {i}: processes {runs[-1]['replay_phase']:.2f} s, in-process "
+                      f"{inproc[-1]['replay_phase']:.2f} s, ratio "
+                      f"{inproc[-1]['replay_phase'] / runs[-1]['replay_phase']:.2f}; "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
             for r in runs:
                 print(f"  replay: end to end {r['end_to_end']:.2f} s "
                       f"({seconds / r['end_to_end']:.0f}x real time), replay phase "
@@ -193,6 +228,14 @@ def main() -> None:
             print(f"replay through demo graph, median of {len(runs)}: end to end {e2e:.2f} s = "
                   f"{seconds / e2e:.0f}x real time; replay phase {phase:.2f} s = "
                   f"{seconds / phase:.0f}x ({frames / phase:.0f} frames/s per hop)")
+            base = statistics.median(r["replay_phase"] for r in inproc)
+            ratio = statistics.median(i["replay_phase"] / r["replay_phase"]
+                                      for r, i in zip(runs, inproc))
+            print(f"in-process baseline (decode + derived graph, no bus), median of "
+                  f"{len(inproc)}: {base:.2f} s = {seconds / base:.0f}x real time; processes / "
+                  f"in-process speed, median of the per-round ratios: {ratio:.2f}x "
+                  f"(last t: processes {runs[-1]['last_t']:.2f}, in-process "
+                  f"{inproc[-1]['last_t']:.2f})")
         if not args.skip_record:
             cases = [("64 B", 7, 20_000 if args.quick else 200_000),
                      ("1 MiB", 131_072, 50 if args.quick else 500)]
