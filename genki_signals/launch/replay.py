@@ -69,8 +69,11 @@ def _resolved(path: str, spec: TopologySpec) -> Path:
 def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable[str], *,
                     speed: float | None = None, start: float = 0.0, loop: bool = False,
                     record: str | Path | None = None, name: str | None = None,
-                    with_display: bool = False) -> ReplayPlan:
-    """The plan to run ``spec`` with the nodes in ``replace`` played from ``recording``."""
+                    with_display: bool = False, coalesce: int | None = None) -> ReplayPlan:
+    """The plan to run ``spec`` with the nodes in ``replace`` played from ``recording``.
+
+    ``coalesce``: as fast as possible, the replay nodes join consecutive frames of a topic into
+    frames of up to this many samples (0: off; None: the replay kind's default)."""
     recording = Path(recording).expanduser().resolve()
     replace = list(dict.fromkeys(replace))
     _check_replace(spec, replace)
@@ -81,6 +84,8 @@ def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable
     data["name"] = name or f"{spec.name}-replay"
     replay_params = {"path": str(recording), "speed": "max" if speed is None else float(speed),
                      "start": float(start), "loop": bool(loop)}
+    if coalesce is not None:
+        replay_params["coalesce"] = int(coalesce)
     lossless = fed | (below if speed is None else set())  # edges from these become lossless
     nodes = [_replay_node(raw, replay_params) if raw["id"] in fed else _lossless(raw, lossless)
              for raw in data["nodes"]]
