@@ -6,14 +6,19 @@
    (exactly what ``genki replay REC specs/demo.yaml --replace signals`` does: lossless edges
    downstream, the derived graph and the printer as their own processes) and times it: end to
    end (launcher start to every process gone) and the replay phase alone (all nodes ready to
-   every node finished). It checks the printer saw the last derived sample.
+   every node finished). It checks the printer saw the last derived sample. As ``genki replay``
+   does at full speed, the dashboard is left out (``--with-display`` keeps it) and the replay
+   node coalesces frames (``--coalesce N`` samples, 0: off). Interleaved with each run, the
+   baseline: the same derived graph in this process on the recorded 4-sample frames (read and
+   decoded from the file, no bus); the ratio is per round, its median printed.
 2. **Record throughput.** A source node publishes pre-built frames as fast as it can on a
    lossless edge to a ``recorder`` node (two processes); frames/s and MB/s of payload over the
    recorder's first-to-last receive time. Also the recorder alone, in-process (no bus). For
    64 B frames (timestamp + 7 float64) and 1 MiB frames (timestamp + 131,072 float64 of noise,
    incompressible), with each compression.
 
-    python tools/bench_replay.py [--hours 1] [--repeats 3] [--quick]
+    python tools/bench_replay.py [--hours 1] [--repeats 3] [--quick] [--skip-record]
+                                 [--with-display] [--coalesce N]
 """
 
 from __future__ import annotations
@@ -105,14 +110,16 @@ def replay_in_process(recording: Path) -> dict[str, float]:
     return {"replay_phase": time.perf_counter() - t0, "last_t": last_t}
 
 
-def replay_once(recording: Path, workdir: Path, tag: str, with_display: bool = False
-                ) -> dict[str, float]:
+def replay_once(recording: Path, workdir: Path, tag: str, with_display: bool = False,
+                coalesce: int | None = None) -> dict[str, float]:
     from genki_signals.launch.launcher import Launcher
     from genki_signals.launch.replay import replay_topology
     from genki_signals.launch.spec import load_topology
 
     spec = load_topology(REPO / "specs" / "demo.yaml")
     kwargs = {"with_display": True} if with_display else {}
+    if coalesce is not None:
+        kwargs["coalesce"] = coalesce
     plan = replay_topology(spec, recording, ["signals"], name=f"bench_replay_{tag}", **kwargs)
     out = io.StringIO()
     t0 = time.perf_counter()
@@ -195,6 +202,8 @@ def main() -> None:
     parser.add_argument("--skip-replay", action="store_true")
     parser.add_argument("--with-display", action="store_true",
                         help="keep the demo's dashboard (plot) node in the replay")
+    parser.add_argument("--coalesce", type=int, default=None, metavar="N",
+                        help="samples per coalesced frame (0: off; default: genki replay's)")
     parser.add_argument("--skip-record", action="store_true")
     args = parser.parse_args()
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -212,7 +221,8 @@ def main() -> None:
                   f"{recording.stat().st_size / 1e6:.1f} MB, written in {t_write:.1f} s")
             runs, inproc = [], []
             for i in range(args.repeats):  # interleaved: processes, then in-process, per round
-                runs.append(replay_once(recording, workdir, str(i), args.with_display))
+                runs.append(replay_once(recording, workdir, str(i), args.with_display,
+                                        args.coalesce))
                 inproc.append(replay_in_process(recording))
                 print(f"  round {i}: processes {runs[-1]['replay_phase']:.2f} s, in-process "
                       f"{inproc[-1]['replay_phase']:.2f} s, ratio "
