@@ -204,6 +204,9 @@ def main() -> None:
                         help="keep the demo's dashboard (plot) node in the replay")
     parser.add_argument("--coalesce", type=int, default=None, metavar="N",
                         help="samples per coalesced frame (0: off; default: genki replay's)")
+    parser.add_argument("--compare-plain", action="store_true",
+                        help="each round also replays the recorded frames with the dashboard "
+                             "(--coalesce 0 --with-display: the behaviour before coalescing)")
     parser.add_argument("--skip-record", action="store_true")
     args = parser.parse_args()
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -219,8 +222,12 @@ def main() -> None:
             seconds = hours * 3600
             print(f"recording: {seconds:.0f} s of 100 Hz demo data, {frames} frames, "
                   f"{recording.stat().st_size / 1e6:.1f} MB, written in {t_write:.1f} s")
-            runs, inproc = [], []
+            runs, inproc, plain = [], [], []
             for i in range(args.repeats):  # interleaved: processes, then in-process, per round
+                if args.compare_plain:  # as before coalescing: recorded frames, dashboard kept
+                    plain.append(replay_once(recording, workdir, f"plain{i}", True, 0))
+                    print(f"  round {i}: recorded frames with the dashboard "
+                          f"{plain[-1]['replay_phase']:.2f} s", flush=True)
                 runs.append(replay_once(recording, workdir, str(i), args.with_display,
                                         args.coalesce))
                 inproc.append(replay_in_process(recording))
@@ -246,6 +253,13 @@ def main() -> None:
                   f"in-process speed, median of the per-round ratios: {ratio:.2f}x "
                   f"(last t: processes {runs[-1]['last_t']:.2f}, in-process "
                   f"{inproc[-1]['last_t']:.2f})")
+            if plain:
+                p_phase = statistics.median(r["replay_phase"] for r in plain)
+                p_ratio = statistics.median(i["replay_phase"] / r["replay_phase"]
+                                            for r, i in zip(plain, inproc))
+                print(f"recorded frames with the dashboard (--coalesce 0 --with-display), "
+                      f"median of {len(plain)}: replay phase {p_phase:.2f} s = "
+                      f"{seconds / p_phase:.0f}x real time; / in-process: {p_ratio:.2f}x")
         if not args.skip_record:
             cases = [("64 B", 7, 20_000 if args.quick else 200_000),
                      ("1 MiB", 131_072, 50 if args.quick else 500)]
