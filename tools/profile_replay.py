@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
-from bench_replay import write_hour  # noqa: E402
+from bench_replay import write_hour
 
 
 def run(recording: Path, coalesce_samples: int) -> dict[str, float]:
