@@ -489,12 +489,19 @@ def test_replace_rewrites_edges_and_guards_the_recording(tmp_path):
     assert new.name == "demo-replay" and new.node("signals").kind == "replay"
     assert new.node("printer").inputs[0].policy == "lossless"  # downstream at full speed
     assert plan.node_extra == {"derived": {"max_lag": None}, "printer": {"max_lag": None},
-                               "dashboard": {"max_lag": None}, "rec": {"max_lag": None}}
+                               "rec": {"max_lag": None}}
+    # full speed: the display node is left out, and the notes say so, unless asked for
+    assert "dashboard" not in [n.id for n in new.nodes]
+    assert any("display nodes left out at full speed: dashboard" in n for n in plan.notes)
+    shown = replay_topology(spec, rec_path, ["signals"], with_display=True)
+    assert shown.spec.node("dashboard").inputs[0].policy == "lossless"
+    assert "dashboard" in shown.node_extra and not any("display" in n for n in shown.notes)
     assert {e.node for e in new.node("replay_recorder").inputs} == {"signals", "derived"}
     paced = replay_topology(spec, rec_path, ["signals"], speed=1.0)
     assert paced.spec.node("derived").inputs[0].policy == "lossless"  # fed by the replay
     assert paced.spec.node("printer").inputs[0].policy == "drop_oldest"  # as declared
     assert paced.node_extra == {}
+    assert paced.spec.node("dashboard").kind == "sink"  # paced: kept
     out = tmp_path / "rewritten.yaml"
     assert main(["replay", str(rec_path), str(spec_path), "--replace", "signals",
                  "--write-spec", str(out), "--no-run"]) == 0
@@ -545,7 +552,8 @@ def test_replay_reproduces_the_live_derived_outputs_bit_for_bit(tmp_path, launch
         out = tmp_path / f"replay{i}.mcap"
         result = run_cli("replay", str(tmp_path / "live.mcap"), str(REPO / "specs" / "demo.yaml"),
                          "--replace", "signals", "--record", str(out), "--run-dir",
-                         str(tmp_path / f"replay_run{i}"), "--no-progress")
+                         str(tmp_path / f"replay_run{i}"), "--no-progress",
+                         "--coalesce", "0")  # the recorded frames, compared frame by frame
         assert result.returncode == 0, result.stdout
         assert "every node has finished" in result.stdout, result.stdout
         outputs.append(read_frames(out))

@@ -6,14 +6,19 @@
    (exactly what ``genki replay REC specs/demo.yaml --replace signals`` does: lossless edges
    downstream, the derived graph and the printer as their own processes) and times it: end to
    end (launcher start to every process gone) and the replay phase alone (all nodes ready to
-   every node finished). It checks the printer saw the last derived sample.
+   every node finished). It checks the printer saw the last derived sample. As ``genki replay``
+   does at full speed, the dashboard is left out (``--with-display`` keeps it) and the replay
+   node coalesces frames (``--coalesce N`` samples, 0: off). Interleaved with each run, the
+   baseline: the same derived graph in this process on the recorded 4-sample frames (read and
+   decoded from the file, no bus); the ratio is per round, its median printed.
 2. **Record throughput.** A source node publishes pre-built frames as fast as it can on a
    lossless edge to a ``recorder`` node (two processes); frames/s and MB/s of payload over the
    recorder's first-to-last receive time. Also the recorder alone, in-process (no bus). For
    64 B frames (timestamp + 7 float64) and 1 MiB frames (timestamp + 131,072 float64 of noise,
    incompressible), with each compression.
 
-    python tools/bench_replay.py [--hours 1] [--repeats 3] [--quick]
+    python tools/bench_replay.py [--hours 1] [--repeats 3] [--quick] [--skip-record]
+                                 [--with-display] [--coalesce N]
 """
 
 from __future__ import annotations
@@ -81,13 +86,41 @@ def write_hour(path: Path, hours: float) -> int:
     return frames
 
 
-def replay_once(recording: Path, workdir: Path, tag: str) -> dict[str, float]:
+def replay_in_process(recording: Path) -> dict[str, float]:
+    """The baseline: the demo's derived graph in this process on the recorded 4-sample frames
+    (read and decoded from the file, merged one topic at a time, no bus, no printer)."""
+    from genki_signals.frames import Topic
+    from genki_signals.launch.spec import load_topology
+    from genki_signals.nodes.graph_node import GraphNodeLogic
+    from genki_signals.record.player import Player
+    from genki_signals.record.reader import Recording
+
+    spec = load_topology(REPO / "specs" / "demo.yaml")
+    ops = list(spec.node("derived").params["operators"])
+    t0 = time.perf_counter()
+    logic = GraphNodeLogic(ops, upstreams={"signals": []})
+    last_t = float("nan")
+    with Recording(recording) as rec:
+        player = Player(rec, "signals", speed=None)
+        while not player.done:
+            for p in player.due(0.0, 1024):
+                for out in logic.on_frame(Topic.parse(p.topic), p.frame, 0.0):
+                    if out.timeline == "main":
+                        last_t = float(out.frame["timestamp"][-1])
+    return {"replay_phase": time.perf_counter() - t0, "last_t": last_t}
+
+
+def replay_once(recording: Path, workdir: Path, tag: str, with_display: bool = False,
+                coalesce: int | None = None) -> dict[str, float]:
     from genki_signals.launch.launcher import Launcher
     from genki_signals.launch.replay import replay_topology
     from genki_signals.launch.spec import load_topology
 
     spec = load_topology(REPO / "specs" / "demo.yaml")
-    plan = replay_topology(spec, recording, ["signals"], name=f"bench_replay_{tag}")
+    kwargs = {"with_display": True} if with_display else {}
+    if coalesce is not None:
+        kwargs["coalesce"] = coalesce
+    plan = replay_topology(spec, recording, ["signals"], name=f"bench_replay_{tag}", **kwargs)
     out = io.StringIO()
     t0 = time.perf_counter()
     launcher = Launcher(plan.spec, run_dir=workdir / f"run_{tag}", out=out,
@@ -167,6 +200,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="small counts (a smoke run)")
     parser.add_argument("--skip-replay", action="store_true")
+    parser.add_argument("--with-display", action="store_true",
+                        help="keep the demo's dashboard (plot) node in the replay")
+    parser.add_argument("--coalesce", type=int, default=None, metavar="N",
+                        help="samples per coalesced frame (0: off; default: genki replay's)")
+    parser.add_argument("--compare-plain", action="store_true",
+                        help="each round also replays the recorded frames with the dashboard "
+                             "(--coalesce 0 --with-display: the behaviour before coalescing)")
     parser.add_argument("--skip-record", action="store_true")
     args = parser.parse_args()
     os.environ["PYTHONPATH"] = os.pathsep.join(
@@ -182,7 +222,19 @@ def main() -> None:
             seconds = hours * 3600
             print(f"recording: {seconds:.0f} s of 100 Hz demo data, {frames} frames, "
                   f"{recording.stat().st_size / 1e6:.1f} MB, written in {t_write:.1f} s")
-            runs = [replay_once(recording, workdir, str(i)) for i in range(args.repeats)]
+            runs, inproc, plain = [], [], []
+            for i in range(args.repeats):  # interleaved: processes, then in-process, per round
+                if args.compare_plain:  # as before coalescing: recorded frames, dashboard kept
+                    plain.append(replay_once(recording, workdir, f"plain{i}", True, 0))
+                    print(f"  round {i}: recorded frames with the dashboard "
+                          f"{plain[-1]['replay_phase']:.2f} s", flush=True)
+                runs.append(replay_once(recording, workdir, str(i), args.with_display,
+                                        args.coalesce))
+                inproc.append(replay_in_process(recording))
+                print(f"  round {i}: processes {runs[-1]['replay_phase']:.2f} s, in-process "
+                      f"{inproc[-1]['replay_phase']:.2f} s, ratio "
+                      f"{inproc[-1]['replay_phase'] / runs[-1]['replay_phase']:.2f}; "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
             for r in runs:
                 print(f"  replay: end to end {r['end_to_end']:.2f} s "
                       f"({seconds / r['end_to_end']:.0f}x real time), replay phase "
@@ -193,6 +245,21 @@ def main() -> None:
             print(f"replay through demo graph, median of {len(runs)}: end to end {e2e:.2f} s = "
                   f"{seconds / e2e:.0f}x real time; replay phase {phase:.2f} s = "
                   f"{seconds / phase:.0f}x ({frames / phase:.0f} frames/s per hop)")
+            base = statistics.median(r["replay_phase"] for r in inproc)
+            ratio = statistics.median(i["replay_phase"] / r["replay_phase"]
+                                      for r, i in zip(runs, inproc))
+            print(f"in-process baseline (decode + derived graph, no bus), median of "
+                  f"{len(inproc)}: {base:.2f} s = {seconds / base:.0f}x real time; processes / "
+                  f"in-process speed, median of the per-round ratios: {ratio:.2f}x "
+                  f"(last t: processes {runs[-1]['last_t']:.2f}, in-process "
+                  f"{inproc[-1]['last_t']:.2f})")
+            if plain:
+                p_phase = statistics.median(r["replay_phase"] for r in plain)
+                p_ratio = statistics.median(i["replay_phase"] / r["replay_phase"]
+                                            for r, i in zip(plain, inproc))
+                print(f"recorded frames with the dashboard (--coalesce 0 --with-display), "
+                      f"median of {len(plain)}: replay phase {p_phase:.2f} s = "
+                      f"{seconds / p_phase:.0f}x real time; / in-process: {p_ratio:.2f}x")
         if not args.skip_record:
             cases = [("64 B", 7, 20_000 if args.quick else 200_000),
                      ("1 MiB", 131_072, 50 if args.quick else 500)]

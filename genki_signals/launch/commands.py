@@ -60,6 +60,12 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
     p.add_argument("--start", type=float, default=0.0, metavar="S",
                    help="start S seconds into the recording")
     p.add_argument("--loop", action="store_true", help="start over at the end")
+    p.add_argument("--with-display", action="store_true",
+                   help="as fast as possible, keep the display nodes (plot, foxglove sinks), "
+                        "which are left out by default")
+    p.add_argument("--coalesce", type=int, default=None, metavar="N",
+                   help="as fast as possible, join consecutive frames of a topic into frames "
+                        "of up to N samples (default 1024; 0: publish the recorded frames)")
     p.add_argument("--record", type=Path, metavar="OUT",
                    help="also record every node's output to OUT (.mcap)")
     p.add_argument("--write-spec", type=Path, metavar="OUT",
@@ -180,7 +186,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise GenkiError(f"{args.recording}: no readable data in the recording")
     replace = [n.strip() for n in args.replace.split(",") if n.strip()]
     plan = replay_topology(spec, args.recording, replace, speed=args.speed, start=args.start,
-                           loop=args.loop, record=args.record)
+                           loop=args.loop, record=args.record,
+                           with_display=args.with_display, coalesce=args.coalesce)
     for note in plan.notes:
         print(f"genki: note: {note}", file=sys.stderr)
     if args.write_spec:

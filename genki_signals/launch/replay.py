@@ -10,6 +10,9 @@ unchanged) and the run settings that make an offline run reproduce the live one:
   same), and those nodes merge their inputs by timestamp alone (``max_lag: None``: never
   release a frame early because another input is slow), so the outputs depend only on the
   recorded frames;
+* as fast as possible, nodes that only display (``plot`` and ``foxglove`` sinks) are left out
+  unless ``with_display`` (nobody can watch an hour go by in seconds, and a display at the end
+  of a lossless edge would set the pace); the plan's notes say which were left out;
 * the replay nodes never restart (a replay that ended has nothing left to play);
 * a recorder of the spec that would write over the recording being replayed is an error;
 * ``record=PATH`` adds a recorder of every publishing node (all lossless).
@@ -26,7 +29,9 @@ from genki_signals.errors import GenkiError
 from genki_signals.launch.spec import TopologySpec, parse_topology, publishes
 from genki_signals.nodes.kinds import kind_info
 
-__all__ = ["ReplayPlan", "replay_topology"]
+__all__ = ["DISPLAY_SINKS", "ReplayPlan", "replay_topology"]
+
+DISPLAY_SINKS = frozenset({"plot", "foxglove"})  # sink types that only display
 
 
 class ReplayPlan:
@@ -63,8 +68,12 @@ def _resolved(path: str, spec: TopologySpec) -> Path:
 
 def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable[str], *,
                     speed: float | None = None, start: float = 0.0, loop: bool = False,
-                    record: str | Path | None = None, name: str | None = None) -> ReplayPlan:
-    """The plan to run ``spec`` with the nodes in ``replace`` played from ``recording``."""
+                    record: str | Path | None = None, name: str | None = None,
+                    with_display: bool = False, coalesce: int | None = None) -> ReplayPlan:
+    """The plan to run ``spec`` with the nodes in ``replace`` played from ``recording``.
+
+    ``coalesce``: as fast as possible, the replay nodes join consecutive frames of a topic into
+    frames of up to this many samples (0: off; None: the replay kind's default)."""
     recording = Path(recording).expanduser().resolve()
     replace = list(dict.fromkeys(replace))
     _check_replace(spec, replace)
@@ -75,13 +84,22 @@ def replay_topology(spec: TopologySpec, recording: str | Path, replace: Iterable
     data["name"] = name or f"{spec.name}-replay"
     replay_params = {"path": str(recording), "speed": "max" if speed is None else float(speed),
                      "start": float(start), "loop": bool(loop)}
+    if coalesce is not None:
+        replay_params["coalesce"] = int(coalesce)
     lossless = fed | (below if speed is None else set())  # edges from these become lossless
     nodes = [_replay_node(raw, replay_params) if raw["id"] in fed else _lossless(raw, lossless)
              for raw in data["nodes"]]
+    skipped = [] if speed is not None or with_display else \
+        [n["id"] for n in nodes if _displays(n) and n["id"] in below]
+    nodes = [n for n in nodes if n["id"] not in skipped]
+    below -= set(skipped)
     if record is not None:
         nodes.append(_recorder_node(nodes, [n.id for n in spec.nodes], record))
     data["nodes"] = nodes
     notes = []
+    if skipped:
+        notes.append(f"display nodes left out at full speed: {', '.join(skipped)} "
+                     f"(--with-display keeps them)")
     live = [n.id for n in spec.nodes if n.id not in fed and n.id not in below
             and kind_info(n.kind).inputs == "none"]
     if live:
@@ -128,6 +146,12 @@ def _replay_node(raw: dict[str, Any], replay_params: dict[str, Any]) -> dict[str
         if key in raw:
             node[key] = copy.deepcopy(raw[key])
     return node
+
+
+def _displays(raw: dict[str, Any]) -> bool:
+    params = raw.get("params")
+    return raw.get("kind") == "sink" and isinstance(params, dict) and \
+        params.get("type") in DISPLAY_SINKS
 
 
 def _lossless(raw: dict[str, Any], upstreams: set[str]) -> dict[str, Any]:

@@ -4,7 +4,10 @@ A ``replay`` node stands in for the node whose frames it plays (``params.node``,
 own id): downstream nodes subscribe to ``<id>/`` and see the recorded frames, timestamps and
 bytes. It is a timed node: paced, the runner polls it ``PACED_RATE`` times a second and it
 hands over every frame that is due; as fast as possible (``speed: max``) it hands over ``batch``
-frames per poll and the lossless edges downstream set the pace (backpressure, no drops). At the
+frames per poll and the lossless edges downstream set the pace (backpressure, no drops), and
+it coalesces consecutive frames of one topic into frames of up to ``coalesce`` samples
+(``record.coalesce``: never across an event or a timeline change; every operator is
+chunking-independent, so the outputs downstream are the same samples; 0 turns it off). At the
 end it is ``finished``: the runner sends ``eos`` on every topic it published, so downstream
 nodes flush and exit, and the launcher ends the run.
 """
@@ -40,13 +43,19 @@ class ReplayNodeLogic(NodeLogic):
     input_mode = "timed"
 
     def __init__(self, path: str | Path, node: str, *, speed: float | None = 1.0,
-                 start: float = 0.0, loop: bool = False, batch: int = 64) -> None:
+                 start: float = 0.0, loop: bool = False, batch: int = 64,
+                 coalesce: int = 1024) -> None:
+        from genki_signals.record.coalesce import CoalesceLimits
+
         self.path = Path(path)
         self.node = node
         self.speed = speed
         self.start_offset = float(start)
         self.loop = bool(loop)
         self.batch = int(batch)
+        # only at full speed: paced frames keep their recorded rhythm
+        self.coalesce = CoalesceLimits(max_samples=int(coalesce)) \
+            if speed is None and coalesce > 1 else None
         self.update_rate = FAST_RATE if speed is None else PACED_RATE
         self.recording = None
         self.player = None
@@ -63,10 +72,24 @@ class ReplayNodeLogic(NodeLogic):
                  self.path, speed, self.player.duration, ", looping" if self.loop else "")
 
     def poll(self, now: float) -> list[Output]:
-        limit = self.batch if self.speed is None else PACED_LIMIT
+        if self.coalesce is not None:
+            played = self._coalesced(now)
+        else:
+            played = self.player.due(now, self.batch if self.speed is None else PACED_LIMIT)
         # the recorded timestamps are of another session: a replayed frame is acquired when read
-        return [Output(p.timeline, p.frame, p.kind, acquired=now)
-                for p in self.player.due(now, limit)]
+        return [Output(p.timeline, p.frame, p.kind, acquired=now) for p in played]
+
+    def _coalesced(self, now: float) -> list:
+        """Frames read ``batch`` at a time until one coalesced frame's worth of samples (or
+        the end), then joined (``record.coalesce``)."""
+        from genki_signals.record.coalesce import coalesce
+
+        played, rows = [], 0
+        while rows < self.coalesce.max_samples and not self.player.done:
+            more = self.player.due(now, self.batch)
+            played += more
+            rows += sum(len(p.frame.get("timestamp", ())) or 1 for p in more)
+        return coalesce(played, self.coalesce)
 
     @property
     def finished(self) -> bool:

@@ -6,7 +6,9 @@ node's own topics. Params::
     speed: 1.0                # > 0, or max (as fast as possible)
     start: 0.0                # seconds into the recording
     loop: false
-    batch: 64                 # frames per poll at full speed
+    batch: 64                 # frames read per step at full speed
+    coalesce: 1024            # at full speed, join consecutive frames of a topic into frames
+                              # of up to this many samples (0: off; see record/coalesce.py)
 
 Its outputs are the streams the recorded node published, read from the recording.
 """
@@ -30,6 +32,7 @@ class ReplayParams:
     start: Annotated[Float, Field(ge=0, description="a number of seconds >= 0")] = 0.0
     loop: Bool = False
     batch: Annotated[Int, Field(ge=1)] = 64
+    coalesce: Annotated[Int, Field(ge=0)] = 1024
 
 
 def _outputs(params: Any, ctx: KindContext) -> Outputs:
@@ -61,7 +64,7 @@ def _build(params: Any, config: NodeConfig) -> NodeLogic:
 
     return ReplayNodeLogic(resolve_path(params.path, config.spec_dir), params.node or config.id,
                            speed=parse_speed(params.speed), start=params.start,
-                           loop=params.loop, batch=params.batch)
+                           loop=params.loop, batch=params.batch, coalesce=params.coalesce)
 
 
 KIND = NodeKind(kind="replay", params=ReplayParams, build=_build, inputs="none",
