@@ -398,7 +398,9 @@ def test_reader_killed_with_sigkill_and_restarted_gets_every_frame_exactly_once(
     assert [int(r[1]) for r in rows] == list(range(n))  # every frame, once, in order
     assert [int(r[2]) for r in rows] == [7 * i for i in range(n)]
     stats = report["stats"]
-    assert stats["resent"] > 0 and stats["evicted"] == 0 and report["pending_at_eos"] == ["r"]
+    assert stats["resent"] > 0 and stats["evicted"] == 0
+    # at eos the restarted reader may still be catching up, or (a quiet machine) done already
+    assert set(report["pending_at_eos"]) <= {"r"}, report
     assert done == "done duplicates=0 gaps=0"
 
 
