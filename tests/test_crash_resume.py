@@ -33,7 +33,9 @@ def test_killed_graph_node_resumes_and_output_equals_an_uncrashed_run(tmp_path, 
     diff = frames_equal(crashed.frames, reference.frames)
     assert diff is None, f"crashed run differs from the uncrashed one: {diff}\n" \
                          f"{crashed.output}"
-    assert crashed.restart_seconds is not None and crashed.retained_bytes_max > 0
+    # retained bytes: a gauge sampled from the source's heartbeats (a figure for
+    # tools/bench_crash_resume.py); a restart shorter than a heartbeat can show 0
+    assert crashed.restart_seconds is not None and crashed.retained_bytes_max is not None
 
 
 def test_control_without_checkpoints_the_output_differs(tmp_path):
