@@ -246,6 +246,11 @@ class Publisher:
                 self._gate.allow(self._zap_domain, self._token, self._count_refused)
                 sock.setsockopt(zmq.PLAIN_SERVER, 1)
                 sock.setsockopt_string(zmq.ZAP_DOMAIN, self._zap_domain)
+        self._bind_to(sock, endpoint)
+        return sock
+
+    def _bind_to(self, sock: zmq.Socket, endpoint: str) -> None:
+        """Bind ``sock`` to ``endpoint`` (an error names it); an ipc file is removed at close."""
         try:
             if _is_ipv6(endpoint):
                 sock.setsockopt(zmq.IPV6, 1)
@@ -254,7 +259,6 @@ class Publisher:
             raise BusError(f"cannot bind {endpoint!r}: {exc}") from None
         if endpoint.startswith("ipc://"):
             self._ipc_files.append(endpoint[len("ipc://"):])
-        return sock
 
     def bind_also(self, endpoint: str, *, lossless: bool = False,
                   security: ServerKeys | None = None) -> str:
@@ -281,14 +285,7 @@ class Publisher:
             self._guards.append(secure_server(
                 sock, security, domain=f"{self._zap_domain}/{which}/{len(self._guards)}",
                 roles=(CONTROL,) if lossless else ROLES, on_refused=self._count_refused))
-        try:
-            if _is_ipv6(endpoint):
-                sock.setsockopt(zmq.IPV6, 1)
-            sock.bind(endpoint)
-        except zmq.ZMQError as exc:
-            raise BusError(f"cannot bind {endpoint!r}: {exc}") from None
-        if endpoint.startswith("ipc://"):
-            self._ipc_files.append(endpoint[len("ipc://"):])
+        self._bind_to(sock, endpoint)
         return sock.getsockopt_string(zmq.LAST_ENDPOINT)
 
     def _count_refused(self) -> None:  # called from the gate's thread
