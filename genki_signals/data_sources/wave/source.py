@@ -53,6 +53,11 @@ from genki_signals.frames import TIMESTAMP, Frame
 # there and regularised toward nominal (a prior of 100 ppm) while few buckets exist.
 RING_CLOCK_FIT: dict[str, Any] = {"max_rate_error": 200e-6, "rate_prior": 100e-6}
 
+PROBE_BURST = 20
+"""Latency probes (battery requests) sent 50 ms apart right after connecting."""
+PROBE_INTERVAL = 0.2
+"""Seconds between latency probes after the burst (a 12-byte reply: 5 a second cost ~nothing)."""
+
 __all__ = ["MIN_FIRMWARE", "TRANSPORT_ENV", "WaveDataSource", "stream_shapes"]
 
 log = logging.getLogger(__name__)
@@ -318,8 +323,9 @@ class WaveDataSource(Source):
         battery request and its reply, taken as the fit's ``latency`` (mapped times are the
         earliest arrivals, later than the samples by that latency).
 
-        20 probes 50 ms apart, then one a second; the smallest round trip of the connection
-        counts (a late reply only lengthens a trip). Assumes the two directions are about
+        ``PROBE_BURST`` probes 50 ms apart, then one every ``PROBE_INTERVAL`` s; the smallest
+        round trip of the connection counts (a late reply only lengthens a trip, so the more
+        probes, the closer the minimum gets to the link's own delay on a busy host). Assumes the two directions are about
         equally fast; a battery status the ring sends unasked just after a request would make a
         trip look shorter. The replies also keep ``battery`` fresh.
         """
@@ -345,7 +351,7 @@ class WaveDataSource(Source):
                     if self.link_rtt is None or rtt < self.link_rtt:
                         self.link_rtt = rtt
                         self.fit.latency = rtt / 2
-                await asyncio.sleep(0.05 if i < 20 else 1.0)
+                await asyncio.sleep(0.05 if i < PROBE_BURST else PROBE_INTERVAL)
         finally:
             self._reply = None
 
