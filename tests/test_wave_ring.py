@@ -134,7 +134,7 @@ def test_motion_stream_writes_values_no_loss_and_device_timestamps(rings, skew_p
     stats = source.stats()
     # the reported uncertainty is honest (the truth lies inside) and still says something
     assert np.percentile(settled, 99) <= stats["wave_clock_uncertainty_ms"] * 1e-3, stats
-    assert stats["wave_clock_uncertainty_ms"] < 2.0, stats
+    assert stats["wave_clock_uncertainty_ms"] < 4.0, stats  # below the injected jitter
     # leader s per device s: the skew is estimated (an unestimated one would be 100 ppm off)
     assert abs(stats["wave_device_rate_ppm"] + skew_ppm) < 70, stats
 

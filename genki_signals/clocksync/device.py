@@ -202,11 +202,12 @@ class DeviceClockFit:
             units = units - self.wrap * np.round((units - last) / self.wrap)
         return self._a + self._b * (units * self.scale - self._x0) - self.latency
 
-    def spread(self) -> float | None:
-        """Median height (s) of the buckets' earliest arrivals above the fitted line.
+    def spread(self, quantile: float = 0.5) -> float | None:
+        """Height (s) of the buckets' earliest arrivals above the fitted line: the median, or
+        the given ``quantile`` (0-1) of the complete buckets' heights.
 
         An uncertainty of the mapping: the line touches the lowest point, and the other
-        complete buckets' fastest packets sit this far above it on the median. ~0 when the minimum
+        complete buckets' fastest packets sit this far above it. ~0 when the minimum
         transport delay is steady; None until the rate is fitted (two buckets).
         """
         if not self._rate_known:
@@ -214,7 +215,7 @@ class DeviceClockFit:
         done = [self._buckets[k] for k in sorted(self._buckets)][:-1]  # the newest is filling
         u = np.array([p[0] for p in done])
         y = np.array([p[1] for p in done])
-        return float(np.median(y - (self._a + self._b * u)))
+        return float(np.quantile(y - (self._a + self._b * u), quantile))
 
     def stats(self) -> dict[str, Any]:
         return {"device_rate_ppm": self.drift_ppm if self._rate_known else None,

@@ -501,12 +501,13 @@ class WaveDataSource(Source):
 
         A bound, not a standard deviation: half the smallest probe round trip (the latency is
         taken as half of it; a one-way latency between 0 and the whole round trip is off by at
-        most that much: NTP's bound) plus the clock fit's spread (the median height of the
-        per-bucket earliest arrivals above the fitted envelope: ~0 when the minimum transport
-        delay is steady, d when it wanders by about d). With a ``latency`` given in
+        most that much: NTP's bound) plus the clock fit's spread, the 75th percentile of the
+        per-bucket earliest arrivals' heights above the fitted envelope (the envelope touches
+        the lowest of them, which itself sits above the link's true minimum delay by about that
+        much when the minimum wanders; ~0 when it is steady). With a ``latency`` given in
         ``fit_options`` only the spread. None until the fit has two buckets.
         """
-        spread = self.fit.spread()
+        spread = self.fit.spread(0.75)
         if spread is None:
             return None
         asymmetry = self.link_rtt / 2 if self.probe_latency and self.link_rtt else 0.0
