@@ -329,9 +329,10 @@ class WaveDataSource(Source):
 
         ``PROBE_BURST`` probes 50 ms apart, then one every ``PROBE_INTERVAL`` s; the smallest
         round trip of the connection counts (a late reply only lengthens a trip, so the more
-        probes, the closer the minimum gets to the link's own delay on a busy host). Assumes the two directions are about
-        equally fast; a battery status the ring sends unasked just after a request would make a
-        trip look shorter. The replies also keep ``battery`` fresh.
+        probes, the closer the minimum gets to the link's own delay on a busy host). Assumes
+        the two directions are about equally fast; a battery status the ring sends unasked just
+        after a request would make a trip look shorter. The replies also keep ``battery``
+        fresh.
         """
         self._reply = asyncio.Event()
         self.link_rtt = None
