@@ -80,7 +80,7 @@ WAVE_TIMESTAMP_BOUND = 1e-3
 first 4 s). ``tools/measure_wave_timestamps.py`` and docs/benchmarks.md give the measured
 figures; what is left is the link's asymmetry (half a round trip is not the one-way latency of
 a motion notification) and the wander of the transport's minimum delay on a busy machine: with
-other agents' jobs on the 2 cores (load average 3-8) about 1 run in 4 ends at 1.0-1.15 ms; with
+other agents' jobs on the 2 cores (load average 3-9) 3 of 8 cases ended at 1.0-1.15 ms; with
 the process given priority, p99 <= 0.83 ms in every measured run."""
 WAVE_TIMESTAMP_WORST = 1.5e-3
 """Seconds: the largest error allowed after the first 4 s (a single read of a reader thread
