@@ -192,6 +192,20 @@ def test_device_clock_rate_prior_steadies_the_rate_of_a_short_span():
         DeviceClockFit(1e-6, rate_prior=0.0)
 
 
+def test_device_clock_rate_prior_is_not_tilted_by_a_high_last_bucket():
+    """The lower hull's first and last points are vertices however high they sit (a burst of
+    host load in the newest complete bucket): the rate comes from the points on the floor."""
+    rng = np.random.default_rng(3)
+    drift = 100e-6
+    u = np.arange(0.0, 10.0, 0.01)
+    t = u / (1 + drift)  # true leader times of a device clock running 100 ppm fast
+    delay = 1e-3 + rng.uniform(0, 5e-3, u.size) + rng.exponential(0.1e-3, u.size)
+    delay[(u >= 9.0) & (u < 9.5)] += 3e-3  # the newest complete bucket: everything late
+    fit = DeviceClockFit(1e-6, rate_prior=100e-6, max_rate_error=200e-6)
+    fit.update(u * 1e6, t + delay)
+    assert fit.drift_ppm == pytest.approx((1 / (1 + drift) - 1) * 1e6, abs=15)
+
+
 def test_device_clock_restart_restarts_the_fit():
     rng = np.random.default_rng(1)
     fit = DeviceClockFit(1e-6)

@@ -184,6 +184,37 @@ def test_a_partial_frame_at_connection_start_is_dropped_and_counted_as_partial()
     assert decoder.partial == 2 and decoder.dropped == 0
 
 
+def test_a_frame_completed_by_a_later_notification_names_its_id_as_carried():
+    decoder = p.WaveDecoder()
+    motion, button = GOLDEN["motion"], GOLDEN["button"]
+    assert decoder.feed(motion[:50]).carried_id is None and decoder.pending == 50
+    out = decoder.feed(motion[50:] + button[:4])
+    assert out.carried_id == p.MsgId.DATASTREAM and len(out.motion) == 1
+    assert decoder.pending == 4
+    out = decoder.feed(button[4:] + motion)  # the button began earlier, the motion here
+    assert out.carried_id == p.MsgId.BUTTON_EVENT and len(out.motion) == 1
+    assert decoder.feed(motion).carried_id is None and decoder.pending == 0
+
+
+def test_the_source_stamps_a_split_frame_with_the_arrival_of_its_first_bytes():
+    """The sample existed when its frame's first byte arrived: that earlier arrival is the
+    tighter bound the clock fit gets (later records of a notification get its own)."""
+    from genki_signals.data_sources.wave.source import WaveDataSource
+
+    rec = np.zeros(3, p.MOTION_DTYPE)
+    rec["timestamp_us"] = [10, 20, 30]
+    stream = b"".join(p.encode_motion(rec[i:i + 1]) for i in range(3))
+    n = len(stream) // 3
+    source = WaveDataSource("F0:00:00:00:00:01")
+    now = [0.0]
+    source.clock.now = lambda: now[0]
+    for t, (a, b) in enumerate([(0, n - 30), (n - 30, n + 20), (n + 20, n + 30),
+                                (n + 30, 3 * n)]):
+        now[0] = float(t)
+        source.handle_notification(None, stream[a:b])
+    assert np.repeat(source._arrivals, source._counts).tolist() == [0.0, 1.0, 3.0]
+
+
 BAD = {
     "truncated": frame(3, 1, motion_payload()[:100], size=105),
     "oversized": frame(3, 1, motion_payload() + b"\x01\x02\x03\x04\x05", size=105),

@@ -75,13 +75,16 @@ def timestamp_errors(ring: VirtualRing, data: dict[str, np.ndarray]) -> np.ndarr
     return data["timestamp"] - np.array([truth[int(u)] for u in data["timestamp_us"]])
 
 
-WAVE_TIMESTAMP_BOUND = 1.5e-3
-"""Seconds: the 99th percentile of the mapped timestamps' error. Issue 14 asks for 1 ms; on a
-quiet machine ``tools/measure_wave_timestamps.py`` measures p99 0.76-1.22 ms (median 1.06):
-what is left is the link's asymmetry plus the ring's own sample-to-notification time, which no
-host-side measurement can see (docs/benchmarks.md)."""
-WAVE_TIMESTAMP_WORST = 2.5e-3
-"""Seconds: the largest error allowed (a starved reader thread on a busy 2-core machine)."""
+WAVE_TIMESTAMP_BOUND = 1e-3
+"""Seconds: issue 14's bound on the mapped timestamps' error (the 99th percentile after the
+first 4 s). ``tools/measure_wave_timestamps.py`` and docs/benchmarks.md give the measured
+figures; what is left is the link's asymmetry (half a round trip is not the one-way latency of
+a motion notification) and the wander of the transport's minimum delay on a busy machine: with
+other agents' jobs on the 2 cores (load average 3-9) 3 of 8 cases ended at 1.0-1.15 ms; with
+the process given priority, p99 <= 0.83 ms in every measured run."""
+WAVE_TIMESTAMP_WORST = 1.5e-3
+"""Seconds: the largest error allowed after the first 4 s (a single read of a reader thread
+starved on a busy 2-core machine may land past the bound)."""
 
 
 @pytest.mark.timeout(120)
@@ -131,9 +134,11 @@ def test_motion_stream_writes_values_no_loss_and_device_timestamps(rings, skew_p
     assert np.max(np.abs(err)) < 0.02  # even the first reads: within the injected jitter
     assert np.all(np.diff(data["timestamp"]) > 0)
     stats = source.stats()
-    assert stats["wave_clock_uncertainty_ms"] is not None
-    assert stats["wave_clock_uncertainty_ms"] < WAVE_TIMESTAMP_BOUND * 1e3
-    assert abs(stats["wave_device_rate_ppm"] + skew_ppm) < 60  # leader s per device s
+    # the reported uncertainty is honest (the truth lies inside) and still says something
+    assert np.percentile(settled, 99) <= stats["wave_clock_uncertainty_ms"] * 1e-3, stats
+    assert stats["wave_clock_uncertainty_ms"] < 4.0, stats  # below the injected jitter
+    # leader s per device s: the skew is estimated (an unestimated one would be 100 ppm off)
+    assert abs(stats["wave_device_rate_ppm"] + skew_ppm) < 70, stats
 
 
 def test_spectrogram_mode_frames_span_notifications(rings):

@@ -202,11 +202,12 @@ class DeviceClockFit:
             units = units - self.wrap * np.round((units - last) / self.wrap)
         return self._a + self._b * (units * self.scale - self._x0) - self.latency
 
-    def spread(self) -> float | None:
-        """Median height (s) of the buckets' earliest arrivals above the fitted line.
+    def spread(self, quantile: float = 0.5) -> float | None:
+        """Height (s) of the buckets' earliest arrivals above the fitted line: the median, or
+        the given ``quantile`` (0-1) of the complete buckets' heights.
 
         An uncertainty of the mapping: the line touches the lowest point, and the other
-        complete buckets' fastest packets sit this far above it on the median. ~0 when the minimum
+        complete buckets' fastest packets sit this far above it. ~0 when the minimum
         transport delay is steady; None until the rate is fitted (two buckets).
         """
         if not self._rate_known:
@@ -214,7 +215,7 @@ class DeviceClockFit:
         done = [self._buckets[k] for k in sorted(self._buckets)][:-1]  # the newest is filling
         u = np.array([p[0] for p in done])
         y = np.array([p[1] for p in done])
-        return float(np.median(y - (self._a + self._b * u)))
+        return float(np.quantile(y - (self._a + self._b * u), quantile))
 
     def stats(self) -> dict[str, Any]:
         return {"device_rate_ppm": self.drift_ppm if self._rate_known else None,
@@ -258,19 +259,26 @@ def _lower_hull(u: np.ndarray, y: np.ndarray) -> list[int]:
 
 
 def _hull_slope_with_prior(u: np.ndarray, y: np.ndarray, prior: float) -> float:
-    """Least-squares slope through the lower hull's vertices, shrunk toward 1.
+    """Least-squares slope through the points on the floor, shrunk toward 1.
 
-    A Gaussian prior ``N(1, prior**2)`` on the slope, against the points' noise: the robust
-    spread (MAD) of the lower half of the residuals under the hull's own slope, at least 0.1 ms.
-    Every hull vertex counts (not only the edge at the mean), so one lucky low bucket tilts the
-    rate less; the prior keeps a short span of device time from producing a wild rate.
+    The floor: the points within twice the noise of the lower envelope, where the envelope is
+    the lower-hull edge spanning the mean device time (the hull's own first and last points are
+    vertices however high they sit, so they are not taken as floor by default). The noise is
+    the robust spread (MAD) of the lower half of the residuals above that edge, at least 0.1 ms.
+    A Gaussian prior ``N(1, prior**2)`` on the slope against that noise keeps a short span of
+    device time from producing a wild rate; every floor point counts, so one lucky low bucket
+    tilts the rate less than a two-point edge would.
     """
-    hull = _lower_hull(u, y)
-    uh, yh = u[hull], y[hull]
-    uc, yc = uh - uh.mean(), yh - yh.mean()
-    free = float(np.dot(uc, yc) / np.dot(uc, uc))  # the hull's own slope, no prior
-    r = y - free * u
+    edge = _envelope_slope(u, y, float(u.mean()))
+    r = y - edge * u
+    r = r - r.min()
     low = r[r <= np.median(r)]
     noise = max(1.4826 * float(np.median(np.abs(low - np.median(low)))), 1e-4)
+    floor = r <= 2.0 * noise
+    if np.count_nonzero(floor) < 2:
+        floor = np.zeros(len(u), dtype=bool)
+        floor[_lower_hull(u, y)] = True
+    uf, yf = u[floor], y[floor]
+    uc, yc = uf - uf.mean(), yf - yf.mean()
     lam = (noise / prior) ** 2
     return float((np.dot(uc, yc) + lam) / (np.dot(uc, uc) + lam))

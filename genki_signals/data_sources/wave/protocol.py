@@ -275,6 +275,11 @@ class Decoded:
     buttons: list[ButtonEvent] = field(default_factory=list)
     device_info: list[DeviceInfo] = field(default_factory=list)
     battery: list[BatteryStatus] = field(default_factory=list)
+    carried_id: int | None = None
+    """The message id of the first message this feed completed if its first bytes came in an
+    earlier feed (a frame split across notifications), else None. A host stamping samples by
+    arrival can then give that message the earlier notification's arrival: its sample existed
+    when its first byte arrived."""
 
 
 class WaveDecoder:
@@ -299,12 +304,18 @@ class WaveDecoder:
         self._fresh = True
 
     @property
+    def pending(self) -> int:
+        """Bytes of an unfinished frame held since an earlier feed."""
+        return len(self._buf)
+
+    @property
     def dropped(self) -> int:
         return sum(self.errors.values())
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> Decoded:
         out = Decoded()
         buf = self._buf
+        carried = len(buf) > 0
         buf += chunk
         if b"\x00" not in chunk:
             if len(buf) > MAX_FRAME:
@@ -315,7 +326,7 @@ class WaveDecoder:
         *frames, rest = bytes(buf).split(b"\x00")
         buf[:] = rest
         motion, raw, spec = [], [], []
-        for frame in frames:
+        for i, frame in enumerate(frames):
             fresh, self._fresh = self._fresh, False
             if not frame:
                 continue  # back-to-back delimiters carry nothing
@@ -328,6 +339,8 @@ class WaveDecoder:
                     self.errors[exc.reason] += 1
                 continue
             self.frames += 1
+            if i == 0 and carried:
+                out.carried_id = msg_id
             if msg_id == MsgId.DATASTREAM:
                 motion.append(payload)
             elif msg_id == MsgId.RAW_DATA:

@@ -53,6 +53,11 @@ from genki_signals.frames import TIMESTAMP, Frame
 # there and regularised toward nominal (a prior of 100 ppm) while few buckets exist.
 RING_CLOCK_FIT: dict[str, Any] = {"max_rate_error": 200e-6, "rate_prior": 100e-6}
 
+PROBE_BURST = 20
+"""Latency probes (battery requests) sent 50 ms apart right after connecting."""
+PROBE_INTERVAL = 0.2
+"""Seconds between latency probes after the burst (a 12-byte reply: 5 a second cost ~nothing)."""
+
 __all__ = ["MIN_FIRMWARE", "TRANSPORT_ENV", "WaveDataSource", "stream_shapes"]
 
 log = logging.getLogger(__name__)
@@ -126,6 +131,9 @@ class WaveDataSource(Source):
         self._reply: asyncio.Event | None = None  # set by a battery reply (loop thread)
         self._reply_arrival = 0.0
         self.decoder = p.WaveDecoder()
+        self._stream_id = p.MsgId.SPECTROGRAM if self.spectrogram else \
+            p.MsgId.RAW_DATA if self.raw else p.MsgId.DATASTREAM
+        self._frame_start = math.nan  # arrival of the notification the pending frame began in
         self.device_info: p.DeviceInfo | None = None
         self.battery: p.BatteryStatus | None = None
         self.disconnects = self.reconnects = self.notifications = self.samples = 0
@@ -275,6 +283,7 @@ class WaveDataSource(Source):
         client = BleakClient(address, lambda _c: disconnected.set(),
                              timeout=self.connect_timeout, **kwargs)
         self.decoder.reset()  # a frame cut by the last disconnect is not completed by this one
+        self._frame_start = math.nan
         try:
             await client.connect()
             await client.start_notify(p.API_CHAR_UUID, self.handle_notification)
@@ -318,10 +327,12 @@ class WaveDataSource(Source):
         battery request and its reply, taken as the fit's ``latency`` (mapped times are the
         earliest arrivals, later than the samples by that latency).
 
-        20 probes 50 ms apart, then one a second; the smallest round trip of the connection
-        counts (a late reply only lengthens a trip). Assumes the two directions are about
-        equally fast; a battery status the ring sends unasked just after a request would make a
-        trip look shorter. The replies also keep ``battery`` fresh.
+        ``PROBE_BURST`` probes 50 ms apart, then one every ``PROBE_INTERVAL`` s; the smallest
+        round trip of the connection counts (a late reply only lengthens a trip, so the more
+        probes, the closer the minimum gets to the link's own delay on a busy host). Assumes
+        the two directions are about equally fast; a battery status the ring sends unasked just
+        after a request would make a trip look shorter. The replies also keep ``battery``
+        fresh.
         """
         self._reply = asyncio.Event()
         self.link_rtt = None
@@ -345,7 +356,7 @@ class WaveDataSource(Source):
                     if self.link_rtt is None or rtt < self.link_rtt:
                         self.link_rtt = rtt
                         self.fit.latency = rtt / 2
-                await asyncio.sleep(0.05 if i < 20 else 1.0)
+                await asyncio.sleep(0.05 if i < PROBE_BURST else PROBE_INTERVAL)
         finally:
             self._reply = None
 
@@ -373,13 +384,24 @@ class WaveDataSource(Source):
         """
         arrival = self.clock.now()
         self.notifications += 1
+        started = self._frame_start if self.decoder.pending else arrival
         out = self.decoder.feed(data)
+        if not self.decoder.pending:
+            self._frame_start = math.nan
+        elif b"\x00" in data or math.isnan(self._frame_start):
+            self._frame_start = arrival  # the unfinished frame began in this notification
         records = out.spectrogram if self.spectrogram else out.raw if self.raw else out.motion
         with self._lock:
             if len(records):
                 self._records.append(records)
-                self._arrivals.append(arrival)
-                self._counts.append(len(records))
+                if out.carried_id == self._stream_id and not math.isnan(started):
+                    # the first record's frame began in an earlier notification: its sample
+                    # existed when that one arrived (an earlier, tighter bound for the fit)
+                    self._arrivals += [started, arrival]
+                    self._counts += [1, len(records) - 1]
+                else:
+                    self._arrivals.append(arrival)
+                    self._counts.append(len(records))
             for event in out.buttons:
                 self._buttons.append((arrival, event))
             for info in out.device_info:
@@ -478,12 +500,19 @@ class WaveDataSource(Source):
     def clock_uncertainty(self) -> float | None:
         """Seconds: how far the mapped stamps may sit from the ring's true sample times.
 
-        The spread (median) of the per-bucket earliest arrivals above the fitted envelope:
-        when the fastest packets of every half second arrive equally fast, the envelope is the
-        transport's minimum delay line and the spread is ~0; a spread of d means the minimum
-        delay itself wanders by about d. None until the fit has two buckets.
+        A bound, not a standard deviation: half the smallest probe round trip (the latency is
+        taken as half of it; a one-way latency between 0 and the whole round trip is off by at
+        most that much: NTP's bound) plus the clock fit's spread, the 75th percentile of the
+        per-bucket earliest arrivals' heights above the fitted envelope (the envelope touches
+        the lowest of them, which itself sits above the link's true minimum delay by about that
+        much when the minimum wanders; ~0 when it is steady). With a ``latency`` given in
+        ``fit_options`` only the spread. None until the fit has two buckets.
         """
-        return self.fit.spread()
+        spread = self.fit.spread(0.75)
+        if spread is None:
+            return None
+        asymmetry = self.link_rtt / 2 if self.probe_latency and self.link_rtt else 0.0
+        return spread + asymmetry
 
     def stats(self) -> dict[str, Any]:
         """Counters for node heartbeats: connection, decoding, clock fit, device info."""

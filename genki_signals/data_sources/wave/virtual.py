@@ -76,6 +76,13 @@ def swipe_motion(swipes: tuple[float, ...] = (), duration: float = 0.3,
     return motion
 
 
+LL_DATA_OCTETS = 251
+"""LE ACL data length of both virtual controllers: a link with data length extension, as a phone
+or BlueZ negotiates with the ring, so one notification (up to 244 B) is one link-layer packet.
+bumble's default (27 B, Bluetooth 4.0) cuts a 111-byte motion frame into five HCI packets that
+each cross the virtual radio separately."""
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -154,6 +161,8 @@ class VirtualRing:
                                        public_address="C0:00:00:00:00:01")
         self.transport = f"tcp-client:127.0.0.1:{port}"
         ctl = Controller("ring", link=self._link, public_address=self.address)
+        for controller in (self._central_ctl, ctl):
+            controller.le_acl_data_packet_length = LL_DATA_OCTETS
         self.device = Device(name=self.name, address=Address(self.address),
                              host=Host(ctl, AsyncPipeSink(ctl)))
         self.char = Characteristic(
