@@ -121,6 +121,30 @@ class LauncherProcess:
         return [p for p in self._known.values() if _alive(p)]
 
 
+def node_entry(d: dict, node: str) -> dict:
+    """``node``'s entry in a launcher's directory."""
+    return next(n for n in d["nodes"] if n["id"] == node)
+
+
+def heartbeat_stat(d: dict, node: str, key: str) -> tuple[float, int]:
+    """(when ``node``'s last heartbeat arrived, on this machine's monotonic clock; its counter
+    ``key`` in that heartbeat)."""
+    n = node_entry(d, node)
+    return time.monotonic() - n["heartbeat_age"], n["stats"][key]
+
+
+def counter_rate(lp: LauncherProcess, node: str, key: str, seconds: float
+                 ) -> tuple[float, dict]:
+    """``node``'s counter ``key`` per second over about ``seconds``: the counts of two
+    heartbeats that far apart over the times they arrived (not the times the directory was
+    asked). Returns the rate and the second directory."""
+    t0, n0 = heartbeat_stat(lp.wait_for(lambda d: d, 5, "directory"), node, key)
+    time.sleep(seconds)
+    d = lp.wait_for(lambda d: d, 5, "directory")
+    t1, n1 = heartbeat_stat(d, node, key)
+    return (n1 - n0) / (t1 - t0), d
+
+
 def _alive(p: psutil.Process) -> bool:
     try:
         return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
