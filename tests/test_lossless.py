@@ -25,13 +25,6 @@ from genki_signals.bus.sockets import Publisher, Subscriber
 from proc_helpers import counter_rate, env_with_tests_on_path, heartbeat_stat, node_entry
 
 
-@pytest.fixture
-def ctx():
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 def frame(i: int, n: int = 1) -> dict:
     return {"i": np.full(n, i, dtype=np.int64)}
 
