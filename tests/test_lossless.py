@@ -442,7 +442,11 @@ def test_spec_stall_policy_keeps_the_source_rate_with_a_stopped_declared_reader(
     try:
         d = lp.wait_for(lambda d: heartbeat_stat(d, "signals", counter)[1] >= 1 and d, 20,
                         f"the source's '{counter}' counter")
-        time.sleep(1.5)  # what the stall held back is through
+        # what the stall held back is through: the other reader receives at the source's
+        # rate again (on a loaded machine its backlog takes longer than a second to drain)
+        deadline = time.monotonic() + 20
+        while abs(counter_rate(lp, "good", "samples", 2.0)[0] / 500 - 1) > 0.05:
+            assert time.monotonic() < deadline, f"the other reader never caught up\n{lp.output}"
         stalls0 = heartbeat_stat(lp.wait_for(lambda d: d, 5, "directory"), "signals",
                                  "stalls")[1]
         # the source's samples as the other declared reader receives them (a Sampler that
