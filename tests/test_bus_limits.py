@@ -15,13 +15,6 @@ from genki_signals.bus.sockets import Publisher, Subscriber
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def ctx():
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 def receive(sub: Subscriber, seconds: float) -> list:
     out, deadline = [], time.monotonic() + seconds
     while time.monotonic() < deadline:

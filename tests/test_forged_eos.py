@@ -5,107 +5,23 @@ Subscriber alone, and on the feeders (plain objects)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import zmq
 
-from genki_signals.bus import control
 from genki_signals.bus.codec import decode, encode
 from genki_signals.bus.sockets import Subscriber
 from genki_signals.frames import Topic
-from genki_signals.nodes.config import InputEdge, NodeConfig
 from genki_signals.nodes.merge import feeder_for
-from proc_helpers import env_with_tests_on_path
+from proc_helpers import GraphNodeProcess
 
 pytestmark = pytest.mark.timeout(120)
 
 
 def frame(t0: float, x: np.ndarray) -> dict:
     return {"timestamp": t0 + np.arange(len(x)) / 1000.0, "x": x}
-
-
-class GraphNodeProcess:
-    """A graph node (y = 2x) in its own process; the test is its launcher and its upstream."""
-
-    def __init__(self, tmp_path) -> None:
-        self.ctx = zmq.Context()
-        self.router = self.ctx.socket(zmq.ROUTER)
-        self.router.bind(f"ipc://{tmp_path}/control")
-        self.up = self.ctx.socket(zmq.XPUB)
-        self.up.setsockopt(zmq.XPUB_NODROP, 1)
-        self.up.setsockopt(zmq.SNDTIMEO, 10_000)
-        self.up.bind(f"ipc://{tmp_path}/up")
-        self.out = self.ctx.socket(zmq.SUB)
-        self.out.setsockopt(zmq.SUBSCRIBE, b"")
-        config = NodeConfig(
-            id="g", kind="graph",
-            params={"operators": [{"type": "Scale", "input": "x", "factor": 2.0, "name": "y"}]},
-            control_endpoint=f"ipc://{tmp_path}/control", publish_endpoint=f"ipc://{tmp_path}/g",
-            inputs=(InputEdge(node="up", endpoint=f"ipc://{tmp_path}/up", topics=("up/",),
-                              policy="drop_oldest", maxlen=1000, streams=("timestamp", "x")),),
-            heartbeat_interval=0.2)
-        path = tmp_path / "g.json"
-        path.write_text(config.to_json())
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "genki_signals.nodes", "--config", str(path)],
-            env=env_with_tests_on_path(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True)
-        self.stats: dict = {}
-        self.seq = 0
-        self.t = 1.0
-        self.wait_for("ready", timeout=60)  # generous: the test machine's cores are shared
-        self.out.connect(f"ipc://{tmp_path}/g")
-        assert self.up.poll(30_000), "the node never subscribed"
-        self.up.recv()
-
-    def wait_for(self, msg_type: str, timeout: float = 15.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.router.poll(100):
-                msg = control.unpack(self.router.recv_multipart()[1])
-                if msg and msg["type"] == "heartbeat":
-                    self.stats = msg["stats"]
-                if msg and msg["type"] == msg_type:
-                    return msg
-            assert self.proc.poll() is None or msg_type == "bye", \
-                f"node exited ({self.proc.returncode}):\n{self.proc.stdout.read()}"
-        raise AssertionError(f"no {msg_type!r} within {timeout} s; last stats {self.stats}")
-
-    def send_valid(self, x: np.ndarray) -> None:
-        self.up.send_multipart(encode("up/main", frame(self.t, x), node_id="up", seq=self.seq))
-        self.seq += 1
-        self.t += 0.01
-
-    def computes(self) -> None:
-        """A valid frame still comes out doubled (resent: the first may precede the output
-        subscription)."""
-        x = np.arange(4, dtype=np.float64) + time.monotonic()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            self.send_valid(x)
-            resend = time.monotonic() + 0.5
-            while time.monotonic() < resend:
-                if self.out.poll(100):
-                    msg = decode(self.out.recv_multipart())
-                    if msg.kind == "data" and np.array_equal(msg.frame.get("y"), 2 * x):
-                        return
-        raise AssertionError(f"no output for a valid frame; stats {self.stats}")
-
-    def heartbeat_stats(self) -> dict:
-        """The counters of a heartbeat sent from now on."""
-        while self.router.poll(0):
-            self.router.recv_multipart()
-        self.wait_for("heartbeat")
-        return self.wait_for("heartbeat")["stats"]
-
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(timeout=10)
-        self.ctx.destroy(linger=0)
 
 
 @pytest.fixture
@@ -121,7 +37,7 @@ def test_forged_eos_from_an_unknown_node_id_never_ends_the_node(node):
     for forger in ("intruder", "up2", ""):  # on the wired node's own topic
         node.up.send_multipart(encode("up/main", {}, node_id=forger, seq=0, kind="eos"))
     # a frame of an unwired node id is counted and not computed
-    node.up.send_multipart(encode("up/main", frame(node.t, np.full(4, 7.0)), node_id="intruder",
+    node.up.send_multipart(encode("up/main", frame(node.mutator.t, np.full(4, 7.0)), node_id="intruder",
                                   seq=0))
     with pytest.raises(subprocess.TimeoutExpired):  # the bug: it exited 0 within 3 s
         node.proc.wait(timeout=3.0)
@@ -132,7 +48,7 @@ def test_forged_eos_from_an_unknown_node_id_never_ends_the_node(node):
         msg = decode(node.out.recv_multipart())
         assert not np.any(msg.frame.get("y", np.zeros(1)) == 14.0)
     # the wired node's own eos still ends the node, with exit 0 (so on-failure does not restart)
-    node.up.send_multipart(encode("up/main", {}, node_id="up", seq=node.seq, kind="eos"))
+    node.up.send_multipart(encode("up/main", {}, node_id="up", seq=node.mutator.seq, kind="eos"))
     bye = node.wait_for("bye")
     assert bye["reason"] == "eos"
     assert node.proc.wait(timeout=10) == 0

@@ -22,14 +22,7 @@ import zmq
 
 from genki_signals.bus.lossless import Lineage, ReaderFailedError
 from genki_signals.bus.sockets import Publisher, Subscriber
-from proc_helpers import env_with_tests_on_path
-
-
-@pytest.fixture
-def ctx():
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
+from proc_helpers import counter_rate, env_with_tests_on_path, heartbeat_stat, node_entry
 
 
 def frame(i: int, n: int = 1) -> dict:
@@ -428,15 +421,6 @@ nodes:
 """
 
 
-def _node(d: dict, node: str) -> dict:
-    return next(n for n in d["nodes"] if n["id"] == node)
-
-
-def _stat(d: dict, node: str, key: str) -> tuple[float, int]:
-    n = _node(d, node)
-    return time.monotonic() - n["heartbeat_age"], n["stats"].get(key, 0)
-
-
 @pytest.mark.process
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("policy", ["degrade", "fail"])
@@ -452,39 +436,40 @@ def test_spec_stall_policy_keeps_the_source_rate_with_a_stopped_declared_reader(
     spec.write_text(POLICY_SPEC.format(policy=policy))
     lp = launcher_factory(spec, "--grace", "30")  # the suspended reader is not killed meanwhile
     d = lp.wait_ready(timeout=90)  # start-up takes long on a loaded machine
-    slow = psutil.Process(_node(d, "slow")["pid"])
+    slow = psutil.Process(node_entry(d, "slow")["pid"])
     slow.suspend()
     counter = "degraded" if policy == "degrade" else "failed_readers"
     try:
-        d = lp.wait_for(lambda d: _stat(d, "signals", counter)[1] >= 1 and d, 20,
+        d = lp.wait_for(lambda d: heartbeat_stat(d, "signals", counter)[1] >= 1 and d, 20,
                         f"the source's '{counter}' counter")
-        time.sleep(1.5)  # what the stall held back is through
-        d = lp.wait_for(lambda d: d, 5, "directory")
-        t0, n0 = _stat(d, "good", "samples")
-        stalls0 = _stat(d, "signals", "stalls")[1]
-        time.sleep(8.0)
-        d = lp.wait_for(lambda d: d, 5, "directory")
-        t1, n1 = _stat(d, "good", "samples")
+        # what the stall held back is through: the other reader receives at the source's
+        # rate again (on a loaded machine its backlog takes longer than a second to drain)
+        deadline = time.monotonic() + 20
+        while abs(counter_rate(lp, "good", "samples", 2.0)[0] / 500 - 1) > 0.05:
+            assert time.monotonic() < deadline, f"the other reader never caught up\n{lp.output}"
+        stalls0 = heartbeat_stat(lp.wait_for(lambda d: d, 5, "directory"), "signals",
+                                 "stalls")[1]
         # the source's samples as the other declared reader receives them (a Sampler that
         # falls behind on a loaded machine puts more samples in a frame: count samples)
-        rate = (n1 - n0) / (t1 - t0)
+        rate, d = counter_rate(lp, "good", "samples", 8.0)
         assert rate == pytest.approx(500, rel=0.03), (rate, lp.output)
-        assert _stat(d, "signals", "stalls")[1] == stalls0  # no more waiting for it
-        assert _stat(d, "good", "gaps")[1] == 0
-        assert _node(d, "signals")["restarts"] == _node(d, "good")["restarts"] == 0
+        assert heartbeat_stat(d, "signals", "stalls")[1] == stalls0  # no more waiting for it
+        assert heartbeat_stat(d, "good", "gaps")[1] == 0
+        assert node_entry(d, "signals")["restarts"] == node_entry(d, "good")["restarts"] == 0
     finally:
         slow.resume()
     if policy == "fail":
         assert "lossless reader 'slow' of 'signals' failed: no room for" in lp.output
-        lp.wait_for(lambda d: _node(d, "slow")["restarts"] >= 1
-                    and _node(d, "slow")["state"] == "ready", 30, "the failed reader restarted")
+        lp.wait_for(lambda d: node_entry(d, "slow")["restarts"] >= 1
+                    and node_entry(d, "slow")["state"] == "ready", 30,
+                    "the failed reader restarted")
         assert "the publisher failed this reader" in lp.output
     else:
         assert "lossless reader 'slow' of 'signals' had no room for" in lp.output
         assert "served lossy" in lp.output
-        d = lp.wait_for(lambda d: _stat(d, "slow", "gaps")[1] > 0 and d, 15,
+        d = lp.wait_for(lambda d: heartbeat_stat(d, "slow", "gaps")[1] > 0 and d, 15,
                         "the degraded reader's gaps")
-        assert _node(d, "slow")["restarts"] == 0
+        assert node_entry(d, "slow")["restarts"] == 0
     lp.interrupt()
     assert lp.wait_exit(timeout=40) == 0, lp.output
     assert "unresponsive" not in lp.output

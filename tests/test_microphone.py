@@ -402,9 +402,15 @@ def test_timestamps_follow_the_wall_clock_on_a_real_time_device(tmp_path, monkey
         pulse.stop()
     now, last, count = map(np.array, zip(*reads))
     assert stats["audio_overflows"] == 0, stats
-    # rate: the stamps advance as fast as the wall clock (over the whole run)
+    # rate: the stamps advance as fast as the wall clock (over the whole run), within issue
+    # 13's 0.1 %. Measured as the slope of a least-squares line of stamp against read time
+    # over every read. The two end reads alone (as before) put each one's delivery and
+    # scheduling delay straight into the figure: 1.06e-3, seen once under load, is only 21 ms
+    # between two reads' delays over 20 s. The fit averages that jitter over about a thousand
+    # reads, while a timeline running 0.1 % fast or slow still shows in full.
     span = now[-1] - now[0]
-    rate_error = (last[-1] - last[0]) / span - 1
+    rate_error = np.polyfit(now - now[0], last - last[0], 1)[0] - 1
+    ends_error = (last[-1] - last[0]) / span - 1  # printed: the old two-read figure
     assert abs(rate_error) <= 1e-3, (rate_error, stats)
     # no drift growth: a sample is read some (jittery) time after its timestamp; the least of
     # that delay over 4 s stays put from the first seconds to the last. The PulseAudio -> ALSA
@@ -415,7 +421,8 @@ def test_timestamps_follow_the_wall_clock_on_a_real_time_device(tmp_path, monkey
     delay = now - last
     first = delay[now < now[0] + 4].min()
     final = delay[now > now[-1] - 4].min()
-    print(f"rate error {rate_error * 1e6:+.1f} ppm over {span:.1f} s, least read delay "
+    print(f"rate error {rate_error * 1e6:+.1f} ppm over {span:.1f} s ({len(now)} reads; two "
+          f"end reads alone: {ends_error * 1e6:+.1f} ppm), least read delay "
           f"{first * 1e3:.2f} ms first 4 s, {final * 1e3:.2f} ms last 4 s; {stats}")
     assert abs(final - first) < 10e-3, (first, final, stats)
     assert np.all(np.diff(last) > 0)

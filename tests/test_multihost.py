@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -163,68 +164,121 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.timeout(400)
-def test_demo_split_over_two_hosts_one_command_attach_from_a_third_and_ctrl_c(lab, tmp_path):
-    ssh = lab.start_sshd(1)
-    keep_b = {lab.sshd[1].pid}
-    keys = make_keys(tmp_path)
-    spec = split_demo(lab, tmp_path, ssh, f"mh{uuid.uuid4().hex[:6]}", keys)
-    run = Launch(lab, spec)
+@dataclass
+class SplitDemo:
+    """specs/demo.yaml running over hosts a and b (namespaces 0 and 1; 2 is a third machine)."""
+
+    lab: NetLab
+    run: Launch
+    keys: dict
+    keep_b: set[int]  # b's sshd: it stays when b's share stops
+
+    @property
+    def address(self) -> str:
+        return f"tcp://{self.lab.address(0)}:{DEFAULT_PORTS}"
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory):
+    """One split demo for the module's tests, in order: attach from a third machine, lose and
+    restore the link to b, then Ctrl-C (which ends it: it must be the last). Starting two
+    hosts over ssh is most of each test's time, so they share one start."""
+    tmp = tmp_path_factory.mktemp("split")
+    lab = NetLab(tmp, 3)
+    run = None
     try:
-        run.wait_for("all hosts ready", START_TIMEOUT)
-        address = f"tcp://{lab.address(0)}:{DEFAULT_PORTS}"
-        # remote logs come back prefixed with host and node
-        run.wait_for("[b/printer] derived/main", 60)
-        # a third machine: an echo and a plot buffer, by the launching host's address
-        echo = subprocess.run(
-            [*lab.prefix(2), sys.executable, "-m", "genki_signals.cli", "echo", address,
-             "derived/", "-n", "5", *viewer_args(keys)], check=False, capture_output=True, text=True, timeout=90,
-            env={**os.environ, "PYTHONPATH": str(REPO)})
-        assert echo.returncode == 0, echo.stderr
-        frames = [ln for ln in echo.stdout.splitlines() if ln.startswith("derived/main")]
-        assert len(frames) == 5 and all("wave_with_noise=" in ln for ln in frames), echo.stdout
-        # no key, or a key not on the spec's access list: nothing (CURVE + allow-list)
-        intruder = new_keys("intruder", tmp_path / "keys")[1]
-        for args in ([], ["--key", str(intruder), "--server-key", keys["a"]["public"]]):
-            refused = subprocess.run(
-                [*lab.prefix(2), sys.executable, "-m", "genki_signals.cli", "echo", address,
-                 "derived/", "-n", "1", *args], check=False, capture_output=True, text=True, timeout=90,
-                env={**os.environ, "PYTHONPATH": str(REPO)})
-            assert refused.returncode == 1 and "derived/main" not in refused.stdout, refused
-        got = json.loads(in_namespace(lab, 2, ATTACH.format(
-            address=address, key=keys["viewer"]["secret_file"], server_key=keys["a"]["public"])))
-        hosts = {h["name"]: h["state"] for h in got["directory_hosts"]}
-        assert hosts == {"a": "up", "b": "up"}
-        got = {k: np.array(v) for k, v in got.items() if k != "directory_hosts"}
-        # source on b -> graph on a -> viewer on c, matched sample by sample by timestamp
-        t, i_src, i_der = np.intersect1d(got["t_source"], got["t_derived"],
-                                         return_indices=True)
-        assert len(t) > 100, (len(got["t_source"]), len(got["t_derived"]))
-        s0, s1, noise = (got[k][i_src] for k in ("sine_0", "sine_1", "noise"))
-        composite, wave = got["composite_sine"][i_der], got["wave_with_noise"][i_der]
-        np.testing.assert_allclose(composite, s0 + s1, rtol=1e-12, atol=1e-12)
-        np.testing.assert_allclose(wave, composite + noise, rtol=1e-12, atol=1e-12)
-        # the source's sines, checked independently: amplitude 5 at 3 Hz, 2 at 7 Hz, 100 Hz
-        assert np.median(np.diff(t)) == pytest.approx(0.01, rel=1e-3)
-        assert np.max(np.abs(s0)) == pytest.approx(5, rel=0.01)
-        assert np.max(np.abs(s1)) == pytest.approx(2, rel=0.01)
-        spectrum = np.abs(np.fft.rfft(s0[-256:] - s0[-256:].mean()))
-        assert np.fft.rfftfreq(256, 0.01)[np.argmax(spectrum)] == pytest.approx(3, abs=0.4)
-        # Ctrl-C: every host's share stops; nothing is left in any namespace
-        run.interrupt()
-        assert run.proc.wait(timeout=60) == 0, run.output
+        ssh = lab.start_sshd(1)
+        keys = make_keys(tmp)
+        run = Launch(lab, split_demo(lab, tmp, ssh, f"mh{uuid.uuid4().hex[:6]}", keys))
+        yield SplitDemo(lab, run, keys, {lab.sshd[1].pid})
     finally:
-        run.kill()
+        if run is not None:
+            run.kill()
+        lab.close()
+
+
+@pytest.mark.timeout(400)
+def test_demo_split_over_two_hosts_one_command_attach_from_a_third(split, tmp_path):
+    lab, run, keys, address = split.lab, split.run, split.keys, split.address
+    run.wait_for("all hosts ready", START_TIMEOUT)
+    # remote logs come back prefixed with host and node
+    run.wait_for("[b/printer] derived/main", 60)
+    # a third machine: an echo and a plot buffer, by the launching host's address
+    echo = subprocess.run(
+        [*lab.prefix(2), sys.executable, "-m", "genki_signals.cli", "echo", address,
+         "derived/", "-n", "5", *viewer_args(keys)], check=False, capture_output=True, text=True, timeout=90,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert echo.returncode == 0, echo.stderr
+    frames = [ln for ln in echo.stdout.splitlines() if ln.startswith("derived/main")]
+    assert len(frames) == 5 and all("wave_with_noise=" in ln for ln in frames), echo.stdout
+    # no key, or a key not on the spec's access list: nothing (CURVE + allow-list)
+    intruder = new_keys("intruder", tmp_path / "keys")[1]
+    for args in ([], ["--key", str(intruder), "--server-key", keys["a"]["public"]]):
+        refused = subprocess.run(
+            [*lab.prefix(2), sys.executable, "-m", "genki_signals.cli", "echo", address,
+             "derived/", "-n", "1", *args], check=False, capture_output=True, text=True, timeout=90,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert refused.returncode == 1 and "derived/main" not in refused.stdout, refused
+    got = json.loads(in_namespace(lab, 2, ATTACH.format(
+        address=address, key=keys["viewer"]["secret_file"], server_key=keys["a"]["public"])))
+    hosts = {h["name"]: h["state"] for h in got["directory_hosts"]}
+    assert hosts == {"a": "up", "b": "up"}
+    got = {k: np.array(v) for k, v in got.items() if k != "directory_hosts"}
+    # source on b -> graph on a -> viewer on c, matched sample by sample by timestamp
+    t, i_src, i_der = np.intersect1d(got["t_source"], got["t_derived"],
+                                     return_indices=True)
+    assert len(t) > 100, (len(got["t_source"]), len(got["t_derived"]))
+    s0, s1, noise = (got[k][i_src] for k in ("sine_0", "sine_1", "noise"))
+    composite, wave = got["composite_sine"][i_der], got["wave_with_noise"][i_der]
+    np.testing.assert_allclose(composite, s0 + s1, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(wave, composite + noise, rtol=1e-12, atol=1e-12)
+    # the source's sines, checked independently: amplitude 5 at 3 Hz, 2 at 7 Hz, 100 Hz
+    assert np.median(np.diff(t)) == pytest.approx(0.01, rel=1e-3)
+    assert np.max(np.abs(s0)) == pytest.approx(5, rel=0.01)
+    assert np.max(np.abs(s1)) == pytest.approx(2, rel=0.01)
+    spectrum = np.abs(np.fft.rfft(s0[-256:] - s0[-256:].mean()))
+    assert np.fft.rfftfreq(256, 0.01)[np.argmax(spectrum)] == pytest.approx(3, abs=0.4)
+
+
+@pytest.mark.timeout(500)
+def test_link_to_a_host_lost_then_back_its_share_restarts(split):
+    lab, run = split.lab, split.run
+    run.wait_for("all hosts ready", START_TIMEOUT)
+    run.wait_for("[b/printer] derived/main", 60)
+    first_pid = int(next(ln for ln in reversed(run.lines)
+                         if "starting host 'b' over ssh" in ln).rsplit("pid ", 1)[1])
+    lab.link(1, up=False)  # the ssh link (and every other) to b is gone
+    down = run.wait_for("host 'b' down", 30)
+    # the rest keeps running: a's nodes are alive and the launcher serves its directory
+    assert run.proc.poll() is None
+    # b's sshd drops the dead session (ClientAlive, about 3 s): b's share stops
+    assert settle_zero_processes(lab, 1, split.keep_b, timeout=30) == set(), run.output
+    lab.link(1, up=True)
+    up = run.wait_for("host 'b' up", START_TIMEOUT, after=down)
+    printed = run.wait_for("[b/printer] derived/main", 60, after=up)
+    assert printed > up
+    second_pid = int(next(ln for ln in reversed(run.lines)
+                          if "starting host 'b' over ssh" in ln).rsplit("pid ", 1)[1])
+    assert second_pid != first_pid
+
+
+@pytest.mark.timeout(200)
+def test_ctrl_c_stops_every_host_and_leaves_nothing_in_any_namespace(split):
+    lab, run = split.lab, split.run
+    run.wait_for("all hosts ready", START_TIMEOUT)
+    run.interrupt()
+    assert run.proc.wait(timeout=60) == 0, run.output
     assert "[b/launch] stopped" in run.output, run.output
     assert "[launch] every host stopped" in run.output
     assert settle_zero_processes(lab, 0, set()) == set(), run.output
-    assert settle_zero_processes(lab, 1, keep_b) == set(), run.output
+    assert settle_zero_processes(lab, 1, split.keep_b) == set(), run.output
     assert settle_zero_processes(lab, 2, set()) == set()
 
 
 PROBE = {"class": "genki_signals.testing.clock_probe:ClockProbe", "args": {"rate": 50}}
-CLOCK_NODES = [{"id": "skewed", "kind": "custom", "host": "b", "params": PROBE},
-               {"id": "honest", "kind": "custom", "host": "b", "params": PROBE}]
+SKEWS = {"skew_plus": 200, "skew_minus": -200}  # node id -> injected drift (ppm), offset 3 s
+CLOCK_NODES = [{"id": node, "kind": "custom", "host": "b", "params": PROBE}
+               for node in (*SKEWS, "honest")]
 
 CLOCK_ATTACH = """
 import json, time
@@ -237,7 +291,7 @@ sub = Subscriber()
 for topic, info in d["topics"].items():
     sub.connect(info["endpoint"], [topic], policy="drop_oldest", maxlen=10_000,
                 security=publisher_keys(access, info["endpoint"], info["public_key"]))
-rows = {{"skewed/main": [], "honest/main": []}}
+rows = {{topic: [] for topic in d["topics"]}}
 warm = time.monotonic() + 6.0  # the drift fit settles over the first bursts
 end = warm + 4.0
 while time.monotonic() < end:
@@ -255,11 +309,11 @@ print(json.dumps({{"rows": rows, "origin": d["clock_origin"],
 
 
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("drift_ppm", [200, -200])
-def test_clock_across_hosts_with_injected_offset_and_skew(lab, tmp_path, drift_ppm):
-    """A follower on host b, its clock offset by 3 s and skewed by +-200 ppm, follows the
-    launcher's clock on host a over tcp: p99 error <= 50 us, the reported uncertainty covers
-    the truth. (The namespaces share CLOCK_MONOTONIC, so the truth is known exactly.)"""
+def test_clock_across_hosts_with_injected_offset_and_skew(lab, tmp_path):
+    """Followers on host b, their clocks offset by 3 s and skewed by +200 and -200 ppm (one
+    node each, in one launch), follow the launcher's clock on host a over tcp: p99 error
+    <= 50 us, the reported uncertainty covers the truth. (The namespaces share
+    CLOCK_MONOTONIC, so the truth is known exactly.)"""
     ssh = lab.start_sshd(1)
     keys = make_keys(tmp_path)
     spec = {"name": f"mhclock{uuid.uuid4().hex[:6]}", **two_hosts(lab, ssh, keys),
@@ -267,7 +321,7 @@ def test_clock_across_hosts_with_injected_offset_and_skew(lab, tmp_path, drift_p
     path = tmp_path / "clock.json"
     path.write_text(json.dumps(spec))
     run = Launch(lab, path, env={TEST_CLOCK_ENV: json.dumps(
-        {"skewed": {"offset": 3.0, "drift_ppm": drift_ppm}})})
+        {node: {"offset": 3.0, "drift_ppm": ppm} for node, ppm in SKEWS.items()})})
     try:
         run.wait_for("all hosts ready", START_TIMEOUT)
         address = f"tcp://{lab.address(0)}:{DEFAULT_PORTS}"
@@ -280,61 +334,30 @@ def test_clock_across_hosts_with_injected_offset_and_skew(lab, tmp_path, drift_p
         run.proc.wait(timeout=60)
     finally:
         run.kill()
-    # genki top from a third machine: each node's host, clock offset and uncertainty
     assert top.returncode == 0, top.stderr
-    row = next(ln.split() for ln in top.stdout.splitlines() if ln.startswith("skewed "))
-    assert row[-3] == "b" and float(row[-1]) > 0, top.stdout
-    assert abs(float(row[-2]) - got["stats"]["skewed"]["clock_offset"] * 1e3) < 50, top.stdout
-    a = np.array(got["rows"]["skewed/main"])
-    assert len(a) > 100, run.output
-    a = a[a[:, 2] < 100e-6]  # drop the rare reading preempted between its two clocks
-    err = a[:, 0] - (a[:, 1] - got["origin"])  # leader time estimate - truth
-    p99 = np.percentile(np.abs(err), 99)
-    print(f"clock across hosts, drift {drift_ppm:+d} ppm, offset 3 s: {len(err)} samples, "
-          f"p99 |error| {p99 * 1e6:.1f} us, max {np.abs(err).max() * 1e6:.1f} us, "
-          f"median uncertainty {np.median(a[:, 3]) * 1e6:.1f} us")
-    assert p99 <= 50e-6, (p99, got["stats"]["skewed"])
-    assert np.all(np.abs(err) <= a[:, 3]), (np.abs(err).max(), a[:, 3].min())
-    s = got["stats"]["skewed"]
-    assert s["clock_role"] == "follower"
-    assert s["clock_drift_ppm"] == pytest.approx(-drift_ppm, abs=20)
     h = got["stats"]["honest"]
     assert abs(h["clock_drift_ppm"]) < 20  # the same kernel clock
-    # Each host counts from its own share's origin (the offset absorbs that); two nodes of
-    # one host differ by the injected offset (and the drift since: ms)
-    assert h["clock_offset"] - s["clock_offset"] == pytest.approx(3.0, abs=20e-3)
-
-
-@pytest.mark.timeout(500)
-def test_link_to_a_host_lost_then_back_its_share_restarts(lab, tmp_path):
-    ssh = lab.start_sshd(1)
-    keep_b = {lab.sshd[1].pid}
-    spec = split_demo(lab, tmp_path, ssh, f"mhlink{uuid.uuid4().hex[:6]}", make_keys(tmp_path))
-    run = Launch(lab, spec)
-    try:
-        run.wait_for("all hosts ready", START_TIMEOUT)
-        run.wait_for("[b/printer] derived/main", 60)
-        first_pid = next(int(ln.rsplit("pid ", 1)[1]) for ln in run.lines
-                         if "starting host 'b' over ssh" in ln)
-        lab.link(1, up=False)  # the ssh link (and every other) to b is gone
-        down = run.wait_for("host 'b' down", 30)
-        # the rest keeps running: a's nodes are alive and the launcher serves its directory
-        assert run.proc.poll() is None
-        time.sleep(6)  # b's sshd drops the dead session (ClientAlive): b's share stops
-        assert settle_zero_processes(lab, 1, keep_b, timeout=20) == set(), run.output
-        lab.link(1, up=True)
-        up = run.wait_for("host 'b' up", START_TIMEOUT, after=down)
-        printed = run.wait_for("[b/printer] derived/main", 60, after=up)
-        assert printed > up
-        second_pid = int(next(ln for ln in reversed(run.lines)
-                              if "starting host 'b' over ssh" in ln).rsplit("pid ", 1)[1])
-        assert second_pid != first_pid
-        run.interrupt()
-        assert run.proc.wait(timeout=60) == 0, run.output
-    finally:
-        run.kill()
-    assert settle_zero_processes(lab, 0, set()) == set(), run.output
-    assert settle_zero_processes(lab, 1, keep_b) == set(), run.output
+    for node, drift_ppm in SKEWS.items():
+        # genki top from a third machine: each node's host, clock offset and uncertainty
+        row = next(ln.split() for ln in top.stdout.splitlines() if ln.startswith(f"{node} "))
+        assert row[-3] == "b" and float(row[-1]) > 0, top.stdout
+        assert abs(float(row[-2]) - got["stats"][node]["clock_offset"] * 1e3) < 50, top.stdout
+        a = np.array(got["rows"][f"{node}/main"])
+        assert len(a) > 100, run.output
+        a = a[a[:, 2] < 100e-6]  # drop the rare reading preempted between its two clocks
+        err = a[:, 0] - (a[:, 1] - got["origin"])  # leader time estimate - truth
+        p99 = np.percentile(np.abs(err), 99)
+        print(f"clock across hosts, drift {drift_ppm:+d} ppm, offset 3 s: {len(err)} samples, "
+              f"p99 |error| {p99 * 1e6:.1f} us, max {np.abs(err).max() * 1e6:.1f} us, "
+              f"median uncertainty {np.median(a[:, 3]) * 1e6:.1f} us")
+        assert p99 <= 50e-6, (node, p99, got["stats"][node])
+        assert np.all(np.abs(err) <= a[:, 3]), (node, np.abs(err).max(), a[:, 3].min())
+        s = got["stats"][node]
+        assert s["clock_role"] == "follower"
+        assert s["clock_drift_ppm"] == pytest.approx(-drift_ppm, abs=20)
+        # Each host counts from its own share's origin (the offset absorbs that); two nodes of
+        # one host differ by the injected offset (and the drift since: ms)
+        assert h["clock_offset"] - s["clock_offset"] == pytest.approx(3.0, abs=20e-3)
 
 
 @pytest.mark.timeout(300)

@@ -157,7 +157,10 @@ def test_a_suspended_genki_plot_viewer_does_not_slow_the_source(topology) -> Non
         source_rate(1.0)  # the monitor's subscription settles
         running = source_rate(2.0)
         seen = stats()
-        assert seen["frames"] > 0 and seen["drops"] + seen["gaps"] == 0, seen
+        assert seen["frames"] > 0, seen
+        # what the viewer lost before it was suspended: none on a quiet machine; a viewer
+        # starved of CPU by other work is a slow viewer and may already have lost a few
+        lost_before = seen["drops"] + seen["gaps"]
         os.kill(viewer.pid, signal.SIGSTOP)
         try:
             suspended = source_rate(7.0)
@@ -171,10 +174,10 @@ def test_a_suspended_genki_plot_viewer_does_not_slow_the_source(topology) -> Non
         while time.monotonic() < deadline:
             after = stats()
             lost = after["drops"] + after["gaps"]
-            if lost > 100:
+            if lost - lost_before > 100:
                 break
             time.sleep(0.2)
-        assert lost > 100, after  # the viewer lost frames, and counted them
+        assert lost - lost_before > 100, after  # the suspended viewer lost frames, and counted
         viewer.send_signal(signal.SIGINT)
         assert viewer.wait(timeout=20) == 0
         reader.join(timeout=5)

@@ -20,13 +20,6 @@ from proc_helpers import env_with_tests_on_path
 pytestmark = pytest.mark.timeout(60)
 
 
-@pytest.fixture
-def ctx():
-    context = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 def start_node(tmp_path, config: NodeConfig) -> subprocess.Popen:
     path = tmp_path / f"{config.id}.json"
     path.write_text(config.to_json())

@@ -60,13 +60,23 @@ def test_bad_limits_name_the_field():
     )
 
 
+# 300 streams: a frame is over 4 KiB whatever its sample count (one sample: 6.5 kB encoded).
+# A frame's sample count follows the timing of the source's reads; with one stream, a read
+# that came early on a loaded machine made a frame small enough to pass the limit.
+WIDE_SOURCE = {"id": "s", "kind": "source",
+               "params": {"type": "Sampler", "sample_rate": 200, "update_rate": 2,
+                          "sources": {"x": {"type": "SineWave"},
+                                      **{f"x{i}": {"type": "SineWave"} for i in range(299)}}}}
+
+
 @pytest.mark.timeout(240)
 def test_a_launched_node_skips_messages_over_its_max_message_bytes(tmp_path, launcher_factory):
-    """1000-sample frames (16 kB) against a 4 KiB limit: every one counted and skipped, the node
-    stays ready and keeps heartbeating; its sibling with the default limit computes them."""
+    """Frames of 300 streams (over 4 KiB even of one sample) against a 4 KiB limit: every one
+    counted and skipped, the node stays ready and keeps heartbeating; its sibling with the
+    default limit computes them."""
     spec = tmp_path / "limits.yaml"
     spec.write_text(yaml.safe_dump({"nodes": [
-        SOURCE, scale("small", {"max_message_bytes": 4096}), scale("big")]}))
+        WIDE_SOURCE, scale("small", {"max_message_bytes": 4096}), scale("big")]}))
     lp = launcher_factory(spec)
     lp.wait_ready(timeout=120)  # generous: the test machine's cores are shared
 

@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from genki_signals.bus import control
-from proc_helpers import env_with_tests_on_path
+from proc_helpers import counter_rate, env_with_tests_on_path, heartbeat_stat
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -251,12 +251,6 @@ time.sleep(3600)
 """
 
 
-def heartbeat_stat(d: dict, node: str, key: str) -> tuple[float, int]:
-    """(time of ``node``'s last heartbeat, its counter ``key`` then)."""
-    n = next(n for n in d["nodes"] if n["id"] == node)
-    return time.monotonic() - n["heartbeat_age"], n["stats"][key]
-
-
 @pytest.mark.process
 @pytest.mark.timeout(120)
 def test_stopped_undeclared_subscriber_cannot_stall_a_lossless_publisher(tmp_path,
@@ -290,14 +284,9 @@ def test_stopped_undeclared_subscriber_cannot_stall_a_lossless_publisher(tmp_pat
         time.sleep(1.0)  # its connections are up (or refused)
         stray.send_signal(signal.SIGSTOP)
         time.sleep(2.0)  # any queue toward it is full by now
-        d = lp.wait_for(lambda d: d, 5, "directory")
-        t0, n0 = heartbeat_stat(d, "out", "samples")
-        gaps0 = heartbeat_stat(d, "out", "gaps")[1]
-        time.sleep(15.0)
-        d = lp.wait_for(lambda d: d, 5, "directory")
-        t1, n1 = heartbeat_stat(d, "out", "samples")
+        gaps0 = heartbeat_stat(lp.wait_for(lambda d: d, 5, "directory"), "out", "gaps")[1]
         # the source's samples, as its declared lossless reader received them
-        rate = (n1 - n0) / (t1 - t0)
+        rate, d = counter_rate(lp, "out", "samples", 15.0)
         assert rate == pytest.approx(500, rel=0.01), f"{rate:.1f} samples/s\n{lp.output}"
         assert heartbeat_stat(d, "out", "gaps")[1] == gaps0 == 0
         assert all(n["state"] == "ready" and n["restarts"] == 0 for n in d["nodes"]), d["nodes"]
@@ -364,12 +353,18 @@ def test_stalled_declared_lossless_reader_blocks_but_never_gets_the_publisher_ki
     lp.wait_for(lambda d: next(n for n in d["nodes"] if n["id"] == "signals")["stats"]
                 ["stalls"] >= 2, 10, "the source waiting again")
     lp.interrupt()
-    try:
-        assert lp.wait_exit(timeout=30) == 0, lp.output
-    finally:
+    stopped = "node 'signals' exited with code 0"
+    try:  # the source stops while its reader is still suspended ...
+        deadline = time.monotonic() + 30
+        while stopped not in lp.output and lp.proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stopped_while_suspended = stopped in lp.output
+    finally:  # ... which then stops by itself, rather than being killed after the 15 s grace
         with contextlib.suppress(psutil.NoSuchProcess):
-            reader.resume()  # killed after the grace period by now
+            reader.resume()
+    assert stopped_while_suspended, lp.output
+    assert lp.wait_exit(timeout=30) == 0, lp.output
     assert "unresponsive" not in lp.output, lp.output
-    assert "node 'signals' exited with code 0" in lp.output, lp.output
     assert re.search(r"\[signals\] WARNING lossless reader 'out' of 'signals' has had no room "
                      r"for 5\.\d s: publishing waits \(on_stall: block\)", lp.output), lp.output

@@ -74,9 +74,13 @@ def write_input(path: Path, sc: Scenario) -> None:
 
 
 def write_spec(folder: Path, name: str, sc: Scenario, *, every_frames: int = 10,
-               every_seconds: float = 0.5, enabled: bool | None = None) -> Path:
+               every_seconds: float = 0.5, enabled: bool | None = None,
+               paced: bool = True) -> Path:
     """The topology: replay -> graph (lossless) -> recorder (lossless), in ``folder``.
-    ``enabled=False`` turns the graph node's checkpoints off (the control experiment)."""
+    ``enabled=False`` turns the graph node's checkpoints off (the control experiment).
+    ``paced=False`` replays as fast as the lossless edges take it, frame by frame (speed max,
+    coalescing off, so the graph sees the recorded frames): an uncrashed reference run in a
+    fraction of the time, whose output must not depend on the pacing."""
     from genki_signals.testing.onnx_builders import make_gru
 
     make_gru(folder / "gru.onnx", features=sc.channels, hidden=16, classes=3, seed=7)
@@ -88,7 +92,9 @@ def write_spec(folder: Path, name: str, sc: Scenario, *, every_frames: int = 10,
          "name": "gru"},
     ]
     spec = {"name": name, "nodes": [
-        {"id": SOURCE, "kind": "replay", "params": {"path": "input.mcap", "node": SOURCE}},
+        {"id": SOURCE, "kind": "replay", "params": {"path": "input.mcap", "node": SOURCE,
+                                                    **({} if paced else {"speed": "max",
+                                                                         "coalesce": 0})}},
         {"id": GRAPH, "kind": "graph", "inputs": [{"node": SOURCE, "policy": "lossless"}],
          "restart": {"policy": "on-failure", "backoff": 0.1},
          "params": {"operators": operators,
