@@ -211,12 +211,14 @@ class MovingAverage(_Stateful):
 
     Bit for bit the same however the stream is cut into chunks (what coalesced replay relies
     on). The window sums come from prefix sums that restart at fixed *blocks* of ``length``
-    samples counted from the stream's first sample: the window ending at sample ``i`` (offset
-    ``r`` in its block) is ``(Q[block end before i] - Q[i - length]) + Q[i]``, or ``Q[i]`` when
-    the window is exactly a block, where ``Q`` is a prefix sum within a block (``np.cumsum``,
-    which adds in order). Every term depends on the absolute sample index only, never on where a
-    chunk starts, and rounding never accumulates beyond two blocks (a running sum over the whole
-    stream would drift). The carried state is the stream from the start of the previous block:
+    samples counted from the stream's first sample: the window ending at sample ``i`` is
+    ``(Q[end of the block before i's] - Q[i - length]) + Q[i]``, where ``Q`` is a prefix sum
+    within a block (``np.cumsum``, which adds in order). Every term depends on the absolute
+    sample index only, never on where a chunk starts, and rounding never accumulates beyond two
+    blocks (a running sum over the whole stream would drift; the tail-plus-chunk cumulative sum
+    this replaces rounded differently with each chunking, by ~1e-14). A chunk with a NaN or inf
+    takes a careful path that sums the same blocks, so a window of finite samples gets the same
+    bits on either path. The carried state is the stream from the start of the previous block:
     ``length`` to ``2 * length - 1`` samples (fewer than ``length`` during the warm-up, before
     which the stream is taken as a block of NaN, i.e. missing samples).
     """
@@ -236,6 +238,8 @@ class MovingAverage(_Stateful):
 
     def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
         self._tail = np.empty((0,) + x.shape[1:])
+        self._nan_block = np.full((self.length,) + x.shape[1:], np.nan)
+        self._zeros = np.zeros((self.length,) + x.shape[1:])
 
     def _process(self, x: np.ndarray) -> np.ndarray:
         L, tail = self.length, self._tail
@@ -244,34 +248,32 @@ class MovingAverage(_Stateful):
         head = pad + m  # position of x[0] in ext; ext[0] starts a block
         total = head + n
         blocks = -(-total // L)
-        ext = np.empty((blocks * L,) + x.shape[1:])
-        ext[:pad] = np.nan
-        ext[pad:head] = tail
-        ext[head:total] = x
-        ext[total:] = 0.0  # completes the last block; no output reads it
-        keep = (total // L - 1) * L  # the start of the block before the next sample's
-        self._tail = ext[max(keep, L if pad else 0):total].copy()
-        with np.errstate(invalid="ignore"):  # inf - inf: NaN, sent to the careful path
-            q = np.cumsum(ext.reshape((blocks, L) + x.shape[1:]), axis=1)
-            total_sum = q[:, -1].sum()
-            if not math.isfinite(total_sum):  # a NaN or inf somewhere (or the warm-up)
+        rest = self._zeros[:blocks * L - total]  # completes the last block; never read
+        ext = np.concatenate((self._nan_block, tail, x, rest) if pad else (tail, x, rest))
+        keep = max((total // L - 1) * L, pad)  # from the start of the block before the next
+        self._tail = ext[keep:total] if blocks <= 8 else ext[keep:total].copy()
+        if not np.isfinite(ext).all():  # NaN, inf, or the warm-up
+            with np.errstate(invalid="ignore"):  # inf - inf: NaN, handled
                 return self._nan_mean(ext, head, total)
-        y = self._window_sums(q, head, total)
+        y = self._block_sums(ext, head, total)
         y /= L
         return y
 
     def _window_sums(self, q: np.ndarray, head: int, total: int) -> np.ndarray:
         """The sums of the windows ending at ext positions ``head .. total-1`` from the block
-        prefix sums ``q`` (blocks x length x channels); ``head >= length``."""
+        prefix sums ``q`` (blocks x length x channels; ``head >= length``): for offset ``r``
+        in block ``j``, ``(q[j-1, L-1] - q[j-1, r]) + q[j, r]`` (the first term is 0 when the
+        window is exactly block ``j``)."""
         L = self.length
-        s = (q[:-1, -1:] - q[:-1])  # per offset r: the previous block's sum after r
-        s += q[1:]  # + this block's prefix up to r
-        s[:, -1] = q[1:, -1]  # a window that is exactly a block
-        return s.reshape((-1,) + q.shape[2:])[head - L:total - L]
+        first = head // L  # the first block holding an output
+        s = q[first - 1:-1, -1:] - q[first - 1:-1]
+        s += q[first:]
+        start = head - first * L
+        return s.reshape((-1,) + q.shape[2:])[start:start + total - head]
 
     def _block_sums(self, values: np.ndarray, head: int, total: int) -> np.ndarray:
-        L = self.length
-        q = np.cumsum(values.reshape((-1, L) + values.shape[1:]), axis=1)
+        """Window sums of ``values`` (ext positions ``head .. total-1``; see the docstring)."""
+        q = values.reshape((-1, self.length) + values.shape[1:]).cumsum(axis=1)
         return self._window_sums(q, head, total)
 
     def _nan_mean(self, ext: np.ndarray, head: int, total: int) -> np.ndarray:
