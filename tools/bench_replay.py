@@ -10,8 +10,9 @@
    does at full speed, the dashboard is left out (``--with-display`` keeps it) and the replay
    node coalesces frames (``--coalesce N`` samples, 0: off) and reads the recording in bulk
    (``record.bulk``). The run's fixed costs are timed too: start (launcher start to every node
-   ready: fork server, node processes, connections) and shutdown (every node finished to every
-   process gone). Interleaved with each run, two baselines in this process (no bus): the derived
+   ready: fork server, node processes, connections) and the end (from the replay node's last
+   log line, written once its readers have read everything up to eos, to every process gone;
+   part of the replay phase). Interleaved with each run, two baselines in this process (no bus): the derived
    graph on the recorded 4-sample frames read and decoded one by one (the issue's baseline), and
    the derived graph on the same bulk-read, coalesced frames the replay node publishes (the
    fastest: what the processes do minus the bus). Ratios (baseline time / process time) per
@@ -144,6 +145,19 @@ def replay_in_process_bulk(recording: Path, coalesce: int | None) -> dict[str, f
     return {"replay_phase": time.perf_counter() - t0, "last_t": last_t}
 
 
+class StampedOut(io.StringIO):
+    """The launcher's output, with the time each line arrived (``times[i]`` for line ``i``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    def write(self, s: str) -> int:
+        now = time.perf_counter()
+        self.times.extend([now] * s.count("\n"))
+        return super().write(s)
+
+
 def replay_once(recording: Path, workdir: Path, tag: str, with_display: bool = False,
                 coalesce: int | None = None) -> dict[str, float]:
     from genki_signals.launch.launcher import Launcher
@@ -155,7 +169,7 @@ def replay_once(recording: Path, workdir: Path, tag: str, with_display: bool = F
     if coalesce is not None:
         kwargs["coalesce"] = coalesce
     plan = replay_topology(spec, recording, ["signals"], name=f"bench_replay_{tag}", **kwargs)
-    out = io.StringIO()
+    out = StampedOut()
     t0 = time.perf_counter()
     launcher = Launcher(plan.spec, run_dir=workdir / f"run_{tag}", out=out,
                         node_extra=plan.node_extra)
@@ -172,9 +186,13 @@ def replay_once(recording: Path, workdir: Path, tag: str, with_display: bool = F
         raise SystemExit(f"replay failed ({code}):\n{text[-3000:]}")
     printed = [ln for ln in text.splitlines() if ln.startswith("[printer] derived/main")]
     last_t = float(printed[-1].split(" t=")[1].split()[0]) if printed else float("nan")
-    replayed = [ln for ln in text.splitlines() if "replayed " in ln]
+    lines = text.splitlines()
+    replayed = [ln for ln in lines if "replayed " in ln]
+    # the end: from the replay node's last line (it has sent everything; eos next) to the
+    # last process gone
+    t_replayed = next((t for ln, t in zip(lines, out.times) if "replayed " in ln), t2)
     return {"end_to_end": t3 - t0, "start": t1 - t0, "replay_phase": t2 - t1,
-            "shutdown": t3 - t2, "last_t": last_t,
+            "shutdown": t3 - t_replayed, "last_t": last_t,
             "printed": len(printed), "log": replayed[-1] if replayed else ""}
 
 
@@ -269,7 +287,7 @@ def main() -> None:
                 fastest.append(replay_in_process_bulk(recording, args.coalesce))
                 r = runs[-1]
                 print(f"  round {i}: processes: replay phase {r['replay_phase']:.2f} s "
-                      f"(start {r['start']:.2f} s, shutdown {r['shutdown']:.2f} s, end to end "
+                      f"(start {r['start']:.2f} s, end {r['shutdown']:.2f} s, end to end "
                       f"{r['end_to_end']:.2f} s); in-process: bulk + coalesced "
                       f"{fastest[-1]['replay_phase']:.2f} s (ratio "
                       f"{fastest[-1]['replay_phase'] / r['replay_phase']:.2f}), 4-sample frames "
@@ -281,7 +299,8 @@ def main() -> None:
             print(f"replay through the demo graph as processes, median of {len(runs)}: end to "
                   f"end {med['end_to_end']:.2f} s = {seconds / med['end_to_end']:.0f}x real "
                   f"time (start {med['start']:.2f} s, replay phase {med['replay_phase']:.2f} s "
-                  f"= {seconds / med['replay_phase']:.0f}x, shutdown {med['shutdown']:.2f} s); "
+                  f"= {seconds / med['replay_phase']:.0f}x, of which the end "
+                  f"{med['shutdown']:.2f} s); "
                   f"{frames / med['replay_phase']:.0f} recorded frames/s")
             for label, base_runs in (("bulk + coalesced frames (the fastest)", fastest),
                                      ("recorded 4-sample frames", inproc)):
