@@ -6,16 +6,16 @@
    (exactly what ``genki replay REC specs/demo.yaml --replace signals`` does: lossless edges
    downstream, the derived graph and the printer as their own processes) and times it: end to
    end (launcher start to every process gone) and the replay phase alone (all nodes ready to
-   every node finished). It checks the printer saw the last derived sample. As ``genki replay``
+   every node finished). It checks the replay node played every recorded frame. As ``genki replay``
    does at full speed, the dashboard is left out (``--with-display`` keeps it) and the replay
    node coalesces frames (``--coalesce N`` samples, 0: off) and reads the recording in bulk
    (``record.bulk``). The run's fixed costs are timed too: start (launcher start to every node
    ready: fork server, node processes, connections) and the end (from the replay node's last
    log line, written once its readers have read everything up to eos, to every process gone;
-   part of the replay phase). Interleaved with each run, two baselines in this process (no bus): the derived
-   graph on the recorded 4-sample frames read and decoded one by one (the issue's baseline), and
-   the derived graph on the same bulk-read, coalesced frames the replay node publishes (the
-   fastest: what the processes do minus the bus). Ratios (baseline time / process time) per
+   part of the replay phase). Interleaved with each run, two baselines in this process (no
+   bus): the derived graph on the recorded 4-sample frames read and decoded one by one (the
+   issue's baseline), and the derived graph on the same bulk-read, coalesced frames the replay
+   node publishes (the fastest: what the processes do minus the bus). Ratios (baseline time / process time) per
    round, their medians printed, with the load average.
 2. **Record throughput.** A source node publishes pre-built frames as fast as it can on a
    lossless edge to a ``recorder`` node (two processes); frames/s and MB/s of payload over the
@@ -286,6 +286,8 @@ def main() -> None:
                 inproc.append(replay_in_process(recording))
                 fastest.append(replay_in_process_bulk(recording, args.coalesce))
                 r = runs[-1]
+                if f"replayed {frames} frames" not in r["log"]:
+                    raise SystemExit(f"the replay did not play all {frames} frames: {r['log']}")
                 print(f"  round {i}: processes: replay phase {r['replay_phase']:.2f} s "
                       f"(start {r['start']:.2f} s, end {r['shutdown']:.2f} s, end to end "
                       f"{r['end_to_end']:.2f} s); in-process: bulk + coalesced "
