@@ -6,8 +6,9 @@
    (exactly what ``genki replay REC specs/demo.yaml --replace signals`` does: lossless edges
    downstream, the derived graph and the printer as their own processes) and times it: end to
    end (launcher start to every process gone) and the replay phase alone (all nodes ready to
-   every node finished). It checks the replay node played every recorded frame. As ``genki replay``
-   does at full speed, the dashboard is left out (``--with-display`` keeps it) and the replay
+   every node finished). It checks the replay node played every recorded frame. As ``genki
+   replay`` does at full speed, the dashboard is left out (``--with-display`` keeps it) and the
+   replay
    node coalesces frames (``--coalesce N`` samples, 0: off) and reads the recording in bulk
    (``record.bulk``). The run's fixed costs are timed too: start (launcher start to every node
    ready: fork server, node processes, connections) and the end (from the replay node's last
