@@ -1,23 +1,22 @@
 """Benchmark: replay speed through the processes, and record throughput.
 
-1. **Replay.** Writes a 1-hour recording of the demo's raw topic (``signals/main``: 100 Hz,
-   4 samples per frame at 25 frames/s as the demo source publishes them, 90,000 frames), then
-   runs ``specs/demo.yaml`` with ``signals`` replaced by a replay node as fast as possible
-   (exactly what ``genki replay REC specs/demo.yaml --replace signals`` does: lossless edges
-   downstream, the derived graph and the printer as their own processes) and times it: end to
-   end (launcher start to every process gone) and the replay phase alone (all nodes ready to
-   every node finished). It checks the replay node played every recorded frame. As ``genki
-   replay`` does at full speed, the dashboard is left out (``--with-display`` keeps it) and the
-   replay
-   node coalesces frames (``--coalesce N`` samples, 0: off) and reads the recording in bulk
+1. **Replay.** Writes a 1-hour recording of the demo's raw topic (``signals/main``: 100 Hz, 4
+   samples per frame at 25 frames/s as the demo source publishes them, 90,000 frames), then runs
+   ``specs/demo.yaml`` with ``signals`` replaced by a replay node as fast as possible (exactly
+   what ``genki replay REC specs/demo.yaml --replace signals`` does: lossless edges downstream,
+   the derived graph and the printer as their own processes) and times it: end to end (launcher
+   start to every process gone) and the replay phase alone (all nodes ready to every node
+   finished). It checks the replay node played every recorded frame. As ``genki replay`` does at
+   full speed, the dashboard is left out (``--with-display`` keeps it) and the replay node
+   coalesces frames (``--coalesce N`` samples, 0: off) and reads the recording in bulk
    (``record.bulk``). The run's fixed costs are timed too: start (launcher start to every node
-   ready: fork server, node processes, connections) and the end (from the replay node's last
-   log line, written once its readers have read everything up to eos, to every process gone;
-   part of the replay phase). Interleaved with each run, two baselines in this process (no
-   bus): the derived graph on the recorded 4-sample frames read and decoded one by one (the
-   issue's baseline), and the derived graph on the same bulk-read, coalesced frames the replay
-   node publishes (the fastest: what the processes do minus the bus). Ratios (baseline time / process time) per
-   round, their medians printed, with the load average.
+   ready: fork server, node processes, connections) and the end (from the replay node's last log
+   line, written once its readers have read everything up to eos, to every process gone; part of
+   the replay phase). Interleaved with each run, two baselines in this process (no bus): the
+   derived graph on the recorded 4-sample frames read and decoded one by one (the issue's
+   baseline), and the derived graph on the same bulk-read, coalesced frames the replay node
+   publishes (the fastest: what the processes do minus the bus). Ratios (baseline time / process
+   time) per round, their medians printed, with the load average.
 2. **Record throughput.** A source node publishes pre-built frames as fast as it can on a
    lossless edge to a ``recorder`` node (two processes); frames/s and MB/s of payload over the
    recorder's first-to-last receive time. Also the recorder alone, in-process (no bus). For
