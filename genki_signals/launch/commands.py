@@ -168,9 +168,6 @@ class _BarOut:
         return False
 
 
-REPLAY_READY_TIMEOUT = 60.0  # s for every node of a replay to be ready (see cmd_replay)
-
-
 def cmd_replay(args: argparse.Namespace) -> int:
     import json
 
@@ -202,12 +199,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return 0
     total = None if args.loop else round(max(0.0, (span[1] - span[0]) / 1e9 - args.start), 1)
     bar = progress_bar(total, "replay", "s", _progress(args))
-    # a replay node is ready only once its lossless readers have subscribed, so its start
-    # waits for theirs: under load that took over the launcher's default 20 s (then the run
-    # stopped every node, each exiting 0, and the command returned 1)
     launcher = Launcher(plan.spec, run_dir=args.run_dir, control_address=args.address,
                         grace=args.grace, out=_BarOut(bar, sys.stdout),
-                        node_extra=plan.node_extra, ready_timeout=REPLAY_READY_TIMEOUT)
+                        node_extra=plan.node_extra)
     done = threading.Event()
 
     def follow() -> None:  # the replay nodes' heartbeats drive the bar
