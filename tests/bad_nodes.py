@@ -52,3 +52,14 @@ class IgnoresStopAfterReady(NodeLogic):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         while True:
             time.sleep(0.1)
+
+
+class ExitsWithoutAWord(NodeLogic):
+    """Exits with code 0 before saying ready or bye: what a node whose last control messages
+    were lost looks like to the launcher."""
+
+    def __init__(self):
+        import os
+
+        os._exit(0)
+

@@ -509,7 +509,7 @@ def test_replace_rewrites_edges_and_guards_the_recording(tmp_path):
 
 
 # ====================================================================== processes
-def run_cli(*args: str, timeout: float = 45) -> subprocess.CompletedProcess:
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
     proc = subprocess.Popen([sys.executable, "-m", "genki_signals.cli", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env_with_tests_on_path(), start_new_session=True)
@@ -547,24 +547,20 @@ def test_replay_reproduces_the_live_derived_outputs_bit_for_bit(tmp_path, launch
     # raw frames from sample 0: the recorder's lossless edge was in place before the first one
     assert live["signals/main"][0]["timestamp"][0] == pytest.approx(
         live["derived/main"][0]["timestamp"][0])
-    outputs = []
-    for i in (1, 2):
-        out = tmp_path / f"replay{i}.mcap"
-        result = run_cli("replay", str(tmp_path / "live.mcap"), str(REPO / "specs" / "demo.yaml"),
-                         "--replace", "signals", "--record", str(out), "--run-dir",
-                         str(tmp_path / f"replay_run{i}"), "--no-progress",
-                         "--coalesce", "0")  # the recorded frames, compared frame by frame
-        assert result.returncode == 0, result.stdout
-        assert "every node has finished" in result.stdout, result.stdout
-        outputs.append(read_frames(out))
-    first, second = outputs
+    # (two full-speed replays give the same outputs: test_replay_coalesce compares a paced and
+    # a full-speed replay sample for sample; one replay here is enough)
+    out = tmp_path / "replay.mcap"
+    result = run_cli("replay", str(tmp_path / "live.mcap"), str(REPO / "specs" / "demo.yaml"),
+                     "--replace", "signals", "--record", str(out), "--run-dir",
+                     str(tmp_path / "replay_run"), "--no-progress",
+                     "--coalesce", "0")  # the recorded frames, compared frame by frame
+    assert result.returncode == 0, result.stdout
+    assert "every node has finished" in result.stdout, result.stdout
+    first = read_frames(out)
     assert_frames_identical(first["signals/main"], live["signals/main"], "replayed raw")
     assert len(first["derived/main"]) >= n_derived
     assert_frames_identical(first["derived/main"][:n_derived], live["derived/main"],
                             "replayed derived vs live")
-    assert set(first) == set(second)
-    for topic in first:
-        assert_frames_identical(first[topic], second[topic], f"replay 1 vs 2 {topic}")
     # paced, from an offset: 2 s of recording at 4x take about 0.5 s
     out = tmp_path / "paced.mcap"
     result = run_cli("replay", str(tmp_path / "live.mcap"), str(REPO / "specs" / "demo.yaml"),
@@ -578,6 +574,9 @@ def test_replay_reproduces_the_live_derived_outputs_bit_for_bit(tmp_path, launch
     assert recorded_span / 4 * 0.5 < span < recorded_span / 4 + 1.0, span  # not all at once
     t0 = live["signals/main"][0]["timestamp"][0]
     assert msgs[0].decode().frame["timestamp"][0] == pytest.approx(t0 + 1.0, abs=0.05)
+    skipped = len(live["signals/main"]) - len(msgs)  # the recorded frames from the offset on
+    assert_frames_identical([m.decode().frame for m in msgs], live["signals/main"][skipped:],
+                            "paced replay from 1 s vs live")
 
 
 @pytest.mark.process

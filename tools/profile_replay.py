@@ -1,10 +1,13 @@
 """Profile of the full-speed replay path, per recorded frame, in one process (no sockets).
 
 The work the replay node and the graph node do per frame, in order: read and decode the
-recording (``Player``), coalesce (``record.coalesce``, when on), encode the frame for the bus,
-decode it on the graph node's side, run the demo's derived graph (``GraphNodeLogic``), encode
-its outputs. Prints microseconds per *recorded* frame for each step, with and without
-coalescing (interleaved, median of ``--repeats``), and the top of a cProfile of each.
+recording (``Player``, message by message; or ``record.bulk.BulkPlayer``, which reads runs of
+messages with numpy and coalesces as it reads: what the replay node does at full speed now),
+coalesce (``record.coalesce``, when on), encode the frame for the bus, decode it on the graph
+node's side, run the demo's derived graph (``GraphNodeLogic``), encode its outputs. Prints
+microseconds per *recorded* frame for each step, for 4-sample frames, coalesced frames read one
+by one, and bulk-read coalesced frames (interleaved, median of ``--repeats``), and the top of a
+cProfile of each.
 
     PYTHONPATH=$PWD python tools/profile_replay.py [--seconds 600] [--repeats 3]
 """
@@ -28,11 +31,12 @@ sys.path.insert(0, str(HERE))
 from bench_replay import write_hour
 
 
-def run(recording: Path, coalesce_samples: int) -> dict[str, float]:
+def run(recording: Path, coalesce_samples: int, bulk: bool = False) -> dict[str, float]:
     from genki_signals.bus.codec import decode, encode
     from genki_signals.frames import Topic
     from genki_signals.launch.spec import load_topology
     from genki_signals.nodes.graph_node import GraphNodeLogic
+    from genki_signals.record.bulk import BulkPlayer
     from genki_signals.record.coalesce import CoalesceLimits, coalesce
     from genki_signals.record.player import Player
     from genki_signals.record.reader import Recording
@@ -44,12 +48,13 @@ def run(recording: Path, coalesce_samples: int) -> dict[str, float]:
     seq = 0
     clock = time.perf_counter
     with Recording(recording) as rec:
-        player = Player(rec, "signals", speed=None)
+        player = BulkPlayer(rec, "signals", limits=limits) if bulk else \
+            Player(rec, "signals", speed=None)
         while not player.done:
             t0 = clock()
-            played = player.due(0.0, 1024)
+            played = player.due(0.0, 8 if bulk else 1024)
             t1 = clock()
-            if limits is not None:
+            if limits is not None and not bulk:
                 played = coalesce(played, limits)
             t2 = clock()
             t["read"] += t1 - t0
@@ -84,11 +89,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="genki-profile-replay-") as tmp:
         recording = Path(tmp) / "rec.mcap"
         write_hour(recording, args.seconds / 3600)
-        cases = {"4-sample frames": 0, f"coalesced to {args.coalesce}": args.coalesce}
+        cases = {"4-sample frames": (0, False), f"coalesced to {args.coalesce}":
+                 (args.coalesce, False), "bulk read, coalesced": (args.coalesce, True)}
         results: dict[str, list[dict[str, float]]] = {c: [] for c in cases}
         for _ in range(args.repeats):
-            for label, n in cases.items():
-                results[label].append(run(recording, n))
+            for label, (n, bulk) in cases.items():
+                results[label].append(run(recording, n, bulk))
         print(f"us per recorded frame ({results[next(iter(cases))][0]['frames']} frames), "
               f"median of {args.repeats} interleaved runs:")
         keys = ["read", "coalesce", "encode", "decode", "graph", "encode_out", "total"]
@@ -96,10 +102,10 @@ def main() -> None:
         for label, runs in results.items():
             row = "".join(f"{statistics.median(r[k] for r in runs):11.1f}" for k in keys)
             print(f"  {label:24s}{row}  {runs[0]['sent']}")
-        for label, n in cases.items():
+        for label, (n, bulk) in cases.items():
             prof = cProfile.Profile()
             prof.enable()
-            run(recording, n)
+            run(recording, n, bulk)
             prof.disable()
             buf = io.StringIO()
             pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(12)

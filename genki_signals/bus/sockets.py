@@ -596,6 +596,17 @@ class _EdgeQueue:
         return msg
 
 
+def _disconnected(monitor: zmq.Socket) -> bool:
+    """Whether the queued events of a connection's monitor include a disconnect (all read)."""
+    gone = False
+    while True:
+        try:
+            event = recv_monitor_message(monitor, zmq.NOBLOCK)
+        except zmq.ZMQError:  # Again included: nothing more queued
+            return gone
+        gone |= event.get("event") == zmq.EVENT_DISCONNECTED
+
+
 class _Edge:
     def __init__(self, endpoint: str, topics: list[str], policy: str, maxlen: int, rcvhwm: int,
                  max_queue_bytes: int | None) -> None:
@@ -1045,22 +1056,39 @@ class Subscriber:
         return next_ms
 
     def _say_bye(self) -> None:
-        waiting = []
+        """Say bye on every lossless edge and wait (``BYE_TIMEOUT``) for each publisher's
+        ``bye_ok``, or for its connection to drop: a publisher that already ended its stream
+        and exited answers nothing, and waiting for it held every replay's end by 0.5 s."""
+        waiting: dict[zmq.Socket, _Edge] = {}
+        poller = zmq.Poller()
         for edge in self._edges:
             if edge.link is not None and edge.socket is not None and edge.link.node is not None:
                 with contextlib.suppress(zmq.ZMQError):
                     edge.socket.send(edge.link.credit(), _NOBLOCK)
                     edge.socket.send(pack_control("bye"), _NOBLOCK)
-                    waiting.append(edge.socket)
+                    waiting[edge.socket] = edge
+                    poller.register(edge.socket, zmq.POLLIN)
+                    if edge.monitor is not None:
+                        poller.register(edge.monitor, zmq.POLLIN)
         deadline = time.monotonic() + BYE_TIMEOUT
         while waiting and (remaining := deadline - time.monotonic()) > 0:
-            sock = waiting[0]
-            if not sock.poll(max(1, int(remaining * 1000))):
+            ready = dict(poller.poll(max(1, int(remaining * 1000))))
+            if not ready:
                 return
-            with contextlib.suppress(zmq.ZMQError):
-                parts = _recv_parts(sock)
-                if len(parts) == 1 and (unpack_control(parts[0]) or {}).get("op") == "bye_ok":
-                    waiting.pop(0)
+            for sock, edge in list(waiting.items()):
+                done = False
+                if sock in ready:
+                    with contextlib.suppress(zmq.ZMQError):
+                        parts = _recv_parts(sock)
+                        done = len(parts) == 1 and \
+                            (unpack_control(parts[0]) or {}).get("op") == "bye_ok"
+                if edge.monitor is not None and edge.monitor in ready:
+                    done |= _disconnected(edge.monitor)
+                if done:
+                    del waiting[sock]
+                    poller.unregister(sock)
+                    if edge.monitor is not None:
+                        poller.unregister(edge.monitor)
 
     def ack(self, node_id: str, topic: str, seq: int) -> None:
         """Tell ``node_id``'s publisher that everything up to and including ``seq`` of

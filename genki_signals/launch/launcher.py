@@ -219,7 +219,10 @@ class Launcher:
         for node in self.nodes.values():
             self._spawn(node)
         deadline = time.monotonic() + self.ready_timeout
-        while not all(n.state == "ready" or n.finished for n in self.nodes.values()):
+        # a node that already exited with 0 is done, said it or not: its "bye" (or "ready") may
+        # not have left before its control socket closed, under load (a quick replay then
+        # waited out ready_timeout with every node gone and the run failed)
+        while not all(n.state in ("ready", "exited") or n.finished for n in self.nodes.values()):
             if self._stop_requested:
                 self._starting = False
                 return

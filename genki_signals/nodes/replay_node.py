@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 PACED_RATE = 200.0  # polls per second when paced: frames go out within 5 ms of due
 FAST_RATE = 1e9  # as fast as possible: poll again at once
 PACED_LIMIT = 100_000  # frames per poll when paced (a high --speed catches up in bursts)
+BULK_FRAMES = 8  # coalesced frames per poll at full speed (each up to ``coalesce`` samples)
 
 
 def parse_speed(value: Any) -> float | None:
@@ -61,18 +62,25 @@ class ReplayNodeLogic(NodeLogic):
         self.player = None
 
     def start(self) -> None:
+        from genki_signals.record.bulk import BulkPlayer
         from genki_signals.record.player import Player
         from genki_signals.record.reader import Recording
 
         self.recording = Recording(self.path)
-        self.player = Player(self.recording, self.node, speed=self.speed,
-                             start=self.start_offset, loop=self.loop)
+        if self.coalesce is not None and not self.loop:  # full speed: read in bulk
+            self.player = BulkPlayer(self.recording, self.node, start=self.start_offset,
+                                     limits=self.coalesce)
+        else:
+            self.player = Player(self.recording, self.node, speed=self.speed,
+                                 start=self.start_offset, loop=self.loop)
         speed = "as fast as possible" if self.speed is None else f"at {self.speed:g}x"
         log.info("replaying node '%s' from %s %s (%.1f s of recording%s)", self.node,
                  self.path, speed, self.player.duration, ", looping" if self.loop else "")
 
     def poll(self, now: float) -> list[Output]:
-        if self.coalesce is not None:
+        if self.coalesce is not None and not self.loop:
+            played = self.player.due(now, BULK_FRAMES)
+        elif self.coalesce is not None:
             played = self._coalesced(now)
         else:
             played = self.player.due(now, self.batch if self.speed is None else PACED_LIMIT)

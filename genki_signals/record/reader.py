@@ -39,7 +39,7 @@ from genki_signals.record.format import (
     unpack_parts,
 )
 
-__all__ = ["Recording", "RecordedMessage", "ReadReport", "open_recording"]
+__all__ = ["Recording", "RecordedMessage", "RecordRun", "ReadReport", "open_recording"]
 
 MAGIC = bytes([137, 77, 67, 65, 80, 48, 13, 10])
 OP_HEADER, OP_FOOTER, OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK = 1, 2, 3, 4, 5, 6
@@ -50,6 +50,7 @@ MAX_CHUNK_BYTES = 1 << 32  # an uncompressed chunk larger than this is not ours
 _REC = struct.Struct("<BQ")
 _CHUNK_HEAD = struct.Struct("<QQQII")  # start, end, uncompressed size, crc, compression length
 _MSG_HEAD = struct.Struct("<HIQQ")  # channel, sequence, log_time, publish_time
+_U16 = struct.Struct("<H")
 
 
 class _Broken(Exception):
@@ -114,6 +115,33 @@ class RecordedMessage:
     @property
     def nbytes(self) -> int:
         return sum(p.nbytes for p in self.parts)
+
+
+@dataclass(slots=True)
+class RecordRun:
+    """Consecutive message records of one channel, each ``size`` bytes (record header
+    included), at ``starts`` in a chunk's ``body``: what ``record.bulk`` decodes at once."""
+
+    topic: str  # of the channel
+    body: bytes = field(repr=False)
+    starts: list[int]
+    size: int
+    channel: int
+    report: ReadReport = field(repr=False)
+    prefixes: tuple[str, ...] | None = None
+    start_ns: int | None = None
+
+    def messages(self) -> list[RecordedMessage]:
+        """The run's messages one by one, exactly as ``Recording.messages`` reads them."""
+        buf = memoryview(self.body)
+        channels = {self.channel: (self.topic, MESSAGE_ENCODING)}
+        out = []
+        for pos in self.starts:
+            msg = Recording._message(buf, pos + 9, pos + self.size, channels, self.report,
+                                     self.prefixes, self.start_ns)
+            if msg is not None:
+                out.append(msg)
+        return out
 
 
 def _string(buf: memoryview, pos: int, end: int) -> tuple[str, int]:
@@ -253,8 +281,21 @@ class Recording:
             raise RecordingError(f"{self.path}: recording is closed")
         return self._scan(report, prefixes, start_ns)
 
+    def runs(self, topics: Iterable[str] | None = None, *, start_ns: int | None = None
+             ) -> Iterator[RecordedMessage | RecordRun]:
+        """Like ``messages``, but consecutive messages of one channel with the same record
+        length within a chunk come as one ``RecordRun`` (for ``record.bulk``, which decodes a
+        run with numpy); single messages and those outside chunks come as ``RecordedMessage``.
+        Nothing in a run is checked beyond its record framing: ``RecordRun.messages`` gives
+        what ``messages`` would have (the fallback when a run does not decode in bulk)."""
+        prefixes = None if topics is None else tuple(topics)
+        report = self.report = ReadReport()
+        if self._mm is None:
+            raise RecordingError(f"{self.path}: recording is closed")
+        return self._scan(report, prefixes, start_ns, runs=True)
+
     def _scan(self, report: ReadReport, prefixes: tuple[str, ...] | None,
-              start_ns: int | None) -> Iterator[RecordedMessage]:
+              start_ns: int | None, runs: bool = False) -> Iterator[RecordedMessage]:
         mm = self._mm
         size = self.size
         channels: dict[int, tuple[str, str]] = {}
@@ -286,7 +327,8 @@ class Recording:
                 if body is None:  # ends before start_ns
                     continue
                 report.chunks += 1
-                yield from self._chunk_messages(body, channels, report, prefixes, start_ns)
+                per_chunk = self._chunk_runs if runs else self._chunk_messages
+                yield from per_chunk(body, channels, report, prefixes, start_ns)
                 continue
             if op in (OP_DATA_END, OP_FOOTER):
                 report.complete = True
@@ -400,6 +442,61 @@ class Recording:
                 pos = end
         except _Broken:
             report.corrupt_chunks += 1
+        return iter(out)
+
+    def _chunk_runs(self, body: bytes, channels: dict[int, tuple[str, str]],
+                    report: ReadReport, prefixes: tuple[str, ...] | None,
+                    start_ns: int | None) -> Iterator[RecordedMessage | RecordRun]:
+        """``_chunk_messages`` with runs of one channel and record length kept together."""
+        buf = memoryview(body)
+        pos, size = 0, len(body)
+        out: list[RecordedMessage | RecordRun] = []
+        key: tuple[int, int] | None = None
+        starts: list[int] = []
+
+        def flush() -> None:
+            if len(starts) == 1:
+                msg = self._message(buf, starts[0] + 9, starts[0] + 9 + key[1], channels,
+                                    report, prefixes, start_ns)
+                if msg is not None:
+                    out.append(msg)
+            elif starts:
+                out.append(RecordRun(channels[key[0]][0], body, starts.copy(), 9 + key[1],
+                                     key[0], report, prefixes, start_ns))
+            starts.clear()
+
+        try:
+            while pos < size:
+                if pos + 9 > size:
+                    raise _Broken("record header past the chunk")
+                op, length = _REC.unpack_from(buf, pos)
+                end = pos + 9 + length
+                if end > size:
+                    raise _Broken("record past the chunk")
+                if op == OP_MESSAGE:
+                    known = channels.get(_U16.unpack_from(buf, pos + 9)[0]) \
+                        if length >= 22 else None
+                    if known is not None and known[1] == MESSAGE_ENCODING and (
+                            prefixes is None or known[0].startswith(prefixes)):
+                        k = (_U16.unpack_from(buf, pos + 9)[0], length)
+                        if k != key:
+                            flush()
+                            key = k
+                        starts.append(pos)
+                    else:
+                        flush()
+                        msg = self._message(buf, pos + 9, end, channels, report, prefixes,
+                                            start_ns)
+                        if msg is not None:
+                            out.append(msg)
+                elif op == OP_CHANNEL:
+                    flush()  # a channel id may be redefined
+                    key = None
+                    self._channel(buf, pos + 9, end, channels)
+                pos = end
+        except _Broken:
+            report.corrupt_chunks += 1
+        flush()
         return iter(out)
 
     @staticmethod

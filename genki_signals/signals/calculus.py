@@ -209,86 +209,92 @@ class MovingAverage(_Stateful):
     (NaN when the window holds both signs). This is ``pandas``'
     ``rolling(length, min_periods=1).mean()``.
 
-    Computed with ``np.cumsum`` over the carried tail (the last ``length`` samples) plus the
-    chunk, recomputed every call rather than carried as a running sum, so rounding errors never
-    accumulate over a long stream.
+    Bit for bit the same however the stream is cut into chunks (what coalesced replay relies
+    on). The window sums come from prefix sums that restart at fixed *blocks* of ``length``
+    samples counted from the stream's first sample: the window ending at sample ``i`` is
+    ``(Q[end of the block before i's] - Q[i - length]) + Q[i]``, where ``Q`` is a prefix sum
+    within a block (``np.cumsum``, which adds in order). Every term depends on the absolute
+    sample index only, never on where a chunk starts, and rounding never accumulates beyond two
+    blocks (a running sum over the whole stream would drift; the tail-plus-chunk cumulative sum
+    this replaces rounded differently with each chunking, by ~1e-14). A chunk with a NaN or inf
+    takes a careful path that sums the same blocks, so a window of finite samples gets the same
+    bits on either path. The carried state is the stream from the start of the previous block:
+    ``length`` to ``2 * length - 1`` samples (fewer than ``length`` during the warm-up, before
+    which the stream is taken as a block of NaN, i.e. missing samples).
     """
 
     def __init__(self, input: str, name: str | None = None, *, length: int = 10) -> None:
         super().__init__([input], name)
         self.input = input
         self.length = self.check_int("length", length, minimum=1)
-        self._inv = 1.0 / self.length
         self.reset()
 
     state_fields = ("_tail",)
 
     def reset(self) -> None:
         super().reset()
-        self._tail: np.ndarray | None = None  # the last min(seen, length) samples, float64
+        # the stream from the start of the block before the current one (see the docstring)
+        self._tail: np.ndarray | None = None
 
     def _reset_for(self, x: np.ndarray, *more: np.ndarray) -> None:
         self._tail = np.empty((0,) + x.shape[1:])
+        self._nan_block = np.full((self.length,) + x.shape[1:], np.nan)
+        self._zeros = np.zeros((self.length,) + x.shape[1:])
 
     def _process(self, x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
         L, tail = self.length, self._tail
-        m = tail.shape[0]
-        ext = np.concatenate((tail, x))
-        with np.errstate(invalid="ignore"):  # inf - inf: NaN, detected below
-            c = np.cumsum(ext, axis=0)
-        self._tail = ext[-L:] if ext.shape[0] <= 4 * L else ext[-L:].copy()
-        total = c[-1] if x.ndim == 1 else c[-1].sum()
-        if not math.isfinite(total):  # a NaN or inf somewhere: the careful path
-            with np.errstate(invalid="ignore"):
-                return self._nan_mean(ext, m)
-        if m == L:  # steady state: every window is full; c[L+i] - c[i] sums ext[i+1 : L+i+1]
-            y = c[L:] - c[:n]
-            y *= self._inv
-            return y
-        y = self._window_sums(c, m)
-        return self._divide_by_counts(y, m)
-
-    def _window_sums(self, c: np.ndarray, m: int) -> np.ndarray:
-        """Window sums of the outputs at ext positions ``p = m, m+1, ...`` from the cumulative
-        sums ``c`` of ext (``m`` carried samples first): ``c[p] - c[p-L]``, or ``c[p]`` while
-        the window still reaches back to the first sample of ext (``p < L``)."""
-        n = c.shape[0] - m
-        full = self.length - m  # index of the first output whose window is full
-        if full <= 0:
-            return c[m:] - c[:n]
-        y = c[m:].astype(np.float64)  # a copy
-        if full < n:
-            y[full:] -= c[:n - full]
+        n, m = x.shape[0], tail.shape[0]
+        pad = L if m < L else 0  # warm-up: a block of missing samples before the stream
+        head = pad + m  # position of x[0] in ext; ext[0] starts a block
+        total = head + n
+        blocks = -(-total // L)
+        rest = self._zeros[:blocks * L - total]  # completes the last block; never read
+        ext = np.concatenate((self._nan_block, tail, x, rest) if pad else (tail, x, rest))
+        keep = max((total // L - 1) * L, pad)  # from the start of the block before the next
+        self._tail = ext[keep:total] if blocks <= 8 else ext[keep:total].copy()
+        if not np.isfinite(ext).all():  # NaN, inf, or the warm-up
+            with np.errstate(invalid="ignore"):  # inf - inf: NaN, handled
+                return self._nan_mean(ext, head, total)
+        y = self._block_sums(ext, head, total)
+        y /= L
         return y
 
-    def _divide_by_counts(self, y: np.ndarray, m: int) -> np.ndarray:
-        """Divide by the window sizes: ``m+1, m+2, ...`` during warm-up, then ``length``."""
-        full = self.length - m
-        if full > 0:
-            head = y[:full]
-            head /= np.arange(m + 1, m + 1 + head.shape[0], dtype=np.float64).reshape(
-                (-1,) + (1,) * (y.ndim - 1))
-        y[max(full, 0):] *= self._inv
-        return y
+    def _window_sums(self, q: np.ndarray, head: int, total: int) -> np.ndarray:
+        """The sums of the windows ending at ext positions ``head .. total-1`` from the block
+        prefix sums ``q`` (blocks x length x channels; ``head >= length``): for offset ``r``
+        in block ``j``, ``(q[j-1, L-1] - q[j-1, r]) + q[j, r]`` (the first term is 0 when the
+        window is exactly block ``j``)."""
+        L = self.length
+        first = head // L  # the first block holding an output
+        s = q[first - 1:-1, -1:] - q[first - 1:-1]
+        s += q[first:]
+        start = head - first * L
+        return s.reshape((-1,) + q.shape[2:])[start:start + total - head]
 
-    def _nan_mean(self, ext: np.ndarray, m: int) -> np.ndarray:
-        """Window means skipping NaN; windows holding inf give inf of that sign (NaN if both)."""
+    def _block_sums(self, values: np.ndarray, head: int, total: int) -> np.ndarray:
+        """Window sums of ``values`` (ext positions ``head .. total-1``; see the docstring)."""
+        q = values.reshape((-1, self.length) + values.shape[1:]).cumsum(axis=1)
+        return self._window_sums(q, head, total)
+
+    def _nan_mean(self, ext: np.ndarray, head: int, total: int) -> np.ndarray:
+        """Window means skipping NaN; windows holding inf give inf of that sign (NaN if both).
+
+        Sums of the finite samples use the same blocks as the fast path, so a window whose
+        blocks hold finite samples only gets the same bits either way."""
         nan = np.isnan(ext)
         values = np.where(nan, 0.0, ext)
-        sums_c = np.cumsum(values, axis=0)
-        total = sums_c[-1] if ext.ndim == 1 else sums_c[-1].sum()
-        if not math.isfinite(total):  # infinities: sum the finite values, count each sign
-            pos = self._window_sums(np.cumsum(values == np.inf, axis=0), m) > 0
-            neg = self._window_sums(np.cumsum(values == -np.inf, axis=0), m) > 0
-            values[~np.isfinite(values)] = 0.0
-            sums_c = np.cumsum(values, axis=0, out=sums_c)
-            nan |= np.isinf(ext)
-        sums = self._window_sums(sums_c, m)
-        counts = self._window_sums(np.cumsum(~nan, axis=0), m)
+        inf = np.isinf(values)
+        infinite = bool(inf.any())
+        if infinite:  # sum the finite values, count each sign
+            pos = self._block_sums((values == np.inf).astype(np.int64), head, total) > 0
+            neg = self._block_sums((values == -np.inf).astype(np.int64), head, total) > 0
+            values[inf] = 0.0
+            nan |= inf
+        sums = self._block_sums(values, head, total)
+        counts = self._block_sums((~nan).astype(np.int64), head, total)
         y = np.full(sums.shape, np.nan)
         np.divide(sums, counts, out=y, where=counts > 0)
-        if not math.isfinite(total):
+        if infinite:
             y[pos] = np.inf
             y[neg] = -np.inf
             y[pos & neg] = np.nan

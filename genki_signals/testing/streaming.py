@@ -58,16 +58,31 @@ def run_chunked(op: Operator, inputs: Sequence[np.ndarray], lengths: Sequence[in
     return out, idx
 
 
+def assert_same_bits(out: np.ndarray, want: np.ndarray, what: str) -> None:
+    """``out`` is ``want`` bit for bit: dtype, shape and bytes (NaN payloads and the sign of
+    zero included), beyond ``np.array_equal``."""
+    assert out.dtype == want.dtype and out.shape == want.shape, \
+        f"{what}: {out.dtype}{out.shape} vs {want.dtype}{want.shape}"
+    if out.tobytes() != want.tobytes():
+        diff = ~((out == want) | (np.isnan(out) & np.isnan(want))) \
+            if out.dtype.kind in "fc" else out != want
+        where = np.argwhere(diff)
+        raise AssertionError(f"{what}: differs bit for bit at {len(where)} element(s), the "
+                             f"first at {tuple(map(int, where[0])) if len(where) else '(sign of zero)'}")
+
+
 def assert_streams_like_batch(make_op: Callable[[], Operator], inputs: Sequence[np.ndarray],
                               expected: np.ndarray | None = None, *,
                               expected_emitted: np.ndarray | None = None,
                               rtol: float = 1e-9, atol: float = 1e-9, seed: int = 0) -> np.ndarray:
     """Check the streaming contract for one operator and return the one-shot output.
 
-    * every chunking (empty and 1-sample chunks included) equals the one-shot output,
-    * ``reset()`` then a replay gives the same output again,
+    * every chunking (empty and 1-sample chunks included) equals the one-shot output bit for
+      bit (``assert_same_bits``: a full-speed replay joins frames and relies on it),
+    * ``reset()`` then a replay gives the same output again, bit for bit,
     * the operator survives a JSON round trip of ``to_dict`` and the copy computes the same,
-    * the one-shot output equals ``expected`` (the independent numpy/scipy reference).
+    * the one-shot output equals ``expected`` (the independent numpy/scipy reference) within
+      ``rtol``/``atol``.
     """
     rng = np.random.default_rng(seed)
     n = len(inputs[0])
@@ -76,19 +91,17 @@ def assert_streams_like_batch(make_op: Callable[[], Operator], inputs: Sequence[
     for lengths in random_splits(n, rng):
         fresh = make_op()
         out, idx = run_chunked(fresh, inputs, lengths)
-        np.testing.assert_allclose(out, batch, rtol=rtol, atol=atol,
-                                   err_msg=f"chunking {lengths[:12]}... differs from one batch")
+        assert_same_bits(out, batch, f"chunking {lengths[:12]}... vs one batch")
         if batch_idx is not None:
             np.testing.assert_array_equal(idx, batch_idx)
         fresh.reset()
         again, _ = run_chunked(fresh, inputs, lengths[::-1])
-        np.testing.assert_allclose(again, batch, rtol=rtol, atol=atol,
-                                   err_msg="output after reset() differs")
+        assert_same_bits(again, batch, "output after reset() vs before")
     spec = json.loads(json.dumps(op.to_dict()))
     clone = Operator.from_dict(spec)
     assert clone.to_dict() == op.to_dict()
     clone_out, _ = run_chunked(clone, inputs, [n])
-    np.testing.assert_allclose(clone_out, batch, rtol=rtol, atol=atol)
+    assert_same_bits(clone_out, batch, "a copy from to_dict() vs the original")
     if expected is not None:
         np.testing.assert_allclose(batch, expected, rtol=max(rtol, 1e-7), atol=max(atol, 1e-9),
                                    err_msg="one-shot output differs from the reference")
