@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 import urllib.request
 
+import bokeh  # noqa: F401  (the test extra installs it; without it this fails, never skips)
 import numpy as np
 import pytest
-
-import bokeh  # noqa: F401  (the test extra installs it; without it this fails, never skips)
 
 from genki_signals.buffers import DataBuffer
 from genki_signals.frames import Topic

@@ -113,7 +113,7 @@ class PlotSinkLogic(NodeLogic):
                     try:
                         self.mux.extend(topic, joined, frames=len(run))
                         continue
-                    except Exception:  # noqa: BLE001 - which frame: frame by frame below
+                    except Exception:  # noqa: BLE001, S110 - which frame: frame by frame below
                         pass
                 for frame in run:
                     try:
