@@ -90,6 +90,9 @@ PRELOAD = (
     "genki_signals.nodes.replay_node", "genki_signals.record.recorder",
     "genki_signals.record.player", "genki_signals.record.reader", "mcap.writer", "zstandard",
     "lz4.frame",
+    # what every spec check imports (the spec module, every node kind's params, the dry run):
+    # imported here while ``genki launch`` runs its check, not after it (preload requests)
+    "genki_signals.launch.spec", "genki_signals.nodes.dry_run", "numpy.random",
 )
 
 
@@ -433,6 +436,13 @@ def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRE
 
     faulthandler.disable()  # a forked launcher's may point at a descriptor closed since
     _preload(preload)
+    if "genki_signals.launch.spec" in preload:
+        try:  # every kind module (the check lists them all), as the spec check imports them
+            from genki_signals.nodes.kinds import node_kinds
+
+            node_kinds()
+        except Exception as exc:  # noqa: BLE001 - the preload request imports what is missing
+            print(f"genki fork server: cannot preload the node kinds: {exc}", file=sys.stderr)
     import gc
 
     gc.collect()
