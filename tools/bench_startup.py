@@ -10,7 +10,9 @@ per-round ratios variant / fork.
 
 * **first frame**: from starting the command to the printer node's first line (the first frame
   to reach a subscriber, ``derived -> printer``); also from the launcher's first line (spec
-  parsed, launcher started) to that frame.
+  parsed, launcher started) to that frame; and the CPU seconds (user + system) the command
+  had used when its launcher started (imports, parsing, the spec check: what the wall time is
+  on an idle core, and less dependent on the machine's load than the wall time).
 * **restart to ready**: ``kill -9`` of the ``derived`` graph node; from the kill to the node
   being ``ready`` again in the launcher's directory (includes the restart policy's first
   backoff, 0.5 s by default), and from the launcher noticing the death (its log line) to ready.
@@ -136,6 +138,11 @@ def startup_run(variant: Variant) -> dict[str, float]:
         launch = Launch(variant, Path(tmp))
         try:
             t_first_line = launch.wait_line("[launch] topology", 60)
+            try:  # CPU the command used until its launcher started (less load-dependent)
+                times = psutil.Process(launch.proc.pid).cpu_times()
+                cli_cpu = times.user + times.system
+            except psutil.Error:
+                cli_cpu = math.nan
             t_frame = launch.wait_line("[printer] derived/main", 60)
             launch.wait_line("[launch] all nodes ready", 60)
             node = launch.node("derived")
@@ -154,6 +161,7 @@ def startup_run(variant: Variant) -> dict[str, float]:
         finally:
             launch.stop()
     return {"first_frame": t_frame - launch.t0, "first_frame_after_start": t_frame - t_first_line,
+            "cpu_before_launcher_start": cli_cpu,
             "restart_ready": t_ready - t_kill, "restart_ready_after_noticed": t_ready - t_noticed}
 
 
