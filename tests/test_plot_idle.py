@@ -36,7 +36,7 @@ def demo_frames(count: int) -> list[tuple[Topic, dict[str, np.ndarray]]]:
 def assert_same_buffer(got: DataBuffer, want: DataBuffer) -> None:
     assert sorted(got.keys()) == sorted(want.keys())
     assert np.array_equal(got.timestamps(), want.timestamps())
-    for key in want.keys():
+    for key in want.keys():  # noqa: SIM118 - a DataBuffer, not a dict
         assert got[key].tobytes() == want[key].tobytes(), key
         assert np.array_equal(got.timestamps(key), want.timestamps(key)), key
 
