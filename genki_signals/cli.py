@@ -9,9 +9,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import genki_signals
 from genki_signals.errors import GenkiError
+
+if TYPE_CHECKING:
+    from genki_signals.launch.forkserver import ForkServer
 
 
 DESCRIPTION = (
@@ -64,18 +68,43 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # ``genki launch``: the nodes' fork server starts first, so that its imports (numpy, zmq,
+    # the node modules) run while this process imports the CLI and checks the spec. It is not a
+    # node: nothing is forked from it before the spec has passed its check.
+    fork_server = _early_fork_server(argv)
     try:
-        return int(args.func(args) or 0)
-    except GenkiError as exc:
-        print(f"genki: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        return 130
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        args.fork_server = fork_server  # cmd_launch hands it to its launcher
+        try:
+            return int(args.func(args) or 0)
+        except GenkiError as exc:
+            print(f"genki: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 130
+    finally:
+        if fork_server is not None:
+            fork_server.close()  # a no-op once the launcher has closed it
+
+
+def _early_fork_server(argv: list[str]) -> ForkServer | None:
+    """The fork server of a ``genki launch`` (None for any other verb, for ``--help``, or when
+    nodes are spawned: ``GENKI_NODE_START=spawn``)."""
+    if not argv or argv[0] != "launch" or "-h" in argv or "--help" in argv:
+        return None
+    from genki_signals.launch.forkserver import start_fork_server, start_method
+
+    try:
+        if start_method() != "fork":
+            return None
+    except ValueError:
+        return None  # the launcher reports it
+    return start_fork_server()
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

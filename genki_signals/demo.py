@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import scipy.signal
 
 import genki_signals.signals as s
 from genki_signals.buffers import DataBuffer
@@ -46,6 +45,8 @@ def spectrum_peaks(spectrum: np.ndarray, sample_rate: float, window_size: int,
 
     Local maxima, not the largest bins: a strong peak between two bins fills both of them.
     """
+    import scipy.signal  # only here: importing it costs over a second
+
     freqs = np.fft.rfftfreq(window_size, 1.0 / sample_rate)
     peaks, props = scipy.signal.find_peaks(spectrum, height=0)
     top = peaks[np.argsort(props["peak_heights"])[-count:]]

@@ -21,13 +21,20 @@ import threading
 from typing import Any
 
 import numpy as np
-from scipy import signal as sps
 
 from genki_signals.data_sources.base import SourceParameterError
 
 __all__ = ["SineWave", "SquareWave", "TriangleWave", "RandomNoise"]
 
 TWO_PI = 2.0 * math.pi
+
+
+def _import_scipy_signal() -> Any:
+    """``scipy.signal``, imported by the waves that use it when they are made: importing it
+    costs over a second, which a spec or a node that only has sine waves should not pay."""
+    import scipy.signal
+
+    return scipy.signal
 
 
 def _number(owner: str, field: str, value: Any, minimum: float | None = None) -> float:
@@ -151,17 +158,25 @@ class SineWave(_Periodic):
 class SquareWave(_Periodic):
     """Square wave of +-amplitude, in step with ``SineWave`` (``scipy.signal.square``)."""
 
+    def __init__(self, frequency: float = 1.0, amplitude: float = 1.0, phase: float = 0.0):
+        super().__init__(frequency, amplitude, phase)
+        _import_scipy_signal()  # now, not at the first sample (nor at this module's import)
+
     @staticmethod
     def _wave(x: np.ndarray) -> np.ndarray:
-        return sps.square(x)
+        return _import_scipy_signal().square(x)
 
 
 class TriangleWave(_Periodic):
     """Triangle wave between +-amplitude, in step with ``SineWave`` (peaks where sine peaks)."""
 
+    def __init__(self, frequency: float = 1.0, amplitude: float = 1.0, phase: float = 0.0):
+        super().__init__(frequency, amplitude, phase)
+        _import_scipy_signal()
+
     @staticmethod
     def _wave(x: np.ndarray) -> np.ndarray:
-        return sps.sawtooth(x + math.pi / 2, width=0.5)
+        return _import_scipy_signal().sawtooth(x + math.pi / 2, width=0.5)
 
 
 class RandomNoise(_LiveParams):

@@ -103,6 +103,7 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
+    before = set(sys.modules)  # what the spec check imports, the fork server imports too
     from genki_signals.launch.launcher import Launcher
     from genki_signals.launch.spec import load_topology
 
@@ -117,6 +118,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
     else:
         launcher = Launcher(spec, run_dir=args.run_dir, control_address=args.address,
                             grace=args.grace)
+    server = getattr(args, "fork_server", None)  # started by cli.main before the parsing
+    if server is not None:
+        from genki_signals.launch.forkserver import preloadable
+
+        launcher.use_fork_server(server, preloadable(set(sys.modules) - before))
+        args.fork_server = None  # the launcher's now
     try:
         launcher.start()
         return launcher.run(duration=args.duration)

@@ -8,10 +8,13 @@ The launcher's restarts go through the same server.
 
 How the server comes to be (``start_fork_server``):
 
-* ``fork`` of the launcher itself, when the launcher has no other Python thread yet (``genki
-  launch``: the spec has been parsed, so the kinds and their dependencies are imported). The
+* ``fork`` of the launcher itself, when the launcher has no other Python thread yet. The
   child drops everything of the launcher it must not use (stdio, file descriptors, signal
-  handlers) and becomes the server.
+  handlers) and becomes the server. ``genki launch`` forks it first thing (``cli.main``), before
+  importing the CLI and checking the spec, so that the server's imports run alongside; once the
+  spec has passed, the launcher sends it the modules the check imported (a ``sys.modules``
+  diff: e.g. ``scipy.signal`` for a filter), which it imports before its first fork
+  (``ForkServer.preload``). No node is forked before the check has passed.
 * otherwise (the launcher runs inside a program with threads, e.g. a test runner or a
   notebook) a fresh ``python -m genki_signals.launch.forkserver`` that imports the preload list
   itself: forking a multi-threaded process is not safe.
@@ -60,6 +63,7 @@ __all__ = [
     "ForkServer",
     "ForkServerError",
     "ForkedProcess",
+    "preloadable",
     "start_fork_server",
     "start_method",
 ]
@@ -69,11 +73,14 @@ MAX_MESSAGE = 1 << 20  # one request or reply (JSON); an environment is a few Ki
 PRELOAD_TIMEOUT = 120.0  # s a spawn waits for a new server's imports (long on a loaded machine)
 REPLY_TIMEOUT = 30.0  # s a spawn waits for its fork once the server is ready
 
-# What the server imports before its first fork: what most nodes need. Kinds that use a device
-# library (pynput, sounddevice, bleak, ONNX Runtime, bokeh) import it in the child, after the
-# fork, as a fresh interpreter would: those libraries start threads or open devices on import.
+# What the server imports before its first fork: what every node needs. Not scipy.signal (over a
+# second to import, and the demo's nodes never use it): a spec whose operators need it imports
+# it in the spec check, and the launcher has the server preload what the check imported
+# (``ForkServer.preload``). Kinds that use a device library (pynput, sounddevice, bleak, ONNX
+# Runtime, bokeh) import it in the child, after the fork, as a fresh interpreter would: those
+# libraries start threads or open devices on import.
 PRELOAD = (
-    "numpy", "scipy.signal", "scipy.ndimage", "zmq", "msgpack", "psutil", "pydantic", "yaml",
+    "numpy", "zmq", "msgpack", "psutil", "pydantic", "yaml",
     "genki_signals.nodes.__main__", "genki_signals.nodes.runner",
     "genki_signals.nodes.graph_node", "genki_signals.nodes.source_node",
     "genki_signals.nodes.sinks", "genki_signals.graph", "genki_signals.signals",
@@ -83,7 +90,31 @@ PRELOAD = (
     "genki_signals.nodes.replay_node", "genki_signals.record.recorder",
     "genki_signals.record.player", "genki_signals.record.reader", "mcap.writer", "zstandard",
     "lz4.frame",
+    # what every spec check imports (the spec module, every node kind's params, the dry run):
+    # imported here while ``genki launch`` runs its check, not after it (preload requests)
+    "genki_signals.launch.spec", "genki_signals.nodes.dry_run", "numpy.random",
 )
+
+
+# Packages whose modules a fork server may import because a spec check did (besides the
+# standard library): none starts a thread or opens a device on import. A device library that a
+# check imported (sounddevice, ONNX Runtime, bokeh...) is left to the node, after the fork.
+PRELOADABLE_PACKAGES = frozenset({
+    "genki_signals", "numpy", "scipy", "zmq", "msgpack", "msgspec", "psutil", "pydantic",
+    "pydantic_core", "yaml", "mcap", "zstandard", "lz4",
+})
+
+
+def preloadable(modules: Iterable[str]) -> list[str]:
+    """The names among ``modules`` (e.g. what a spec check imported: a ``sys.modules`` diff)
+    that a fork server may import before forking (``PRELOADABLE_PACKAGES``, the standard
+    library), sorted."""
+    out = []
+    for name in modules:
+        top = name.partition(".")[0]
+        if top in PRELOADABLE_PACKAGES or top in sys.stdlib_module_names:
+            out.append(name)
+    return sorted(out)
 
 
 def start_method() -> str:
@@ -153,11 +184,43 @@ class ForkServer:
         self._early_exits: dict[int, int] = {}
         self.alive = True
         self.ready = threading.Event()  # the server has preloaded and takes requests
+        # Each preload request is answered by one more "ready": a spawn waits until the server
+        # has sent as many as it was asked for (so the reply wait never includes imports).
+        self._readies_wanted = 1
+        self._readies_seen = 0
+        self.preload_failures: list[str] = []  # modules the server could not import
+        self._closed = False
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name="genki-forkserver-reader")
         self._reader.start()
 
     # ---------------------------------------------------------------- requests
+    def preload(self, modules: Iterable[str]) -> None:
+        """Have the server import ``modules`` before its next fork (the launcher sends what its
+        spec check imported: e.g. ``scipy.signal`` for a filter, which no node of a spec without
+        one needs). Returns at once; the next ``spawn`` waits for the imports, within
+        ``PRELOAD_TIMEOUT``. Modules it cannot import are listed in ``preload_failures`` (the
+        node then imports them itself, as a new interpreter would)."""
+        request = json.dumps({"type": "preload", "modules": sorted(set(modules))}).encode()
+        if len(request) > MAX_MESSAGE:
+            raise ForkServerError(f"preload request of {len(request)} bytes is over "
+                                  f"{MAX_MESSAGE}")
+        with self._lock:
+            if not self.alive:
+                raise ForkServerError("the fork server has exited")
+            with self._reply_ready:
+                self._readies_wanted += 1
+            try:
+                self.sock.send(request)
+            except OSError as exc:
+                raise ForkServerError(f"the fork server is gone: {exc}") from None
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until the server has done every import asked of it; False on timeout."""
+        with self._reply_ready:
+            return self._reply_ready.wait_for(
+                lambda: self._readies_seen >= self._readies_wanted or not self.alive, timeout)
+
     def spawn(self, config_path: str, env: dict[str, str], cwd: str,
               cpu: Iterable[int] | None = None) -> ForkedProcess:
         """Fork a node that runs ``config_path``; its stdout/stderr are text pipes to us."""
@@ -167,7 +230,7 @@ class ForkServer:
                               "cpu": list(cpu) if cpu else None}).encode()
         try:
             with self._lock:
-                if not self.ready.wait(PRELOAD_TIMEOUT) or not self.alive:
+                if not self.wait_ready(PRELOAD_TIMEOUT) or not self.alive:
                     raise ForkServerError("the fork server has exited" if not self.alive else
                                           f"the fork server was not ready within "
                                           f"{PRELOAD_TIMEOUT:g} s")
@@ -217,7 +280,10 @@ class ForkServer:
                 continue
             with self._reply_ready:
                 if msg.get("type") == "ready":
+                    self._readies_seen += 1
+                    self.preload_failures.extend(str(m) for m in msg.get("failed", ()))
                     self.ready.set()
+                    self._reply_ready.notify_all()
                 elif msg.get("type") == "exit":
                     pid, code = int(msg["pid"]), int(msg["returncode"])
                     child = self._children.pop(pid, None)
@@ -240,7 +306,11 @@ class ForkServer:
 
     # ---------------------------------------------------------------- end
     def close(self, timeout: float = 3.0) -> None:
-        """Hang up: the server exits once its children are reaped (SIGKILL after ``timeout``)."""
+        """Hang up: the server exits once its children are reaped (SIGKILL after ``timeout``).
+        A second call does nothing (the pid may have been reused since)."""
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -366,6 +436,13 @@ def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRE
 
     faulthandler.disable()  # a forked launcher's may point at a descriptor closed since
     _preload(preload)
+    if "genki_signals.launch.spec" in preload:
+        try:  # every kind module (the check lists them all), as the spec check imports them
+            from genki_signals.nodes.kinds import node_kinds
+
+            node_kinds()
+        except Exception as exc:  # noqa: BLE001 - the preload request imports what is missing
+            print(f"genki fork server: cannot preload the node kinds: {exc}", file=sys.stderr)
     import gc
 
     gc.collect()
@@ -399,7 +476,12 @@ def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRE
                 # The launcher closed or died. Its nodes are stopped already (a clean stop), or
                 # they get SIGTERM now that we exit (their parent-death signal).
                 return 0
-            _handle(sock, data, fds, children, server_pid, (wake_r, wake_w))
+            if _is_preload(data):
+                for fd in fds:
+                    os.close(fd)
+                _handle_preload(sock, data)
+            else:
+                _handle(sock, data, fds, children, server_pid, (wake_r, wake_w))
 
 
 def _reset_signals() -> None:
@@ -418,17 +500,43 @@ def _reset_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # the server ignores no stop
 
 
-def _preload(names: Iterable[str]) -> None:
+def _preload(names: Iterable[str], quiet: bool = False) -> list[str]:
+    """Import ``names``; returns those that failed (said on stderr unless ``quiet``)."""
+    failed = []
     for name in names:
+        if name in sys.modules:
+            continue
         try:
             importlib.import_module(name)
         except Exception as exc:  # a missing optional dependency: that node imports it later
-            print(f"genki fork server: cannot preload {name}: {type(exc).__name__}: {exc}",
-                  file=sys.stderr)
+            failed.append(name)
+            if not quiet:
+                print(f"genki fork server: cannot preload {name}: {type(exc).__name__}: "
+                      f"{exc}", file=sys.stderr)
     if threading.active_count() > 1:
         print(f"genki fork server: warning: {threading.active_count() - 1} Python threads "
               f"after preloading ({[t.name for t in threading.enumerate()]}); forking anyway",
               file=sys.stderr)
+    return failed
+
+
+def _is_preload(data: bytes) -> bool:
+    try:
+        return json.loads(data).get("type") == "preload"
+    except (ValueError, AttributeError):
+        return False
+
+
+def _handle_preload(sock: socket.socket, data: bytes) -> None:
+    """Import what the launcher asks for (the modules its spec check imported), freeze the new
+    objects like the first preload's, and say "ready" again with what failed."""
+    import gc
+
+    modules = [str(m) for m in json.loads(data).get("modules", ()) if isinstance(m, str)]
+    # quiet: the check's module list may name modules that only exist under another name
+    failed = _preload(modules, quiet=True)
+    gc.freeze()  # no collection first: it would cost tens of ms before the first fork
+    sock.send(json.dumps({"type": "ready", "failed": failed}).encode())
 
 
 def _reap(sock: socket.socket, children: set[int]) -> None:

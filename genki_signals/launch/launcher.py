@@ -158,6 +158,7 @@ class Launcher:
         self._previous_handlers: dict[int, Any] = {}
         self.stop_signal: int | None = None  # the signal that asked for the stop, if any
         self.fork_server: ForkServer | None = None  # where nodes are forked from (start())
+        self._preload: list[str] = []  # modules the fork server imports before the first fork
 
     # ------------------------------------------------------------------ output
     def say(self, node: str, text: str) -> None:
@@ -176,11 +177,24 @@ class Launcher:
                 _silence(self.out)
 
     # ------------------------------------------------------------------ start
+    def use_fork_server(self, server: ForkServer, preload: list[str] | None = None) -> None:
+        """Fork the nodes from ``server``, started before this launcher (``genki launch`` starts
+        it first thing, so that its imports overlap the spec check's), after it has imported
+        ``preload`` (what the spec check imported, e.g. scipy.signal for a filter). The
+        launcher owns it from now on: ``stop()`` closes it."""
+        self.fork_server = server
+        self._preload = list(preload or ())
+
     def start(self) -> None:
         """Check devices, bind the control socket, start every node, wait until all are ready."""
         if start_method() == "fork" and self.fork_server is None:
             # first: a fork of this launcher is only safe before it starts threads
             self.fork_server = start_fork_server()
+        if self.fork_server is not None and self._preload:
+            try:  # returns at once: the first fork waits for these imports
+                self.fork_server.preload(self._preload)
+            except ForkServerError as exc:
+                self.say("launch", f"fork server: {exc}")
         self._preflight()
         self._install_signal_handlers()
         self.run_dir.mkdir(parents=True, exist_ok=True)

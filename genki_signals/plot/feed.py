@@ -36,7 +36,8 @@ class TopicMux:
         owner = self._owner.setdefault(key, topic)
         return key if owner == topic else f"{topic.node}/{key}"
 
-    def extend(self, topic: Topic, frame: Mapping[str, np.ndarray]) -> None:
+    def extend(self, topic: Topic, frame: Mapping[str, np.ndarray], frames: int = 1) -> None:
+        """Write ``frame`` of ``topic`` (``frames``: how many received frames it joins)."""
         n = frame_length(frame)
         if n == 0 or TIMESTAMP not in frame:
             return
@@ -57,5 +58,5 @@ class TopicMux:
                     out[name] = value
                     out[companion(name)] = ts
         self.buffer.extend(out)
-        self.frames += 1
+        self.frames += frames
         self.samples += n

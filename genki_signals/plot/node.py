@@ -19,7 +19,9 @@ In a spec::
 
 The node's logic only appends received frames to a DataBuffer (``TopicMux``: one timeline per
 topic); the Bokeh server runs in a thread of the node and reads that buffer at the display
-rate. The URL is logged at start (``[dashboard] INFO dashboard: http://...``) and reported in
+rate. While no browser is connected nothing reads the buffer, so frames are held and written
+in batches (``IDLE_BATCH`` frames per topic in one ``extend``, about a second of the demo):
+the per-frame cost of an unwatched dashboard is a list append. The URL is logged at start (``[dashboard] INFO dashboard: http://...``) and reported in
 the node's heartbeat stats (``dashboard_url``), so ``genki top`` and tests can find it. Without
 the plot extra installed the node logs a warning and discards its input (so a spec that shows a
 dashboard still runs on a base install).
@@ -43,6 +45,9 @@ from genki_signals.plot.views import PanelSpec
 
 log = logging.getLogger(__name__)
 
+IDLE_BATCH = 64  # frames held (all topics) while no browser is connected, then written at once
+FRAME_ERROR_LOG_LIMIT = 5
+
 
 class PlotSinkLogic(NodeLogic):
     """Fills a DataBuffer from the node's inputs and serves a Dashboard of it."""
@@ -60,6 +65,8 @@ class PlotSinkLogic(NodeLogic):
         self.mux = TopicMux(self.buffer)
         self.dashboard: Any = None
         self.url: str | None = None
+        self._held: list[tuple[Topic, dict[str, np.ndarray]]] = []  # no browser: batched
+        self.frame_errors = 0  # held frames the buffer refused (a shape change): skipped
 
     def start(self) -> None:
         try:
@@ -76,15 +83,54 @@ class PlotSinkLogic(NodeLogic):
 
     def on_frame(self, topic: Topic, frame: dict[str, np.ndarray], now: float
                  ) -> list[Output]:
-        if self.dashboard is not None:
+        if self.dashboard is None:
+            return []
+        if self.dashboard.sessions:  # watched: every frame now (the display reads at its fps)
+            if self._held:
+                self.flush()
             self.mux.extend(topic, frame)
+        else:
+            self._held.append((topic, frame))
+            if len(self._held) >= IDLE_BATCH:
+                self.flush()
         return []
+
+    def flush(self) -> None:
+        """Write the held frames: per topic, consecutive frames with the same keys joined into
+        one frame (one ``extend``); the buffer then holds what frame-by-frame writes give."""
+        held, self._held = self._held, []
+        by_topic: dict[Topic, list[dict[str, np.ndarray]]] = {}
+        for topic, frame in held:  # topics in order of first arrival (the primary timeline)
+            by_topic.setdefault(topic, []).append(frame)
+        for topic, frames in by_topic.items():
+            for run in _same_keys(frames):
+                try:
+                    joined = run[0] if len(run) == 1 else {
+                        k: np.concatenate([f[k] for f in run]) for k in run[0]}
+                except ValueError:  # trailing shapes differ: frame by frame below
+                    joined = None
+                if joined is not None:
+                    try:
+                        self.mux.extend(topic, joined, frames=len(run))
+                        continue
+                    except Exception:  # noqa: BLE001, S110 - which frame: frame by frame below
+                        pass
+                for frame in run:
+                    try:
+                        self.mux.extend(topic, frame)
+                    except Exception as exc:  # noqa: BLE001 - counted and skipped
+                        self.frame_errors += 1
+                        if self.frame_errors <= FRAME_ERROR_LOG_LIMIT:
+                            log.warning("skipped a frame of %s: %s: %s", topic,
+                                        type(exc).__name__, exc)
 
     def _feed_stats(self) -> dict[str, Any]:
         return {"frames": self.mux.frames, "samples": self.mux.samples}
 
     def stats(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"samples": self.mux.samples, "dashboard_url": self.url}
+        out: dict[str, Any] = {"samples": self.mux.samples, "dashboard_url": self.url,
+                               "dashboard_held": len(self._held),
+                               "dashboard_frame_errors": self.frame_errors}
         if self.dashboard is not None:
             d = self.dashboard
             out.update(dashboard_sessions=d.sessions, dashboard_updates=d.updates,
@@ -95,3 +141,14 @@ class PlotSinkLogic(NodeLogic):
         if self.dashboard is not None:
             self.dashboard.stop()
             self.dashboard = None
+
+
+def _same_keys(frames: list[dict[str, np.ndarray]]) -> list[list[dict[str, np.ndarray]]]:
+    """``frames`` cut into runs of consecutive frames with the same keys."""
+    runs: list[list[dict[str, np.ndarray]]] = []
+    for frame in frames:
+        if runs and frame.keys() == runs[-1][0].keys():
+            runs[-1].append(frame)
+        else:
+            runs.append([frame])
+    return runs

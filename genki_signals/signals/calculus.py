@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.signal
 
 from genki_signals.errors import OperatorError
 from genki_signals.signals.base import StatefulOperator
@@ -317,6 +316,7 @@ class ExponentialMovingAverage(_Stateful):
         self.alpha = self.check_number("alpha", alpha, minimum=0, maximum=1, strict_min=True)
         self._b = np.array([float(alpha)])
         self._a = np.array([1.0, float(alpha) - 1.0])
+        import scipy.signal  # noqa: F401  (now, not at the first chunk; not at module import)
         self.reset()
 
     state_fields = ("_zi",)
@@ -329,6 +329,8 @@ class ExponentialMovingAverage(_Stateful):
         self._zi = ((1.0 - self.alpha) * np.asarray(x[0], dtype=np.float64))[None]
 
     def _process(self, x: np.ndarray) -> np.ndarray:
+        import scipy.signal  # imported by __init__: a dictionary lookup
+
         y, self._zi = scipy.signal.lfilter(self._b, self._a, x, axis=0, zi=self._zi)
         return y
 

@@ -15,12 +15,14 @@ band-pass outputs 0).
 from __future__ import annotations
 
 import numpy as np
-import scipy.ndimage
-import scipy.signal
 
 from genki_signals.signals.base import StatefulOperator
 
 __all__ = ["LowPass", "HighPass", "BandPass", "GaussianSmooth"]
+
+# scipy.signal and scipy.ndimage are imported where a filter is designed or run, not here:
+# importing scipy.signal costs over a second (it pulls in scipy.stats), and every spec check and
+# node that lists the operators would pay it (tests/test_startup_imports.py).
 
 
 class _SOSFilter(StatefulOperator, abstract=True):
@@ -38,6 +40,8 @@ class _SOSFilter(StatefulOperator, abstract=True):
         self.order = self.check_int("order", order, minimum=1)
 
     def _design(self, btype: str, frequencies: float | list[float]) -> None:
+        import scipy.signal
+
         self._sos = scipy.signal.butter(self.order, frequencies, btype=btype,
                                         fs=float(self.sample_rate), output="sos")
         self._zi_unit = scipy.signal.sosfilt_zi(self._sos)
@@ -62,6 +66,8 @@ class _SOSFilter(StatefulOperator, abstract=True):
         self._zi = unit * np.asarray(x[0], dtype=np.float64)
 
     def _process(self, x: np.ndarray) -> np.ndarray:
+        import scipy.signal  # already imported by _design: a dictionary lookup
+
         y, self._zi = scipy.signal.sosfilt(self._sos, x, axis=0, zi=self._zi)
         return y
 
@@ -141,6 +147,9 @@ class GaussianSmooth(StatefulOperator):
         if radius > 100_000:
             raise self._fail("sigma", f"gives a kernel of {2 * radius + 1} samples "
                                       f"(sigma * truncate must be <= 100000)")
+        import scipy.ndimage  # now, not at the first chunk: _process uses it
+        import scipy.signal
+
         kernel = scipy.signal.windows.gaussian(2 * radius + 1, std=float(sigma))
         self._w = kernel / kernel.sum()  # symmetric: correlation = convolution
         self._radius = radius
@@ -165,6 +174,8 @@ class GaussianSmooth(StatefulOperator):
         r = self._radius
         ext = np.concatenate((self._tail, x), dtype=np.float64)
         # ext[j] = x[j - 2r], so y[i] = sum_k w[k] x[i-k] is the correlation centred on ext[i+r]
+        import scipy.ndimage  # imported by __init__: a dictionary lookup
+
         y = scipy.ndimage.correlate1d(ext, self._w, axis=0, mode="constant")[r:r + n]
         tail = ext[n:]
         self._tail = tail if n <= 64 else tail.copy()

@@ -6,7 +6,6 @@ import math
 from typing import Any
 
 import numpy as np
-import scipy.signal
 from numpy.lib.stride_tricks import sliding_window_view
 
 from genki_signals.errors import OperatorError
@@ -15,6 +14,34 @@ from genki_signals.signals.base import StatefulOperator
 __all__ = ["FourierTransform"]
 
 _NO_ROWS = np.empty(0, dtype=np.intp)
+
+
+def periodic_hann(size: int) -> np.ndarray:
+    """``scipy.signal.get_window("hann", size)`` bit for bit, without importing scipy.signal.
+
+    scipy computes the periodic window as the symmetric one of ``size + 1`` points, last point
+    dropped: ``0.5 * cos(0 * fac) + 0.5 * cos(fac)`` summed into zeros, with ``fac =
+    linspace(-pi, pi, size + 1)`` (``general_cosine``); the same operations in the same order
+    give the same bits (tests/test_startup_imports.py). Importing scipy.signal costs over a
+    second, which the demo's graph (hann is the default window) need not pay.
+    """
+    if size <= 1:
+        return np.ones(size)
+    fac = np.linspace(-np.pi, np.pi, size + 1, dtype=np.float64)
+    w = np.zeros(size + 1, dtype=np.float64)
+    for k, a in enumerate((0.5, 0.5)):
+        w += a * np.cos(k * fac)
+    return w[:-1]
+
+
+def get_window(window: Any, size: int) -> np.ndarray:
+    """``scipy.signal.get_window(window, size)``: the plain ``"hann"`` in numpy (the same
+    bits), every other window from scipy, imported only then."""
+    if isinstance(window, str) and window == "hann":
+        return periodic_hann(size)
+    import scipy.signal
+
+    return scipy.signal.get_window(window, size)
 
 
 class FourierTransform(StatefulOperator):
@@ -81,7 +108,7 @@ class FourierTransform(StatefulOperator):
             raise self._fail("window", "must be a scipy.signal.get_window name or a list "
                                        f"[name, *params], got {window!r}")
         try:
-            fn = scipy.signal.get_window(spec, self.window_size)
+            fn = get_window(spec, self.window_size)
         except (ValueError, TypeError) as exc:
             raise self._fail("window", f"is not a valid scipy.signal.get_window window "
                                        f"({exc}), got {window!r}") from None
