@@ -74,6 +74,7 @@ from genki_signals.bus.shm import (
     DEFAULT_RING_BYTES, DEFAULT_THRESHOLD, ShmReader, ShmWriter, TornRead,
 )
 from genki_signals.bus.stats import BusStats, UpstreamStats
+from genki_signals.bus.zcalls import send as _zsend
 from genki_signals.errors import GenkiError
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ MAX_UPSTREAMS = 1024  # (node id, topic) pairs a Subscriber tracks; more are "un
 LOSSLESS_BATCH = 64  # messages a lossless edge reads ahead of the caller
 _STALL_POLL_MS = 100
 DRAIN_INTERVAL = 0.01  # s between reads of the XPUB subscription messages while publishing
+WOKE_AFTER = 100e-6  # s: a Subscriber's poll that took longer waited for its message (recv)
 
 # pyzmq's constants are enum members; their attribute lookups cost more than the calls on the hot
 # paths, so those use plain ints.
@@ -512,16 +514,16 @@ def _send_parts(sock: zmq.Socket, parts: list[Any], flags: int) -> None:
     per part (2.9 vs 8.2 us per [topic, header] message here, under load). With NOBLOCK on an
     XPUB, only part 0 can raise ``zmq.Again`` (room is checked per message).
     """
-    send = sock.send
+    send = _zsend
     last = len(parts) - 1
     if last == 1:  # everything inline: the common small frame
-        send(parts[0], flags | _SNDMORE)
-        send(parts[1], flags)
+        send(sock, parts[0], flags | _SNDMORE)
+        send(sock, parts[1], flags)
         return
-    send(parts[0], flags | _SNDMORE)
+    send(sock, parts[0], flags | _SNDMORE)
     for i in range(1, last):
-        send(parts[i], flags | _SNDMORE, copy=i < 2)
-    send(parts[last], flags, copy=False)
+        send(sock, parts[i], flags | _SNDMORE, i < 2)
+    send(sock, parts[last], flags, False)
 
 
 def _recv_parts(sock: zmq.Socket) -> list[zmq.Frame]:
@@ -840,17 +842,29 @@ class Subscriber:
             msg = self._pop()
             if msg is not None:
                 return msg
-        deadline = None if timeout is None else time.monotonic() + timeout
+        mono = time.monotonic
+        deadline = None if timeout is None else mono() + timeout
+        # Lossy policies drain every socket before choosing (poll(0) first); lossless edges
+        # need no such pass: the queues were empty above, so wait for what comes next.
         wait_ms: int | None = 0
+        if self._all_lossless and timeout != 0:
+            wait_ms = None if deadline is None else max(1, int(timeout * 1000))
+        poll, by_socket = self._poller.poll, self._by_socket
         while True:
             if wait_ms != 0 and self._links:  # about to wait: tell publishers what was read
                 due = self._send_credits(idle=True)
                 if due is not None and (wait_ms is None or wait_ms > due):
                     wait_ms = due  # wake up to send the rest
-            for sock, _ in self._poller.poll(wait_ms):
-                edge = self._by_socket.get(sock)
+            t_poll = mono()
+            events = poll(wait_ms)
+            # A poll that had to wait woke for a message that just came: read it alone (a
+            # readiness check for a second one costs as much as another poll); a poll that
+            # returned at once found a backlog: read ahead (see _fill).
+            read_ahead = wait_ms == 0 or mono() - t_poll < WOKE_AFTER
+            for sock, _ in events:
+                edge = by_socket.get(sock)
                 if edge is not None:
-                    self._fill(edge)
+                    self._fill(edge, read_ahead)
                     continue
                 edge = self._by_monitor.get(sock)
                 if edge is not None:
@@ -863,7 +877,7 @@ class Subscriber:
             if deadline is None:
                 wait_ms = None
             else:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - mono()
                 if remaining <= 0:
                     return None
                 wait_ms = max(1, int(remaining * 1000))
@@ -883,11 +897,12 @@ class Subscriber:
                 return msg
         return None
 
-    def _fill(self, edge: _Edge) -> None:
-        """Read up to the queue's room from a socket that polled readable."""
+    def _fill(self, edge: _Edge, read_ahead: bool = True) -> None:
+        """Read up to the queue's room from a socket that polled readable (``read_ahead``
+        False: one message)."""
         sock = edge.socket
         link = edge.link
-        room = edge.queue.room(edge.budget)
+        room = edge.queue.room(edge.budget) if read_ahead else 1
         for k in range(room):
             if k == 1 and not sock.getsockopt(_EVENTS) & _POLLIN:
                 break  # often just one message: cheaper than ending on zmq.Again
@@ -1022,7 +1037,7 @@ class Subscriber:
 
     def _send_credit(self, edge: _Edge) -> None:
         try:
-            edge.socket.send(edge.link.credit(), _NOBLOCK)
+            _zsend(edge.socket, edge.link.credit(), _NOBLOCK)
         except zmq.ZMQError:
             pass  # the publisher is gone or slow: the next credit says it all (cumulative)
 
