@@ -197,29 +197,34 @@ def encode(
     ):
         raise EncodeError(f"seq must be an int in [0, 2**64), got {seq!r}")
     t = time.monotonic() if publish_time is None else float(publish_time)
-    fields: list[list[Any]] = []
+    fields: list[tuple[Any, ...]] = []
     buffers: list[Part] = []
     for name, value in frame.items():
         if type(name) is not str and not isinstance(name, str):
             raise EncodeError(f"frame keys must be str, got {name!r}")
-        arr = value if type(value) is np.ndarray else np.asarray(value)
-        dtype_str = _dtype_str(arr.dtype)
+        arr = value if type(value) is _ndarray else np.asarray(value)
+        dtype = arr.dtype
+        dtype_str = _WIRE_STR.get(dtype)
         if dtype_str is None:
-            raise EncodeError(
-                f"field '{name}': dtype {arr.dtype.str!r} cannot go on the wire "
-                "(only bool, int, uint, float and complex)"
-            )
+            dtype_str = _dtype_str(dtype)
+            if dtype_str is None:
+                raise EncodeError(
+                    f"field '{name}': dtype {dtype.str!r} cannot go on the wire "
+                    "(only bool, int, uint, float and complex)"
+                )
+        # tuples go on the wire as msgpack arrays, like lists
+        if arr.nbytes <= inline_max:  # tobytes() writes C order whatever the layout
+            fields.append((name, dtype_str, arr.shape, arr.tobytes()))
+            continue
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
-        if arr.nbytes <= inline_max:
-            where: bytes | int | list = arr.tobytes()
-        elif shm is not None and arr.nbytes >= shm.threshold and \
+        if shm is not None and arr.nbytes >= shm.threshold and \
                 (ref := shm.put(arr, topic.encode("utf-8"))) is not None:
-            where = ref
+            where: int | list = ref
         else:
             where = len(buffers)
             buffers.append(arr.reshape(-1).view(np.uint8))
-        fields.append([name, dtype_str, list(arr.shape), where])
+        fields.append((name, dtype_str, arr.shape, where))
     header = {"v": VERSION, "node": node_id, "seq": seq, "kind": kind, "t": t, "fields": fields}
     if acquired is not None:
         acq = float(acquired)
@@ -306,15 +311,23 @@ def _decode_fast(parts: Any, max_bytes: int, shm: ShmResolver | None = None) -> 
     """
     if type(parts) is not list:
         return None
-    total = 0
-    for p in parts:
-        tp = type(p)
-        if tp is not _Frame and tp is not bytes:
-            return None
-        total += len(p)
     nbuf = len(parts) - 2
-    if nbuf < 0 or total > max_bytes:
-        return None
+    if nbuf == 0:  # the common small message: everything inline
+        p0, p1 = parts
+        tp = type(p0)
+        if (tp is not _Frame and tp is not bytes) or \
+                ((tp := type(p1)) is not _Frame and tp is not bytes) or \
+                len(p0) + len(p1) > max_bytes:
+            return None
+    else:
+        total = 0
+        for p in parts:
+            tp = type(p)
+            if tp is not _Frame and tp is not bytes:
+                return None
+            total += len(p)
+        if nbuf < 0 or total > max_bytes:
+            return None
     header = _unpack_typed_header(parts[1])
     t = header.t
     acq = header.acq
@@ -334,11 +347,16 @@ def _decode_fast(parts: Any, max_bytes: int, shm: ShmResolver | None = None) -> 
             dtype = _dtype_of(dtype_str)  # |S<n> not seen yet, or not allowed
             if dtype is None:
                 return None
-        n = 1
-        for d in shape:
-            if d <= 0:  # 0: empty arrays take the careful path
+        if len(shape) == 1:
+            n = shape[0]
+            if n <= 0:  # 0: empty arrays take the careful path
                 return None
-            n *= d
+        else:
+            n = 1
+            for d in shape:
+                if d <= 0:
+                    return None
+                n *= d
         nbytes = n * dtype.itemsize
         if nbytes > max_bytes:
             return None
@@ -376,6 +394,7 @@ def _decode_fast(parts: Any, max_bytes: int, shm: ShmResolver | None = None) -> 
 _UNSET = msgspec.UNSET
 _isfinite = math.isfinite
 _frombuffer = np.frombuffer
+_ndarray = np.ndarray
 
 
 def _decode(parts: Sequence[Any], max_bytes: int, shm: ShmResolver | None = None) -> Message:

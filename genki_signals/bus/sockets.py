@@ -549,12 +549,13 @@ class _EdgeQueue:
         self.policy = policy
         self.max_bytes = max_bytes
         self.nbytes = 0
+        self.lossless = policy == "lossless"
         self._latest: dict[tuple[str, str], tuple[Message, int]] = {}
-        self._fifo: collections.deque[tuple[Message, int]] = collections.deque()
+        self.fifo: collections.deque[tuple[Message, int]] = collections.deque()
         self._maxlen = maxlen if policy == "drop_oldest" else None
 
     def __len__(self) -> int:
-        return len(self._latest) + len(self._fifo)
+        return len(self._latest) + len(self.fifo)
 
     def room(self, budget: int) -> int:
         """How many messages to read from the socket now: a lossless edge reads ahead of the
@@ -562,7 +563,7 @@ class _EdgeQueue:
         if self.policy == "lossless":
             if self.max_bytes is not None and self.nbytes >= self.max_bytes:
                 return 0
-            return max(0, LOSSLESS_BATCH - len(self._fifo))
+            return max(0, LOSSLESS_BATCH - len(self.fifo))
         return budget
 
     def push(self, msg: Message, nbytes: int) -> list[Message]:
@@ -576,22 +577,22 @@ class _EdgeQueue:
                 return []
             self.nbytes -= old[1]
             return [old[0]]
-        self._fifo.append((msg, nbytes))
+        self.fifo.append((msg, nbytes))
         dropped = []
         if self.policy == "drop_oldest":  # lossless never drops: room() stops reading instead
-            while len(self._fifo) > 1 and (
-                    len(self._fifo) > self._maxlen
+            while len(self.fifo) > 1 and (
+                    len(self.fifo) > self._maxlen
                     or (self.max_bytes is not None and self.nbytes > self.max_bytes)):
-                old, size = self._fifo.popleft()
+                old, size = self.fifo.popleft()
                 self.nbytes -= size
                 dropped.append(old)
         return dropped
 
     def pop(self) -> Message | None:
-        if self._latest:
+        if self.fifo:
+            msg, size = self.fifo.popleft()
+        elif self._latest:
             msg, size = self._latest.pop(next(iter(self._latest)))
-        elif self._fifo:
-            msg, size = self._fifo.popleft()
         else:
             return None
         self.nbytes -= size
@@ -883,15 +884,18 @@ class Subscriber:
                 wait_ms = max(1, int(remaining * 1000))
 
     def _pop(self) -> Message | None:
-        n = len(self._edges)
+        edges = self._edges
+        n = len(edges)
         for k in range(n):  # round robin over connections
-            i = (self._next + k) % n
-            edge = self._edges[i]
+            i = self._next + k
+            if i >= n:
+                i -= n
+            edge = edges[i]
             msg = edge.queue.pop()
             if msg is not None:
-                self._next = (i + 1) % n
-                if edge.link is not None:
-                    link = edge.link
+                self._next = i + 1 if i + 1 < n else 0
+                link = edge.link
+                if link is not None:
                     link.popped[msg.topic] = msg.seq
                     link.npopped += 1
                 return msg
@@ -902,36 +906,51 @@ class Subscriber:
         False: one message)."""
         sock = edge.socket
         link = edge.link
-        room = edge.queue.room(edge.budget) if read_ahead else 1
+        queue = edge.queue
+        room = queue.room(edge.budget) if read_ahead else 1
+        recv = sock.recv
         for k in range(room):
             if k == 1 and not sock.getsockopt(_EVENTS) & _POLLIN:
                 break  # often just one message: cheaper than ending on zmq.Again
-            try:
-                parts = _recv_parts(sock)
+            try:  # _recv_parts, inline
+                frame = recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            if link is not None and len(parts) == 1:
-                self._on_control(edge, parts[0])
-                continue
-            self._push(edge, parts)
-            if link is not None and edge.queue.room(edge.budget) == 0:
-                break
+            parts = [frame]
+            while frame.more:
+                frame = recv(_NOBLOCK, copy=False)
+                parts.append(frame)
+            if link is not None:
+                if len(parts) == 1:
+                    self._on_control(edge, parts[0])
+                    continue
+                self._push(edge, parts)
+                if queue.max_bytes is not None and queue.nbytes >= queue.max_bytes:
+                    break  # room(): the lossless read-ahead is bounded in bytes too
+            else:
+                self._push(edge, parts)
         if link is not None and (link.unreported >= link.credit_bytes
                                  or link.unreported_msgs >= link.credit_msgs):
             self._send_credit(edge)
 
     def _push(self, edge: _Edge, parts: list[zmq.Frame]) -> None:
-        nbytes = _message_bytes(parts)
+        nbytes = len(parts[0]) + len(parts[1]) if len(parts) == 2 else _message_bytes(parts)
         link = edge.link
         if link is not None:  # read from the socket: room in the publisher's window
             link.unreported += nbytes + MESSAGE_OVERHEAD
             link.unreported_msgs += 1
-        shm_bytes = self._shm.resolved_bytes
+        shm = self._shm
+        shm_bytes = shm.resolved_bytes
         msg = self._accept(parts, edge, nbytes)
         if msg is None:
             return
-        nbytes += self._shm.resolved_bytes - shm_bytes  # arrays from shared memory count too
-        for dropped in edge.queue.push(msg, nbytes):
+        nbytes += shm.resolved_bytes - shm_bytes  # arrays from shared memory count too
+        queue = edge.queue
+        if queue.lossless:  # never drops (room() stops reading instead)
+            queue.fifo.append((msg, nbytes))
+            queue.nbytes += nbytes
+            return
+        for dropped in queue.push(msg, nbytes):
             self.stats.drops += 1
             up = self.upstreams.get((dropped.node_id, dropped.topic))
             if up is not None:
