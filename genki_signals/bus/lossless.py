@@ -239,6 +239,11 @@ class LosslessServer:
         self.on_shm_join: Callable[[bytes, tuple[str, ...]], None] | None = None
         self.on_shm_leave: Callable[[bytes], None] | None = None
 
+    @property
+    def knows_readers(self) -> bool:
+        """Some reader said hello, or was declared (frames are retained from now on)."""
+        return bool(self._readers)
+
     # ---------------------------------------------------------------- publishing
     def publish(self, topic: str, seq: int, parts: list[Any], nbytes: int, now: float) -> None:
         """Retain the frame and send it to every connected reader that has room (``now``:

@@ -325,11 +325,10 @@ class Publisher:
         # about as much as sending a small message. A lossy subscriber that joined since the last
         # drain may miss up to that long of messages (a late join; not counted as a gap).
         now = time.monotonic()
-        if now >= self._next_drain:
+        drain = now >= self._next_drain
+        if drain:
             self._next_drain = now + DRAIN_INTERVAL
             self._drain_subscriptions(self._lossy)
-            if self._server is not None:
-                self._server.service()
         nbytes = len(parts[0]) + len(parts[1])
         for i in range(2, len(parts)):
             nbytes += parts[i].nbytes  # 1-d uint8 arrays (see encode)
@@ -339,8 +338,17 @@ class Publisher:
         stats = self.stats
         stats.frames_out += 1
         stats.bytes_out += nbytes
-        if self._server is not None:  # last: it may wait, or raise BusStalledError
-            self._server.publish(topic, seq, parts, nbytes, now)
+        server = self._server
+        if server is not None:
+            # Lossless readers' hellos and credit likewise, once the frame is sent (it does not
+            # wait for them; a reader whose window filled meanwhile is served by the wait in
+            # server.publish); before it while no reader is known (its hello may be waiting).
+            if drain and not server.knows_readers:
+                server.service()
+                drain = False
+            server.publish(topic, seq, parts, nbytes, now)  # may wait, or raise BusStalledError
+            if drain:
+                server.service()
         return seq
 
     def publish_eos(self, topic: str) -> int:
@@ -840,9 +848,21 @@ class Subscriber:
         if self._all_lossless:
             # Lossless queues hold what was read ahead of the caller; draining the sockets first
             # gains nothing (no policy to apply), so hand out what is queued.
-            msg = self._pop()
-            if msg is not None:
-                return msg
+            edges = self._edges
+            if len(edges) == 1:  # _pop, inline: the common case of one lossless input
+                edge = edges[0]
+                queue = edge.queue
+                if queue.fifo:
+                    msg, size = queue.fifo.popleft()
+                    queue.nbytes -= size
+                    link = edge.link
+                    link.popped[msg.topic] = msg.seq
+                    link.npopped += 1
+                    return msg
+            else:
+                msg = self._pop()
+                if msg is not None:
+                    return msg
         mono = time.monotonic
         deadline = None if timeout is None else mono() + timeout
         # Lossy policies drain every socket before choosing (poll(0) first); lossless edges
@@ -957,9 +977,10 @@ class Subscriber:
                 up.drops += 1
 
     def _accept(self, parts: list[zmq.Frame], edge: _Edge, nbytes: int) -> Message | None:
-        self.stats.bytes_in += nbytes
+        stats = self.stats
+        stats.bytes_in += nbytes
         if nbytes > self._max_bytes:
-            self.stats.oversized += 1
+            stats.oversized += 1
             log.debug("dropping a message of %d bytes from %s (max_bytes %d)", nbytes,
                       edge.endpoint, self._max_bytes)
             return None
@@ -982,7 +1003,10 @@ class Subscriber:
             return None
         key = (msg.node_id, msg.topic)
         up = self.upstreams.get(key)
-        if up is None:
+        seq = msg.seq
+        if up is not None and seq == up.last_seq + 1:  # the common case: the next one
+            up.last_seq = seq
+        elif up is None:
             if len(self.upstreams) >= self._max_upstreams:
                 self.stats.unexpected += 1
                 return None
@@ -1005,7 +1029,7 @@ class Subscriber:
                 parts = encode(msg.topic, msg.frame, node_id=msg.node_id, seq=msg.seq,
                                kind=msg.kind, publish_time=msg.publish_time)
             msg.parts = parts
-        self.stats.frames_in += 1
+        stats.frames_in += 1
         up.frames += 1
         return msg
 
