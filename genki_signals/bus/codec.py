@@ -258,6 +258,11 @@ def decode(parts: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES,
         msg = None
     if msg is not None:
         return msg
+    return decode_careful(parts, max_bytes, shm)
+
+
+def decode_careful(parts: Any, max_bytes: int, shm: ShmResolver | None = None) -> Message:
+    """``decode``'s careful path alone: the Message, or ``DecodeError`` naming the fault."""
     try:
         return _decode(parts, max_bytes, shm)
     except DecodeError:
@@ -392,6 +397,12 @@ def _decode_fast(parts: Any, max_bytes: int, shm: ShmResolver | None = None) -> 
 
 
 _UNSET = msgspec.UNSET
+
+decode_fast = _decode_fast
+"""``decode``'s fast path alone, for a receive loop (one call less): the Message, or None when
+anything is unusual (then call ``decode_careful``, which names the fault). Raises
+``DecodeError`` (the shared-memory resolver's final verdict) and, on input it was not written
+for, any other exception (then call ``decode_careful`` too)."""
 _isfinite = math.isfinite
 _frombuffer = np.frombuffer
 _ndarray = np.ndarray
