@@ -2,15 +2,15 @@
 
 ``zmq.Socket.send`` is a Python wrapper (it handles the DRAFT ``routing_id``/``group``
 arguments) around the compiled ``zmq.backend.Socket.send``; the wrapper costs more than the
-call it wraps: 2.3 vs 0.6 us per small part here (pyzmq 27.3, ``/tmp`` microbenchmark in
-docs/benchmarks.md, "Per-frame overhead"). ``recv`` is not wrapped. Small parts are sent
-with ``copy=True``: ``copy=False`` makes a ``zmq.Frame`` per part (1.5 vs 0.6 us).
+call it wraps (``tools/bench_zmq_calls.py``; figures in docs/benchmarks.md, "Bus per-frame
+path"). ``recv`` is not wrapped. Small parts are sent with ``copy=True``: ``copy=False`` makes
+a ``zmq.Frame`` per part.
 
-Other costs measured the same way that shape the per-frame code: ``getsockopt`` builds a
-``SocketOption`` enum per call (~3 us; ``EVENTS`` also processes the socket's commands, ~7 us),
-a ``NOBLOCK`` recv that finds nothing raises (~10 us), ``Poller.poll(0)`` ~7 us; a received
-``zmq.Frame`` says ``more`` for free. Hence: no readiness checks per message where a batch or
-a blocking wait can do.
+Other costs measured by the same tool that shape the per-frame code: ``getsockopt`` builds a
+``SocketOption`` enum per call (``EVENTS`` also processes the socket's commands), a
+``NOBLOCK`` recv that finds nothing raises, ``Poller.poll(0)`` costs about as much; a received
+``zmq.Frame`` says ``more`` for free. Hence: no readiness check per message where a batch or a
+blocking wait can do.
 """
 
 from __future__ import annotations
