@@ -19,7 +19,7 @@ import zmq
 from zmq.backend import Socket as _CompiledSocket
 
 if not issubclass(zmq.Socket, _CompiledSocket):  # pragma: no cover - a pyzmq layout change
-    raise ImportError("zmq.Socket does not derive from zmq.backend.Socket")
+    raise ImportError("zmq.Socket does not derive from zmq.backend.Socket")  # noqa: TRY004
 
 send = _CompiledSocket.send
 """``send(sock, data, flags=0, copy=True)``: ``zmq.Socket.send`` without the wrapper."""
