@@ -868,7 +868,8 @@ class Subscriber:
         # Lossy policies drain every socket before choosing (poll(0) first); lossless edges
         # need no such pass: the queues were empty above, so wait for what comes next.
         wait_ms: int | None = 0
-        if self._all_lossless and timeout != 0:
+        lossless_only = self._all_lossless
+        if lossless_only and timeout != 0:
             wait_ms = None if deadline is None else max(1, int(timeout * 1000))
         poll, by_socket = self._poller.poll, self._by_socket
         while True:
@@ -878,10 +879,12 @@ class Subscriber:
                     wait_ms = due  # wake up to send the rest
             t_poll = mono()
             events = poll(wait_ms)
-            # A poll that had to wait woke for a message that just came: read it alone (a
-            # readiness check for a second one costs as much as another poll); a poll that
-            # returned at once found a backlog: read ahead (see _fill).
-            read_ahead = wait_ms == 0 or mono() - t_poll < WOKE_AFTER
+            # Lossless edges only: a poll that had to wait woke for a message that just came:
+            # read it alone (a readiness check for a second one costs as much as another poll);
+            # a poll that returned at once found a backlog: read ahead (see _fill). Lossy
+            # policies always drain what is there (a viewer's short drop_oldest queue dropped
+            # frames when it read one at a time: tests/test_plot_remote.py).
+            read_ahead = wait_ms == 0 or not lossless_only or mono() - t_poll < WOKE_AFTER
             for sock, _ in events:
                 edge = by_socket.get(sock)
                 if edge is not None:
