@@ -283,6 +283,50 @@ def test_lossless_waits_then_times_out_and_delivers_later(ctx, closing):
     assert sub.stats.gaps == sub.stats.drops == sub.stats.duplicates == 0
 
 
+@pytest.mark.timeout(30)
+def test_lossless_ipc_delivers_every_layout_bit_exact_in_bursts_and_one_at_a_time(tmp_path,
+                                                                                   closing):
+    """The lossless per-frame path (copied topic/header parts, zero-copy array parts, the
+    header's schema decode, reading one message after a wait and reading ahead in a burst)
+    delivers inline, separate-part and non-contiguous fields bit for bit, in order."""
+    pub = Publisher(ipc_endpoint(tmp_path, "l"), "src", shm_threshold=None,
+                    lossless_endpoint=ipc_endpoint(tmp_path, "ll"))
+    closing(pub)
+    sub = Subscriber()
+    closing(sub)
+    sub.connect(pub.lossless_endpoint, ["a"], "lossless")
+    assert pub.wait_for_subscribers("a", lossless=True, timeout=5)
+    rng = np.random.default_rng(16)
+    frames = []
+    for i in range(300):
+        frame = {"timestamp": np.array([float(i)]), "x": rng.integers(0, 255, 24, np.uint8)}
+        if i % 3 == 1:  # above the inline limit: a part of its own, sent without a copy
+            frame["big"] = rng.standard_normal((40, 128))  # 40 KiB
+        if i % 5 == 2:  # non-contiguous, 2-d, inline
+            frame["t2"] = rng.standard_normal((6, 4)).T
+        frames.append(frame)
+    got = []
+    for i, frame in enumerate(frames[:20]):  # one at a time: the reader waits for each
+        pub.publish("a", frame)
+        got.append(sub.recv(5))
+    for frame in frames[20:]:  # a burst: the reader reads ahead
+        pub.publish("a", frame)
+    while len(got) < len(frames):
+        msg = sub.recv(5)
+        assert msg is not None, f"frame {len(got)} did not arrive"
+        got.append(msg)
+    assert [m.seq for m in got] == list(range(len(frames)))
+    for msg, want in zip(got, frames):
+        assert list(msg.frame) == list(want)
+        for key, value in want.items():
+            assert msg.frame[key].dtype == value.dtype and msg.frame[key].shape == value.shape
+            np.testing.assert_array_equal(msg.frame[key], value)
+            assert not msg.frame[key].flags.writeable
+    assert sub.stats.frames_in == len(frames)
+    assert sub.stats.gaps == sub.stats.drops == sub.stats.decode_errors == 0
+    assert sub.stats.bytes_in == pub.stats.bytes_out
+
+
 @pytest.mark.timeout(10)
 def test_close_waits_for_lossless_readers_to_hang_up(ctx, closing):
     pub = Publisher("inproc://l", "src", ctx, lossless_endpoint="inproc://ll", close_timeout=5)

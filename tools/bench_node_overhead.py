@@ -138,14 +138,24 @@ class Side:
         """``impl`` "fw" or "raw"; ``code``: another checkout whose genki_signals the fw node
         runs (``--baseline``), as side ``base``."""
         self.impl = impl
-        self.up = ctx.socket(zmq.XPUB)
-        self.up.setsockopt(zmq.XPUB_NODROP, 1)
-        self.up.setsockopt(zmq.SNDHWM, HWM)
-        self.up.setsockopt(zmq.SNDTIMEO, 30_000)
-        self.up.setsockopt(zmq.LINGER, 0)
         name = "base" if code else impl
         up_ep = f"ipc://{run_dir}/{name}-up"
-        self.up.bind(up_ep)
+        self.pub = None
+        if impl == "fw":
+            # the node's input edge is lossless: a ROUTER/DEALER connection (bus.lossless), so
+            # the feeder is a Publisher's lossless endpoint (its cost is this process's)
+            from genki_signals.bus import Publisher
+
+            self.pub = Publisher(f"ipc://{run_dir}/{name}-up-lossy", "signals", context=ctx,
+                                 lossless_endpoint=up_ep, shm_threshold=None)
+            self.up = None
+        else:
+            self.up = ctx.socket(zmq.XPUB)
+            self.up.setsockopt(zmq.XPUB_NODROP, 1)
+            self.up.setsockopt(zmq.SNDHWM, HWM)
+            self.up.setsockopt(zmq.SNDTIMEO, 30_000)
+            self.up.setsockopt(zmq.LINGER, 0)
+            self.up.bind(up_ep)
         out_ep = f"ipc://{run_dir}/{name}-out"
         env = dict(os.environ)
         if code:
@@ -173,9 +183,13 @@ class Side:
         self.out.setsockopt(zmq.RCVHWM, 100_000)
         self.out.setsockopt(zmq.SUBSCRIBE, OUT_TOPIC)
         self.out.connect(out_ep)
-        if not self.up.poll(60_000, zmq.POLLIN):
+        if self.pub is not None:
+            if not self.pub.wait_for_subscribers("signals/main", lossless=True, timeout=60):
+                raise RuntimeError(f"{impl}: the node did not connect within 60 s")
+        elif not self.up.poll(60_000, zmq.POLLIN):
             raise RuntimeError(f"{impl}: the process did not subscribe within 60 s")
-        self.up.recv()
+        else:
+            self.up.recv()
         self.seq = 0
         self.sample = 0
 
@@ -184,7 +198,9 @@ class Side:
 
         msgs = []
         for frame in frames:
-            if self.impl == "fw":
+            if self.pub is not None:  # published (encoded) by the Publisher in _send
+                msgs.append(frame)
+            elif self.impl == "fw":
                 msgs.append(encode("signals/main", frame, node_id="signals", seq=self.seq,
                                    publish_time=float(frame["timestamp"][-1])))
             else:
@@ -199,15 +215,15 @@ class Side:
         msgs = self.encode(frames)
         self._wait_output_ready()
         cpu0 = self._cpu()
-        send = self.up.send_multipart
+        send = self._send
         if rate:
             t0 = time.monotonic() + 0.002
             for i, m in enumerate(msgs):
                 wait_until(t0 + i / rate)
-                send(m, copy=False)
+                send(m)
         else:
             for m in msgs:
-                send(m, copy=False)
+                send(m)
         got = 0
         while got < n:
             if not self.out.poll(30_000):
@@ -216,6 +232,12 @@ class Side:
             got += 1
         return (self._cpu() - cpu0) / n
 
+    def _send(self, msg) -> None:
+        if self.pub is not None:
+            self.pub.publish("signals/main", msg, publish_time=float(msg["timestamp"][-1]))
+        else:
+            self.up.send_multipart(msg, copy=False)
+
     def _wait_output_ready(self) -> None:
         """Warm the output path: frames sent before the SUB joined are lost, so probe first."""
         if getattr(self, "_ready", False):
@@ -223,7 +245,7 @@ class Side:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             for m in self.encode(make_frames(self.sample, 1)):
-                self.up.send_multipart(m, copy=False)
+                self._send(m)
             self.sample += CHUNK
             if self.out.poll(200):
                 while self.out.poll(200):
@@ -251,6 +273,8 @@ class Side:
         for sock in (self.up, self.out, self.ctl):
             if sock is not None:
                 sock.close(0)
+        if self.pub is not None:
+            self.pub.close(wait=False)
 
 
 def profile_node(ctx: zmq.Context, run_dir: str, frames: int, out: str) -> None:

@@ -59,7 +59,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgpack
 import msgspec
@@ -197,29 +197,34 @@ def encode(
     ):
         raise EncodeError(f"seq must be an int in [0, 2**64), got {seq!r}")
     t = time.monotonic() if publish_time is None else float(publish_time)
-    fields: list[list[Any]] = []
+    fields: list[tuple[Any, ...]] = []
     buffers: list[Part] = []
     for name, value in frame.items():
         if type(name) is not str and not isinstance(name, str):
             raise EncodeError(f"frame keys must be str, got {name!r}")
-        arr = value if type(value) is np.ndarray else np.asarray(value)
-        dtype_str = _dtype_str(arr.dtype)
+        arr = value if type(value) is _ndarray else np.asarray(value)
+        dtype = arr.dtype
+        dtype_str = _WIRE_STR.get(dtype)
         if dtype_str is None:
-            raise EncodeError(
-                f"field '{name}': dtype {arr.dtype.str!r} cannot go on the wire "
-                "(only bool, int, uint, float and complex)"
-            )
+            dtype_str = _dtype_str(dtype)
+            if dtype_str is None:
+                raise EncodeError(
+                    f"field '{name}': dtype {dtype.str!r} cannot go on the wire "
+                    "(only bool, int, uint, float and complex)"
+                )
+        # tuples go on the wire as msgpack arrays, like lists
+        if arr.nbytes <= inline_max:  # tobytes() writes C order whatever the layout
+            fields.append((name, dtype_str, arr.shape, arr.tobytes()))
+            continue
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr).reshape(arr.shape)  # keeps 0-d arrays 0-d
-        if arr.nbytes <= inline_max:
-            where: bytes | int | list = arr.tobytes()
-        elif shm is not None and arr.nbytes >= shm.threshold and \
+        if shm is not None and arr.nbytes >= shm.threshold and \
                 (ref := shm.put(arr, topic.encode("utf-8"))) is not None:
-            where = ref
+            where: int | list = ref
         else:
             where = len(buffers)
             buffers.append(arr.reshape(-1).view(np.uint8))
-        fields.append([name, dtype_str, list(arr.shape), where])
+        fields.append((name, dtype_str, arr.shape, where))
     header = {"v": VERSION, "node": node_id, "seq": seq, "kind": kind, "t": t, "fields": fields}
     if acquired is not None:
         acq = float(acquired)
@@ -253,6 +258,11 @@ def decode(parts: Sequence[Any], *, max_bytes: int = DEFAULT_MAX_BYTES,
         msg = None
     if msg is not None:
         return msg
+    return decode_careful(parts, max_bytes, shm)
+
+
+def decode_careful(parts: Any, max_bytes: int, shm: ShmResolver | None = None) -> Message:
+    """``decode``'s careful path alone: the Message, or ``DecodeError`` naming the fault."""
     try:
         return _decode(parts, max_bytes, shm)
     except DecodeError:
@@ -279,92 +289,100 @@ ShmResolver = Callable[[Any, np.dtype, int], np.ndarray]
 """(reference, dtype, nbytes) -> 1-d array of ``nbytes`` bytes; raises ``DecodeError``."""
 
 
+class _Header(msgspec.Struct, forbid_unknown_fields=True):
+    """The header's schema for the fast path: msgspec checks keys and types while it decodes
+    (a missing, extra or mistyped key fails, and ``_decode`` then names the fault)."""
+
+    v: int
+    node: Annotated[str, msgspec.Meta(max_length=MAX_NODE_ID_LEN)]
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    kind: Literal["data", "event", "eos"]
+    t: float
+    fields: list[tuple[str, str, Annotated[list[int], msgspec.Meta(max_length=MAX_NDIM)],
+                       bytes | int | list[Any]]]
+    acq: float | msgspec.UnsetType = msgspec.UNSET
+
+
+_unpack_typed_header = msgspec.msgpack.Decoder(_Header).decode
+
+
 def _decode_fast(parts: Any, max_bytes: int, shm: ShmResolver | None = None) -> Message | None:
     """Decode a well-formed message quickly; None on any anomaly (then ``_decode`` reports it).
 
-    Accepts exactly what ``_decode`` accepts and returns the same result, with exact type checks
-    and no error text built; anything unusual (int publish time, empty arrays, duplicate or
-    unreferenced parts, oversized messages, ...) is left to the careful path.
+    Accepts exactly what ``_decode`` accepts and returns the same result (msgspec validates
+    the header against ``_Header``; an int time is read as a float, as ``_decode`` does);
+    anything unusual (empty arrays, duplicate or unreferenced parts, oversized messages, parts
+    that are neither ``zmq.Frame`` nor ``bytes``, ...) is left to the careful path.
     """
-    if type(parts) is not list or len(parts) < 2:
+    if type(parts) is not list:
         return None
-    views = []
-    total = 0
-    for p in parts:
-        if type(p) is _Frame:
-            v = p.buffer
-        elif type(p) is bytes:
-            v = memoryview(p)
-        else:
-            return None
-        total += v.nbytes
-        views.append(v)
-    if total > max_bytes:
-        return None
-    header = _unpack_header(views[1])
-    if type(header) is not dict:
-        return None
-    size = len(header)
-    if size == 6:  # six entries and all six keys present: the key set is exactly _HEADER_KEYS
-        acq = None
-    elif size == 7:
-        acq = header.get("acq")  # the seventh key must be acq
-        if type(acq) is not float or not _isfinite(acq):
+    nbuf = len(parts) - 2
+    if nbuf == 0:  # the common small message: everything inline
+        p0, p1 = parts
+        tp = type(p0)
+        if (tp is not _Frame and tp is not bytes) or \
+                ((tp := type(p1)) is not _Frame and tp is not bytes) or \
+                len(p0) + len(p1) > max_bytes:
             return None
     else:
+        total = 0
+        for p in parts:
+            tp = type(p)
+            if tp is not _Frame and tp is not bytes:
+                return None
+            total += len(p)
+        if nbuf < 0 or total > max_bytes:
+            return None
+    header = _unpack_typed_header(parts[1])
+    t = header.t
+    acq = header.acq
+    if header.v != VERSION or not _isfinite(t):
         return None
-    v = header["v"]
-    node = header["node"]
-    seq = header["seq"]
-    kind = header["kind"]
-    t = header["t"]
-    fields = header["fields"]
-    if not (
-        type(v) is int and v == VERSION
-        and type(node) is str and len(node) <= MAX_NODE_ID_LEN
-        and type(seq) is int and 0 <= seq < _SEQ_LIMIT
-        and type(kind) is str and kind in KINDS
-        and type(t) is float and _isfinite(t)
-        and type(fields) is list
-    ):
+    if acq is _UNSET:
+        acq = None
+    elif not _isfinite(acq):
         return None
-    nbuf = len(views) - 2
     used = 0
     frame: dict[str, np.ndarray] = {}
-    for entry in fields:
-        if type(entry) is not list or len(entry) != 4:
+    for name, dtype_str, shape, where in header.fields:
+        if name in frame:
             return None
-        name, dtype_str, shape, where = entry
-        if type(name) is not str or name in frame:
-            return None
-        dtype = _DTYPES.get(dtype_str) if type(dtype_str) is str else None
+        dtype = _DTYPES.get(dtype_str)
         if dtype is None:
             dtype = _dtype_of(dtype_str)  # |S<n> not seen yet, or not allowed
-        if dtype is None or type(shape) is not list or len(shape) > MAX_NDIM:
-            return None
-        n = 1
-        for d in shape:
-            if type(d) is not int or d <= 0:  # 0: empty arrays take the careful path
+            if dtype is None:
                 return None
-            n *= d
+        if len(shape) == 1:
+            n = shape[0]
+            if n <= 0:  # 0: empty arrays take the careful path
+                return None
+        else:
+            n = 1
+            for d in shape:
+                if d <= 0:
+                    return None
+                n *= d
         nbytes = n * dtype.itemsize
         if nbytes > max_bytes:
             return None
-        if type(where) is bytes:
+        tw = type(where)
+        if tw is bytes:
             if len(where) != nbytes:
                 return None
-            arr = _frombuffer(where, dtype=dtype)  # read-only already: bytes are immutable
-        elif type(where) is int and 0 <= where < nbuf:
+            arr = _frombuffer(where, dtype)  # read-only already: bytes are immutable
+        elif tw is int:
+            if not 0 <= where < nbuf:
+                return None
             bit = 1 << where
             if used & bit:
                 return None
             used |= bit
-            buf = views[where + 2]
-            if buf.nbytes != nbytes:
+            buf = parts[where + 2]
+            if len(buf) != nbytes:
                 return None
-            arr = _frombuffer(buf, dtype=dtype)
+            arr = _frombuffer(buf, dtype)
             arr.flags.writeable = False  # a received zmq.Frame's buffer is writable
-        elif type(where) is list and shm is not None:
+        elif shm is not None:  # a list: a shared-memory reference
             arr = shm(where, dtype, nbytes)
         else:
             return None
@@ -373,12 +391,21 @@ def _decode_fast(parts: Any, max_bytes: int, shm: ShmResolver | None = None) -> 
         frame[name] = arr
     if used != (1 << nbuf) - 1:
         return None
-    return Message(topic=str(views[0], "utf-8"), node_id=node, seq=seq, kind=kind,
-                   publish_time=t, frame=frame, acquired=acq)
+    topic = parts[0]
+    topic = (topic.bytes if type(topic) is _Frame else topic).decode("utf-8")
+    return Message(topic, header.node, header.seq, header.kind, t, frame, None, acq)
 
 
+_UNSET = msgspec.UNSET
+
+decode_fast = _decode_fast
+"""``decode``'s fast path alone, for a receive loop (one call less): the Message, or None when
+anything is unusual (then call ``decode_careful``, which names the fault). Raises
+``DecodeError`` (the shared-memory resolver's final verdict) and, on input it was not written
+for, any other exception (then call ``decode_careful`` too)."""
 _isfinite = math.isfinite
 _frombuffer = np.frombuffer
+_ndarray = np.ndarray
 
 
 def _decode(parts: Sequence[Any], max_bytes: int, shm: ShmResolver | None = None) -> Message:

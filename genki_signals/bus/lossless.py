@@ -55,6 +55,7 @@ from typing import Any
 import msgpack
 import zmq
 
+from genki_signals.bus import zcalls
 from genki_signals.bus.stats import BusStats
 from genki_signals.errors import GenkiError
 
@@ -74,8 +75,10 @@ STALL_POLL = 0.1  # s between calls of the publisher's on_stall while it waits
 MAX_CONTROL_BYTES = 64 * 1024  # a control message larger than this is malformed
 BYE_TIMEOUT = 0.5  # s a closing reader waits for its publisher to confirm the goodbye
 
-_NOBLOCK = int(zmq.NOBLOCK)
-_SNDMORE = int(zmq.SNDMORE)
+_NOBLOCK = zcalls.NOBLOCK
+_SNDMORE = zcalls.SNDMORE
+_send = zcalls.send
+_COPY_MAX = zcalls.COPY_MAX
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
@@ -129,6 +132,17 @@ def unpack_control(data: Any) -> dict[str, Any] | None:
     if not isinstance(msg, dict) or not isinstance(msg.get("op"), str):
         return None
     return msg
+
+
+def _send_rest(sock: zmq.Socket, parts: list[Any]) -> None:
+    """The parts of a bus message after its routing id (which was sent with ``SNDMORE``):
+    small ones (topic, header) copied, large ones (``codec``'s array parts) zero-copy."""
+    last = len(parts) - 1
+    for i in range(last):
+        part = parts[i]
+        _send(sock, part, _SNDMORE, i < 2 or len(part) <= _COPY_MAX)
+    part = parts[last]
+    _send(sock, part, 0, last < 2 or len(part) <= _COPY_MAX)
 
 
 def _seq_map(value: Any) -> dict[str, int]:
@@ -225,6 +239,11 @@ class LosslessServer:
         self.on_shm_join: Callable[[bytes, tuple[str, ...]], None] | None = None
         self.on_shm_leave: Callable[[bytes], None] | None = None
 
+    @property
+    def knows_readers(self) -> bool:
+        """Some reader said hello, or was declared (frames are retained from now on)."""
+        return bool(self._readers)
+
     # ---------------------------------------------------------------- publishing
     def publish(self, topic: str, seq: int, parts: list[Any], nbytes: int, now: float) -> None:
         """Retain the frame and send it to every connected reader that has room (``now``:
@@ -237,7 +256,7 @@ class LosslessServer:
         self._head = last + 1
         self.retained_bytes += cost
         stalled = None
-        send = self.sock.send
+        sock = self.sock
         for r in self._live:
             # the common case, inline: caught up, wants this topic, room in its window
             if r.cursor == last and r.covers.get(topic) \
@@ -246,14 +265,11 @@ class LosslessServer:
                     and r.sent_msgs - r.consumed_msgs < r.window_msgs \
                     and nbytes <= r.max_bytes:
                 try:
-                    send(r.rid, _NOBLOCK | _SNDMORE)
+                    _send(sock, r.rid, _NOBLOCK | _SNDMORE)
                 except zmq.ZMQError:
                     pass  # gone or full: the general path below sorts it out
                 else:
-                    n = len(parts) - 1
-                    for i in range(n):
-                        send(parts[i], _SNDMORE, copy=False)
-                    send(parts[n], 0, copy=False)
+                    _send_rest(sock, parts)
                     r.sent += cost
                     r.sent_msgs += 1
                     r.cursor = last + 1
@@ -273,7 +289,7 @@ class LosslessServer:
     def _pump(self, r: _Reader) -> bool:
         """Send ``r`` what it is due, in order, while its window has room. True: caught up."""
         ret, base, head = self._ret, self._base, self._head
-        send = self.sock.send
+        sock = self.sock
         while r.cursor < head:
             topic, seq, parts, cost, _ = ret[r.cursor - base]
             covers = r.covers.get(topic)
@@ -297,7 +313,7 @@ class LosslessServer:
                     r.stall_since = time.monotonic()
                 return False
             try:
-                send(r.rid, _NOBLOCK | _SNDMORE)
+                _send(sock, r.rid, _NOBLOCK | _SNDMORE)
             except zmq.Again:  # not expected: the high-water mark is off
                 if r.stall_since is None:
                     r.stall_since = time.monotonic()
@@ -307,10 +323,7 @@ class LosslessServer:
                     self._down(r)
                     return True
                 raise
-            last = len(parts) - 1
-            for i in range(last):
-                send(parts[i], _SNDMORE, copy=False)
-            send(parts[last], 0, copy=False)
+            _send_rest(sock, parts)
             r.sent += cost
             r.sent_msgs += 1
             if r.cursor < r.resend_until:

@@ -57,7 +57,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from genki_signals.bus.codec import (
-    DEFAULT_MAX_BYTES, MAX_GAP, DecodeError, Message, decode, encode,
+    DEFAULT_MAX_BYTES, MAX_GAP, DecodeError, Message, decode_careful, decode_fast, encode,
 )
 from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
@@ -74,6 +74,7 @@ from genki_signals.bus.shm import (
     DEFAULT_RING_BYTES, DEFAULT_THRESHOLD, ShmReader, ShmWriter, TornRead,
 )
 from genki_signals.bus.stats import BusStats, UpstreamStats
+from genki_signals.bus.zcalls import send as _zsend
 from genki_signals.errors import GenkiError
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ MAX_UPSTREAMS = 1024  # (node id, topic) pairs a Subscriber tracks; more are "un
 LOSSLESS_BATCH = 64  # messages a lossless edge reads ahead of the caller
 _STALL_POLL_MS = 100
 DRAIN_INTERVAL = 0.01  # s between reads of the XPUB subscription messages while publishing
+WOKE_AFTER = 100e-6  # s: a Subscriber's poll that took longer waited for its message (recv)
 
 # pyzmq's constants are enum members; their attribute lookups cost more than the calls on the hot
 # paths, so those use plain ints.
@@ -323,11 +325,10 @@ class Publisher:
         # about as much as sending a small message. A lossy subscriber that joined since the last
         # drain may miss up to that long of messages (a late join; not counted as a gap).
         now = time.monotonic()
-        if now >= self._next_drain:
+        drain = now >= self._next_drain
+        if drain:
             self._next_drain = now + DRAIN_INTERVAL
             self._drain_subscriptions(self._lossy)
-            if self._server is not None:
-                self._server.service()
         nbytes = len(parts[0]) + len(parts[1])
         for i in range(2, len(parts)):
             nbytes += parts[i].nbytes  # 1-d uint8 arrays (see encode)
@@ -337,8 +338,17 @@ class Publisher:
         stats = self.stats
         stats.frames_out += 1
         stats.bytes_out += nbytes
-        if self._server is not None:  # last: it may wait, or raise BusStalledError
-            self._server.publish(topic, seq, parts, nbytes, now)
+        server = self._server
+        if server is not None:
+            # Lossless readers' hellos and credit likewise, once the frame is sent (it does not
+            # wait for them; a reader whose window filled meanwhile is served by the wait in
+            # server.publish); before it while no reader is known (its hello may be waiting).
+            if drain and not server.knows_readers:
+                server.service()
+                drain = False
+            server.publish(topic, seq, parts, nbytes, now)  # may wait, or raise BusStalledError
+            if drain:
+                server.service()
         return seq
 
     def publish_eos(self, topic: str) -> int:
@@ -512,16 +522,16 @@ def _send_parts(sock: zmq.Socket, parts: list[Any], flags: int) -> None:
     per part (2.9 vs 8.2 us per [topic, header] message here, under load). With NOBLOCK on an
     XPUB, only part 0 can raise ``zmq.Again`` (room is checked per message).
     """
-    send = sock.send
+    send = _zsend
     last = len(parts) - 1
     if last == 1:  # everything inline: the common small frame
-        send(parts[0], flags | _SNDMORE)
-        send(parts[1], flags)
+        send(sock, parts[0], flags | _SNDMORE)
+        send(sock, parts[1], flags)
         return
-    send(parts[0], flags | _SNDMORE)
+    send(sock, parts[0], flags | _SNDMORE)
     for i in range(1, last):
-        send(parts[i], flags | _SNDMORE, copy=i < 2)
-    send(parts[last], flags, copy=False)
+        send(sock, parts[i], flags | _SNDMORE, i < 2)
+    send(sock, parts[last], flags, False)
 
 
 def _recv_parts(sock: zmq.Socket) -> list[zmq.Frame]:
@@ -547,12 +557,13 @@ class _EdgeQueue:
         self.policy = policy
         self.max_bytes = max_bytes
         self.nbytes = 0
+        self.lossless = policy == "lossless"
         self._latest: dict[tuple[str, str], tuple[Message, int]] = {}
-        self._fifo: collections.deque[tuple[Message, int]] = collections.deque()
+        self.fifo: collections.deque[tuple[Message, int]] = collections.deque()
         self._maxlen = maxlen if policy == "drop_oldest" else None
 
     def __len__(self) -> int:
-        return len(self._latest) + len(self._fifo)
+        return len(self._latest) + len(self.fifo)
 
     def room(self, budget: int) -> int:
         """How many messages to read from the socket now: a lossless edge reads ahead of the
@@ -560,7 +571,7 @@ class _EdgeQueue:
         if self.policy == "lossless":
             if self.max_bytes is not None and self.nbytes >= self.max_bytes:
                 return 0
-            return max(0, LOSSLESS_BATCH - len(self._fifo))
+            return max(0, LOSSLESS_BATCH - len(self.fifo))
         return budget
 
     def push(self, msg: Message, nbytes: int) -> list[Message]:
@@ -574,22 +585,22 @@ class _EdgeQueue:
                 return []
             self.nbytes -= old[1]
             return [old[0]]
-        self._fifo.append((msg, nbytes))
+        self.fifo.append((msg, nbytes))
         dropped = []
         if self.policy == "drop_oldest":  # lossless never drops: room() stops reading instead
-            while len(self._fifo) > 1 and (
-                    len(self._fifo) > self._maxlen
+            while len(self.fifo) > 1 and (
+                    len(self.fifo) > self._maxlen
                     or (self.max_bytes is not None and self.nbytes > self.max_bytes)):
-                old, size = self._fifo.popleft()
+                old, size = self.fifo.popleft()
                 self.nbytes -= size
                 dropped.append(old)
         return dropped
 
     def pop(self) -> Message | None:
-        if self._latest:
+        if self.fifo:
+            msg, size = self.fifo.popleft()
+        elif self._latest:
             msg, size = self._latest.pop(next(iter(self._latest)))
-        elif self._fifo:
-            msg, size = self._fifo.popleft()
         else:
             return None
         self.nbytes -= size
@@ -848,20 +859,47 @@ class Subscriber:
         if self._all_lossless:
             # Lossless queues hold what was read ahead of the caller; draining the sockets first
             # gains nothing (no policy to apply), so hand out what is queued.
-            msg = self._pop()
-            if msg is not None:
-                return msg
-        deadline = None if timeout is None else time.monotonic() + timeout
+            edges = self._edges
+            if len(edges) == 1:  # _pop, inline: the common case of one lossless input
+                edge = edges[0]
+                queue = edge.queue
+                if queue.fifo:
+                    msg, size = queue.fifo.popleft()
+                    queue.nbytes -= size
+                    link = edge.link
+                    link.popped[msg.topic] = msg.seq
+                    link.npopped += 1
+                    return msg
+            else:
+                msg = self._pop()
+                if msg is not None:
+                    return msg
+        mono = time.monotonic
+        deadline = None if timeout is None else mono() + timeout
+        # Lossy policies drain every socket before choosing (poll(0) first); lossless edges
+        # need no such pass: the queues were empty above, so wait for what comes next.
         wait_ms: int | None = 0
+        lossless_only = self._all_lossless
+        if lossless_only and timeout != 0:
+            wait_ms = None if deadline is None else max(1, int(timeout * 1000))
+        poll, by_socket = self._poller.poll, self._by_socket
         while True:
             if wait_ms != 0 and self._links:  # about to wait: tell publishers what was read
                 due = self._send_credits(idle=True)
                 if due is not None and (wait_ms is None or wait_ms > due):
                     wait_ms = due  # wake up to send the rest
-            for sock, _ in self._poller.poll(wait_ms):
-                edge = self._by_socket.get(sock)
+            t_poll = mono()
+            events = poll(wait_ms)
+            # Lossless edges only: a poll that had to wait woke for a message that just came:
+            # read it alone (a readiness check for a second one costs as much as another poll);
+            # a poll that returned at once found a backlog: read ahead (see _fill). Lossy
+            # policies always drain what is there (a viewer's short drop_oldest queue dropped
+            # frames when it read one at a time: tests/test_plot_remote.py).
+            read_ahead = wait_ms == 0 or not lossless_only or mono() - t_poll < WOKE_AFTER
+            for sock, _ in events:
+                edge = by_socket.get(sock)
                 if edge is not None:
-                    self._fill(edge)
+                    self._fill(edge, read_ahead)
                     continue
                 edge = self._by_monitor.get(sock)
                 if edge is not None:
@@ -874,75 +912,102 @@ class Subscriber:
             if deadline is None:
                 wait_ms = None
             else:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - mono()
                 if remaining <= 0:
                     return None
                 wait_ms = max(1, int(remaining * 1000))
 
     def _pop(self) -> Message | None:
-        n = len(self._edges)
+        edges = self._edges
+        n = len(edges)
         for k in range(n):  # round robin over connections
-            i = (self._next + k) % n
-            edge = self._edges[i]
+            i = self._next + k
+            if i >= n:
+                i -= n
+            edge = edges[i]
             msg = edge.queue.pop()
             if msg is not None:
-                self._next = (i + 1) % n
-                if edge.link is not None:
-                    link = edge.link
+                self._next = i + 1 if i + 1 < n else 0
+                link = edge.link
+                if link is not None:
                     link.popped[msg.topic] = msg.seq
                     link.npopped += 1
                 return msg
         return None
 
-    def _fill(self, edge: _Edge) -> None:
-        """Read up to the queue's room from a socket that polled readable."""
+    def _fill(self, edge: _Edge, read_ahead: bool = True) -> None:
+        """Read up to the queue's room from a socket that polled readable (``read_ahead``
+        False: one message)."""
         sock = edge.socket
         link = edge.link
-        room = edge.queue.room(edge.budget)
+        queue = edge.queue
+        room = queue.room(edge.budget) if read_ahead else 1
+        recv = sock.recv
         for k in range(room):
             if k == 1 and not sock.getsockopt(_EVENTS) & _POLLIN:
                 break  # often just one message: cheaper than ending on zmq.Again
-            try:
-                parts = _recv_parts(sock)
+            try:  # _recv_parts, inline
+                frame = recv(_NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            if link is not None and len(parts) == 1:
-                self._on_control(edge, parts[0])
-                continue
-            self._push(edge, parts)
-            if link is not None and edge.queue.room(edge.budget) == 0:
-                break
+            parts = [frame]
+            while frame.more:
+                frame = recv(_NOBLOCK, copy=False)
+                parts.append(frame)
+            if link is not None:
+                if len(parts) == 1:
+                    self._on_control(edge, parts[0])
+                    continue
+                self._push(edge, parts)
+                if queue.max_bytes is not None and queue.nbytes >= queue.max_bytes:
+                    break  # room(): the lossless read-ahead is bounded in bytes too
+            else:
+                self._push(edge, parts)
         if link is not None and (link.unreported >= link.credit_bytes
                                  or link.unreported_msgs >= link.credit_msgs):
             self._send_credit(edge)
 
     def _push(self, edge: _Edge, parts: list[zmq.Frame]) -> None:
-        nbytes = _message_bytes(parts)
+        nbytes = len(parts[0]) + len(parts[1]) if len(parts) == 2 else _message_bytes(parts)
         link = edge.link
         if link is not None:  # read from the socket: room in the publisher's window
             link.unreported += nbytes + MESSAGE_OVERHEAD
             link.unreported_msgs += 1
-        shm_bytes = self._shm.resolved_bytes
+        shm = self._shm
+        shm_bytes = shm.resolved_bytes
         msg = self._accept(parts, edge, nbytes)
         if msg is None:
             return
-        nbytes += self._shm.resolved_bytes - shm_bytes  # arrays from shared memory count too
-        for dropped in edge.queue.push(msg, nbytes):
+        nbytes += shm.resolved_bytes - shm_bytes  # arrays from shared memory count too
+        queue = edge.queue
+        if queue.lossless:  # never drops (room() stops reading instead)
+            queue.fifo.append((msg, nbytes))
+            queue.nbytes += nbytes
+            return
+        for dropped in queue.push(msg, nbytes):
             self.stats.drops += 1
             up = self.upstreams.get((dropped.node_id, dropped.topic))
             if up is not None:
                 up.drops += 1
 
     def _accept(self, parts: list[zmq.Frame], edge: _Edge, nbytes: int) -> Message | None:
-        self.stats.bytes_in += nbytes
+        stats = self.stats
+        stats.bytes_in += nbytes
         if nbytes > self._max_bytes:
-            self.stats.oversized += 1
+            stats.oversized += 1
             log.debug("dropping a message of %d bytes from %s (max_bytes %d)", nbytes,
                       edge.endpoint, self._max_bytes)
             return None
         resolved = self._shm.resolved
-        try:
-            msg = decode(parts, max_bytes=self._max_bytes, shm=edge.shm)
+        try:  # codec.decode, inline: the fast path, else the careful one that names the fault
+            try:
+                msg = decode_fast(parts, self._max_bytes, edge.shm)
+            except DecodeError:  # the shared-memory resolver's verdict is final
+                raise
+            except Exception:  # noqa: BLE001 - never trusted: the careful path names the fault
+                msg = None
+            if msg is None:
+                msg = decode_careful(parts, self._max_bytes, edge.shm)
         except TornRead as exc:
             self.stats.torn += 1
             log.debug("dropping a frame from %s: %s", edge.endpoint, exc)
@@ -959,7 +1024,10 @@ class Subscriber:
             return None
         key = (msg.node_id, msg.topic)
         up = self.upstreams.get(key)
-        if up is None:
+        seq = msg.seq
+        if up is not None and seq == up.last_seq + 1:  # the common case: the next one
+            up.last_seq = seq
+        elif up is None:
             if len(self.upstreams) >= self._max_upstreams:
                 self.stats.unexpected += 1
                 return None
@@ -982,7 +1050,7 @@ class Subscriber:
                 parts = encode(msg.topic, msg.frame, node_id=msg.node_id, seq=msg.seq,
                                kind=msg.kind, publish_time=msg.publish_time)
             msg.parts = parts
-        self.stats.frames_in += 1
+        stats.frames_in += 1
         up.frames += 1
         return msg
 
@@ -1033,7 +1101,7 @@ class Subscriber:
 
     def _send_credit(self, edge: _Edge) -> None:
         try:
-            edge.socket.send(edge.link.credit(), _NOBLOCK)
+            _zsend(edge.socket, edge.link.credit(), _NOBLOCK)
         except zmq.ZMQError:
             pass  # the publisher is gone or slow: the next credit says it all (cumulative)
 
