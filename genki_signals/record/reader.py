@@ -57,6 +57,21 @@ class _Broken(Exception):
     """A record's structure is impossible: the reader has lost its place."""
 
 
+def _records(buf: memoryview) -> Iterator[tuple[int, int, int, int]]:
+    """``(opcode, start, length, end)`` of each record of a chunk's body, in order; raises
+    ``_Broken`` where a record's header or body runs past the chunk."""
+    pos, size = 0, len(buf)
+    while pos < size:
+        if pos + 9 > size:
+            raise _Broken("record header past the chunk")
+        op, length = _REC.unpack_from(buf, pos)
+        end = pos + 9 + length
+        if end > size:
+            raise _Broken("record past the chunk")
+        yield op, pos, length, end
+        pos = end
+
+
 class _Damaged(Exception):
     """A record is well framed but its content is damaged (CRC, compression): skip it."""
 
@@ -422,16 +437,9 @@ class Recording:
                         report: ReadReport, prefixes: tuple[str, ...] | None,
                         start_ns: int | None) -> Iterator[RecordedMessage]:
         buf = memoryview(body)
-        pos, size = 0, len(body)
         out = []
         try:
-            while pos < size:
-                if pos + 9 > size:
-                    raise _Broken("record header past the chunk")
-                op, length = _REC.unpack_from(buf, pos)
-                end = pos + 9 + length
-                if end > size:
-                    raise _Broken("record past the chunk")
+            for op, pos, _, end in _records(buf):
                 if op == OP_MESSAGE:
                     msg = self._message(buf, pos + 9, end, channels, report, prefixes,
                                         start_ns)
@@ -439,7 +447,6 @@ class Recording:
                         out.append(msg)
                 elif op == OP_CHANNEL:
                     self._channel(buf, pos + 9, end, channels)
-                pos = end
         except _Broken:
             report.corrupt_chunks += 1
         return iter(out)
@@ -449,7 +456,6 @@ class Recording:
                     start_ns: int | None) -> Iterator[RecordedMessage | RecordRun]:
         """``_chunk_messages`` with runs of one channel and record length kept together."""
         buf = memoryview(body)
-        pos, size = 0, len(body)
         out: list[RecordedMessage | RecordRun] = []
         key: tuple[int, int] | None = None
         starts: list[int] = []
@@ -466,13 +472,7 @@ class Recording:
             starts.clear()
 
         try:
-            while pos < size:
-                if pos + 9 > size:
-                    raise _Broken("record header past the chunk")
-                op, length = _REC.unpack_from(buf, pos)
-                end = pos + 9 + length
-                if end > size:
-                    raise _Broken("record past the chunk")
+            for op, pos, length, end in _records(buf):
                 if op == OP_MESSAGE:
                     known = channels.get(_U16.unpack_from(buf, pos + 9)[0]) \
                         if length >= 22 else None
@@ -493,7 +493,6 @@ class Recording:
                     flush()  # a channel id may be redefined
                     key = None
                     self._channel(buf, pos + 9, end, channels)
-                pos = end
         except _Broken:
             report.corrupt_chunks += 1
         flush()
