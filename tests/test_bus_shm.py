@@ -186,8 +186,10 @@ def test_kill_9_of_a_reader_holding_slots_does_not_stall_the_publisher(tmp_path,
                    close_timeout=0.5) as pub:
         reader = peers("read", lossless, "lossless")  # holds every array it gets
         assert pub.wait_for_subscribers("big", lossless=True, timeout=20)
-        time.sleep(0.1)
-        pub.subscribers("big", lossless=True)  # reads its registration
+        deadline = time.monotonic() + 10
+        while not pub._shm.readers and time.monotonic() < deadline:
+            pub.subscribers("big", lossless=True)  # reads its registration
+            time.sleep(0.01)
         assert len(pub._shm.readers) == 1
         for seq in range(4):
             pub.publish("big", {"x": expected(seq, ITEMS)})

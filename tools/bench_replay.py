@@ -92,13 +92,12 @@ def write_hour(path: Path, hours: float) -> int:
     return frames
 
 
-def replay_in_process(recording: Path) -> dict[str, float]:
-    """The baseline: the demo's derived graph in this process on the recorded 4-sample frames
-    (read and decoded from the file, merged one topic at a time, no bus, no printer)."""
+def _derived_graph_in_process(recording: Path, make_player, per_poll: int) -> dict[str, float]:
+    """The demo's derived graph in this process on the frames ``make_player(rec)`` hands out
+    (no bus, no printer): the time it took and the last main-timeline timestamp."""
     from genki_signals.frames import Topic
     from genki_signals.launch.spec import load_topology
     from genki_signals.nodes.graph_node import GraphNodeLogic
-    from genki_signals.record.player import Player
     from genki_signals.record.reader import Recording
 
     spec = load_topology(REPO / "specs" / "demo.yaml")
@@ -107,42 +106,36 @@ def replay_in_process(recording: Path) -> dict[str, float]:
     logic = GraphNodeLogic(ops, upstreams={"signals": []})
     last_t = float("nan")
     with Recording(recording) as rec:
-        player = Player(rec, "signals", speed=None)
+        player = make_player(rec)
         while not player.done:
-            for p in player.due(0.0, 1024):
+            for p in player.due(0.0, per_poll):
                 for out in logic.on_frame(Topic.parse(p.topic), p.frame, 0.0):
                     if out.timeline == "main":
                         last_t = float(out.frame["timestamp"][-1])
     return {"replay_phase": time.perf_counter() - t0, "last_t": last_t}
+
+
+def replay_in_process(recording: Path) -> dict[str, float]:
+    """The baseline: the derived graph on the recorded 4-sample frames (read and decoded from
+    the file, merged one topic at a time)."""
+    from genki_signals.record.player import Player
+
+    return _derived_graph_in_process(recording, lambda rec: Player(rec, "signals", speed=None),
+                                     1024)
 
 
 def replay_in_process_bulk(recording: Path, coalesce: int | None) -> dict[str, float]:
-    """The fastest baseline: the derived graph in this process on the frames the replay node
-    would publish (``BulkPlayer``: bulk read, coalesced), no bus, no printer."""
-    from genki_signals.frames import Topic
-    from genki_signals.launch.spec import load_topology
-    from genki_signals.nodes.graph_node import GraphNodeLogic
+    """The fastest baseline: the derived graph on the frames the replay node would publish
+    (``BulkPlayer``: bulk read, coalesced)."""
     from genki_signals.nodes.kinds.replay import ReplayParams
     from genki_signals.record.bulk import BulkPlayer
     from genki_signals.record.coalesce import CoalesceLimits
-    from genki_signals.record.reader import Recording
 
     if coalesce is None:
-        coalesce = ReplayParams.__dataclass_fields__["coalesce"].default \
-            if hasattr(ReplayParams, "__dataclass_fields__") else 1024
-    spec = load_topology(REPO / "specs" / "demo.yaml")
-    ops = list(spec.node("derived").params["operators"])
-    t0 = time.perf_counter()
-    logic = GraphNodeLogic(ops, upstreams={"signals": []})
-    last_t = float("nan")
-    with Recording(recording) as rec:
-        player = BulkPlayer(rec, "signals", limits=CoalesceLimits(max_samples=max(coalesce, 1)))
-        while not player.done:
-            for p in player.due(0.0, 8):
-                for out in logic.on_frame(Topic.parse(p.topic), p.frame, 0.0):
-                    if out.timeline == "main":
-                        last_t = float(out.frame["timestamp"][-1])
-    return {"replay_phase": time.perf_counter() - t0, "last_t": last_t}
+        coalesce = ReplayParams.__dataclass_fields__["coalesce"].default
+    limits = CoalesceLimits(max_samples=max(coalesce, 1))
+    return _derived_graph_in_process(
+        recording, lambda rec: BulkPlayer(rec, "signals", limits=limits), 8)
 
 
 class StampedOut(io.StringIO):

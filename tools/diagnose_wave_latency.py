@@ -19,9 +19,9 @@ run, min / p10 / p50 / p90 / max (ms) of:
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
+from measure_wave_timestamps import stream
 
 from genki_signals.clock import Clock
 from genki_signals.data_sources.wave.source import WaveDataSource
@@ -102,20 +102,10 @@ def main() -> None:
     ring._notify = timed_notify
     ring.start()
     source = TimedSource(ring.address, transport=ring.transport, clock=clock)
-    source.start()
-    frames, end = [], time.monotonic() + args.seconds
     try:
-        while time.monotonic() < end:
-            time.sleep(0.04)
-            frames.append(source.read())
-        ring.silence()
-        time.sleep(0.3)
-        frames.append(source.read())
-        stats = source.stats()
+        frames, stats = stream(source, ring, args.seconds)
     finally:
-        source.stop()
         ring.close()
-    frames = [f for f in frames if len(f["timestamp"])]
     ts = np.concatenate([f["timestamp"] for f in frames])
     us = np.concatenate([f["timestamp_us"] for f in frames])
     truth = dict(ring.sent)

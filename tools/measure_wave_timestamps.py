@@ -21,24 +21,29 @@ from genki_signals.data_sources.wave.source import WaveDataSource
 from genki_signals.data_sources.wave.virtual import VirtualRing
 
 
+def stream(source, ring, seconds: float) -> tuple[list[dict], dict]:
+    """Start ``source``, read it 25 times a second for ``seconds``, silence ``ring`` and read
+    the rest; stop the source. Returns the non-empty frames and the source's final stats."""
+    source.start()
+    frames, end = [], time.monotonic() + seconds
+    try:
+        while time.monotonic() < end:
+            time.sleep(0.04)
+            frames.append(source.read())
+        ring.silence()
+        time.sleep(0.3)
+        frames.append(source.read())
+        stats = source.stats()
+    finally:
+        source.stop()
+    return [f for f in frames if len(f["timestamp"])], stats
+
 def one_run(skew_ppm: float, seconds: float, seed: int) -> dict[str, float]:
     clock = Clock()
     with VirtualRing(clock=clock.now, jitter=0.005, skew_ppm=skew_ppm, seed=seed) as ring:
         source = WaveDataSource(ring.address, transport=ring.transport, clock=clock)
-        source.start()
-        frames, end = [], time.monotonic() + seconds
-        try:
-            while time.monotonic() < end:
-                time.sleep(0.04)
-                frames.append(source.read())
-            ring.silence()
-            time.sleep(0.3)
-            frames.append(source.read())
-            stats = source.stats()
-        finally:
-            source.stop()
+        frames, stats = stream(source, ring, seconds)
         truth = dict(ring.sent)
-    frames = [f for f in frames if len(f["timestamp"])]
     ts = np.concatenate([f["timestamp"] for f in frames])
     us = np.concatenate([f["timestamp_us"] for f in frames])
     err = np.abs(ts - np.array([truth[int(u)] for u in us]))[ts > ts[0] + 4.0]
