@@ -64,7 +64,26 @@ def test_estimator_ignores_the_slow_probes_of_a_burst():
     fast = Probe(10.0, 10.00005, 10.0001)
     slow = Probe(10.001, 10.0095, 10.011)  # 10 ms round trip, answered late
     est.add_burst([slow, fast])
-    assert est.map.a == pytest.approx(fast.offset) and est.map.rtt == pytest.approx(1e-4)
+    # weight (10.95 ms / 50 us)**2 ~ 48,000 times less: 3.5 ms off, it moves the fit by < 0.1 us
+    assert est.map.a == pytest.approx(fast.offset, abs=1e-7) and est.map.rtt == pytest.approx(1e-4)
+
+
+def test_estimator_averages_the_equally_fast_probes_of_a_burst():
+    """Two probes with the same round trip, their path asymmetries opposite: the fit takes both
+    (their mean is the truth), not whichever one happened to be a microsecond faster."""
+    est = OffsetEstimator()
+    early = Probe(10.0, 10.00007, 10.0001)  # offset +20 us
+    late = Probe(10.001, 10.00103, 10.0011)  # offset -20 us, 0.1 ms round trip too
+    est.add_burst([early, late])
+    assert est.map.offset(10.00055) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_probe_takes_the_leaders_time_to_answer_off_the_round_trip():
+    """NTP's four timestamps: 50 us each way, the leader held the probe 200 us. The offset is 0
+    (with the leader's arrival time alone it read -100 us) and the round trip on the wire 100 us."""
+    p = Probe(t0=10.0, t_leader=10.00005, t3=10.0003, t_leader_out=10.00025)
+    assert p.rtt == pytest.approx(1e-4, abs=1e-12) and p.offset == pytest.approx(0.0, abs=1e-12)
+    assert Probe(10.0, 10.00005, 10.0003).offset == pytest.approx(-1e-4, abs=1e-12)
 
 
 def test_test_clock_from_the_environment_and_clock_follow():

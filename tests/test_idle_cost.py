@@ -7,12 +7,14 @@ clock. Read from the real nodes' heartbeat stats of a real ``genki launch``.
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import pytest
 from test_supervision import chain_spec
 
 from genki_signals.clocksync.node import SAME_HOST_INTERVAL
+from genki_signals.clocksync.sync import ClockSync
 
 pytestmark = [pytest.mark.process, pytest.mark.timeout(120)]
 
@@ -25,8 +27,9 @@ def test_a_same_host_node_probes_its_clock_leader_rarely_once_warm(tmp_path, lau
     assert SAME_HOST_INTERVAL >= 5.0
     lp = launcher_factory(chain_spec(tmp_path, "idleclock"))
     lp.wait_ready(timeout=60)
-    # warm-up: 2 blocking bursts, then 10 more every 0.2 s (ClockSync's warmup_bursts)
-    warm = lp.wait_for(lambda d: d if all(b >= 12 for b in bursts(d).values()) else None,
+    # warm-up: 2 blocking bursts, then more every 0.1 s up to ClockSync's warmup_bursts
+    warmup = inspect.signature(ClockSync).parameters["warmup_bursts"].default
+    warm = lp.wait_for(lambda d: d if all(b >= warmup for b in bursts(d).values()) else None,
                        30, "every node's clock warmed up")
     t0, before = time.monotonic(), bursts(warm)
     time.sleep(7.0)

@@ -3,10 +3,12 @@
 Protocol (msgpack maps in the control-plane format of ``genki_signals.bus.control``)::
 
     node   -> leader   time_probe {id}            DEALER -> ROUTER on the topology's clock endpoint
-    leader -> node     time_reply {id, t}         t: leader time when the probe was answered
+    leader -> node     time_reply {id, t, t_out}  leader time when the probe arrived / was answered
 
-The node stamps ``t0`` just before sending and ``t3`` just after the reply with the same ``id``
-arrived, on its *local* clock; replies to an older id (a probe that timed out) are discarded.
+The node stamps ``t0`` just before sending (the probe already packed) and ``t3`` just after the
+reply with the same ``id`` arrived, on its *local* clock; replies to an older id (a probe that
+timed out) are discarded. ``t_out`` takes the leader's time to answer off the round trip (NTP's
+four timestamps); a reply without it (an older leader) counts as answered at once.
 
 Where the leader listens. The launcher resolves one clock endpoint per topology
 (``ipc://<run dir>/clock.time.sock``; the name cannot clash with a node id) and hands it to every
@@ -125,12 +127,13 @@ class TimeServer:
                         frames = sock.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    t = clock()  # as soon as the probe is in: the reply goes straight back
+                    t = clock()  # as soon as the probe is in
                     msg = control.unpack(frames[-1]) if len(frames) == 2 else None
                     if msg is None or msg["type"] != PROBE:
                         self.rejected += 1
                         continue
-                    sock.send_multipart([frames[0], control.pack(REPLY, id=msg.get("id"), t=t)])
+                    reply = control.pack(REPLY, id=msg.get("id"), t=t, t_out=clock())
+                    sock.send_multipart([frames[0], reply])
                     self.answered += 1
         except zmq.ZMQError:
             if not self._stop.is_set():
@@ -169,8 +172,8 @@ class ClockSync:
 
     def __init__(self, endpoint: str, local: Callable[[], float], *,
                  context: zmq.Context | None = None, burst: int = 8, interval: float = 2.0,
-                 warmup_bursts: int = 10, warmup_interval: float = 0.2,
-                 probe_timeout: float = 0.25, window: int = 20, identity: str | None = None,
+                 warmup_bursts: int = 30, warmup_interval: float = 0.1,
+                 probe_timeout: float = 0.25, window: int = 40, identity: str | None = None,
                  security: ClientKeys | None = None) -> None:
         self.endpoint = endpoint
         self.local = local
@@ -268,9 +271,10 @@ class ClockSync:
             return None
         self._seq += 1
         seq = self._seq
+        probe = control.pack(PROBE, id=seq)
         t0 = self.local()
         try:
-            self.sock.send(control.pack(PROBE, id=seq), zmq.NOBLOCK)
+            self.sock.send(probe, zmq.NOBLOCK)
         except zmq.Again:
             self.lost += 1
             return None
@@ -285,7 +289,8 @@ class ClockSync:
             msg = control.unpack(data)
             if msg is not None and msg["type"] == REPLY and msg.get("id") == seq \
                     and isinstance(msg.get("t"), float):
-                return Probe(t0, msg["t"], t3)
+                t_out = msg.get("t_out")
+                return Probe(t0, msg["t"], t3, t_out if isinstance(t_out, float) else None)
 
     # ------------------------------------------------------------------ end
     def close(self) -> None:
