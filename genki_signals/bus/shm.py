@@ -247,9 +247,13 @@ class ShmWriter:
         self.hold_timeout = hold_timeout
         self._hoarded = False  # the last wait ran out: do not wait again until a slot frees
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._loan: tuple[_Segment, int] | None = None  # the slot handed out by ``loan``
+        self._loan_addr = 0
+        self._rows: dict[bytes, _Rows] = {}  # per topic: the rows that must release its slots
 
     # readers ------------------------------------------------------------------
     def add_reader(self, rid: bytes, topics: list[bytes]) -> None:
+        self._rows.clear()
         if rid in self.readers:
             self.remove_reader(rid)
         self.readers[rid] = _Reader(rid, topics)
@@ -259,6 +263,7 @@ class ShmWriter:
     def remove_reader(self, rid: bytes) -> None:
         if self.readers.pop(rid, None) is None:
             return
+        self._rows.clear()
         for seg in [self._seg] + [r[0] for r in self._retired]:
             if seg is not None and rid in seg.row_ids:
                 r = seg.row_ids.index(rid)
@@ -288,6 +293,8 @@ class ShmWriter:
         self._slot_gen = [0] * nslots
         self._slot_rows = [()] * nslots
         self._next = 0
+        self._rows.clear()
+        self._loan = None
         for rid in self.readers:
             self._assign_row(seg, rid)
         return seg
@@ -313,12 +320,9 @@ class ShmWriter:
                 keep.append((seg, gens, rows))
         self._retired = keep
 
-    def put(self, arr: np.ndarray, topic: bytes) -> list[Any] | None:
-        """Copy the C-contiguous ``arr`` into a free slot; return the header reference, or None
-        when the array should go the ordinary way (too big for the ring, or ``wait`` gave up)."""
-        if self.wanted is not None and not self.wanted():
-            return None
-        nbytes = arr.nbytes
+    def _reserve(self, nbytes: int) -> tuple[_Segment, int] | None:
+        """A segment with slots of at least ``nbytes`` and a free slot in it, or None (the
+        array goes the ordinary way: too big for the ring, or ``wait`` gave up)."""
         seg = self._seg
         if seg is None or nbytes > seg.slot_bytes:
             if self._retired:
@@ -331,12 +335,74 @@ class ShmWriter:
         s = self._find_slot(seg, self.wait)
         if s is None:
             return None
-        rows = self._rows_for(seg, topic)
-        g = self._gen
-        self._gen = g + 1
+        return seg, s
+
+    def loan(self, nbytes: int) -> np.ndarray | None:
+        """A writable 1-d uint8 array of ``nbytes`` in a free slot of the ring, for the producer
+        to fill in place; ``put`` of an array over exactly this memory then copies nothing.
+
+        One loan at a time: it lasts until the next ``put`` (a second ``loan`` before it returns
+        the same slot). None when the ring cannot take ``nbytes`` now (too big, nobody
+        subscribes, or lossless readers hold every slot past ``wait``): fill an ordinary array.
+        While loaned, the slot's generation is 0, so lossy readers of an older frame there see a
+        torn slot, as they do while ``put`` copies.
+        """
+        if self.wanted is not None and not self.wanted():
+            return None
+        loan = self._loan
+        if loan is not None and loan[0] is self._seg and nbytes <= loan[0].slot_bytes:
+            seg, s = loan
+        else:
+            got = self._reserve(nbytes)
+            if got is None:
+                return None
+            seg, s = got
+            seg.gens[s] = 0  # being written
+            self._loan = got
+            self._loan_addr = seg.addr + _DATA + s * seg.slot_bytes
+        start = _DATA + s * seg.slot_bytes
+        return seg.bytes[start:start + nbytes]
+
+    def owns(self, arr: np.ndarray) -> bool:
+        """Whether ``arr``'s memory lies in one of this writer's segments (a loan): the codec
+        must then copy it before sending it through a socket, since the slot will be reused."""
+        addr = arr.__array_interface__["data"][0]
+        for seg in [self._seg] + [r[0] for r in self._retired]:
+            if seg is not None and seg.addr <= addr < seg.addr + len(seg.mm):
+                return True
+        return False
+
+    def put(self, arr: np.ndarray, topic: bytes) -> list[Any] | None:
+        """Put the C-contiguous ``arr`` into a free slot (a copy, unless ``arr`` is the current
+        ``loan``); return the header reference, or None when the array should go the ordinary
+        way (too big for the ring, nobody subscribes, or ``wait`` gave up)."""
+        loan = self._loan
+        if loan is not None:
+            self._loan = None
+            seg, s = loan
+            if seg is self._seg and arr.__array_interface__["data"][0] == self._loan_addr \
+                    and arr.nbytes <= seg.slot_bytes:
+                return self._commit(seg, s, topic)  # filled in place: nothing to copy
+        if self.wanted is not None and not self.wanted():
+            return None
+        nbytes = arr.nbytes
+        got = self._reserve(nbytes)
+        if got is None:
+            return None
+        seg, s = got
         seg.gens[s] = 0  # being written: readers that check now see a torn slot
         start = _DATA + s * seg.slot_bytes
         np.copyto(seg.bytes[start:start + nbytes], arr.reshape(-1).view(np.uint8))
+        return self._commit(seg, s, topic)
+
+    def _commit(self, seg: _Segment, s: int, topic: bytes) -> list[Any]:
+        """Publish slot ``s`` (written, its generation 0): stamp a new generation, note the
+        readers that must release it, and return the header reference."""
+        rows = self._rows.get(topic)
+        if rows is None:
+            rows = self._rows[topic] = self._rows_for(seg, topic)
+        g = self._gen
+        self._gen = g + 1
         seg.gens[s] = g
         self._slot_gen[s] = g
         self._slot_rows[s] = rows

@@ -53,11 +53,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from genki_signals.bus.codec import (
-    DEFAULT_MAX_BYTES, MAX_GAP, DecodeError, Message, decode_careful, decode_fast, encode,
+    DEFAULT_MAX_BYTES, INLINE_MAX_BYTES, MAX_GAP, DecodeError, Message, decode_careful,
+    decode_fast, encode,
 )
 from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
@@ -350,6 +352,23 @@ class Publisher:
             if drain:
                 server.service()
         return seq
+
+    def loan(self, shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+        """A writable C-contiguous array to fill and then publish as a frame field
+        (``publish(topic, {"x": arr})``). When this publisher has a shared-memory ring and the
+        array is at least its threshold, the array is a free slot of the ring, so publishing it
+        copies nothing (a loaned message, as in iceoryx or ROS 2); otherwise it is a new array.
+        Valid until the next ``publish`` or ``loan``: do not write it after publishing. May
+        wait, as ``publish`` does, while lossless readers hold every slot."""
+        dt = np.dtype(dtype)
+        count = math.prod(shape) if isinstance(shape, tuple) else int(shape)
+        nbytes = count * dt.itemsize
+        if self._shm is not None and nbytes >= self._shm.threshold and nbytes > INLINE_MAX_BYTES:
+            self._shm_deadline = None
+            buf = self._shm.loan(nbytes)
+            if buf is not None:
+                return buf.view(dt).reshape(shape)
+        return np.empty(shape, dt)
 
     def publish_eos(self, topic: str) -> int:
         """Send an end-of-stream message on ``topic``; return its sequence number."""
