@@ -219,11 +219,14 @@ class ShmWriter:
     a lossless reader; it may update the reader set (``add_reader`` / ``remove_reader``, from the
     XPUB subscription messages), raise (a stall timeout), or return True to give up, in which case
     ``put`` returns None and the caller sends the array the ordinary way. ``wanted`` False: no
-    one subscribes, ``put`` returns None without touching the ring.
+    one subscribes, ``put`` returns None without touching the ring. ``hot`` True: every reader
+    is a registered lossless reader (none copies out of the ring), so the lowest free slot is
+    reused rather than the next in ring order.
     """
 
     wait: Callable[[], bool] | None = None
     wanted: Callable[[], bool] | None = None
+    hot: Callable[[], bool] | None = None
 
     def __init__(self, threshold: int = DEFAULT_THRESHOLD,
                  ring_bytes: int = DEFAULT_RING_BYTES, hold_timeout: float = HOLD_TIMEOUT
@@ -422,7 +425,16 @@ class ShmWriter:
     def _find_slot(self, seg: _Segment, wait: Callable[[], bool] | None) -> int | None:
         n = seg.nslots
         s = self._next
-        if self._free(seg, self._slot_gen, self._slot_rows, s):
+        if self.hot is not None and self.hot():
+            # Every reader is protected: reuse the lowest free slot, still in cache from its last
+            # use, instead of cycling through the whole ring (a write to a cold slot costs about
+            # twice as much: docs/benchmarks.md). Copying readers need the ring order: it gives
+            # them the whole ring's time to copy before a slot is reused.
+            for c in range(n):
+                if self._free(seg, self._slot_gen, self._slot_rows, c):
+                    self._hoarded = False
+                    return c
+        elif self._free(seg, self._slot_gen, self._slot_rows, s):
             self._hoarded = False
             return s
         if self._hoarded:  # readers keep every slot: no waiting, the socket takes the array

@@ -206,6 +206,7 @@ class Publisher:
             self._shm = ShmWriter(shm_threshold, shm_ring_bytes)
             self._shm.wait = self._shm_wait
             self._shm.wanted = self._shm_wanted
+            self._shm.hot = self._shm_hot
         self._shm_deadline: float | None = None
         try:
             self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
@@ -410,6 +411,13 @@ class Publisher:
     def _shm_wanted(self) -> bool:
         """Whether anyone may read a shared-memory array (else ``encode`` skips the ring)."""
         return self._lossless is not None or self._lossy_live
+
+    def _shm_hot(self) -> bool:
+        """Whether every reader of the ring is protected (``ShmWriter.hot``): no lossy
+        subscriber, and every connected lossless reader registered in the ring."""
+        server = self._server
+        return not self._lossy_live and server is not None \
+            and len(server._live) == len(self._shm.readers)  # noqa: SLF001
 
     def _shm_wait(self) -> bool:
         """While lossless readers hold every slot: keep serving the lossless socket (a reader
