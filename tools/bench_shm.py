@@ -159,7 +159,8 @@ def _genki_sink(run_dir: str, n: int, started, out, zero_copy: bool) -> None:
             break
         if msg.kind == "eos":
             break
-        started.set()
+        if check.next == 0:  # until the measured frames start (Event.set costs a lock)
+            started.set()
         if check.see(msg.frame["x"], int(msg.frame["s"])):
             break
         del msg
@@ -214,7 +215,8 @@ def _raw_sink(run_dir: str, n: int, started, out, _zero_copy: bool) -> None:
         _, head, data = pull.recv_multipart(copy=False)
         h = msgpack.unpackb(head.buffer)
         arr = np.frombuffer(data.buffer, dtype=h["dtype"]).reshape(h["shape"])
-        started.set()
+        if check.next == 0:  # until the measured frames start (Event.set costs a lock)
+            started.set()
         if check.see(arr, h["seq"]):
             break
     pull.close()
@@ -256,7 +258,8 @@ def _ez_sink(addr, n: int, started, out, _zero_copy: bool) -> None:
             done = False
             while not done:
                 async with sub.recv_zero_copy() as msg:
-                    started.set()
+                    if check.next == 0:  # until the measured frames start (Event.set costs a lock)
+                        started.set()
                     done = check.see(msg[1], msg[0])
                 del msg  # a view of ezmsg's buffer must not outlive the context
             out.put(check.result())

@@ -83,6 +83,9 @@ _ROWS = 1024
 _ROW_BYTES = 16 + 8 + 8 * MAX_SLOTS
 _DATA = -(-(_ROWS + MAX_READERS * _ROW_BYTES) // 4096) * 4096
 _PAGE = 4096
+_U8 = np.dtype(np.uint8)
+_RELEASED = (_ROWS + 24) // 8  # u64 index of row 0's first released cell
+_ROW_WORDS = _ROW_BYTES // 8
 _MAX_SEGMENTS = 16  # segments a reader keeps mapped (per Subscriber)
 
 
@@ -117,6 +120,7 @@ class _Segment:
         self.join = [np.ndarray((1,), "<u8", buffer=mm, offset=_ROWS + r * _ROW_BYTES + 16)
                      for r in range(MAX_READERS)]
         self.waiting = np.ndarray((1,), "<u8", buffer=mm, offset=56)
+        self.u64 = memoryview(mm).cast("Q")  # Python ints, faster than numpy scalars per item
         self.wake = -1  # reader side: our write end of the publisher's wake-up pipe
 
     def poke(self) -> None:
@@ -185,6 +189,9 @@ class _Segment:
     def close(self) -> None:
         """Drop this process's mapping (arrays still using it keep it alive until collected)."""
         self.gens = self.released = self.join = self.bytes = None  # type: ignore[assignment]
+        if self.u64 is not None:
+            self.u64.release()
+            self.u64 = None  # type: ignore[assignment]
         self.waiting = None  # type: ignore[assignment]
         if self.wake >= 0:
             os.close(self.wake)
@@ -252,6 +259,7 @@ class ShmWriter:
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._loan: tuple[_Segment, int] | None = None  # the slot handed out by ``loan``
         self._loan_addr = 0
+        self._loan_arr: np.ndarray | None = None
         self._rows: dict[bytes, _Rows] = {}  # per topic: the rows that must release its slots
 
     # readers ------------------------------------------------------------------
@@ -297,7 +305,7 @@ class ShmWriter:
         self._slot_rows = [()] * nslots
         self._next = 0
         self._rows.clear()
-        self._loan = None
+        self._loan = self._loan_arr = None
         for rid in self.readers:
             self._assign_row(seg, rid)
         return seg
@@ -309,8 +317,9 @@ class ShmWriter:
         if not rows:
             return True
         # a row whose reader left (or was replaced by another reader) no longer holds the slot
+        u64, ids = seg.u64, seg.row_ids
         left = tuple((r, rid) for r, rid in rows
-                     if seg.row_ids[r] == rid and seg.released[r][s] != g)
+                     if ids[r] == rid and u64[_RELEASED + r * _ROW_WORDS + s] != g)
         slot_rows[s] = left
         return not left
 
@@ -340,9 +349,10 @@ class ShmWriter:
             return None
         return seg, s
 
-    def loan(self, nbytes: int) -> np.ndarray | None:
-        """A writable 1-d uint8 array of ``nbytes`` in a free slot of the ring, for the producer
-        to fill in place; ``put`` of an array over exactly this memory then copies nothing.
+    def loan(self, nbytes: int, dtype: np.dtype = _U8, shape: Any = None) -> np.ndarray | None:
+        """A writable array of ``nbytes`` (1-d uint8, or ``dtype`` and ``shape``) in a free slot
+        of the ring, for the producer to fill in place; ``put`` of an array over exactly this
+        memory then copies nothing.
 
         One loan at a time: it lasts until the next ``put`` (a second ``loan`` before it returns
         the same slot). None when the ring cannot take ``nbytes`` now (too big, nobody
@@ -364,7 +374,11 @@ class ShmWriter:
             self._loan = got
             self._loan_addr = seg.addr + _DATA + s * seg.slot_bytes
         start = _DATA + s * seg.slot_bytes
-        return seg.bytes[start:start + nbytes]
+        arr = seg.bytes[start:start + nbytes]
+        if dtype is not _U8 or shape is not None:
+            arr = arr.view(dtype).reshape(-1 if shape is None else shape)
+        self._loan_arr = arr  # put recognises it by identity first (cheaper than its address)
+        return arr
 
     def owns(self, arr: np.ndarray) -> bool:
         """Whether ``arr``'s memory lies in one of this writer's segments (a loan): the codec
@@ -382,9 +396,10 @@ class ShmWriter:
         loan = self._loan
         if loan is not None:
             self._loan = None
+            loaned, self._loan_arr = self._loan_arr, None
             seg, s = loan
-            if seg is self._seg and arr.__array_interface__["data"][0] == self._loan_addr \
-                    and arr.nbytes <= seg.slot_bytes:
+            if seg is self._seg and (arr is loaned or arr.nbytes <= seg.slot_bytes
+                                     and arr.__array_interface__["data"][0] == self._loan_addr):
                 return self._commit(seg, s, topic)  # filled in place: nothing to copy
         if self.wanted is not None and not self.wanted():
             return None
@@ -510,13 +525,13 @@ class _Held:
 
     def __del__(self) -> None:
         seg = self.seg
-        released = seg.released
-        if released is None:  # the reader closed: nothing to tell
+        u64 = seg.u64
+        if u64 is None:  # the reader closed: nothing to tell
             return
         r = self.row
         start = _ROWS + r * _ROW_BYTES
         if seg.mm[start:start + 16] == self.rid:  # still our row
-            released[r][self.slot] = self.gen
+            u64[_RELEASED + r * _ROW_WORDS + self.slot] = self.gen
             seg.poke()
 
 

@@ -366,9 +366,9 @@ class Publisher:
         nbytes = count * dt.itemsize
         if self._shm is not None and nbytes >= self._shm.threshold and nbytes > INLINE_MAX_BYTES:
             self._shm_deadline = None
-            buf = self._shm.loan(nbytes)
-            if buf is not None:
-                return buf.view(dt).reshape(shape)
+            arr = self._shm.loan(nbytes, dt, shape)
+            if arr is not None:
+                return arr
         return np.empty(shape, dt)
 
     def publish_eos(self, topic: str) -> int:
