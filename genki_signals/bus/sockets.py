@@ -414,10 +414,12 @@ class Publisher:
 
     def _shm_hot(self) -> bool:
         """Whether every reader of the ring is protected (``ShmWriter.hot``): no lossy
-        subscriber, and every connected lossless reader registered in the ring."""
+        subscriber, and every connected lossless reader (at least one) registered in the ring.
+        With no reader at all, ring order keeps the most retained frames readable for a reader
+        that reconnects (its resends are read from the slots, like a lossy reader's frames)."""
         server = self._server
-        return not self._lossy_live and server is not None \
-            and len(server._live) == len(self._shm.readers)  # noqa: SLF001
+        n = len(self._shm.readers)
+        return n > 0 and not self._lossy_live and len(server._live) == n  # noqa: SLF001
 
     def _shm_wait(self) -> bool:
         """While lossless readers hold every slot: keep serving the lossless socket (a reader
