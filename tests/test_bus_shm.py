@@ -24,7 +24,7 @@ from shm_peers import expected
 
 from genki_signals.bus.codec import DecodeError, decode, encode
 from genki_signals.bus import shm as shm_mod
-from genki_signals.bus.shm import HOLD_TIMEOUT, ShmError, ShmReader, ShmWriter, _Held
+from genki_signals.bus.shm import HOLD_TIMEOUT, ShmError, ShmReader, ShmWriter, TornRead, _Held
 from genki_signals.bus.sockets import Publisher, Subscriber
 
 pytestmark = pytest.mark.timeout(120)
@@ -409,7 +409,7 @@ def test_a_loan_over_tcp_or_with_shared_memory_off_is_an_ordinary_array(tmp_path
         with Publisher(ep, "src", close_timeout=0, **kw) as pub, Subscriber() as sub:
             sub.connect(pub.endpoint, ["big"], policy="drop_oldest")
             assert pub.wait_for_subscribers("big", timeout=10)
-            arr = pub.loan(ITEMS)
+            arr = pub.loan([ITEMS])
             arr[:] = expected(3, ITEMS)
             pub.publish("big", {"x": arr})
             x = sub.recv(5).frame["x"]
@@ -429,6 +429,29 @@ def test_a_stale_loan_the_ring_does_not_take_goes_through_the_socket_as_a_copy()
         arr[:] = -1.0  # so that reusing the slot cannot change what was sent or retained
         assert np.array_equal(decode(parts).frame["x"], expected(5, ITEMS))
     finally:
+        writer.close()
+
+
+def test_a_copying_reader_of_the_frame_a_loan_overwrites_gets_a_torn_read():
+    writer = ShmWriter(threshold=1024, ring_bytes=4 * SLOT)
+    reader = ShmReader()
+    try:
+        refs = [writer.put(expected(seq, ITEMS), b"t") for seq in range(4)]  # slots 0..3
+        first = reader.resolve(refs[0], np.dtype("<f8"), SLOT, None)  # a lossy reader copies
+        assert np.array_equal(first, expected(0, ITEMS))
+        loan = writer.loan(SLOT, np.dtype("<f8"), (ITEMS,))  # the next slot: frame 0's
+        assert np.shares_memory(loan, writer._seg.bytes) and loan.shape == (ITEMS,)
+        with pytest.raises(TornRead):  # being filled: never read half-written
+            reader.resolve(refs[0], np.dtype("<f8"), SLOT, None)
+        loan[:] = expected(4, ITEMS)
+        ref = writer.put(loan, b"t")
+        assert ref[4] == refs[0][4] and ref[5] > refs[3][5]  # frame 0's slot, a new generation
+        assert np.array_equal(reader.resolve(ref, np.dtype("<f8"), SLOT, None), expected(4, ITEMS))
+        with pytest.raises(TornRead):
+            reader.resolve(refs[0], np.dtype("<f8"), SLOT, None)
+        assert np.array_equal(first, expected(0, ITEMS))  # a copy: untouched
+    finally:
+        reader.close()
         writer.close()
 
 

@@ -354,7 +354,7 @@ class Publisher:
                 server.service()
         return seq
 
-    def loan(self, shape: int | tuple[int, ...], dtype: Any = np.float64) -> np.ndarray:
+    def loan(self, shape: int | Iterable[int], dtype: Any = np.float64) -> np.ndarray:
         """A writable C-contiguous array to fill and then publish as a frame field
         (``publish(topic, {"x": arr})``). When this publisher has a shared-memory ring and the
         array is at least its threshold, the array is a free slot of the ring, so publishing it
@@ -362,8 +362,8 @@ class Publisher:
         Valid until the next ``publish`` or ``loan``: do not write it after publishing. May
         wait, as ``publish`` does, while lossless readers hold every slot."""
         dt = np.dtype(dtype)
-        count = math.prod(shape) if isinstance(shape, tuple) else int(shape)
-        nbytes = count * dt.itemsize
+        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        nbytes = math.prod(shape) * dt.itemsize
         if self._shm is not None and nbytes >= self._shm.threshold and nbytes > INLINE_MAX_BYTES:
             self._shm_deadline = None
             arr = self._shm.loan(nbytes, dt, shape)
