@@ -22,9 +22,16 @@ import pytest
 import zmq
 from shm_peers import expected
 
-from genki_signals.bus.codec import DecodeError, decode, encode
 from genki_signals.bus import shm as shm_mod
-from genki_signals.bus.shm import HOLD_TIMEOUT, ShmError, ShmReader, ShmWriter, TornRead, _Held
+from genki_signals.bus.codec import DecodeError, decode, encode
+from genki_signals.bus.shm import (
+    HOLD_TIMEOUT,
+    ShmError,
+    ShmReader,
+    ShmWriter,
+    TornRead,
+    _Held,
+)
 from genki_signals.bus.sockets import Publisher, Subscriber
 
 pytestmark = pytest.mark.timeout(120)

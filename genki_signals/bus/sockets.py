@@ -419,7 +419,7 @@ class Publisher:
         that reconnects (its resends are read from the slots, like a lossy reader's frames)."""
         server = self._server
         n = len(self._shm.readers)
-        return n > 0 and not self._lossy_live and len(server._live) == n  # noqa: SLF001
+        return n > 0 and not self._lossy_live and len(server._live) == n
 
     def _shm_wait(self) -> bool:
         """While lossless readers hold every slot: keep serving the lossless socket (a reader
