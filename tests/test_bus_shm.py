@@ -462,6 +462,31 @@ def test_a_copying_reader_of_the_frame_a_loan_overwrites_gets_a_torn_read():
         writer.close()
 
 
+def test_a_loan_keeps_its_slot_while_other_fields_of_the_frame_are_copied_in():
+    writer = ShmWriter(threshold=1024, ring_bytes=4 * SLOT)
+    reader = ShmReader()
+    try:
+        for seq in range(0, 12, 3):  # round the ring: the loan is always the next free slot
+            loan = writer.loan(SLOT, np.dtype("<f8"), (ITEMS,))
+            loan[:] = expected(seq, ITEMS)
+            assert writer.loan(SLOT) is None  # one loan at a time: a second is not the same slot
+            frame = {"b": expected(seq + 1, ITEMS), "a": loan, "c": expected(seq + 2, ITEMS)}
+            parts = encode("t", frame, node_id="n", seq=seq, shm=writer)
+            writer.end_frame()
+            refs = {f[0]: f[3] for f in msgpack.unpackb(parts[1])["fields"]}
+            assert len({r[4] for r in refs.values()}) == 3  # three slots, the loan's untouched
+            got = decode(parts, shm=reader.resolver(None)).frame
+            for k, v in (("a", seq), ("b", seq + 1), ("c", seq + 2)):
+                assert np.array_equal(got[k], expected(v, ITEMS)), k
+        # a loan never published is dropped with the frame after it: its slot serves again
+        writer.loan(SLOT)
+        writer.end_frame()
+        assert writer.loan(SLOT) is not None
+    finally:
+        reader.close()
+        writer.close()
+
+
 def test_slots_are_reused_hot_only_while_no_reader_copies_out_of_the_ring(tmp_path):
     lossy, lossless = f"ipc://{tmp_path}/lossy", f"ipc://{tmp_path}/ll"
     with Publisher(lossy, "src", lossless_endpoint=lossless, shm_threshold=1024,

@@ -312,6 +312,9 @@ class ShmWriter:
 
     def _free(self, seg: _Segment, slot_gen: list[int], slot_rows: list[_Rows],
               s: int) -> bool:
+        loan = self._loan
+        if loan is not None and loan[1] == s and loan[0] is seg:
+            return False  # loaned: being filled
         g = slot_gen[s]
         rows = slot_rows[s]
         if not rows:
@@ -354,31 +357,34 @@ class ShmWriter:
         of the ring, for the producer to fill in place; ``put`` of an array over exactly this
         memory then copies nothing.
 
-        One loan at a time: it lasts until the next ``put`` (a second ``loan`` before it returns
-        the same slot). None when the ring cannot take ``nbytes`` now (too big, nobody
+        One loan at a time, until its ``put`` or ``end_frame`` (the publisher calls it after
+        encoding each frame): no other ``put`` takes its slot meanwhile, and a second ``loan``
+        returns None. None also when the ring cannot take ``nbytes`` now (too big, nobody
         subscribes, or lossless readers hold every slot past ``wait``): fill an ordinary array.
         While loaned, the slot's generation is 0, so lossy readers of an older frame there see a
         torn slot, as they do while ``put`` copies.
         """
-        if self.wanted is not None and not self.wanted():
+        if self._loan is not None or self.wanted is not None and not self.wanted():
             return None
-        loan = self._loan
-        if loan is not None and loan[0] is self._seg and nbytes <= loan[0].slot_bytes:
-            seg, s = loan
-        else:
-            got = self._reserve(nbytes)
-            if got is None:
-                return None
-            seg, s = got
-            seg.gens[s] = 0  # being written
-            self._loan = got
-            self._loan_addr = seg.addr + _DATA + s * seg.slot_bytes
+        got = self._reserve(nbytes)
+        if got is None:
+            return None
+        seg, s = got
+        seg.gens[s] = 0  # being written
+        self._loan = got
+        self._next = (s + 1) % seg.nslots  # the frame's other fields take the slots after it
+        self._loan_addr = seg.addr + _DATA + s * seg.slot_bytes
         start = _DATA + s * seg.slot_bytes
         arr = seg.bytes[start:start + nbytes]
         if dtype is not _U8 or shape is not None:
             arr = arr.view(dtype).reshape(-1 if shape is None else shape)
         self._loan_arr = arr  # put recognises it by identity first (cheaper than its address)
         return arr
+
+    def end_frame(self) -> None:
+        """The frame is encoded: a loan it did not publish is dropped (its slot, never stamped,
+        is free again)."""
+        self._loan = self._loan_arr = None
 
     def owns(self, arr: np.ndarray) -> bool:
         """Whether ``arr``'s memory lies in one of this writer's segments (a loan): the codec
@@ -395,12 +401,11 @@ class ShmWriter:
         way (too big for the ring, nobody subscribes, or ``wait`` gave up)."""
         loan = self._loan
         if loan is not None:
-            self._loan = None
-            loaned, self._loan_arr = self._loan_arr, None
             seg, s = loan
-            if seg is self._seg and (arr is loaned or arr.nbytes <= seg.slot_bytes
+            if seg is self._seg and (arr is self._loan_arr or arr.nbytes <= seg.slot_bytes
                                      and arr.__array_interface__["data"][0] == self._loan_addr):
-                return self._commit(seg, s, topic)  # filled in place: nothing to copy
+                self._loan = self._loan_arr = None
+                return self._commit(seg, s, topic, False)  # filled in place: nothing to copy
         if self.wanted is not None and not self.wanted():
             return None
         nbytes = arr.nbytes
@@ -413,9 +418,10 @@ class ShmWriter:
         np.copyto(seg.bytes[start:start + nbytes], arr.reshape(-1).view(np.uint8))
         return self._commit(seg, s, topic)
 
-    def _commit(self, seg: _Segment, s: int, topic: bytes) -> list[Any]:
+    def _commit(self, seg: _Segment, s: int, topic: bytes, advance: bool = True) -> list[Any]:
         """Publish slot ``s`` (written, its generation 0): stamp a new generation, note the
-        readers that must release it, and return the header reference."""
+        readers that must release it, and return the header reference. ``advance``: the ring
+        order continues after ``s`` (a loan moved it on when it was made)."""
         rows = self._rows.get(topic)
         if rows is None:
             rows = self._rows[topic] = self._rows_for(seg, topic)
@@ -424,7 +430,8 @@ class ShmWriter:
         seg.gens[s] = g
         self._slot_gen[s] = g
         self._slot_rows[s] = rows
-        self._next = (s + 1) % seg.nslots
+        if advance:
+            self._next = (s + 1) % seg.nslots
         return ["shm", self.pid, seg.fd, seg.token, s, g]
 
     def _rows_for(self, seg: _Segment, topic: bytes) -> _Rows:

@@ -322,8 +322,11 @@ class Publisher:
                            publish_time=t, acquired=acquired)
         else:
             self._shm_deadline = None
-            parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind,
-                           publish_time=t, acquired=acquired, shm=self._shm)
+            try:
+                parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind,
+                               publish_time=t, acquired=acquired, shm=self._shm)
+            finally:
+                self._shm.end_frame()  # a loan lasts one frame (bus.shm.ShmWriter.loan)
         # Subscription messages are read every DRAIN_INTERVAL, not per publish: checking costs
         # about as much as sending a small message. A lossy subscriber that joined since the last
         # drain may miss up to that long of messages (a late join; not counted as a gap).
@@ -359,8 +362,9 @@ class Publisher:
         (``publish(topic, {"x": arr})``). When this publisher has a shared-memory ring and the
         array is at least its threshold, the array is a free slot of the ring, so publishing it
         copies nothing (a loaned message, as in iceoryx or ROS 2); otherwise it is a new array.
-        Valid until the next ``publish`` or ``loan``: do not write it after publishing. May
-        wait, as ``publish`` does, while lossless readers hold every slot."""
+        One loan at a time: valid until the next ``publish`` (do not write it after publishing);
+        a second ``loan`` before it returns a new ordinary array. May wait, as ``publish``
+        does, while lossless readers hold every slot."""
         dt = np.dtype(dtype)
         shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
         nbytes = math.prod(shape) * dt.itemsize
