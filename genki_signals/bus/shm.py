@@ -447,7 +447,8 @@ class ShmWriter:
     def _find_slot(self, seg: _Segment, wait: Callable[[], bool] | None) -> int | None:
         n = seg.nslots
         s = self._next
-        if self.hot is not None and self.hot():
+        hot = self.hot is not None and self.hot()
+        if hot:
             # Every reader is protected: reuse the lowest free slot, still in cache from its last
             # use, instead of cycling through the whole ring (a write to a cold slot costs about
             # twice as much: docs/benchmarks.md). Copying readers need the ring order: it gives
@@ -470,9 +471,17 @@ class ShmWriter:
         self.waits += 1
         next_wait = time.monotonic() + 0.01
         give_up = time.monotonic() + self.hold_timeout
-        # Readers release in ring order: wait until the next eighth of the ring is free, then
-        # publish that many without waiting (one wake-up per burst, not one per frame).
-        burst = [(s + k) % n for k in range(max(1, n // 8))]
+        # Readers release in publication order: wait until the eighth of the ring holding the
+        # oldest frames is free, then publish that many without waiting (one wake-up per burst,
+        # not one per frame). In ring order that is the next slots; reused hot, the slots of the
+        # lowest generations (a loaned slot aside: it is not released, it is being filled).
+        if hot:
+            loaned = self._loan[1] if self._loan is not None and self._loan[0] is seg else -1
+            oldest = sorted((c for c in range(n) if c != loaned), key=self._slot_gen.__getitem__)
+            burst = oldest[:max(1, n // 8)]
+            s = min(burst)
+        else:
+            burst = [(s + k) % n for k in range(max(1, n // 8))]
         seg.waiting[0] = 1  # readers poke the wake-up pipe when they release
         try:
             while True:
