@@ -32,7 +32,7 @@ from genki_signals.bus.shm import (
     TornRead,
     _Held,
 )
-from genki_signals.bus.sockets import Publisher, Subscriber
+from genki_signals.bus.sockets import BusError, Publisher, Subscriber
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -421,6 +421,8 @@ def test_a_loan_over_tcp_or_with_shared_memory_off_is_an_ordinary_array(tmp_path
             pub.publish("big", {"x": arr})
             x = sub.recv(5).frame["x"]
             assert np.array_equal(x, expected(3, ITEMS)) and not isinstance(x.base, _Held)
+        with pytest.raises(BusError, match="'src' is closed"):
+            pub.loan(ITEMS)
 
 
 def test_a_stale_loan_the_ring_does_not_take_goes_through_the_socket_as_a_copy():

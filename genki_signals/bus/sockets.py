@@ -365,6 +365,8 @@ class Publisher:
         One loan at a time: valid until the next ``publish`` (do not write it after publishing);
         a second ``loan`` before it returns a new ordinary array. May wait, as ``publish``
         does, while lossless readers hold every slot."""
+        if self._lossy is None:
+            raise BusError(f"publisher '{self.node_id}' is closed")
         dt = np.dtype(dtype)
         shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
         nbytes = math.prod(shape) * dt.itemsize
