@@ -22,9 +22,17 @@ import pytest
 import zmq
 from shm_peers import expected
 
+from genki_signals.bus import shm as shm_mod
 from genki_signals.bus.codec import DecodeError, decode, encode
-from genki_signals.bus.shm import HOLD_TIMEOUT, ShmError, ShmReader, ShmWriter, _Held
-from genki_signals.bus.sockets import Publisher, Subscriber
+from genki_signals.bus.shm import (
+    HOLD_TIMEOUT,
+    ShmError,
+    ShmReader,
+    ShmWriter,
+    TornRead,
+    _Held,
+)
+from genki_signals.bus.sockets import BusError, Publisher, Subscriber
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -358,3 +366,159 @@ def test_a_row_given_to_a_new_reader_does_not_hold_the_old_readers_slots():
     finally:
         reader.close()
         writer.close()
+
+
+def _registered_lossless(pub: Publisher, sub: Subscriber, endpoint: str) -> None:
+    """Connect ``sub`` to ``pub``'s lossless endpoint and wait until the ring knows it."""
+    sub.connect(endpoint, ["big"], policy="lossless")
+    assert pub.wait_for_subscribers("big", lossless=True, timeout=20)
+    deadline = time.monotonic() + 10
+    while not pub._shm.readers and time.monotonic() < deadline:
+        pub.subscribers("big", lossless=True)  # reads its registration
+        time.sleep(0.01)
+    assert len(pub._shm.readers) == 1
+
+
+def test_a_loaned_array_is_filled_in_its_slot_and_published_without_a_copy(tmp_path):
+    lossless = f"ipc://{tmp_path}/ll"
+    with Publisher(f"ipc://{tmp_path}/lossy", "src", lossless_endpoint=lossless,
+                   shm_threshold=1024, shm_ring_bytes=4 * SLOT, close_timeout=0.5) as pub, \
+            Subscriber() as sub:
+        _registered_lossless(pub, sub, lossless)
+        seg = None
+        for seq in range(10):
+            arr = pub.loan(ITEMS)  # float64 by default
+            seg = seg or pub._shm._seg  # made by the first loan
+            assert arr.shape == (ITEMS,) and arr.dtype == np.float64 and arr.flags.writeable
+            addr = arr.__array_interface__["data"][0]
+            np.multiply(np.arange(ITEMS, dtype=np.float64), 3.0, out=arr)
+            arr += seq  # expected(seq), written in place
+            pub.publish("big", {"x": arr})
+            assert pub._shm._seg is seg  # no new segment, and the slot's memory is where the
+            slot = (addr - seg.addr - shm_mod._DATA) // seg.slot_bytes  # loan was written
+            msg = sub.recv(10)
+            x = msg.frame["x"]
+            assert msg.seq == seq and isinstance(x.base, _Held) and x.base.slot == slot
+            assert np.array_equal(x, expected(seq, ITEMS))
+            del msg, x
+        # below the threshold, or another shape and dtype: an ordinary array, sent as usual
+        small = pub.loan((2, 3), np.int32)
+        assert small.shape == (2, 3) and small.dtype == np.int32
+        assert not pub._shm.owns(small)
+        small[:] = 7
+        pub.publish("big", {"x": small})
+        assert np.array_equal(sub.recv(10).frame["x"], np.full((2, 3), 7, np.int32))
+        assert sub.stats.torn == 0 and sub.stats.gaps == 0
+
+
+def test_a_loan_over_tcp_or_with_shared_memory_off_is_an_ordinary_array(tmp_path):
+    for ep, kw in (("tcp://127.0.0.1:*", {}), (f"ipc://{tmp_path}/off", {"shm_threshold": None})):
+        with Publisher(ep, "src", close_timeout=0, **kw) as pub, Subscriber() as sub:
+            sub.connect(pub.endpoint, ["big"], policy="drop_oldest")
+            assert pub.wait_for_subscribers("big", timeout=10)
+            arr = pub.loan([ITEMS])
+            arr[:] = expected(3, ITEMS)
+            pub.publish("big", {"x": arr})
+            x = sub.recv(5).frame["x"]
+            assert np.array_equal(x, expected(3, ITEMS)) and not isinstance(x.base, _Held)
+        with pytest.raises(BusError, match="'src' is closed"):
+            pub.loan(ITEMS)
+
+
+def test_a_stale_loan_the_ring_does_not_take_goes_through_the_socket_as_a_copy():
+    writer = ShmWriter(threshold=1024, ring_bytes=4 * SLOT)
+    try:
+        arr = writer.loan(SLOT).view(np.float64)
+        arr[:] = expected(5, ITEMS)
+        parts = encode("t", {"x": arr}, node_id="n", seq=0, shm=writer)  # the loan: into the ring
+        assert msgpack.unpackb(parts[1])["fields"][0][3][0] == "shm" and len(parts) == 2
+        writer.wanted = lambda: False  # nobody reads the ring now: the array goes by value ...
+        parts = encode("t", {"x": arr}, node_id="n", seq=1, shm=writer)
+        assert len(parts) == 3 and not np.shares_memory(parts[2], arr)  # ... copied out of it,
+        arr[:] = -1.0  # so that reusing the slot cannot change what was sent or retained
+        assert np.array_equal(decode(parts).frame["x"], expected(5, ITEMS))
+    finally:
+        writer.close()
+
+
+def test_a_copying_reader_of_the_frame_a_loan_overwrites_gets_a_torn_read():
+    writer = ShmWriter(threshold=1024, ring_bytes=4 * SLOT)
+    reader = ShmReader()
+    try:
+        refs = [writer.put(expected(seq, ITEMS), b"t") for seq in range(4)]  # slots 0..3
+        first = reader.resolve(refs[0], np.dtype("<f8"), SLOT, None)  # a lossy reader copies
+        assert np.array_equal(first, expected(0, ITEMS))
+        loan = writer.loan(SLOT, np.dtype("<f8"), (ITEMS,))  # the next slot: frame 0's
+        assert np.shares_memory(loan, writer._seg.bytes) and loan.shape == (ITEMS,)
+        with pytest.raises(TornRead):  # being filled: never read half-written
+            reader.resolve(refs[0], np.dtype("<f8"), SLOT, None)
+        loan[:] = expected(4, ITEMS)
+        ref = writer.put(loan, b"t")
+        assert ref[4] == refs[0][4] and ref[5] > refs[3][5]  # frame 0's slot, a new generation
+        assert np.array_equal(reader.resolve(ref, np.dtype("<f8"), SLOT, None), expected(4, ITEMS))
+        with pytest.raises(TornRead):
+            reader.resolve(refs[0], np.dtype("<f8"), SLOT, None)
+        assert np.array_equal(first, expected(0, ITEMS))  # a copy: untouched
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_a_loan_keeps_its_slot_while_other_fields_of_the_frame_are_copied_in():
+    writer = ShmWriter(threshold=1024, ring_bytes=4 * SLOT)
+    reader = ShmReader()
+    try:
+        for seq in range(0, 12, 3):  # round the ring: the loan is always the next free slot
+            loan = writer.loan(SLOT, np.dtype("<f8"), (ITEMS,))
+            loan[:] = expected(seq, ITEMS)
+            assert writer.loan(SLOT) is None  # one loan at a time: a second is not the same slot
+            frame = {"b": expected(seq + 1, ITEMS), "a": loan, "c": expected(seq + 2, ITEMS)}
+            parts = encode("t", frame, node_id="n", seq=seq, shm=writer)
+            writer.end_frame()
+            refs = {f[0]: f[3] for f in msgpack.unpackb(parts[1])["fields"]}
+            assert len({r[4] for r in refs.values()}) == 3  # three slots, the loan's untouched
+            got = decode(parts, shm=reader.resolver(None)).frame
+            for k, v in (("a", seq), ("b", seq + 1), ("c", seq + 2)):
+                assert np.array_equal(got[k], expected(v, ITEMS)), k
+        # a loan never published is dropped with the frame after it: its slot serves again
+        writer.loan(SLOT)
+        writer.end_frame()
+        assert writer.loan(SLOT) is not None
+    finally:
+        reader.close()
+        writer.close()
+
+
+def test_slots_are_reused_hot_only_while_no_reader_copies_out_of_the_ring(tmp_path):
+    lossy, lossless = f"ipc://{tmp_path}/lossy", f"ipc://{tmp_path}/ll"
+    with Publisher(lossy, "src", lossless_endpoint=lossless, shm_threshold=1024,
+                   shm_ring_bytes=8 * SLOT, close_timeout=0.5) as pub, \
+            Subscriber() as sub, Subscriber() as watcher:
+        _registered_lossless(pub, sub, lossless)
+
+        def slots(first: int, n: int) -> list[int]:
+            out = []
+            for seq in range(first, first + n):
+                pub.publish("big", {"x": expected(seq, ITEMS)})
+                msg = sub.recv(10)
+                x = msg.frame["x"]
+                assert msg.seq == seq and np.array_equal(x, expected(seq, ITEMS))
+                out.append(x.base.slot)
+                del msg, x  # released before the next publish
+            return out
+
+        assert slots(0, 12) == [0] * 12  # the only reader released it: slot 0 again, hot
+        watcher.connect(lossy, ["big"], policy="drop_oldest", maxlen=100)  # a copying reader
+        assert pub.wait_for_subscribers("big", count=1, timeout=10)
+        deadline = time.monotonic() + 10
+        while not pub._lossy_live and time.monotonic() < deadline:
+            pub.publish("other", {"x": np.zeros(1)})  # drains subscriptions every 10 ms
+            time.sleep(0.02)
+        got = slots(12, 16)
+        assert sorted(set(got)) == list(range(8)), got  # ring order: every slot in turn
+        seen = []
+        while (m := watcher.recv(0.5)) is not None:
+            if m.topic == "big":
+                seen.append(m.seq)
+                assert np.array_equal(m.frame["x"], expected(m.seq, ITEMS))
+        assert seen and watcher.stats.torn <= 16 - len(seen)

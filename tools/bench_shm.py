@@ -8,7 +8,10 @@ reports frames/s from the first to the last measured frame. Implementations, run
 
 * ``genki``: ``Publisher`` / ``Subscriber`` over ``ipc://``, lossless edge, the array through the
   publisher's shared-memory ring (``bus.shm``), zero-copy at the reader.
-* ``genki-copy``: the same, the reader copying each array out of the ring (copy-on-receive).
+* ``genki-loan``: the same, the source writing each frame straight into a free slot of the ring
+  (``Publisher.loan``, a loaned message): publishing it copies nothing.
+* ``genki-copy``: the same as ``genki``, the reader copying each array out of the ring
+  (copy-on-receive).
 * ``genki-noshm``: the same bus with shared memory off (``shm_threshold=None``): the array as a
   zero-copy ZeroMQ part, as before this transport existed.
 * ``raw``: hand-written pyzmq PUSH/PULL over ``ipc://``, msgpack header + the array as a
@@ -18,8 +21,16 @@ reports frames/s from the first to the last measured frame. Implementations, run
   (its shared-memory transport, ``force_tcp=False``, 32 buffers), needs ``pip install ezmsg``
   (the ``bench`` extra); skipped with a note if it is missing.
 
-The source sends from a pool of 64 arrays that it never modifies (array ``k`` is filled with
-``k``), so no transport is charged for allocating or filling frames.
+How the source makes frame ``i`` (``--make``; frame ``i`` holds ``i % 64`` in every item):
+
+* ``pool`` (default): it sends array ``i % 64`` of a pool of 64 arrays made before the run and
+  never modified, so no transport is charged for making frames (``genki-loan`` copies the pool
+  array into its loan: the same work as ``genki``).
+* ``fill``: it fills an array with the value, as a real source writes its samples, each
+  implementation at its best: ``genki-loan`` fills the loaned slot; ``genki``, ``genki-copy``
+  and ``ezmsg``, which copy the array into their shared memory before ``publish`` /
+  ``broadcast`` returns, refill one scratch array; ``genki-noshm`` and ``raw``, whose sockets
+  keep a reference to the array, fill a new one.
 
     python tools/bench_shm.py                 # 1 MiB, 5 rounds
     python tools/bench_shm.py --size 65536 --frames 20000
@@ -39,11 +50,36 @@ import time
 import numpy as np
 
 POOL = 64
-IMPLS = ("genki", "genki-copy", "genki-noshm", "raw", "ezmsg")
+IMPLS = ("genki", "genki-loan", "genki-copy", "genki-noshm", "raw", "ezmsg")
+MAKES = ("pool", "fill")
 
 
 def _pool(size: int) -> list[np.ndarray]:
     return [np.full(size // 8, float(k)) for k in range(POOL)]
+
+
+def _maker(make: str, size: int, reuse: bool, loan=None):
+    """``frame(i)``: the source's array for frame ``i`` (see ``--make``). ``reuse``: the
+    transport copies the array before the send returns, so one scratch array is refilled;
+    ``loan(items)``: a writable array from the transport (``Publisher.loan``)."""
+    items = size // 8
+    if make == "pool":
+        pool = _pool(size)
+        if loan is None:
+            return lambda i: pool[i % POOL]
+
+        def from_pool(i: int) -> np.ndarray:
+            arr = loan(items)
+            np.copyto(arr, pool[i % POOL])
+            return arr
+        return from_pool
+    scratch = np.empty(items)
+
+    def fill(i: int) -> np.ndarray:
+        arr = loan(items) if loan is not None else scratch if reuse else np.empty(items)
+        arr.fill(float(i % POOL))
+        return arr
+    return fill
 
 
 class _Checker:
@@ -91,19 +127,21 @@ class _SourceCpu:
 # ---------------------------------------------------------------------------- genki
 
 
-def _genki_source(run_dir: str, size: int, n: int, started, out, shm: bool, ring: int | None) -> None:
+def _genki_source(run_dir: str, size: int, n: int, started, out, impl: str, make: str,
+                  ring: int | None) -> None:
     from genki_signals.bus.sockets import Publisher
 
-    pool = _pool(size)
+    shm = impl != "genki-noshm"
     pub = Publisher(f"ipc://{run_dir}/lossy", "src", lossless_endpoint=f"ipc://{run_dir}/ll",
                     shm_threshold=1 if shm else None, close_timeout=10,
                     **({} if ring is None else {"shm_ring_bytes": ring}))
+    frame = _maker(make, size, shm, pub.loan if impl == "genki-loan" else None)
     pub.wait_for_subscribers("x", lossless=True, timeout=30)
     while not started.wait(0.02):
-        pub.publish("x", {"s": np.int64(-1), "x": pool[0]})
+        pub.publish("x", {"s": np.int64(-1), "x": frame(0)})
     cpu = _SourceCpu(out)
     for i in range(n):
-        pub.publish("x", {"s": np.int64(i), "x": pool[i % POOL]})
+        pub.publish("x", {"s": np.int64(i), "x": frame(i)})
     cpu.done(n)
     pub.publish_eos("x")
     pub.close()
@@ -121,7 +159,8 @@ def _genki_sink(run_dir: str, n: int, started, out, zero_copy: bool) -> None:
             break
         if msg.kind == "eos":
             break
-        started.set()
+        if check.next == 0:  # until the measured frames start (Event.set costs a lock)
+            started.set()
         if check.see(msg.frame["x"], int(msg.frame["s"])):
             break
         del msg
@@ -136,16 +175,16 @@ def _genki_sink(run_dir: str, n: int, started, out, zero_copy: bool) -> None:
 # ---------------------------------------------------------------------------- raw pyzmq
 
 
-def _raw_source(run_dir: str, size: int, n: int, started, out, _shm: bool) -> None:
+def _raw_source(run_dir: str, size: int, n: int, started, out, make: str) -> None:
     import msgpack
     import zmq
 
-    pool = _pool(size)
+    frame = _maker(make, size, False)
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     push.setsockopt(zmq.LINGER, 5000)
     push.bind(f"ipc://{run_dir}/raw")
-    shape = list(pool[0].shape)
+    shape = [size // 8]
 
     def send(seq: int, arr: np.ndarray) -> None:
         head = msgpack.packb({"seq": seq, "dtype": arr.dtype.str, "shape": shape})
@@ -154,10 +193,10 @@ def _raw_source(run_dir: str, size: int, n: int, started, out, _shm: bool) -> No
         push.send(arr, copy=False)
 
     while not started.wait(0.02):
-        send(-1, pool[0])
+        send(-1, frame(0))
     cpu = _SourceCpu(out)
     for i in range(n):
-        send(i, pool[i % POOL])
+        send(i, frame(i))
     cpu.done(n)
     push.close()
     ctx.term()
@@ -176,7 +215,8 @@ def _raw_sink(run_dir: str, n: int, started, out, _zero_copy: bool) -> None:
         _, head, data = pull.recv_multipart(copy=False)
         h = msgpack.unpackb(head.buffer)
         arr = np.frombuffer(data.buffer, dtype=h["dtype"]).reshape(h["shape"])
-        started.set()
+        if check.next == 0:  # until the measured frames start (Event.set costs a lock)
+            started.set()
         if check.see(arr, h["seq"]):
             break
     pull.close()
@@ -187,21 +227,21 @@ def _raw_sink(run_dir: str, n: int, started, out, _zero_copy: bool) -> None:
 # ---------------------------------------------------------------------------- ezmsg
 
 
-def _ez_source(addr, size: int, n: int, started, out, _shm: bool) -> None:
+def _ez_source(addr, size: int, n: int, started, out, make: str) -> None:
     import ezmsg.core as ez
 
-    pool = _pool(size)
+    frame = _maker(make, size, True)  # broadcast copies into ezmsg's shared memory
 
     async def main() -> None:
         async with ez.GraphContext(addr, auto_start=False) as ctx:
             pub = await ctx.publisher("BENCH/X", host=addr[0], num_buffers=32,
                                       buf_size=2 * size + 4096, force_tcp=False)
             while not started.is_set():
-                await pub.broadcast((-1, pool[0]))
+                await pub.broadcast((-1, frame(0)))
                 await asyncio.sleep(0.02)
             cpu = _SourceCpu(out)
             for i in range(n):
-                await pub.broadcast((i, pool[i % POOL]))
+                await pub.broadcast((i, frame(i)))
             cpu.done(n)
             await asyncio.sleep(1.0)  # let the last messages be read before the channel closes
 
@@ -218,7 +258,8 @@ def _ez_sink(addr, n: int, started, out, _zero_copy: bool) -> None:
             done = False
             while not done:
                 async with sub.recv_zero_copy() as msg:
-                    started.set()
+                    if check.next == 0:  # until the measured frames start (Event.set costs a lock)
+                        started.set()
                     done = check.see(msg[1], msg[0])
                 del msg  # a view of ezmsg's buffer must not outlive the context
             out.put(check.result())
@@ -232,21 +273,22 @@ def _ez_sink(addr, n: int, started, out, _zero_copy: bool) -> None:
 # ---------------------------------------------------------------------------- driver
 
 
-def run_case(mpctx, impl: str, size: int, n: int, ez_addr, ring: int | None = None) -> dict:
+def run_case(mpctx, impl: str, size: int, n: int, ez_addr, ring: int | None = None,
+             make: str = "pool") -> dict:
     started = mpctx.Event()
     out = mpctx.Queue()
     with tempfile.TemporaryDirectory(prefix="bench-shm-") as run_dir:
         if impl.startswith("genki"):
             src, sink = _genki_source, _genki_sink
-            src_args = (run_dir, size, n, started, out, impl != "genki-noshm", ring)
+            src_args = (run_dir, size, n, started, out, impl, make, ring)
             sink_args = (run_dir, n, started, out, impl != "genki-copy")
         elif impl == "raw":
             src, sink = _raw_source, _raw_sink
-            src_args, sink_args = (run_dir, size, n, started, out, True), \
+            src_args, sink_args = (run_dir, size, n, started, out, make), \
                 (run_dir, n, started, out, True)
         else:
             src, sink = _ez_source, _ez_sink
-            src_args, sink_args = (ez_addr, size, n, started, out, True), \
+            src_args, sink_args = (ez_addr, size, n, started, out, make), \
                 (ez_addr, n, started, out, True)
         p_sink = mpctx.Process(target=sink, args=sink_args, daemon=True)
         p_sink.start()
@@ -273,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--frames", type=int, default=3000, help="measured frames per run")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds (median)")
     parser.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
+    parser.add_argument("--make", default="pool", choices=MAKES,
+                        help="how the source makes each frame (see the module docstring)")
     parser.add_argument("--ring", type=int, default=None,
                         help="genki's shm_ring_bytes (default: bus.shm.DEFAULT_RING_BYTES)")
     args = parser.parse_args(argv)
@@ -291,14 +335,15 @@ def main(argv: list[str] | None = None) -> int:
             ez_addr = tuple(ez_server.address)
     mpctx = mp.get_context("spawn")
     print(f"load average at start: {os.getloadavg()}; {args.size} B frames, {args.frames} "
-          f"frames per run, {args.repeats} rounds")
+          f"frames per run, {args.repeats} rounds, frames made by --make {args.make}")
     fps: dict[str, list[float]] = {i: [] for i in impls}
     cpu: dict[str, list[float]] = {i: [] for i in impls}
     try:
         for r in range(args.repeats):
             order = impls[r % len(impls):] + impls[:r % len(impls)]
             for impl in order:
-                res = run_case(mpctx, impl, args.size, args.frames, ez_addr, args.ring)
+                res = run_case(mpctx, impl, args.size, args.frames, ez_addr, args.ring,
+                               args.make)
                 if res["bad"] or res["got"] != args.frames:
                     raise SystemExit(f"{impl}: {res['bad']} bad frames, {res['got']} of "
                                      f"{args.frames} received: {res}")
@@ -322,20 +367,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {i} | {med[i]:,.0f} | {med[i] * args.size / 1e9:.2f} | {mcpu[i] * 1e6:,.0f} "
               f"| {runs} |")
     print()
-    for base in ("ezmsg", "raw", "genki-noshm"):
-        if base in med and "genki" in med:
-            per_round = [a / b for a, b in zip(fps["genki"], fps[base])]
-            print(f"genki / {base}: {med['genki'] / med[base]:.2f}x (ratio of medians); "
-                  f"per round {', '.join(f'{x:.2f}' for x in per_round)} "
-                  f"(median {statistics.median(per_round):.2f})")
+    for ours in ("genki", "genki-loan"):
+        for base in ("ezmsg", "raw", "genki-noshm"):
+            if base in med and ours in med:
+                per_round = [a / b for a, b in zip(fps[ours], fps[base])]
+                print(f"{ours} / {base}: {med[ours] / med[base]:.2f}x (ratio of medians); "
+                      f"per round {', '.join(f'{x:.2f}' for x in per_round)} "
+                      f"(median {statistics.median(per_round):.2f})")
     if "genki-copy" in med and "ezmsg" in med:
         print(f"genki-copy / ezmsg: {med['genki-copy'] / med['ezmsg']:.2f}x")
-    for base in ("ezmsg", "raw", "genki-noshm"):
-        if base in mcpu and "genki" in mcpu:
-            per_round = [b / a for a, b in zip(cpu["genki"], cpu[base])]
-            print(f"CPU per frame, {base} / genki (higher: genki cheaper): "
-                  f"{mcpu[base] / mcpu['genki']:.2f}x; per round "
-                  f"{', '.join(f'{x:.2f}' for x in per_round)}")
+    for ours in ("genki", "genki-loan"):
+        for base in ("ezmsg", "raw", "genki-noshm"):
+            if base in mcpu and ours in mcpu:
+                per_round = [b / a for a, b in zip(cpu[ours], cpu[base])]
+                print(f"CPU per frame, {base} / {ours} (higher: {ours} cheaper): "
+                      f"{mcpu[base] / mcpu[ours]:.2f}x; per round "
+                      f"{', '.join(f'{x:.2f}' for x in per_round)}")
     return 0
 
 

@@ -222,6 +222,8 @@ def encode(
                 (ref := shm.put(arr, topic.encode("utf-8"))) is not None:
             where: int | list = ref
         else:
+            if shm is not None and shm.owns(arr):  # a loan the ring did not take: its slot
+                arr = arr.copy()  # will be reused, so the socket gets a copy
             where = len(buffers)
             buffers.append(arr.reshape(-1).view(np.uint8))
         fields.append((name, dtype_str, arr.shape, where))

@@ -83,6 +83,9 @@ _ROWS = 1024
 _ROW_BYTES = 16 + 8 + 8 * MAX_SLOTS
 _DATA = -(-(_ROWS + MAX_READERS * _ROW_BYTES) // 4096) * 4096
 _PAGE = 4096
+_U8 = np.dtype(np.uint8)
+_RELEASED = (_ROWS + 24) // 8  # u64 index of row 0's first released cell
+_ROW_WORDS = _ROW_BYTES // 8
 _MAX_SEGMENTS = 16  # segments a reader keeps mapped (per Subscriber)
 
 
@@ -117,6 +120,7 @@ class _Segment:
         self.join = [np.ndarray((1,), "<u8", buffer=mm, offset=_ROWS + r * _ROW_BYTES + 16)
                      for r in range(MAX_READERS)]
         self.waiting = np.ndarray((1,), "<u8", buffer=mm, offset=56)
+        self.u64 = memoryview(mm).cast("Q")  # Python ints, faster than numpy scalars per item
         self.wake = -1  # reader side: our write end of the publisher's wake-up pipe
 
     def poke(self) -> None:
@@ -185,6 +189,9 @@ class _Segment:
     def close(self) -> None:
         """Drop this process's mapping (arrays still using it keep it alive until collected)."""
         self.gens = self.released = self.join = self.bytes = None  # type: ignore[assignment]
+        if self.u64 is not None:
+            self.u64.release()
+            self.u64 = None  # type: ignore[assignment]
         self.waiting = None  # type: ignore[assignment]
         if self.wake >= 0:
             os.close(self.wake)
@@ -219,11 +226,14 @@ class ShmWriter:
     a lossless reader; it may update the reader set (``add_reader`` / ``remove_reader``, from the
     XPUB subscription messages), raise (a stall timeout), or return True to give up, in which case
     ``put`` returns None and the caller sends the array the ordinary way. ``wanted`` False: no
-    one subscribes, ``put`` returns None without touching the ring.
+    one subscribes, ``put`` returns None without touching the ring. ``hot`` True: every reader
+    is a registered lossless reader (none copies out of the ring), so the lowest free slot is
+    reused rather than the next in ring order.
     """
 
     wait: Callable[[], bool] | None = None
     wanted: Callable[[], bool] | None = None
+    hot: Callable[[], bool] | None = None
 
     def __init__(self, threshold: int = DEFAULT_THRESHOLD,
                  ring_bytes: int = DEFAULT_RING_BYTES, hold_timeout: float = HOLD_TIMEOUT
@@ -247,9 +257,14 @@ class ShmWriter:
         self.hold_timeout = hold_timeout
         self._hoarded = False  # the last wait ran out: do not wait again until a slot frees
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._loan: tuple[_Segment, int] | None = None  # the slot handed out by ``loan``
+        self._loan_addr = 0
+        self._loan_arr: np.ndarray | None = None
+        self._rows: dict[bytes, _Rows] = {}  # per topic: the rows that must release its slots
 
     # readers ------------------------------------------------------------------
     def add_reader(self, rid: bytes, topics: list[bytes]) -> None:
+        self._rows.clear()
         if rid in self.readers:
             self.remove_reader(rid)
         self.readers[rid] = _Reader(rid, topics)
@@ -259,6 +274,7 @@ class ShmWriter:
     def remove_reader(self, rid: bytes) -> None:
         if self.readers.pop(rid, None) is None:
             return
+        self._rows.clear()
         for seg in [self._seg] + [r[0] for r in self._retired]:
             if seg is not None and rid in seg.row_ids:
                 r = seg.row_ids.index(rid)
@@ -288,19 +304,25 @@ class ShmWriter:
         self._slot_gen = [0] * nslots
         self._slot_rows = [()] * nslots
         self._next = 0
+        self._rows.clear()
+        self._loan = self._loan_arr = None
         for rid in self.readers:
             self._assign_row(seg, rid)
         return seg
 
     def _free(self, seg: _Segment, slot_gen: list[int], slot_rows: list[_Rows],
               s: int) -> bool:
+        loan = self._loan
+        if loan is not None and loan[1] == s and loan[0] is seg:
+            return False  # loaned: being filled
         g = slot_gen[s]
         rows = slot_rows[s]
         if not rows:
             return True
         # a row whose reader left (or was replaced by another reader) no longer holds the slot
+        u64, ids = seg.u64, seg.row_ids
         left = tuple((r, rid) for r, rid in rows
-                     if seg.row_ids[r] == rid and seg.released[r][s] != g)
+                     if ids[r] == rid and u64[_RELEASED + r * _ROW_WORDS + s] != g)
         slot_rows[s] = left
         return not left
 
@@ -313,12 +335,9 @@ class ShmWriter:
                 keep.append((seg, gens, rows))
         self._retired = keep
 
-    def put(self, arr: np.ndarray, topic: bytes) -> list[Any] | None:
-        """Copy the C-contiguous ``arr`` into a free slot; return the header reference, or None
-        when the array should go the ordinary way (too big for the ring, or ``wait`` gave up)."""
-        if self.wanted is not None and not self.wanted():
-            return None
-        nbytes = arr.nbytes
+    def _reserve(self, nbytes: int) -> tuple[_Segment, int] | None:
+        """A segment with slots of at least ``nbytes`` and a free slot in it, or None (the
+        array goes the ordinary way: too big for the ring, or ``wait`` gave up)."""
         seg = self._seg
         if seg is None or nbytes > seg.slot_bytes:
             if self._retired:
@@ -331,16 +350,88 @@ class ShmWriter:
         s = self._find_slot(seg, self.wait)
         if s is None:
             return None
-        rows = self._rows_for(seg, topic)
-        g = self._gen
-        self._gen = g + 1
+        return seg, s
+
+    def loan(self, nbytes: int, dtype: np.dtype = _U8, shape: Any = None) -> np.ndarray | None:
+        """A writable array of ``nbytes`` (1-d uint8, or ``dtype`` and ``shape``) in a free slot
+        of the ring, for the producer to fill in place; ``put`` of an array over exactly this
+        memory then copies nothing.
+
+        One loan at a time, until its ``put`` or ``end_frame`` (the publisher calls it after
+        encoding each frame): no other ``put`` takes its slot meanwhile, and a second ``loan``
+        returns None. None also when the ring cannot take ``nbytes`` now (too big, nobody
+        subscribes, or lossless readers hold every slot past ``wait``): fill an ordinary array.
+        While loaned, the slot's generation is 0, so lossy readers of an older frame there see a
+        torn slot, as they do while ``put`` copies.
+        """
+        if self._loan is not None or self.wanted is not None and not self.wanted():
+            return None
+        got = self._reserve(nbytes)
+        if got is None:
+            return None
+        seg, s = got
+        seg.gens[s] = 0  # being written
+        self._loan = got
+        self._next = (s + 1) % seg.nslots  # the frame's other fields take the slots after it
+        self._loan_addr = seg.addr + _DATA + s * seg.slot_bytes
+        start = _DATA + s * seg.slot_bytes
+        arr = seg.bytes[start:start + nbytes]
+        if dtype is not _U8 or shape is not None:
+            arr = arr.view(dtype).reshape(-1 if shape is None else shape)
+        self._loan_arr = arr  # put recognises it by identity first (cheaper than its address)
+        return arr
+
+    def end_frame(self) -> None:
+        """The frame is encoded: a loan it did not publish is dropped (its slot, never stamped,
+        is free again)."""
+        self._loan = self._loan_arr = None
+
+    def owns(self, arr: np.ndarray) -> bool:
+        """Whether ``arr``'s memory lies in one of this writer's segments (a loan): the codec
+        must then copy it before sending it through a socket, since the slot will be reused."""
+        addr = arr.__array_interface__["data"][0]
+        for seg in [self._seg] + [r[0] for r in self._retired]:
+            if seg is not None and seg.addr <= addr < seg.addr + len(seg.mm):
+                return True
+        return False
+
+    def put(self, arr: np.ndarray, topic: bytes) -> list[Any] | None:
+        """Put the C-contiguous ``arr`` into a free slot (a copy, unless ``arr`` is the current
+        ``loan``); return the header reference, or None when the array should go the ordinary
+        way (too big for the ring, nobody subscribes, or ``wait`` gave up)."""
+        loan = self._loan
+        if loan is not None:
+            seg, s = loan
+            if seg is self._seg and (arr is self._loan_arr or arr.nbytes <= seg.slot_bytes
+                                     and arr.__array_interface__["data"][0] == self._loan_addr):
+                self._loan = self._loan_arr = None
+                return self._commit(seg, s, topic, False)  # filled in place: nothing to copy
+        if self.wanted is not None and not self.wanted():
+            return None
+        nbytes = arr.nbytes
+        got = self._reserve(nbytes)
+        if got is None:
+            return None
+        seg, s = got
         seg.gens[s] = 0  # being written: readers that check now see a torn slot
         start = _DATA + s * seg.slot_bytes
         np.copyto(seg.bytes[start:start + nbytes], arr.reshape(-1).view(np.uint8))
+        return self._commit(seg, s, topic)
+
+    def _commit(self, seg: _Segment, s: int, topic: bytes, advance: bool = True) -> list[Any]:
+        """Publish slot ``s`` (written, its generation 0): stamp a new generation, note the
+        readers that must release it, and return the header reference. ``advance``: the ring
+        order continues after ``s`` (a loan moved it on when it was made)."""
+        rows = self._rows.get(topic)
+        if rows is None:
+            rows = self._rows[topic] = self._rows_for(seg, topic)
+        g = self._gen
+        self._gen = g + 1
         seg.gens[s] = g
         self._slot_gen[s] = g
         self._slot_rows[s] = rows
-        self._next = (s + 1) % seg.nslots
+        if advance:
+            self._next = (s + 1) % seg.nslots
         return ["shm", self.pid, seg.fd, seg.token, s, g]
 
     def _rows_for(self, seg: _Segment, topic: bytes) -> _Rows:
@@ -356,7 +447,17 @@ class ShmWriter:
     def _find_slot(self, seg: _Segment, wait: Callable[[], bool] | None) -> int | None:
         n = seg.nslots
         s = self._next
-        if self._free(seg, self._slot_gen, self._slot_rows, s):
+        hot = self.hot is not None and self.hot()
+        if hot:
+            # Every reader is protected: reuse the lowest free slot, still in cache from its last
+            # use, instead of cycling through the whole ring (a write to a cold slot costs about
+            # twice as much: docs/benchmarks.md). Copying readers need the ring order: it gives
+            # them the whole ring's time to copy before a slot is reused.
+            for c in range(n):
+                if self._free(seg, self._slot_gen, self._slot_rows, c):
+                    self._hoarded = False
+                    return c
+        elif self._free(seg, self._slot_gen, self._slot_rows, s):
             self._hoarded = False
             return s
         if self._hoarded:  # readers keep every slot: no waiting, the socket takes the array
@@ -370,9 +471,17 @@ class ShmWriter:
         self.waits += 1
         next_wait = time.monotonic() + 0.01
         give_up = time.monotonic() + self.hold_timeout
-        # Readers release in ring order: wait until the next eighth of the ring is free, then
-        # publish that many without waiting (one wake-up per burst, not one per frame).
-        burst = [(s + k) % n for k in range(max(1, n // 8))]
+        # Readers release in publication order: wait until the eighth of the ring holding the
+        # oldest frames is free, then publish that many without waiting (one wake-up per burst,
+        # not one per frame). In ring order that is the next slots; reused hot, the slots of the
+        # lowest generations (a loaned slot aside: it is not released, it is being filled).
+        if hot:
+            loaned = self._loan[1] if self._loan is not None and self._loan[0] is seg else -1
+            oldest = sorted((c for c in range(n) if c != loaned), key=self._slot_gen.__getitem__)
+            burst = oldest[:max(1, n // 8)]
+            s = min(burst)
+        else:
+            burst = [(s + k) % n for k in range(max(1, n // 8))]
         seg.waiting[0] = 1  # readers poke the wake-up pipe when they release
         try:
             while True:
@@ -432,13 +541,13 @@ class _Held:
 
     def __del__(self) -> None:
         seg = self.seg
-        released = seg.released
-        if released is None:  # the reader closed: nothing to tell
+        u64 = seg.u64
+        if u64 is None:  # the reader closed: nothing to tell
             return
         r = self.row
         start = _ROWS + r * _ROW_BYTES
         if seg.mm[start:start + 16] == self.rid:  # still our row
-            released[r][self.slot] = self.gen
+            u64[_RELEASED + r * _ROW_WORDS + self.slot] = self.gen
             seg.poke()
 
 

@@ -53,11 +53,13 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from genki_signals.bus.codec import (
-    DEFAULT_MAX_BYTES, MAX_GAP, DecodeError, Message, decode_careful, decode_fast, encode,
+    DEFAULT_MAX_BYTES, INLINE_MAX_BYTES, MAX_GAP, DecodeError, Message, decode_careful,
+    decode_fast, encode,
 )
 from genki_signals.bus.endpoints import check_bind_endpoint
 from genki_signals.bus.gate import PLAIN_USERNAME, ReaderGate
@@ -204,6 +206,7 @@ class Publisher:
             self._shm = ShmWriter(shm_threshold, shm_ring_bytes)
             self._shm.wait = self._shm_wait
             self._shm.wanted = self._shm_wanted
+            self._shm.hot = self._shm_hot
         self._shm_deadline: float | None = None
         try:
             self._lossy = self._bind(endpoint, sndhwm, nodrop=False)
@@ -319,8 +322,11 @@ class Publisher:
                            publish_time=t, acquired=acquired)
         else:
             self._shm_deadline = None
-            parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind,
-                           publish_time=t, acquired=acquired, shm=self._shm)
+            try:
+                parts = encode(topic, frame, node_id=self.node_id, seq=seq, kind=kind,
+                               publish_time=t, acquired=acquired, shm=self._shm)
+            finally:
+                self._shm.end_frame()  # a loan lasts one frame (bus.shm.ShmWriter.loan)
         # Subscription messages are read every DRAIN_INTERVAL, not per publish: checking costs
         # about as much as sending a small message. A lossy subscriber that joined since the last
         # drain may miss up to that long of messages (a late join; not counted as a gap).
@@ -350,6 +356,26 @@ class Publisher:
             if drain:
                 server.service()
         return seq
+
+    def loan(self, shape: int | Iterable[int], dtype: Any = np.float64) -> np.ndarray:
+        """A writable C-contiguous array to fill and then publish as a frame field
+        (``publish(topic, {"x": arr})``). When this publisher has a shared-memory ring and the
+        array is at least its threshold, the array is a free slot of the ring, so publishing it
+        copies nothing (a loaned message, as in iceoryx or ROS 2); otherwise it is a new array.
+        One loan at a time: valid until the next ``publish`` (do not write it after publishing);
+        a second ``loan`` before it returns a new ordinary array. May wait, as ``publish``
+        does, while lossless readers hold every slot."""
+        if self._lossy is None:
+            raise BusError(f"publisher '{self.node_id}' is closed")
+        dt = np.dtype(dtype)
+        shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        nbytes = math.prod(shape) * dt.itemsize
+        if self._shm is not None and nbytes >= self._shm.threshold and nbytes > INLINE_MAX_BYTES:
+            self._shm_deadline = None
+            arr = self._shm.loan(nbytes, dt, shape)
+            if arr is not None:
+                return arr
+        return np.empty(shape, dt)
 
     def publish_eos(self, topic: str) -> int:
         """Send an end-of-stream message on ``topic``; return its sequence number."""
@@ -391,6 +417,15 @@ class Publisher:
     def _shm_wanted(self) -> bool:
         """Whether anyone may read a shared-memory array (else ``encode`` skips the ring)."""
         return self._lossless is not None or self._lossy_live
+
+    def _shm_hot(self) -> bool:
+        """Whether every reader of the ring is protected (``ShmWriter.hot``): no lossy
+        subscriber, and every connected lossless reader (at least one) registered in the ring.
+        With no reader at all, ring order keeps the most retained frames readable for a reader
+        that reconnects (its resends are read from the slots, like a lossy reader's frames)."""
+        server = self._server
+        n = len(self._shm.readers)
+        return n > 0 and not self._lossy_live and len(server._live) == n
 
     def _shm_wait(self) -> bool:
         """While lossless readers hold every slot: keep serving the lossless socket (a reader
