@@ -64,14 +64,16 @@ def test_mutation_loop_keeps_the_node_computing_with_bounded_memory(node):
 
     # Bounded, not merely small: the first round may grow the heap up to what the node's
     # queues held while it was behind (receive queue and merge buffer are bounded in bytes,
-    # and freed heap is not always returned to the system); a second round as long must not
-    # grow it further, which a per-message leak (even 1 KB a message: +20 MB) would.
-    after_first = mutation_round()
-    after_second = mutation_round()
+    # and freed heap is not always returned to the system). A later round that fell further
+    # behind (a loaded machine) may raise that high-water mark once more, by megabytes; a
+    # per-message leak raises it every round (even 400 B a message: +8 MB a round), so of the
+    # two growths from round to round the smaller must stay under 8 MB.
+    rounds = [mutation_round() for _ in range(3)]
     stats = node.heartbeat_stats()  # the node has caught up: computes() saw the last frame
     assert stats["frame_errors"] + stats["decode_errors"] > 10_000, stats
     assert stats["gaps"] < 2**40  # forged sequence numbers count as resets, not as 1e19 gaps
     assert stats["resets"] > 0
-    assert after_first <= idle + 2 * DEFAULT_QUEUE_BYTES, (after_first, idle)
-    assert after_second <= after_first + 8 * 2**20, (after_second, after_first, idle)
+    assert rounds[0] <= idle + 2 * DEFAULT_QUEUE_BYTES, (rounds, idle)
+    growth = [b - a for a, b in zip(rounds, rounds[1:])]
+    assert min(growth) <= 8 * 2**20, (rounds, idle)
     assert node.stop() == 0
