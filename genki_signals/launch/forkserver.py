@@ -436,13 +436,6 @@ def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRE
 
     faulthandler.disable()  # a forked launcher's may point at a descriptor closed since
     _preload(preload)
-    if "genki_signals.launch.spec" in preload:
-        try:  # every kind module (the check lists them all), as the spec check imports them
-            from genki_signals.nodes.kinds import node_kinds
-
-            node_kinds()
-        except Exception as exc:  # noqa: BLE001 - the preload request imports what is missing
-            print(f"genki fork server: cannot preload the node kinds: {exc}", file=sys.stderr)
     import gc
 
     gc.collect()
