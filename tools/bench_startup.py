@@ -24,7 +24,7 @@ per-round ratios variant / fork.
   process only) and RSS (shared pages counted in every process).
 
     python tools/bench_startup.py [--runs 5] [--idle --idle-runs 5 --seconds 30]
-                                  [--against /work/main]
+                                  [--against /work/main] [--no-spawn]
 """
 
 from __future__ import annotations
@@ -298,6 +298,8 @@ def main() -> int:
     ap.add_argument("--against", type=Path, metavar="CHECKOUT",
                     help="also run another checkout's genki_signals (e.g. /work/main) with the "
                          "fork server: the before of a change, measured in the same run")
+    ap.add_argument("--no-spawn", action="store_true",
+                    help="leave out the spawn variant (GENKI_NODE_START=spawn)")
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="compile every module at every start (PYTHONDONTWRITEBYTECODE as set)")
     args = ap.parse_args()
@@ -313,7 +315,8 @@ def main() -> int:
                                stdout=subprocess.DEVNULL)
         print("bytecode: " + ("compiled at every start" if args.no_bytecode_cache
                               else "compiled once before the runs (as an installed package)"))
-        variants = [Variant("fork", "fork"), Variant("spawn", "spawn")]
+        variants = [Variant("fork", "fork")] + ([] if args.no_spawn
+                                                 else [Variant("spawn", "spawn")])
         if args.against:
             variants.append(Variant(f"fork@{args.against.name}", "fork", args.against))
         if args.runs:
