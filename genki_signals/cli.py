@@ -127,7 +127,27 @@ def _early_fork_server(argv: list[str]) -> ForkServer | None:
             return None
     except ValueError:
         return None  # the launcher reports it
-    return start_fork_server()
+    return start_fork_server(spec=_launch_spec_argument(argv))
+
+
+# ``genki launch`` options that take a value (``launch/commands.py``; a test keeps them in step)
+LAUNCH_VALUE_OPTIONS = frozenset({"--duration", "--grace", "--run-dir", "--address", "--host",
+                                  "--spec-data", "--session", "--skip"})
+
+
+def _launch_spec_argument(argv: list[str]) -> str | None:
+    """The spec file of ``genki launch ARGS`` before the parser exists (it is built after the
+    fork server has been forked): the first positional argument. For the fork server's
+    preload only (``preload_spec_kinds``), so a wrong guess costs nothing but time."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "--":
+            return next(args, None)
+        if arg in LAUNCH_VALUE_OPTIONS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
