@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import psutil
 
 from genki_signals.launch.hosts import HostSpec, check_hosts, check_placements
 from genki_signals.launch.topology import (DEFAULT_HOST, DEFAULT_MAXLEN, DEFAULT_POLICY,
@@ -434,6 +433,8 @@ def _check_cpu(raw: Any, host: str, bad: Callable[[str, str], None]) -> tuple[in
         bad(p.path, p.message)
     if cores is None:
         return None
+    import psutil  # here: only a spec pinning cores needs it (start-up time)
+
     count = psutil.cpu_count() if _is_local(host) else None  # another host: its own count
     ok = True
     for i, core in enumerate(cores):
