@@ -274,8 +274,14 @@ def without_node(spec: Path, node: str, out: Path) -> Path:
 
 
 def interleaved(variants: list[Variant], runs: int, one: Any,
-                what: str) -> dict[str, list[dict[str, float]]]:
-    """``runs`` rounds; each round runs every variant once, the order rotating per round."""
+                what: str, warmup: int = 0) -> dict[str, list[dict[str, float]]]:
+    """``runs`` rounds; each round runs every variant once, the order rotating per round.
+    First ``warmup`` rounds not counted (the first launch of a session reads the files from
+    disk and ran 2-4x slower than the rest, whichever variant came first)."""
+    for i in range(warmup):
+        for v in variants:
+            one(v)
+        print(f"  {what}: warm-up round {i} (not counted)", flush=True)
     out: dict[str, list[dict[str, float]]] = {v.label: [] for v in variants}
     for i in range(runs):
         k = i % len(variants)
@@ -298,6 +304,8 @@ def main() -> int:
     ap.add_argument("--against", type=Path, metavar="CHECKOUT",
                     help="also run another checkout's genki_signals (e.g. /work/main) with the "
                          "fork server: the before of a change, measured in the same run")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="rounds run first and not counted (default 1)")
     ap.add_argument("--no-spawn", action="store_true",
                     help="leave out the spawn variant (GENKI_NODE_START=spawn)")
     ap.add_argument("--no-bytecode-cache", action="store_true",
@@ -320,7 +328,7 @@ def main() -> int:
         if args.against:
             variants.append(Variant(f"fork@{args.against.name}", "fork", args.against))
         if args.runs:
-            runs = interleaved(variants, args.runs, startup_run, "run")
+            runs = interleaved(variants, args.runs, startup_run, "run", args.warmup)
             report("start-up and restart, seconds", runs, "fork")
         if args.idle:
             with tempfile.TemporaryDirectory(prefix="genki-bench-spec-") as tmp:
