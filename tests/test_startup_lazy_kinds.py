@@ -225,8 +225,35 @@ def test_the_fork_servers_spec_preload_imports_the_named_kinds_and_ignores_a_bad
         found = preload_spec_kinds("specs/demo.yaml")
         print(json.dumps({{"bad": bad, "found": found, "modules": sorted(sys.modules)}}))
     """)
-    assert got["bad"] == []
+    assert got["bad"] is None
     assert got["found"] == ["source/Sampler", "graph", "sink/printer", "sink/plot"]
     assert imported(FOR_THE_DEMO, got["modules"]) == list(FOR_THE_DEMO)
     assert imported(NOT_FOR_THE_DEMO, got["modules"]) == []
     assert os.path.exists(DEMO)
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("spec, recording", [
+    (DEMO, False),  # no recorder or replay node: mcap, zstandard, lz4 stay out
+    (REPO / "tests" / "specs" / "valid-recorder.yaml", True),
+    (REPO / "tests" / "specs" / "no-such-spec.yaml", True),  # unreadable: everything
+])
+def test_the_fork_server_preloads_the_recording_modules_only_for_a_spec_that_records(
+        spec, recording):
+    """A real fork server (a fork of a fresh interpreter) given the spec; whether it imported
+    zstandard is read from its memory map (the extension module is mapped once imported)."""
+    got = run_python(f"""
+        import json
+        from genki_signals.launch.forkserver import start_fork_server
+        server = start_fork_server(spec={str(spec)!r})
+        try:
+            ready = server.wait_ready(120)
+            with open(f"/proc/{{server.pid}}/maps") as f:
+                maps = f.read()
+            print(json.dumps({{"how": server.how, "ready": ready,
+                              "zstandard": "/zstandard/" in maps}}))
+        finally:
+            server.close()
+    """)
+    assert got["how"] == "fork" and got["ready"] is True
+    assert got["zstandard"] is recording

@@ -59,6 +59,7 @@ from genki_signals.nodes.parent_watch import ORPHAN_EXIT_CODE, set_parent_death_
 
 __all__ = [
     "PRELOAD",
+    "RECORDING_PRELOAD",
     "START_METHOD_ENV",
     "ForkServer",
     "ForkServerError",
@@ -80,6 +81,15 @@ REPLY_TIMEOUT = 30.0  # s a spawn waits for its fork once the server is ready
 # (``ForkServer.preload``). Kinds that use a device library (pynput, sounddevice, bleak, ONNX
 # Runtime, bokeh) import it in the child, after the fork, as a fresh interpreter would: those
 # libraries start threads or open devices on import.
+# What only recorder and replay nodes use (~0.1 s of the server's imports): a server that knows
+# its spec (``start_fork_server(spec=...)``, ``genki launch``) imports it only for a spec with
+# such a node, or one it cannot read.
+RECORDING_PRELOAD = (
+    "genki_signals.nodes.recorder_node", "genki_signals.nodes.replay_node",
+    "genki_signals.record.recorder", "genki_signals.record.player",
+    "genki_signals.record.reader", "mcap.writer", "zstandard", "lz4.frame",
+)
+RECORDING_KINDS = frozenset({"recorder", "replay"})
 PRELOAD = (
     "numpy", "zmq", "msgpack", "psutil", "pydantic", "yaml",
     "genki_signals.nodes.__main__", "genki_signals.nodes.runner",
@@ -87,10 +97,7 @@ PRELOAD = (
     "genki_signals.nodes.sinks", "genki_signals.graph", "genki_signals.signals",
     "genki_signals.data_sources.registry", "genki_signals.data_sources.sampler",
     "genki_signals.data_sources.synthetic", "genki_signals.bus.sockets",
-    "genki_signals.clocksync.node", "genki_signals.nodes.recorder_node",
-    "genki_signals.nodes.replay_node", "genki_signals.record.recorder",
-    "genki_signals.record.player", "genki_signals.record.reader", "mcap.writer", "zstandard",
-    "lz4.frame",
+    "genki_signals.clocksync.node", *RECORDING_PRELOAD,
     # what every spec check imports (the spec module, every node kind's params, the dry run):
     # imported here while ``genki launch`` runs its check, not after it (preload requests)
     "genki_signals.launch.spec", "genki_signals.nodes.dry_run", "numpy.random",
@@ -443,9 +450,13 @@ def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRE
     import faulthandler
 
     faulthandler.disable()  # a forked launcher's may point at a descriptor closed since
-    _preload(preload)
-    if spec:
-        preload_spec_kinds(spec)
+    if not spec:
+        _preload(preload)
+    else:
+        _preload([m for m in preload if m not in RECORDING_PRELOAD])
+        kinds = preload_spec_kinds(spec)
+        if kinds is None or RECORDING_KINDS & {k.partition("/")[0] for k in kinds}:
+            _preload([m for m in preload if m in RECORDING_PRELOAD])
     import gc
 
     gc.collect()
@@ -523,11 +534,12 @@ def _preload(names: Iterable[str], quiet: bool = False) -> list[str]:
     return failed
 
 
-def preload_spec_kinds(path: str) -> list[str]:
+def preload_spec_kinds(path: str) -> list[str] | None:
     """Import the modules of the node kinds and sink types that the spec at ``path`` names, and
     build their params classes: what the launcher's check of the same spec imports for them
     (``nodes.kinds.kind_info``, ``select_kind``), done here while the launcher checks it, so that
-    its preload request after the check finds them imported. Returns the kinds found.
+    its preload request after the check finds them imported. Returns the kinds found
+    (``kind`` or ``kind/type``), None if the file is not a readable topology spec.
 
     Reads the file only; a spec that cannot be read or is wrong is the check's to report (this
     preloads what it can and says nothing). Kind modules import no device library on import
@@ -539,7 +551,9 @@ def preload_spec_kinds(path: str) -> list[str]:
 
         data = load_spec_file(path)
         nodes = data.get("nodes") if isinstance(data, dict) else None
-        for node in nodes if isinstance(nodes, list) else ():
+        if not isinstance(nodes, list):
+            return None
+        for node in nodes:
             kind = node.get("kind") if isinstance(node, dict) else None
             if not is_kind(kind):
                 continue
@@ -548,7 +562,7 @@ def preload_spec_kinds(path: str) -> list[str]:
                 entry.params_class  # noqa: B018 - made on first use for some kinds
                 found.append(kind if entry.type is None else f"{kind}/{entry.type}")
     except Exception:  # noqa: BLE001 - the launcher's check reports what is wrong
-        pass
+        return None
     return found
 
 
