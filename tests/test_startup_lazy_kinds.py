@@ -135,7 +135,7 @@ def test_an_unknown_kind_or_type_is_still_named_with_every_known_one():
 def test_a_kind_entry_in_a_module_not_named_after_it_is_refused(tmp_path, monkeypatch):
     """The registry finds a kind (or sink type) by its module's name: an entry elsewhere would
     be missed by a spec naming it, so listing the kinds refuses it."""
-    import genki_signals.nodes.kinds as kinds
+    from genki_signals.nodes import kinds
 
     (tmp_path / "sink_counting.py").write_text(textwrap.dedent("""
         from typing import Literal
@@ -184,7 +184,11 @@ def test_the_launch_options_with_values_are_the_ones_the_spec_guess_skips():
     server's preload): it must know every option of ``launch`` that takes a value."""
     import argparse
 
-    from genki_signals.cli import LAUNCH_VALUE_OPTIONS, _launch_spec_argument, build_parser
+    from genki_signals.cli import (
+        LAUNCH_VALUE_OPTIONS,
+        _launch_spec_argument,
+        build_parser,
+    )
 
     parser = build_parser("launch")
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
