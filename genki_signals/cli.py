@@ -6,8 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +26,41 @@ DESCRIPTION = (
     "process), attach to a running one to watch, plot or record it, and replay recordings.")
 
 
-def build_parser() -> argparse.ArgumentParser:
+@dataclass(frozen=True)
+class VerbGroup:
+    """Verbs that one module adds to the parser (``module.function(verbs)``), imported only
+    when one of them is used or when every verb is listed (``genki --help``): ``genki launch``
+    never imports the Foxglove, plot, ONNX export or recording commands."""
+
+    module: str
+    function: str
+    verbs: tuple[str, ...]
+
+    def add_to(self, verbs: argparse._SubParsersAction) -> None:
+        getattr(importlib.import_module(self.module), self.function)(verbs)
+
+
+VERB_GROUPS = (
+    VerbGroup("genki_signals.launch.commands", "add_verbs",
+              ("launch", "replay", "topics", "echo", "top")),
+    VerbGroup("genki_signals.record.commands", "add_verbs",
+              ("record", "inspect", "export", "recover")),
+    # plot: a live browser dashboard of a running topology
+    VerbGroup("genki_signals.plot.cli", "add_verb", ("plot",)),
+    # foxglove: live view in Foxglove of a running topology
+    VerbGroup("genki_signals.foxglove.cli", "add_verb", ("foxglove",)),
+    # export-graph: a graph node as a streaming ONNX model
+    VerbGroup("genki_signals.export.command", "add_verb", ("export-graph",)),
+    # keys new: CurveZMQ key pairs for links between hosts
+    VerbGroup("genki_signals.bus.keys_cli", "add_verb", ("keys",)),
+)
+BUILT_IN_VERBS = ("validate", "graph", "schema", "demo")  # added by build_parser itself
+_VERB_GROUP = {name: group for group in VERB_GROUPS for name in group.verbs}
+
+
+def build_parser(verb: str | None = None) -> argparse.ArgumentParser:
+    """The ``genki`` parser; given the ``verb`` about to run, with only its module's verbs
+    besides the built-in ones (every verb when ``verb`` is None or not a known verb)."""
     parser = argparse.ArgumentParser(prog="genki", description=DESCRIPTION,
                                      epilog="Run `genki VERB --help` for a verb's options.")
     parser.add_argument("--version", action="version",
@@ -43,23 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                                         "(for editors: genki schema > spec.schema.json)")
     p.set_defaults(func=_cmd_schema)
 
-    from genki_signals.launch.commands import add_verbs as add_launch_verbs
-    from genki_signals.foxglove.cli import add_verb as add_foxglove_verb
-    from genki_signals.plot.cli import add_verb as add_plot_verb
-    from genki_signals.record.commands import add_verbs as add_record_verbs
-
-    add_launch_verbs(verbs)  # launch, replay, topics, echo, top
-    add_record_verbs(verbs)  # record, inspect, export, recover
-    add_plot_verb(verbs)  # plot: a live browser dashboard of a running topology
-    add_foxglove_verb(verbs)  # foxglove: live view in Foxglove of a running topology
-
-    from genki_signals.export.command import add_verb as add_export_verb
-
-    add_export_verb(verbs)  # export-graph: a graph node as a streaming ONNX model
-
-    from genki_signals.bus.keys_cli import add_verb as add_keys_verb
-
-    add_keys_verb(verbs)  # keys new: CurveZMQ key pairs for links between hosts
+    every = verb not in _VERB_GROUP and verb not in BUILT_IN_VERBS  # --help, a typo, None
+    for group in VERB_GROUPS:
+        if every or _VERB_GROUP.get(verb) is group:
+            group.add_to(verbs)
 
     p = verbs.add_parser("demo", help="run the seed notebook's demo in-process and print it live")
     p.add_argument("--duration", type=float, default=10.0, help="seconds to run (default 10)")
@@ -74,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # node: nothing is forked from it before the spec has passed its check.
     fork_server = _early_fork_server(argv)
     try:
-        parser = build_parser()
+        parser = build_parser(argv[0] if argv else None)
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help()
@@ -104,7 +127,27 @@ def _early_fork_server(argv: list[str]) -> ForkServer | None:
             return None
     except ValueError:
         return None  # the launcher reports it
-    return start_fork_server()
+    return start_fork_server(spec=_launch_spec_argument(argv))
+
+
+# ``genki launch`` options that take a value (``launch/commands.py``; a test keeps them in step)
+LAUNCH_VALUE_OPTIONS = frozenset({"--duration", "--grace", "--run-dir", "--address", "--host",
+                                  "--spec-data", "--session", "--skip"})
+
+
+def _launch_spec_argument(argv: list[str]) -> str | None:
+    """The spec file of ``genki launch ARGS`` before the parser exists (it is built after the
+    fork server has been forked): the first positional argument. For the fork server's
+    preload only (``preload_spec_kinds``), so a wrong guess costs nothing but time."""
+    args = iter(argv[1:])
+    for arg in args:
+        if arg == "--":
+            return next(args, None)
+        if arg in LAUNCH_VALUE_OPTIONS:
+            next(args, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:

@@ -221,7 +221,7 @@ def test_adding_a_kind_is_one_new_module(tmp_path, monkeypatch) -> None:
                      re.DOTALL)[1]
     (tmp_path / "sink_counter.py").write_text(code)
     monkeypatch.setattr(kinds, "__path__", [*kinds.__path__, str(tmp_path)])
-    caches = (kinds.node_kinds, kinds.entries_of, kinds._entries)
+    caches = (kinds.node_kinds, kinds.entries_of, kinds._entries, kinds.kind_info)
     for cache in caches:
         cache.cache_clear()
     try:

@@ -24,7 +24,7 @@ per-round ratios variant / fork.
   process only) and RSS (shared pages counted in every process).
 
     python tools/bench_startup.py [--runs 5] [--idle --idle-runs 5 --seconds 30]
-                                  [--against /work/main]
+                                  [--against /work/main] [--no-spawn]
 """
 
 from __future__ import annotations
@@ -274,8 +274,14 @@ def without_node(spec: Path, node: str, out: Path) -> Path:
 
 
 def interleaved(variants: list[Variant], runs: int, one: Any,
-                what: str) -> dict[str, list[dict[str, float]]]:
-    """``runs`` rounds; each round runs every variant once, the order rotating per round."""
+                what: str, warmup: int = 0) -> dict[str, list[dict[str, float]]]:
+    """``runs`` rounds; each round runs every variant once, the order rotating per round.
+    First ``warmup`` rounds not counted (the first launch of a session reads the files from
+    disk and ran 2-4x slower than the rest, whichever variant came first)."""
+    for i in range(warmup):
+        for v in variants:
+            one(v)
+        print(f"  {what}: warm-up round {i} (not counted)", flush=True)
     out: dict[str, list[dict[str, float]]] = {v.label: [] for v in variants}
     for i in range(runs):
         k = i % len(variants)
@@ -298,6 +304,10 @@ def main() -> int:
     ap.add_argument("--against", type=Path, metavar="CHECKOUT",
                     help="also run another checkout's genki_signals (e.g. /work/main) with the "
                          "fork server: the before of a change, measured in the same run")
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="rounds run first and not counted (default 1)")
+    ap.add_argument("--no-spawn", action="store_true",
+                    help="leave out the spawn variant (GENKI_NODE_START=spawn)")
     ap.add_argument("--no-bytecode-cache", action="store_true",
                     help="compile every module at every start (PYTHONDONTWRITEBYTECODE as set)")
     args = ap.parse_args()
@@ -313,11 +323,12 @@ def main() -> int:
                                stdout=subprocess.DEVNULL)
         print("bytecode: " + ("compiled at every start" if args.no_bytecode_cache
                               else "compiled once before the runs (as an installed package)"))
-        variants = [Variant("fork", "fork"), Variant("spawn", "spawn")]
+        variants = [Variant("fork", "fork")] + ([] if args.no_spawn
+                                                 else [Variant("spawn", "spawn")])
         if args.against:
             variants.append(Variant(f"fork@{args.against.name}", "fork", args.against))
         if args.runs:
-            runs = interleaved(variants, args.runs, startup_run, "run")
+            runs = interleaved(variants, args.runs, startup_run, "run", args.warmup)
             report("start-up and restart, seconds", runs, "fork")
         if args.idle:
             with tempfile.TemporaryDirectory(prefix="genki-bench-spec-") as tmp:

@@ -9,16 +9,26 @@ exported here as they are added.
 from genki_signals.data_sources.base import Source, SourceParameterError
 from genki_signals.data_sources.sampler import Sampler
 from genki_signals.data_sources.synthetic import RandomNoise, SineWave, SquareWave, TriangleWave
-from genki_signals.data_sources.trajectory import GestureScript
-from genki_signals.data_sources.replay import ReplaySource
-from genki_signals.data_sources.lsl import LSLDataSource  # pylsl is imported at start()
+# Device and file sources are imported when first named (``genki_signals.data_sources.X``), not
+# with the package: the spec check and the node of a demo spec need none of them.
+_LAZY = {
+    "GestureScript": "genki_signals.data_sources.trajectory",
+    "ReplaySource": "genki_signals.data_sources.replay",
+    "LSLDataSource": "genki_signals.data_sources.lsl",  # pylsl is imported at start()
+    "KeyboardDataSource": "genki_signals.data_sources.keyboard",
+    "MicDataSource": "genki_signals.data_sources.microphone",
+    "MouseDataSource": "genki_signals.data_sources.mouse",
+    "WaveDataSource": "genki_signals.data_sources.wave.source",
+}
 
-# Device sources: importing them touches no device (pynput and sounddevice load in start()).
-from genki_signals.data_sources.keyboard import KeyboardDataSource
-from genki_signals.data_sources.microphone import MicDataSource
-from genki_signals.data_sources.mouse import MouseDataSource
 
-from genki_signals.data_sources.wave.source import WaveDataSource
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Source",

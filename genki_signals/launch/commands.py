@@ -103,8 +103,11 @@ def add_verbs(verbs: argparse._SubParsersAction) -> None:
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
-    before = set(sys.modules)  # what the spec check imports, the fork server imports too
     from genki_signals.launch.launcher import Launcher
+
+    # what the spec check imports, the fork server imports too (not the launcher's own modules:
+    # they would cost the server ~50 ms after the check, before its first fork, for nothing)
+    before = set(sys.modules)
     from genki_signals.launch.spec import load_topology
 
     if args.spec_data:  # a share started over ssh: the spec came with the command

@@ -59,10 +59,12 @@ from genki_signals.nodes.parent_watch import ORPHAN_EXIT_CODE, set_parent_death_
 
 __all__ = [
     "PRELOAD",
+    "RECORDING_PRELOAD",
     "START_METHOD_ENV",
     "ForkServer",
     "ForkServerError",
     "ForkedProcess",
+    "preload_spec_kinds",
     "preloadable",
     "start_fork_server",
     "start_method",
@@ -79,6 +81,15 @@ REPLY_TIMEOUT = 30.0  # s a spawn waits for its fork once the server is ready
 # (``ForkServer.preload``). Kinds that use a device library (pynput, sounddevice, bleak, ONNX
 # Runtime, bokeh) import it in the child, after the fork, as a fresh interpreter would: those
 # libraries start threads or open devices on import.
+# What only recorder and replay nodes use (~0.1 s of the server's imports): a server that knows
+# its spec (``start_fork_server(spec=...)``, ``genki launch``) imports it only for a spec with
+# such a node, or one it cannot read.
+RECORDING_PRELOAD = (
+    "genki_signals.nodes.recorder_node", "genki_signals.nodes.replay_node",
+    "genki_signals.record.recorder", "genki_signals.record.player",
+    "genki_signals.record.reader", "mcap.writer", "zstandard", "lz4.frame",
+)
+RECORDING_KINDS = frozenset({"recorder", "replay"})
 PRELOAD = (
     "numpy", "zmq", "msgpack", "psutil", "pydantic", "yaml",
     "genki_signals.nodes.__main__", "genki_signals.nodes.runner",
@@ -86,10 +97,7 @@ PRELOAD = (
     "genki_signals.nodes.sinks", "genki_signals.graph", "genki_signals.signals",
     "genki_signals.data_sources.registry", "genki_signals.data_sources.sampler",
     "genki_signals.data_sources.synthetic", "genki_signals.bus.sockets",
-    "genki_signals.clocksync.node", "genki_signals.nodes.recorder_node",
-    "genki_signals.nodes.replay_node", "genki_signals.record.recorder",
-    "genki_signals.record.player", "genki_signals.record.reader", "mcap.writer", "zstandard",
-    "lz4.frame",
+    "genki_signals.clocksync.node", *RECORDING_PRELOAD,
     # what every spec check imports (the spec module, every node kind's params, the dry run):
     # imported here while ``genki launch`` runs its check, not after it (preload requests)
     "genki_signals.launch.spec", "genki_signals.nodes.dry_run", "numpy.random",
@@ -366,8 +374,11 @@ def _await_pid_gone(child: ForkedProcess) -> None:
     child._exited(-int(signal.SIGTERM))  # the status is lost with the server; say "signal"
 
 
-def start_fork_server(preload: Iterable[str] = PRELOAD) -> ForkServer:
-    """Start a fork server for this launcher (see the module docstring for fork vs. exec)."""
+def start_fork_server(preload: Iterable[str] = PRELOAD, spec: str | None = None) -> ForkServer:
+    """Start a fork server for this launcher (see the module docstring for fork vs. exec).
+
+    ``spec``: the topology spec file the launcher is about to check; the server also imports
+    the modules of the node kinds it names (``preload_spec_kinds``)."""
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     launcher_pid = os.getpid()
     if threading.active_count() == 1 and sys.platform.startswith("linux"):
@@ -376,7 +387,7 @@ def start_fork_server(preload: Iterable[str] = PRELOAD) -> ForkServer:
             code = 1
             try:
                 parent.close()
-                code = _serve_forked(child, launcher_pid, tuple(preload))
+                code = _serve_forked(child, launcher_pid, tuple(preload), spec)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -387,7 +398,8 @@ def start_fork_server(preload: Iterable[str] = PRELOAD) -> ForkServer:
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "genki_signals.launch.forkserver", "--fd", str(child.fileno()),
-         "--launcher-pid", str(launcher_pid), "--preload", ",".join(preload)],
+         "--launcher-pid", str(launcher_pid), "--preload", ",".join(preload),
+         *(["--spec", spec] if spec else [])],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, pass_fds=(child.fileno(),),
         start_new_session=True)
     child.close()
@@ -395,7 +407,8 @@ def start_fork_server(preload: Iterable[str] = PRELOAD) -> ForkServer:
 
 
 # ---------------------------------------------------------------------------- server side
-def _serve_forked(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...]) -> int:
+def _serve_forked(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...],
+                  spec: str | None = None) -> int:
     """In the child of ``fork()``: shed the launcher's state, then serve."""
     os.setsid()  # no terminal signals (Ctrl-C goes to the launcher, which stops the nodes)
     set_parent_death_signal(signal.SIGKILL)
@@ -408,7 +421,7 @@ def _serve_forked(sock: socket.socket, launcher_pid: int, preload: tuple[str, ..
     keep = sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, _max_fd())
-    return serve(sock, launcher_pid, preload)
+    return serve(sock, launcher_pid, preload, spec)
 
 
 def _set_title(title: str) -> None:
@@ -428,21 +441,22 @@ def _max_fd() -> int:
         return 65536
 
 
-def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRELOAD) -> int:
-    """The server loop: preload, then fork a child per request and report every exit."""
+def serve(sock: socket.socket, launcher_pid: int, preload: tuple[str, ...] = PRELOAD,
+          spec: str | None = None) -> int:
+    """The server loop: preload (and the kinds ``spec`` names), then fork a child per request
+    and report every exit."""
     _set_title(f"python -m genki_signals.launch.forkserver --launcher-pid {launcher_pid}")
     _reset_signals()
     import faulthandler
 
     faulthandler.disable()  # a forked launcher's may point at a descriptor closed since
-    _preload(preload)
-    if "genki_signals.launch.spec" in preload:
-        try:  # every kind module (the check lists them all), as the spec check imports them
-            from genki_signals.nodes.kinds import node_kinds
-
-            node_kinds()
-        except Exception as exc:  # noqa: BLE001 - the preload request imports what is missing
-            print(f"genki fork server: cannot preload the node kinds: {exc}", file=sys.stderr)
+    if not spec:
+        _preload(preload)
+    else:
+        _preload([m for m in preload if m not in RECORDING_PRELOAD])
+        kinds = preload_spec_kinds(spec)
+        if kinds is None or RECORDING_KINDS & {k.partition("/")[0] for k in kinds}:
+            _preload([m for m in preload if m in RECORDING_PRELOAD])
     import gc
 
     gc.collect()
@@ -518,6 +532,38 @@ def _preload(names: Iterable[str], quiet: bool = False) -> list[str]:
               f"after preloading ({[t.name for t in threading.enumerate()]}); forking anyway",
               file=sys.stderr)
     return failed
+
+
+def preload_spec_kinds(path: str) -> list[str] | None:
+    """Import the modules of the node kinds and sink types that the spec at ``path`` names, and
+    build their params classes: what the launcher's check of the same spec imports for them
+    (``nodes.kinds.kind_info``, ``select_kind``), done here while the launcher checks it, so that
+    its preload request after the check finds them imported. Returns the kinds found
+    (``kind`` or ``kind/type``), None if the file is not a readable topology spec.
+
+    Reads the file only; a spec that cannot be read or is wrong is the check's to report (this
+    preloads what it can and says nothing). Kind modules import no device library on import
+    (they keep those in ``build``), so this starts no thread."""
+    found: list[str] = []
+    try:
+        from genki_signals.nodes.kinds import is_kind, select_kind
+        from genki_signals.specfile import load_spec_file
+
+        data = load_spec_file(path)
+        nodes = data.get("nodes") if isinstance(data, dict) else None
+        if not isinstance(nodes, list):
+            return None
+        for node in nodes:
+            kind = node.get("kind") if isinstance(node, dict) else None
+            if not is_kind(kind):
+                continue
+            entry, _, _ = select_kind(kind, node.get("params"))
+            if entry is not None:
+                entry.params_class  # noqa: B018 - made on first use for some kinds
+                found.append(kind if entry.type is None else f"{kind}/{entry.type}")
+    except Exception:  # noqa: BLE001 - the launcher's check reports what is wrong
+        return None
+    return found
 
 
 def _is_preload(data: bytes) -> bool:
@@ -675,12 +721,14 @@ def _main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="the server's socket (inherited)")
     parser.add_argument("--launcher-pid", type=int, required=True)
     parser.add_argument("--preload", default=",".join(PRELOAD))
+    parser.add_argument("--spec", help="the topology spec whose node kinds to preload")
     args = parser.parse_args(argv)
     set_parent_death_signal(signal.SIGKILL)
     if os.getppid() != args.launcher_pid:
         return ORPHAN_EXIT_CODE
     sock = socket.socket(fileno=args.fd)
-    return serve(sock, args.launcher_pid, tuple(n for n in args.preload.split(",") if n))
+    return serve(sock, args.launcher_pid, tuple(n for n in args.preload.split(",") if n),
+                 args.spec)
 
 
 if __name__ == "__main__":

@@ -35,12 +35,12 @@ import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from genki_signals.bus.endpoints import _is_loopback
 from genki_signals.bus.security import KeyPair, load_keypair, load_public_key
 from genki_signals.errors import GenkiError
-from genki_signals.params import Field, Int, Str, params, parse
+from genki_signals.params import parse
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -154,39 +154,6 @@ def _bracket(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-@params
-class SshParams:
-    user: Annotated[Str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
-                               description="a user name")] | None = None
-    port: Annotated[Int, Field(ge=1, le=65535)] = 22
-    identity: Annotated[Str, Field(min_length=1, description="a private key file")] | None = None
-    options: tuple[Annotated[Str, Field(pattern=r"^[A-Za-z]+=.*$",
-                                        description="an ssh option Name=value")], ...] = ()
-
-
-@params
-class HostKeysParams:
-    public: Annotated[Str, Field(min_length=1, description="a public key file, name or Z85")]
-    secret_file: Annotated[Str, Field(min_length=1, description="a .key_secret file")]
-
-
-@params
-class HostParams:
-    address: Annotated[Str, Field(pattern=r"^[A-Za-z0-9_.:\[\]-]+$",
-                                  description="an IP address or host name")]
-    bind: Annotated[Str, Field(pattern=r"^[A-Za-z0-9_.:*\[\]-]+$",
-                               description="an IP address, host name or *")] | None = None
-    start: Literal["local", "ssh", "manual"] | None = None
-    ssh: SshParams | None = None
-    ports: Annotated[Int, Field(ge=1024, le=65000)] = DEFAULT_PORTS
-    python: Annotated[Str, Field(min_length=1)] = "python3"
-    workdir: Annotated[Str, Field(min_length=1)] | None = None
-    env: dict[Annotated[Str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                   description="an environment variable name")], Str] = \
-        field(default_factory=dict)
-    keys: HostKeysParams | None = None
-
-
 def check_hosts(raw: Any, bad: Callable[[str, str], None],
                 node_counts: Mapping[str, int] | None = None,
                 base_dir: str | os.PathLike[str] | None = None) -> dict[str, HostSpec]:
@@ -195,6 +162,9 @@ def check_hosts(raw: Any, bad: Callable[[str, str], None],
     ``node_counts`` (host name -> number of nodes placed there) bounds each host's port range;
     ``base_dir`` (the spec's folder) anchors relative key paths.
     """
+    # made on first use: a spec without hosts (the common case) never builds them
+    from genki_signals.launch.host_params import HostParams, SshParams
+
     if not isinstance(raw, Mapping) or not raw:
         bad("hosts", f"must be a non-empty mapping of host name -> {{address, start, ...}}, "
                      f"got {raw!r}")

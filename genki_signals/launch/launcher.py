@@ -42,7 +42,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-import psutil
 import zmq
 
 from genki_signals.bus import control
@@ -355,6 +354,8 @@ class Launcher:
         node.last_heartbeat = time.monotonic()
         node.stderr_tail.clear()
         if node.spec.cpu:
+            import psutil  # here: only a spec pinning cores needs it (start-up time)
+
             try:
                 psutil.Process(node.proc.pid).cpu_affinity(list(node.spec.cpu))
             except (psutil.Error, AttributeError) as exc:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pydantic
 
-from genki_signals.launch.hosts import HostParams
+from genki_signals.launch.host_params import HostParams
 from genki_signals.launch.spec import (DEFAULT_HOST, ID_PATTERN, LAUNCHER, NAME_PATTERN,
                                        RESTART_POLICIES, Cores, InputParams, LimitsParams,
                                        RestartParams)

@@ -35,14 +35,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-import psutil
 
 from genki_signals.launch.hosts import HostSpec, check_hosts, check_placements
 from genki_signals.launch.topology import (DEFAULT_HOST, DEFAULT_MAXLEN, DEFAULT_POLICY,
                                            LOSSLESS_FIELDS, InputSpec, Limits, NodeSpec,
                                            Policy, RestartName, RestartPolicy, StallPolicy,
                                            TopologySpec, TopologySpecError)
-from genki_signals.nodes.kinds import KindContext, Upstream, kind_info, kind_names, select_kind
+from genki_signals.nodes.kinds import (KindContext, Upstream, is_kind, kind_info, kind_names,
+                                       select_kind)
 from genki_signals.params import (Field, Float, Int, Problem, Str, params, parse, salvage,
                                   unreported)
 from genki_signals.spec_paths import PathPolicy
@@ -285,7 +285,7 @@ def _check_node(index: int, raw: Any, problems: _Problems) -> _Draft:
     kind = raw.get("kind")
     if "kind" not in raw:
         bad("kind", "missing required field")
-    elif kind not in kind_names():
+    elif not is_kind(kind):  # imports that kind's module only (the message: every kind's)
         bad("kind", f"unknown kind {kind!r} (known: {', '.join(kind_names())})")
     else:
         d.kind = kind
@@ -433,6 +433,8 @@ def _check_cpu(raw: Any, host: str, bad: Callable[[str, str], None]) -> tuple[in
         bad(p.path, p.message)
     if cores is None:
         return None
+    import psutil  # here: only a spec pinning cores needs it (start-up time)
+
     count = psutil.cpu_count() if _is_local(host) else None  # another host: its own count
     ok = True
     for i, core in enumerate(cores):

@@ -7,10 +7,13 @@ inputs and publishes, the default queue policy of its input edges, an optional s
 ``outputs(params, ctx)`` hook (checks beyond the params' types, and the streams the node
 publishes given its upstreams), and ``build(params, config) -> NodeLogic``. The spec checker
 (``launch/spec.py``), ``genki schema`` and the node process (``python -m genki_signals.nodes``)
-all iterate this registry (``node_kinds()``); nothing else lists kinds. Kind modules keep their
-heavy imports (logic classes, scipy, ONNX Runtime) inside ``build`` and ``outputs`` (and may
-give ``params`` as a function that makes the class on first use), so listing the kinds stays
-cheap: a node process imports only its own kind's dependencies.
+all use this registry; nothing else lists kinds. A kind is found by its name, a sink type by
+``params.type``: checking a spec or starting a node imports only the modules of the kinds and
+types it names (``kind_info``, ``select_kind``: a demo spec never imports the LSL, Foxglove or
+ONNX kinds), while ``node_kinds()`` (``genki schema``, the "known: ..." of an unknown kind)
+imports them all. Kind modules keep their heavy imports (logic classes, scipy, ONNX Runtime)
+inside ``build`` and ``outputs`` (and may give ``params`` as a function that makes the class on
+first use), so a node process imports only its own kind's dependencies.
 
 Adding a kind: one new module here plus its tests (docs/topology-spec.md, "Adding a node kind").
 """
@@ -31,7 +34,7 @@ from genki_signals.params import Problem, is_params_class, parse
 from genki_signals.spec_paths import PathPolicy
 
 __all__ = ["NodeKind", "KindContext", "Upstream", "Sample", "node_kinds", "entries_of",
-           "kind_names", "kind_info", "select_kind", "parse_node_params", "build_logic",
+           "kind_names", "kind_info", "is_kind", "select_kind", "parse_node_params", "build_logic",
            "Outputs"]
 
 Policy = Literal["latest", "drop_oldest", "lossless"]
@@ -170,6 +173,13 @@ def _sorted(entries: list[NodeKind]) -> tuple[NodeKind, ...]:
 def node_kinds() -> tuple[NodeKind, ...]:
     """Every kind module's entries, in listing order (imports every kind module)."""
     found = _sorted([k for name in _module_names() for k in _entries(name)])
+    for name in _module_names():
+        for k in _entries(name):
+            if name != k.kind and not (k.type is not None and name == f"{k.kind}_{k.type}"):
+                raise TypeError(f"{__name__}.{name}: an entry of kind '{k.kind}'"
+                                + (f" type '{k.type}'" if k.type else "") + " belongs in "
+                                f"{k.kind}{f'_{k.type}' if k.type else ''}.py (the module a "
+                                f"spec naming it imports)")
     for k in found:
         first = kind_info(k.kind)
         if (k.inputs, k.publishes, k.default_policy) != \
@@ -179,37 +189,76 @@ def node_kinds() -> tuple[NodeKind, ...]:
     return found
 
 
+def _kind_modules(kind: str) -> list[str]:
+    """The module names that may hold entries of ``kind``: ``<kind>`` first, then
+    ``<kind>_<type>`` in name order."""
+    names = _module_names()
+    return [n for n in names if n == kind] + sorted(n for n in names
+                                                     if n.startswith(f"{kind}_"))
+
+
 @functools.cache
 def entries_of(kind: str) -> tuple[NodeKind, ...]:
     """The entries of one kind, importing only its modules: ``<kind>.py`` and
-    ``<kind>_<type>.py`` (so a node process imports only its own kind's dependencies)."""
-    names = [n for n in _module_names() if n == kind or n.startswith(f"{kind}_")]
-    return _sorted([k for n in names for k in _entries(n) if k.kind == kind])
+    ``<kind>_<type>.py`` (every type of the kind)."""
+    return _sorted([k for n in _kind_modules(kind) for k in _entries(n) if k.kind == kind])
 
 
 def kind_names() -> list[str]:
-    """The kind names a spec may use, in listing order."""
+    """The kind names a spec may use, in listing order (imports every kind module)."""
     return list(dict.fromkeys(k.kind for k in node_kinds()))
 
 
+@functools.cache
 def kind_info(kind: str) -> NodeKind:
-    """The (first) entry of ``kind``: what every type of that kind shares (KeyError if none)."""
-    entries = entries_of(kind)
-    if not entries:
-        raise KeyError(kind)
-    return entries[0]
+    """An entry of ``kind``: what every type of that kind shares (inputs, publishes, default
+    policy; ``node_kinds`` checks that they agree). Imports the kind's modules in the order of
+    ``_kind_modules`` until one holds an entry of it, so a spec check imports one module per
+    kind it names, not every sink type (KeyError if none)."""
+    for name in _kind_modules(kind):
+        for entry in _entries(name):
+            if entry.kind == kind:
+                return entry
+    raise KeyError(kind)
+
+
+def is_kind(kind: Any) -> bool:
+    """Whether a spec may name ``kind`` (imports only that kind's modules, see ``kind_info``)."""
+    if not isinstance(kind, str):
+        return False
+    try:
+        kind_info(kind)
+    except KeyError:
+        return False
+    return True
 
 
 def _types(kind: str) -> list[NodeKind]:
     return [k for k in entries_of(kind) if k.type is not None]
 
 
+def _type_entry(kind: str, type_name: str) -> NodeKind | None:
+    """The entry of one type of a kind from its own module ``<kind>_<type>.py`` alone (None if
+    there is no such module or it does not answer ``type_name``)."""
+    module = f"{kind}_{type_name}"
+    if not type_name.isidentifier() or module not in _module_names():
+        return None
+    return next((k for k in _entries(module) if k.kind == kind and k.type == type_name), None)
+
+
 def select_kind(kind: str, params: Any) -> tuple[NodeKind | None, Any, list[Problem]]:
     """The entry for ``kind`` (by ``params.type`` for a kind with types), the params with a
-    type alias made canonical, and the problem when no entry fits."""
-    types = _types(kind)
-    if not types:
+    type alias made canonical, and the problem when no entry fits.
+
+    A type named by its canonical name imports only its own module; an alias, a missing or
+    unknown type (the error lists every type) imports every type of the kind."""
+    if kind_info(kind).type is None:
         return kind_info(kind), params, []
+    if isinstance(params, Mapping) and isinstance(params.get("type"), str):
+        entry = _type_entry(kind, params["type"])
+        if entry is not None:
+            return entry, params, []
+    types = _types(kind)
     names = [t.type for t in types]
     if not isinstance(params, Mapping):
         for t in types:  # already parsed (a NodeConfig made in-process)
