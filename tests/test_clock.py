@@ -335,7 +335,9 @@ def test_follower_with_offset_and_drift_stamps_in_leader_time(tmp_path, monkeypa
     assert np.abs(err).max() < 0.5e-3, (np.abs(err).max(), stats["skewed"])
     assert np.all(np.abs(err) <= a[:, 3]), (err, a[:, 3])
     s = stats["skewed"]
-    assert s["clock_role"] == "follower" and s["clock_lost"] == 0
+    # lost: a probe not answered within 0.25 s (ipc drops nothing; a loaded two-core machine
+    # can stall a process that long, once in the ~250 probes of the warm-up)
+    assert s["clock_role"] == "follower" and s["clock_lost"] <= 2, s
     assert s["clock_offset"] == pytest.approx(-OFFSET, abs=5e-3)
     assert s["clock_drift_ppm"] == pytest.approx(-200, abs=20)
     assert 0 < s["clock_uncertainty"] < 0.5e-3
