@@ -96,6 +96,8 @@ class NodeRunner:
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         self.ctl = control.connect_dealer(self.context, cfg.control_endpoint, identity=cfg.id)
+        self._ctl_poller = zmq.Poller()  # one for the node's life (Socket.poll makes one a call)
+        self._ctl_poller.register(self.ctl, zmq.POLLIN)
         handler = ControlLogHandler(self.ctl, cfg.id)
         handler.setFormatter(logging.Formatter("%(message)s"))
         root = logging.getLogger()
@@ -291,6 +293,8 @@ class NodeRunner:
     def _checkpoint(self, force: bool = False) -> None:
         """Write the checkpoint when due (between dispatches, so no frame is half done), then
         acknowledge the checkpointed frames upstream, which may then forget them."""
+        if not self._checkpointer.due(force=force):  # most steps: nothing to gather
+            return
         pub, sub = self.publisher, self.subscriber
         epochs = {}
         for edge in self.config.inputs:
@@ -389,10 +393,14 @@ class NodeRunner:
         if self.publisher is not None:  # lossless readers' hellos and acks, resends
             self.publisher.service()
         # round up: poll(0) for a sub-millisecond wait would busy-spin a 1 kHz source
-        if not self.ctl.poll(math.ceil(timeout * 1000)):
+        if not self._ctl_poller.poll(math.ceil(timeout * 1000)):
             return
-        while self.ctl.poll(0):
-            msg = control.unpack(self.ctl.recv())
+        while True:
+            try:
+                data = self.ctl.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            msg = control.unpack(data)
             if msg is None:
                 self.counters["control_errors"] += 1
             elif msg["type"] == "stop":
