@@ -81,7 +81,8 @@ class NodeLogic:
     as it arrives. A sink nobody waits on (a console printer, an unwatched dashboard) sets it:
     one wake-up per ``linger`` instead of one per frame, the same frames in the same order.
     Read before every read of the inputs, so a property may change it (a dashboard: 0 once a
-    browser watches). Not for ``timed`` logic."""
+    browser watches). An ``arrival`` logic's ``tick`` then runs once per read (about every
+    ``linger``), not every 50 ms. Not for ``timed`` logic."""
 
     def start(self) -> None:
         pass
