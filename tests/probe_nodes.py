@@ -81,3 +81,26 @@ class LaggedSource(NodeLogic):
         self.n += 1
         return [Output("main", {"timestamp": np.array([now]), "x": np.array([float(self.n)])},
                        acquired=now - self.lag)]
+
+
+class Lingerer(NodeLogic):
+    """Notes when (monotonic s) each frame reached it; ``linger`` as given (NodeLogic.linger).
+    Prints ``HANDED [[time, first timestamp], ...]`` at close."""
+
+    input_mode = "merged"
+
+    def __init__(self, linger: float) -> None:
+        self.linger = float(linger)
+        self.handed: list[list[float]] = []
+
+    def on_frame(self, topic, frame, now):
+        import time
+
+        self.handed.append([time.monotonic(), float(frame["timestamp"][0])])
+        return []
+
+    def stats(self):
+        return {"seen": len(self.handed)}
+
+    def close(self):
+        print("HANDED " + json.dumps(self.handed), flush=True)

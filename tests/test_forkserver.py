@@ -137,3 +137,53 @@ def test_node_output_and_a_bad_config_error_reach_the_launcher(tmp_path, launche
     code = lp.wait_exit(timeout=60)
     assert code == 1, lp.output
     assert "[broken] node 'broken': cannot start" in lp.output, lp.output
+
+
+def test_the_supervision_loop_sleeps_long_and_a_forked_nodes_exit_wakes_it(tmp_path):
+    """Every node forked: a round of the launcher's loop may wait ``SUPERVISION_TICK`` (idle
+    cost), and a node's exit, reported by the fork server, ends the wait at once (restarts are
+    as prompt as with a short tick). Heartbeats every 30 s: nothing else wakes the loop."""
+    from genki_signals.launch.launcher import POLL_TICK, SUPERVISION_TICK, Launcher
+    from genki_signals.launch.spec import load_topology
+
+    assert SUPERVISION_TICK > POLL_TICK
+    spec = load_topology(chain_spec(tmp_path, "woken"))
+    lines: list[str] = []
+
+    class Out:
+        def write(self, text: str) -> int:
+            lines.append(text)
+            return len(text)
+
+        def flush(self) -> None:
+            pass
+
+    launcher = Launcher(spec, run_dir=tmp_path / "run", out=Out(), heartbeat_interval=30.0)
+    started: list[psutil.Process] = []
+    try:
+        launcher.start()
+        server = psutil.Process(launcher.fork_server.pid)
+        started = [server, *server.children()]
+        assert launcher._supervision_timeout(None) == SUPERVISION_TICK
+        assert launcher._supervision_timeout(time.monotonic() + 0.01) <= 0.01  # `end` is due
+        quiet_until = time.monotonic() + 3.0  # start-up log lines are read
+        while time.monotonic() < quiet_until:
+            launcher._service(0.1)
+        # a wake-up from another thread ends a long wait
+        timer = threading.Timer(0.2, launcher._wake)
+        timer.start()
+        t0 = time.monotonic()
+        launcher._service(5.0)
+        assert 0.15 < time.monotonic() - t0 < 2.0
+        timer.join()
+        # a killed node's exit report from the fork server ends it too
+        node = launcher.nodes["derived"]
+        os.kill(node.proc.pid, signal.SIGKILL)
+        t0 = time.monotonic()
+        while node.state == "ready" and time.monotonic() - t0 < 10:
+            launcher._service(5.0)
+        assert node.state != "ready"
+        assert time.monotonic() - t0 < 2.0, "".join(lines)
+    finally:
+        launcher.stop()
+    assert wait_all_gone(started, within=3.0) == [], "".join(lines)

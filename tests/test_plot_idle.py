@@ -14,7 +14,7 @@ import pytest
 from genki_signals.buffers import DataBuffer
 from genki_signals.frames import Topic
 from genki_signals.plot.feed import TopicMux
-from genki_signals.plot.node import IDLE_BATCH, PlotSinkLogic
+from genki_signals.plot.node import IDLE_BATCH, IDLE_LINGER, PlotSinkLogic
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,6 +84,7 @@ def test_watched_dashboard_writes_every_frame_at_once():
         url = None
         logic.start()
         url = logic.url
+        assert logic.linger == IDLE_LINGER > 0  # unwatched: the runner reads in batches
         frames = demo_frames(10)
         logic.on_frame(*frames[0], 0.0)
         assert logic.stats()["dashboard_held"] == 1
@@ -93,6 +94,7 @@ def test_watched_dashboard_writes_every_frame_at_once():
         while logic.dashboard.sessions == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert logic.dashboard.sessions >= 1
+        assert logic.linger == 0.0  # watched: each frame as it comes
         for topic, frame in frames[1:]:
             logic.on_frame(topic, frame, 0.0)
             assert logic.stats()["dashboard_held"] == 0

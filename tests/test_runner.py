@@ -247,3 +247,71 @@ def test_frame_age_through_a_hop_with_a_known_delay(tmp_path, ctx):
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
+
+
+# ------------------------------------------------------------ linger (NodeLogic.linger)
+def wake_ups(handed: list[list[float]], gap: float = 0.008) -> list[int]:
+    """Sizes of the runs of frames handed together (calls less than ``gap`` s apart)."""
+    sizes: list[int] = []
+    last = None
+    for when, _ in handed:
+        if last is None or when - last > gap:
+            sizes.append(0)
+        sizes[-1] += 1
+        last = when
+    return sizes
+
+
+def run_lingerer(tmp_path, ctx, linger: float, frames: int = 40, period: float = 0.02):
+    """A ``probe_nodes:Lingerer`` fed ``frames`` frames ``period`` s apart by a raw XPUB;
+    returns what it was handed and when."""
+    router = ctx.socket(zmq.ROUTER)
+    router.bind(f"ipc://{tmp_path}/control")
+    up = ctx.socket(zmq.XPUB)
+    up.bind(f"ipc://{tmp_path}/up")
+    config = NodeConfig(
+        id="lingerer", kind="custom",
+        params={"class": "probe_nodes:Lingerer", "args": {"linger": linger}},
+        control_endpoint=f"ipc://{tmp_path}/control",
+        inputs=(InputEdge(node="up", endpoint=f"ipc://{tmp_path}/up", topics=("up/",),
+                          policy="drop_oldest", maxlen=1000),),
+        heartbeat_interval=0.1)
+    proc = start_node(tmp_path, config)
+    try:
+        next_control(router, "ready")
+        assert up.poll(5000)  # the node's subscription arrived
+        up.recv()
+        for i in range(frames):
+            frame = {"timestamp": np.array([i * period]), "x": np.ones(1)}
+            up.send_multipart(encode("up/main", frame, node_id="up", seq=i))
+            time.sleep(period)
+        next_control(router, "heartbeat", where=lambda m: m["stats"]["seen"] == frames)
+        router.send_multipart([b"lingerer", control.pack("stop")])
+        out, _ = proc.communicate(timeout=10)  # a stop is answered while lingering
+        assert proc.returncode == 0, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+        router.close(0)
+        up.close(0)
+    lines = [ln for ln in out.splitlines() if ln.startswith("HANDED ")]
+    assert len(lines) == 1, out
+    return json.loads(lines[0][7:])
+
+
+@pytest.mark.process
+def test_a_lingering_logic_gets_every_frame_in_order_a_batch_per_linger(tmp_path, ctx):
+    """linger 0.25 s, 40 frames over 0.8 s: every frame, in order, the first at once and the
+    rest in a few batches (one wake-up per linger); linger 0: one wake-up per frame."""
+    handed = run_lingerer(tmp_path, ctx, linger=0.25)
+    assert [ts for _, ts in handed] == pytest.approx([i * 0.02 for i in range(40)])
+    sizes = wake_ups(handed)
+    assert sizes[0] <= 2, sizes  # the first frame is not held back
+    assert len(sizes) <= 7, sizes  # 0.8 s / 0.25 s, plus the first: ~5 (not 40)
+    gaps = np.diff([handed[sum(sizes[:k])][0] for k in range(len(sizes))])
+    assert gaps.min() >= 0.2, gaps  # batches are a linger apart
+
+    (tmp_path / "plain").mkdir()
+    plain = wake_ups(run_lingerer(tmp_path / "plain", ctx, linger=0.0))
+    assert len(plain) >= 20, plain  # each frame as it comes

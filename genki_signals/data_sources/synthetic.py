@@ -129,7 +129,7 @@ class _Periodic(_LiveParams):
                     self._t_anchor = self._last_t
                 self._f_anchor = f
             if t.size:
-                self._last_t = float(np.max(t))
+                self._last_t = float(t.max())
             return self._theta_anchor + TWO_PI * f * (t - self._t_anchor)
 
     def __call__(self, t: Any) -> Any:

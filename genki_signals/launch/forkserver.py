@@ -52,7 +52,7 @@ import socket
 import sys
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 from genki_signals.nodes.parent_watch import ORPHAN_EXIT_CODE, set_parent_death_signal
@@ -198,6 +198,9 @@ class ForkServer:
         self._readies_seen = 0
         self.preload_failures: list[str] = []  # modules the server could not import
         self._closed = False
+        # called from the reader thread when a child's exit status arrives (the launcher's
+        # supervision loop waits on a pipe this writes to, not on a short tick)
+        self.on_exit: Callable[[], None] | None = None
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name="genki-forkserver-reader")
         self._reader.start()
@@ -299,6 +302,8 @@ class ForkServer:
                         child._exited(code)
                     else:
                         self._early_exits[pid] = code
+                    if self.on_exit is not None:
+                        self.on_exit()
                 else:
                     self._replies.append(msg)
                     self._reply_ready.notify_all()

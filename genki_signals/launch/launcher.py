@@ -66,6 +66,11 @@ from genki_signals.nodes.parent_watch import LAUNCHER_PID_ENV
 STDERR_TAIL_LINES = 8
 MAX_BACKOFF = 10.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # all take the Ctrl-C path
+# The supervision loop's longest wait (s) while every node came from the fork server, whose
+# exit reports wake the loop at once (a pipe); a spawned node's exit is seen by polling, so
+# while one runs the loop turns every POLL_TICK. Heartbeat checks need no finer grain.
+SUPERVISION_TICK = 0.25
+POLL_TICK = 0.05
 
 
 class LaunchError(GenkiError, RuntimeError):
@@ -158,6 +163,9 @@ class Launcher:
         self.stop_signal: int | None = None  # the signal that asked for the stop, if any
         self.fork_server: ForkServer | None = None  # where nodes are forked from (start())
         self._preload: list[str] = []  # modules the fork server imports before the first fork
+        # a forked node's exit wakes the supervision loop (_service): made in start()
+        self._wake_r: int | None = None
+        self._wake_w: int | None = None
 
     # ------------------------------------------------------------------ output
     def say(self, node: str, text: str) -> None:
@@ -182,13 +190,19 @@ class Launcher:
         ``preload`` (what the spec check imported, e.g. scipy.signal for a filter). The
         launcher owns it from now on: ``stop()`` closes it."""
         self.fork_server = server
+        server.on_exit = self._wake
         self._preload = list(preload or ())
 
     def start(self) -> None:
         """Check devices, bind the control socket, start every node, wait until all are ready."""
+        if self._wake_r is None:
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
         if start_method() == "fork" and self.fork_server is None:
             # first: a fork of this launcher is only safe before it starts threads
             self.fork_server = start_fork_server()
+            self.fork_server.on_exit = self._wake
         if self.fork_server is not None and self._preload:
             try:  # returns at once: the first fork waits for these imports
                 self.fork_server.preload(self._preload)
@@ -387,7 +401,7 @@ class Launcher:
                 if end is not None and time.monotonic() >= end:
                     self.say("launch", f"duration of {duration:g} s reached")
                     break
-                self._service(0.05)
+                self._service(self._supervision_timeout(end))
                 if all(not n.alive and n.next_start is None for n in self.nodes.values()):
                     self.say("launch", "every node has finished")
                     break
@@ -449,9 +463,43 @@ class Launcher:
     def _control_sockets(self) -> list[zmq.Socket]:
         return [s for s in (self.router, self.remote_router) if s is not None]
 
+    def _supervision_timeout(self, end: float | None) -> float:
+        """How long the next round may wait: ``SUPERVISION_TICK`` (``POLL_TICK`` while a node
+        not from the fork server runs), at most until a restart or ``end`` is due."""
+        now = time.monotonic()
+        polled = any(n.alive and not getattr(n.proc, "forked", False)
+                     for n in self.nodes.values())
+        timeout = POLL_TICK if polled or self.fork_server is None else SUPERVISION_TICK
+        for due in [n.next_start for n in self.nodes.values()] + [end]:
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - now))
+        return timeout
+
+    def _wake(self) -> None:
+        """Any thread: end the supervision loop's current wait (a forked node exited)."""
+        try:
+            if self._wake_w is not None:
+                os.write(self._wake_w, b"x")
+        except OSError:  # full: a wake-up is already pending
+            pass
+
+    def _close_wake_pipe(self) -> None:
+        fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), None, None
+        for fd in fds:
+            if fd is not None:
+                os.close(fd)
+
     def _service(self, timeout: float) -> None:
         """One round: control messages, exits, restarts, heartbeat checks."""
-        ready, _, _ = zmq.select(self._control_sockets(), [], [], timeout)
+        wake = [] if self._wake_r is None else [self._wake_r]
+        ready, _, _ = zmq.select(self._control_sockets() + wake, [], [], timeout)
+        if wake and self._wake_r in ready:
+            ready.remove(self._wake_r)
+            try:
+                while os.read(self._wake_r, 512):
+                    pass
+            except OSError:  # drained (EAGAIN)
+                pass
         for sock in ready:
             while sock.poll(0):
                 frames = sock.recv_multipart(copy=False)
@@ -567,6 +615,7 @@ class Launcher:
         self._starting = False
         if not self._owns_run_dir:  # refused before binding anything: nothing of ours runs
             self._close_fork_server()
+            self._close_wake_pipe()
             self._restore_signal_handlers()
             return
         if self.stop_signal is not None:
@@ -600,6 +649,7 @@ class Launcher:
                         "exited", "failed", "stopped"):
                     self._on_exit(node)
         self._close_fork_server()
+        self._close_wake_pipe()
         if self.router is not None:
             self.router.close(linger=0)
             self.router = None
@@ -622,6 +672,7 @@ class Launcher:
 
     def _close_fork_server(self) -> None:
         if self.fork_server is not None:
+            self.fork_server.on_exit = None  # before the wake-up pipe closes
             self.fork_server.close()
             self.fork_server = None
 

@@ -264,6 +264,11 @@ class NodeCheckpointer:
         self.frames += frames
         self.schedule.consumed(frames)
 
+    def due(self, mono: float | None = None, force: bool = False) -> bool:
+        """Whether ``after`` would write now (so a caller gathers its arguments only then)."""
+        mono = time.monotonic() if mono is None else mono
+        return self.schedule.due(mono) or (force and self.schedule.frames_since > 0)
+
     def after(self, consumed: Mapping[str, int], lineage: Mapping[str, Any] | None,
               epochs: Mapping[str, int], mono: float | None = None,
               force: bool = False) -> Checkpoint | None:

@@ -75,6 +75,14 @@ class NodeLogic:
     module docstring)."""
     update_rate: float | None = None
     """Polls per second; set by (and only by) a ``timed`` logic."""
+    linger: float = 0.0
+    """Seconds the runner lets frames queue after handing this logic what had arrived, before
+    it reads again (then every queued frame in one go). 0 (the default): every frame as soon
+    as it arrives. A sink nobody waits on (a console printer, an unwatched dashboard) sets it:
+    one wake-up per ``linger`` instead of one per frame, the same frames in the same order.
+    Read before every read of the inputs, so a property may change it (a dashboard: 0 once a
+    browser watches). An ``arrival`` logic's ``tick`` then runs once per read (about every
+    ``linger``), not every 50 ms. Not for ``timed`` logic."""
 
     def start(self) -> None:
         pass

@@ -45,6 +45,7 @@ TICK_INTERVAL = 0.05  # a non-timed node's loop turns at least this often (s): c
 # While frames flow, the control socket is checked at most this often (s): a poll per frame
 # cost ~4% of a graph node's CPU per frame (tools/bench_node_overhead.py)
 CONTROL_INTERVAL = 0.005
+LINGER_MAX_BATCH = 1000  # a lingering logic's reads per wake-up, at most (control stays answered)
 
 
 class ControlLogHandler(logging.Handler):
@@ -95,6 +96,8 @@ class NodeRunner:
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGTERM, signal.SIGINT)}
         self.ctl = control.connect_dealer(self.context, cfg.control_endpoint, identity=cfg.id)
+        self._ctl_poller = zmq.Poller()  # one for the node's life (Socket.poll makes one a call)
+        self._ctl_poller.register(self.ctl, zmq.POLLIN)
         handler = ControlLogHandler(self.ctl, cfg.id)
         handler.setFormatter(logging.Formatter("%(message)s"))
         root = logging.getLogger()
@@ -206,6 +209,7 @@ class NodeRunner:
                                       **({"max_bytes": limits["merge_buffer_bytes"]}
                                          if "merge_buffer_bytes" in limits else {}))
             self._next_control = 0.0
+            self._linger_until = 0.0
         self._stats_mark = (time.monotonic(), 0, 0)
         next_beat = time.monotonic()
         while not self._stop_requested:
@@ -233,17 +237,32 @@ class NodeRunner:
 
     def _step_inputs(self, next_beat: float) -> bool:
         """``merged``/``arrival``/``raw``: receive one message (or time out), then dispatch what
-        the mode's feeder has ready; True once every input ended and nothing is held back."""
+        the mode's feeder has ready; True once every input ended and nothing is held back.
+
+        A logic that lingers (``NodeLogic.linger`` > 0) is handed everything queued at once,
+        then left alone for ``linger`` seconds (the control socket still answered): one
+        wake-up per linger rather than one per frame."""
         feeder = self._feeder
-        msg = self.subscriber.recv(timeout=min(TICK_INTERVAL,
-                                               max(0.0, next_beat - time.monotonic())))
-        now = self.now()
-        if msg is not None:
-            acquired = acquisition_of(msg)
-            if acquired is not None and msg.kind != "eos":
-                self._age_in.add(now - acquired)
-            for delivery in feeder.receive(Topic.parse(msg.topic), msg, now):
-                self._dispatch(delivery, now, acquired)
+        linger = self.logic.linger
+        mono = time.monotonic()
+        if linger > 0 and mono < self._linger_until:
+            self._handle_control(timeout=max(0.0, min(self._linger_until, next_beat) - mono))
+            return False
+        timeout = min(TICK_INTERVAL, max(0.0, next_beat - mono))
+        received = 0
+        while True:
+            msg = self.subscriber.recv(timeout=timeout)
+            now = self.now()
+            if msg is not None:
+                received += 1
+                acquired = acquisition_of(msg)
+                if acquired is not None and msg.kind != "eos":
+                    self._age_in.add(now - acquired)
+                for delivery in feeder.receive(Topic.parse(msg.topic), msg, now):
+                    self._dispatch(delivery, now, acquired)
+            if msg is None or linger <= 0 or received >= LINGER_MAX_BATCH:
+                break
+            timeout = 0.0  # lingering: everything already queued, without waiting
         for delivery in feeder.ready(now):
             self._dispatch(delivery, now, feeder.origin(delivery))
         if self._checkpointer is not None:
@@ -251,6 +270,8 @@ class NodeRunner:
         if feeder.ended:
             return True
         mono = time.monotonic()
+        if received and linger > 0:
+            self._linger_until = mono + linger
         if msg is None or mono >= self._next_control:
             self._next_control = mono + CONTROL_INTERVAL
             self._handle_control(timeout=0)
@@ -272,6 +293,8 @@ class NodeRunner:
     def _checkpoint(self, force: bool = False) -> None:
         """Write the checkpoint when due (between dispatches, so no frame is half done), then
         acknowledge the checkpointed frames upstream, which may then forget them."""
+        if not self._checkpointer.due(force=force):  # most steps: nothing to gather
+            return
         pub, sub = self.publisher, self.subscriber
         epochs = {}
         for edge in self.config.inputs:
@@ -370,10 +393,14 @@ class NodeRunner:
         if self.publisher is not None:  # lossless readers' hellos and acks, resends
             self.publisher.service()
         # round up: poll(0) for a sub-millisecond wait would busy-spin a 1 kHz source
-        if not self.ctl.poll(math.ceil(timeout * 1000)):
+        if not self._ctl_poller.poll(math.ceil(timeout * 1000)):
             return
-        while self.ctl.poll(0):
-            msg = control.unpack(self.ctl.recv())
+        while True:
+            try:
+                data = self.ctl.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            msg = control.unpack(data)
             if msg is None:
                 self.counters["control_errors"] += 1
             elif msg["type"] == "stop":

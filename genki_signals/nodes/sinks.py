@@ -14,15 +14,23 @@ from genki_signals.buffers import DataBuffer
 from genki_signals.frames import TIMESTAMP, Topic, frame_length
 from genki_signals.nodes.logic import NodeLogic, Output
 
+PRINTER_LINGER = 0.2  # s between a printer's reads (NodeLogic.linger)
+
 
 class PrinterSinkLogic(NodeLogic):
-    """Prints the last sample of the chosen keys of every ``every``-th frame, one line each."""
+    """Prints the last sample of the chosen keys of every ``every``-th frame, one line each.
+
+    Nobody waits on a console: frames are read in batches, ``PRINTER_LINGER`` s apart (the
+    first frame at once), so an idle topology's printer wakes a few times a second, not once
+    per frame; the same lines, up to that much later."""
 
     input_mode = "merged"
+    linger = 0.0  # set per instance (the ``linger`` argument)
 
     def __init__(self, keys: Sequence[str] | None = None, every: int = 1,
-                 stream: IO[str] | None = None) -> None:
+                 stream: IO[str] | None = None, linger: float = PRINTER_LINGER) -> None:
         self.keys = list(keys) if keys else None
+        self.linger = float(linger)
         self.every = int(every)
         self.stream = stream
         self._count = 0

@@ -21,7 +21,8 @@ The node's logic only appends received frames to a DataBuffer (``TopicMux``: one
 topic); the Bokeh server runs in a thread of the node and reads that buffer at the display
 rate. While no browser is connected nothing reads the buffer, so frames are held and written
 in batches (``IDLE_BATCH`` frames per topic in one ``extend``, about a second of the demo):
-the per-frame cost of an unwatched dashboard is a list append. The URL is logged at start (``[dashboard] INFO dashboard: http://...``) and reported in
+the per-frame cost of an unwatched dashboard is a list append, and the node reads its inputs
+``IDLE_LINGER`` s apart, all queued frames at once (``NodeLogic.linger``), not once per frame. The URL is logged at start (``[dashboard] INFO dashboard: http://...``) and reported in
 the node's heartbeat stats (``dashboard_url``), so ``genki top`` and tests can find it. Without
 the plot extra installed the node logs a warning and discards its input (so a spec that shows a
 dashboard still runs on a base install).
@@ -46,6 +47,7 @@ from genki_signals.plot.views import PanelSpec
 log = logging.getLogger(__name__)
 
 IDLE_BATCH = 64  # frames held (all topics) while no browser is connected, then written at once
+IDLE_LINGER = 0.25  # s between reads of the inputs while no browser is connected
 FRAME_ERROR_LOG_LIMIT = 5
 
 
@@ -123,6 +125,12 @@ class PlotSinkLogic(NodeLogic):
                         if self.frame_errors <= FRAME_ERROR_LOG_LIMIT:
                             log.warning("skipped a frame of %s: %s: %s", topic,
                                         type(exc).__name__, exc)
+
+    @property
+    def linger(self) -> float:  # type: ignore[override]
+        """Unwatched, frames are read in batches (``IDLE_LINGER`` s apart: a few wake-ups a
+        second, not one per frame); watched, each as it comes (the display reads at fps)."""
+        return 0.0 if self.dashboard is not None and self.dashboard.sessions else IDLE_LINGER
 
     def _feed_stats(self) -> dict[str, Any]:
         return {"frames": self.mux.frames, "samples": self.mux.samples}
