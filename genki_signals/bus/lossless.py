@@ -269,7 +269,11 @@ class LosslessServer:
                 except zmq.ZMQError:
                     pass  # gone or full: the general path below sorts it out
                 else:
-                    _send_rest(sock, parts)
+                    if len(parts) == 2:  # _send_rest, inline: topic and header, copied
+                        _send(sock, parts[0], _SNDMORE)
+                        _send(sock, parts[1], 0)
+                    else:
+                        _send_rest(sock, parts)
                     r.sent += cost
                     r.sent_msgs += 1
                     r.cursor = last + 1

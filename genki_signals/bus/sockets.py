@@ -90,6 +90,8 @@ LOSSLESS_BATCH = 64  # messages a lossless edge reads ahead of the caller
 _STALL_POLL_MS = 100
 DRAIN_INTERVAL = 0.01  # s between reads of the XPUB subscription messages while publishing
 WOKE_AFTER = 100e-6  # s: a Subscriber's poll that took longer waited for its message (recv)
+MONITOR_INTERVAL_MS = 50  # a Subscriber waiting in a blocking receive reads its monitor this often
+MONITOR_INTERVAL = MONITOR_INTERVAL_MS / 1000
 
 # pyzmq's constants are enum members; their attribute lookups cost more than the calls on the hot
 # paths, so those use plain ints.
@@ -669,6 +671,7 @@ class _Edge:
         self.rcvhwm = rcvhwm
         self.shm_id: bytes | None = None  # reader id of a lossless ipc edge (see bus.shm)
         self.shm: Any = None  # its shared-memory resolver (ipc edges only)
+        self.rcvtimeo = -1  # the socket's RCVTIMEO as last set (Subscriber._recv_one)
         # Read enough per drain to empty ZeroMQ's queue, bounded so a fast publisher cannot
         # keep recv from returning.
         self.budget = 2 * (rcvhwm + maxlen)
@@ -728,6 +731,7 @@ class Subscriber:
         self._n_links = 0  # lossless edges
         self._by_node: dict[str, _Edge] = {}  # lossless edges by publisher node id (welcome)
         self._failed: str | None = None  # a publisher failed this reader (on_stall: fail)
+        self._next_monitor = 0.0  # time.monotonic() of the next monitor read (_recv_one)
 
     def connect(
         self,
@@ -829,6 +833,7 @@ class Subscriber:
             sock.close(0)
             raise BusError(f"cannot connect to {edge.endpoint!r}: {exc}") from None
         edge.socket, edge.monitor = sock, monitor
+        edge.rcvtimeo = -1
         self._by_socket[sock] = edge
         self._by_monitor[monitor] = edge
         self._poller.register(sock, zmq.POLLIN)
@@ -911,6 +916,9 @@ class Subscriber:
                     return msg
         mono = time.monotonic
         deadline = None if timeout is None else mono() + timeout
+        if self._all_lossless and timeout != 0 and len(self._edges) == 1 \
+                and self._edges[0].socket is not None:
+            return self._recv_one(self._edges[0], deadline)
         # Lossy policies drain every socket before choosing (poll(0) first); lossless edges
         # need no such pass: the queues were empty above, so wait for what comes next.
         wait_ms: int | None = 0
@@ -951,6 +959,66 @@ class Subscriber:
                 if remaining <= 0:
                     return None
                 wait_ms = max(1, int(remaining * 1000))
+
+    def _recv_one(self, edge: _Edge, deadline: float | None) -> Message | None:
+        """``recv`` of a Subscriber with one edge, lossless, whose queue is empty: wait in a
+        blocking receive on its socket (``RCVTIMEO``) instead of a poll.
+
+        libzmq's ``zmq_poll`` over the socket and its monitor makes six ``poll(2)`` calls per
+        wake-up (a first pass, then ``ZMQ_EVENTS`` of each socket before and after the wait);
+        a blocking receive makes one or two, as raw pyzmq does (docs/decisions.md, "Bus
+        per-frame path: a blocking receive"). The monitor is read instead when a wait times
+        out and at least every ``MONITOR_INTERVAL``, so a dropped connection is re-opened
+        within that. A receive that returned at once found a backlog: read ahead (``_fill``).
+        """
+        mono = time.monotonic
+        queue = edge.queue
+        while True:
+            now = mono()
+            if now >= self._next_monitor:
+                self._next_monitor = now + MONITOR_INTERVAL
+                self._on_monitor(edge)  # may re-open the connection (a new socket)
+            wait_ms = MONITOR_INTERVAL_MS
+            if deadline is not None:
+                remaining = deadline - now
+                if remaining <= 0:
+                    return None
+                wait_ms = min(wait_ms, max(1, int(remaining * 1000)))
+            due = self._send_credits(idle=True)  # about to wait: tell the publisher what was read
+            if due is not None and wait_ms > due:
+                wait_ms = due  # wake up to send the rest
+            sock = edge.socket
+            if edge.rcvtimeo != wait_ms:
+                sock.setsockopt(zmq.RCVTIMEO, wait_ms)
+                edge.rcvtimeo = wait_ms
+            t_wait = mono()
+            try:
+                frame = sock.recv(0, copy=False)
+            except zmq.Again:
+                continue  # timed out: monitor, deadline, credit
+            parts = [frame]
+            while frame.more:
+                frame = sock.recv(_NOBLOCK, copy=False)
+                parts.append(frame)
+            if len(parts) == 1:
+                self._on_control(edge, parts[0])
+            else:
+                self._push(edge, parts)
+            if mono() - t_wait < WOKE_AFTER and queue.room(edge.budget) > 0:
+                self._fill(edge)  # a backlog: read ahead (also sends credit when due)
+            else:
+                link = edge.link
+                if link.unreported >= link.credit_bytes or link.unreported_msgs >= link.credit_msgs:
+                    self._send_credit(edge)
+            if self._failed is not None:
+                raise ReaderFailedError(self._failed)
+            if queue.fifo:
+                msg, size = queue.fifo.popleft()
+                queue.nbytes -= size
+                link = edge.link
+                link.popped[msg.topic] = msg.seq
+                link.npopped += 1
+                return msg
 
     def _pop(self) -> Message | None:
         edges = self._edges
