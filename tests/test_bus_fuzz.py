@@ -73,7 +73,9 @@ def test_mutation_loop_keeps_the_node_computing_with_bounded_memory(node):
     assert stats["frame_errors"] + stats["decode_errors"] > 10_000, stats
     assert stats["gaps"] < 2**40  # forged sequence numbers count as resets, not as 1e19 gaps
     assert stats["resets"] > 0
-    assert rounds[0] <= idle + 2 * DEFAULT_QUEUE_BYTES, (rounds, idle)
+    # the queues bound their payload bytes; the Python objects around the payloads and the
+    # allocator's fragmentation come on top (34.8 MB over idle once under load, 2 x 16 MiB queues)
+    assert rounds[0] <= idle + 2 * DEFAULT_QUEUE_BYTES + 8 * 2**20, (rounds, idle)
     growth = [b - a for a, b in zip(rounds, rounds[1:])]
     assert min(growth) <= 8 * 2**20, (rounds, idle)
     assert node.stop() == 0
