@@ -262,7 +262,8 @@ def wake_ups(handed: list[list[float]], gap: float = 0.008) -> list[int]:
     return sizes
 
 
-def run_lingerer(tmp_path, ctx, linger: float, frames: int = 40, period: float = 0.02):
+def run_lingerer(tmp_path, ctx, linger: float, frames: int = 40, period: float = 0.02,
+                 width: int = 1):
     """A ``probe_nodes:Lingerer`` fed ``frames`` frames ``period`` s apart by a raw XPUB;
     returns what it was handed and when."""
     router = ctx.socket(zmq.ROUTER)
@@ -282,7 +283,7 @@ def run_lingerer(tmp_path, ctx, linger: float, frames: int = 40, period: float =
         assert up.poll(5000)  # the node's subscription arrived
         up.recv()
         for i in range(frames):
-            frame = {"timestamp": np.array([i * period]), "x": np.ones(1)}
+            frame = {"timestamp": np.array([i * period]), "x": np.ones(width)}
             up.send_multipart(encode("up/main", frame, node_id="up", seq=i))
             time.sleep(period)
         next_control(router, "heartbeat", where=lambda m: m["stats"]["seen"] == frames)
@@ -315,3 +316,12 @@ def test_a_lingering_logic_gets_every_frame_in_order_a_batch_per_linger(tmp_path
     (tmp_path / "plain").mkdir()
     plain = wake_ups(run_lingerer(tmp_path / "plain", ctx, linger=0.0))
     assert len(plain) >= 20, plain  # each frame as it comes
+
+
+def test_a_lingering_logic_reads_a_fast_stream_at_once(tmp_path, ctx):
+    """1.6 MB frames (over LINGER_FAST_BYTES): no linger after a read, so frames are handed
+    as they come, not a linger apart (on a lossless edge the linger would hold the upstream's
+    window shut)."""
+    sizes = wake_ups(run_lingerer(tmp_path, ctx, linger=0.25, frames=12, period=0.05,
+                                  width=200_000))
+    assert sum(sizes) == 12 and len(sizes) >= 8, sizes  # lingering: 0.6 s / 0.25 s ~ 3

@@ -80,6 +80,8 @@ class NodeLogic:
     it reads again (then every queued frame in one go). 0 (the default): every frame as soon
     as it arrives. A sink nobody waits on (a console printer, an unwatched dashboard) sets it:
     one wake-up per ``linger`` instead of one per frame, the same frames in the same order.
+    A read that found a fast stream (64 frames or 1 MiB) is followed by the next at once: on a
+    lossless edge a linger would hold the upstream's window shut.
     Read before every read of the inputs, so a property may change it (a dashboard: 0 once a
     browser watches). An ``arrival`` logic's ``tick`` then runs once per read (about every
     ``linger``), not every 50 ms. Not for ``timed`` logic."""

@@ -46,6 +46,11 @@ TICK_INTERVAL = 0.05  # a non-timed node's loop turns at least this often (s): c
 # cost ~4% of a graph node's CPU per frame (tools/bench_node_overhead.py)
 CONTROL_INTERVAL = 0.005
 LINGER_MAX_BATCH = 1000  # a lingering logic's reads per wake-up, at most (control stays answered)
+# A read that found this many frames or bytes is a fast stream: the logic reads again at once
+# (lingering pays for slow streams only; on a lossless edge it would hold the upstream's window
+# shut: a full-speed replay into a printer ran 6x slower).
+LINGER_FAST_FRAMES = 64
+LINGER_FAST_BYTES = 1 << 20
 
 
 class ControlLogHandler(logging.Handler):
@@ -249,12 +254,14 @@ class NodeRunner:
             self._handle_control(timeout=max(0.0, min(self._linger_until, next_beat) - mono))
             return False
         timeout = min(TICK_INTERVAL, max(0.0, next_beat - mono))
-        received = 0
+        received = nbytes = 0
         while True:
             msg = self.subscriber.recv(timeout=timeout)
             now = self.now()
             if msg is not None:
                 received += 1
+                if linger > 0:
+                    nbytes += sum(getattr(a, "nbytes", 0) for a in msg.frame.values())
                 acquired = acquisition_of(msg)
                 if acquired is not None and msg.kind != "eos":
                     self._age_in.add(now - acquired)
@@ -270,7 +277,8 @@ class NodeRunner:
         if feeder.ended:
             return True
         mono = time.monotonic()
-        if received and linger > 0:
+        if received and linger > 0 and received < LINGER_FAST_FRAMES and \
+                nbytes < LINGER_FAST_BYTES:
             self._linger_until = mono + linger
         if msg is None or mono >= self._next_control:
             self._next_control = mono + CONTROL_INTERVAL
